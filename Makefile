@@ -1,0 +1,31 @@
+# Two commands on a fresh machine:  `make demo` (export + matrix + report)  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build of torch (taken from local disk here). On a GPU machine: make TORCH_SPEC=torch install
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= test
+RUN_DIR ?= runs/demo
+
+.PHONY: install demo test lint gpu-check clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: install
+	$(BIN)/onnxbench run --out $(RUN_DIR)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check onnxbench tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,131 @@
+"""The benchmark matrix: axes, the embedded default, and expansion into cells."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+
+from ..export import DEFAULT_OPSET, PRECISIONS
+from ..models import PRESETS
+from .timing import TimingConfig
+
+#: Attention variants -> the reference config's ``attention`` implementation they are exported from.
+ATTENTION_VARIANTS = {"decomposed": "explicit", "sdpa": "sdpa"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement: a model part under a runtime at one (batch, seq_len)."""
+
+    model: str
+    attention: str
+    precision: str
+    opset: int
+    runtime: str
+    batch: int
+    seq_len: int
+    part: str = "model"
+    config_id: str = "default"
+
+    @property
+    def artifact_key(self) -> tuple:
+        """Cells with the same key share one exported artifact."""
+        return (self.model, self.part, self.attention, self.precision, self.opset)
+
+    @property
+    def cell_id(self) -> str:
+        payload = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+@dataclass
+class MatrixSpec:
+    """Axes of a benchmark matrix; the cells are their Cartesian product.
+
+    Attributes:
+        models: preset names (see ``onnxbench.models.PRESETS``).
+        attention: attention variants (keys of :data:`ATTENTION_VARIANTS`).
+        precisions: ``fp32`` / ``fp16`` / ``bf16``.
+        opsets: ONNX opsets to export at.
+        runtimes: runtime registry names.
+        batches: batch sizes B.
+        seq_lens: sequence lengths T (prefill of T tokens).
+        seed: weight and input seed.
+        exporter: ``dynamo`` or ``torchscript``.
+        timing: the timing harness settings.
+        shapes: optional per-model override ``{preset: {"batches": [...], "seq_lens": [...]}}``.
+    """
+
+    models: list[str] = field(default_factory=lambda: ["tiny", "gpt2-small"])
+    attention: list[str] = field(default_factory=lambda: ["decomposed"])
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    opsets: list[int] = field(default_factory=lambda: [DEFAULT_OPSET])
+    runtimes: list[str] = field(default_factory=lambda: ["torch", "ort-cpu"])
+    batches: list[int] = field(default_factory=lambda: [1, 4])
+    seq_lens: list[int] = field(default_factory=lambda: [32, 128])
+    seed: int = 0
+    exporter: str = "dynamo"
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    shapes: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Check every axis value.
+
+        Raises:
+            ValueError: naming the bad value and the allowed ones (or the limit it breaks).
+        """
+        from .. import runtimes
+
+        for m in self.models:
+            if m not in PRESETS:
+                raise ValueError(f"unknown preset {m!r}; known presets: {', '.join(PRESETS)}")
+        for a in self.attention:
+            if a not in ATTENTION_VARIANTS:
+                raise ValueError(f"unknown attention variant {a!r}; known: {', '.join(ATTENTION_VARIANTS)}")
+        for p in self.precisions:
+            if p not in PRECISIONS:
+                raise ValueError(f"unknown precision {p!r}; known: {', '.join(PRECISIONS)}")
+        for r in self.runtimes:
+            if r not in runtimes.REGISTRY:
+                raise ValueError(f"unknown runtime {r!r}; registered: {', '.join(runtimes.REGISTRY)}")
+        for model in self.models:
+            batches, seq_lens = self.shape_axes(model)
+            if any(b < 1 for b in batches) or any(t < 1 for t in seq_lens):
+                raise ValueError("batch sizes and sequence lengths must be >= 1")
+            too_long = [t for t in seq_lens if t > PRESETS[model].max_positions]
+            if too_long:
+                raise ValueError(
+                    f"sequence lengths {too_long} exceed {model}'s max_positions="
+                    f"{PRESETS[model].max_positions}; use --seq-lens up to that"
+                )
+
+    def shape_axes(self, model: str) -> tuple[list[int], list[int]]:
+        """(batches, seq_lens) for ``model``, with per-model overrides applied."""
+        override = self.shapes.get(model, {})
+        return list(override.get("batches", self.batches)), list(override.get("seq_lens", self.seq_lens))
+
+    def expand(self) -> list[Cell]:
+        """All cells, grouped so that cells sharing an artifact and a runtime are adjacent."""
+        cells = []
+        for model, att, prec, opset, rt in itertools.product(
+            self.models, self.attention, self.precisions, self.opsets, self.runtimes
+        ):
+            batches, seq_lens = self.shape_axes(model)
+            for b, t in itertools.product(batches, seq_lens):
+                cells.append(Cell(model, att, prec, opset, rt, b, t))
+        return cells
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def default_matrix() -> MatrixSpec:
+    """The embedded default: tiny and gpt2-small, fp32, decomposed attention, B in {1, 4}, T in {32, 128},
+    gpt2-small at B = 1 only; every registered runtime (the ones that cannot run here become ``skipped``
+    rows). About 2 minutes on 2 CPU cores, most of it the one-time dynamo export of gpt2-small."""
+    from .. import runtimes
+
+    return MatrixSpec(runtimes=list(runtimes.REGISTRY), shapes={"gpt2-small": {"batches": [1]}})

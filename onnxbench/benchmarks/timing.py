@@ -1,0 +1,141 @@
+"""The timing harness: the only place in onnxbench that reads a clock around an inference.
+
+Method: warm up at the shape being timed (allocators, kernel selection and engine tactics are per shape),
+then time single iterations with ``time.perf_counter_ns`` until both a minimum count and a minimum total
+duration are reached, calling the session's ``synchronize`` inside every timed region so that asynchronous
+devices are measured to completion.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """How long to time one cell.
+
+    Attributes:
+        warmup_iters: untimed iterations at the timed shape.
+        min_iters: at least this many timed iterations...
+        min_time_s: ...and at least this much timed wall time (seconds).
+        max_iters: hard cap on timed iterations.
+        max_time_s: stop after this much timed wall time even if ``min_iters`` is not reached (seconds);
+            a very slow cell then reports fewer iterations rather than blocking the matrix.
+    """
+
+    warmup_iters: int = 3
+    min_iters: int = 10
+    min_time_s: float = 1.0
+    max_iters: int = 10_000
+    max_time_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.min_iters < 1 or self.max_iters < self.min_iters:
+            raise ValueError(f"need 1 <= min_iters <= max_iters, got {self.min_iters}, {self.max_iters}")
+        if self.warmup_iters < 0 or self.min_time_s < 0 or self.max_time_s <= 0:
+            raise ValueError("warmup_iters and min_time_s must be >= 0 and max_time_s > 0")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Latency statistics of one cell, in milliseconds per inference."""
+
+    warmup_iters: int
+    iters: int
+    latency_ms_mean: float
+    latency_ms_p50: float
+    latency_ms_p90: float
+    latency_ms_p99: float
+    latency_ms_min: float
+    latency_ms_std: float
+    ci95_p50_lo_ms: float
+    ci95_p50_hi_ms: float
+    cov: float
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+def median_ci95(samples: np.ndarray) -> tuple[float, float]:
+    """Distribution-free 95% confidence interval of the median from order statistics.
+
+    Ranks ``n/2 -+ 1.96 * sqrt(n)/2`` (normal approximation to the Binomial(n, 1/2) count of samples below
+    the median; Conover, *Practical Nonparametric Statistics*, 3rd ed., §3.2). For n < 6 the interval is
+    the sample range. Returns (lo, hi) in the samples' unit.
+    """
+    x = np.sort(np.asarray(samples, dtype=np.float64))
+    n = len(x)
+    if n == 0:
+        return float("nan"), float("nan")
+    if n < 6:
+        return float(x[0]), float(x[-1])
+    half = 1.96 * math.sqrt(n) / 2
+    lo = max(int(math.floor(n / 2 - half)), 0)
+    hi = min(int(math.ceil(n / 2 + half)), n - 1)
+    return float(x[lo]), float(x[hi])
+
+
+def summarize(samples_ns: np.ndarray, warmup_iters: int) -> Timing:
+    """Statistics of per-iteration durations given in nanoseconds.
+
+    Raises:
+        ValueError: if there are no samples.
+    """
+    if len(samples_ns) == 0:
+        raise ValueError("no timed iterations")
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    mean = float(ms.mean())
+    std = float(ms.std(ddof=1)) if len(ms) > 1 else 0.0
+    lo, hi = median_ci95(ms)
+    p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+    return Timing(warmup_iters, len(ms), mean, p50, p90, p99, float(ms.min()), std, lo, hi,
+                  std / mean if mean > 0 else float("nan"))
+
+
+def measure(fn: Callable[[], object], synchronize: Callable[[], None] = lambda: None,
+            config: TimingConfig | None = None) -> tuple[Timing, np.ndarray]:
+    """Time ``fn`` (one inference on already-bound inputs).
+
+    Each timed region is ``fn(); synchronize()``. Returns the statistics and the raw per-iteration
+    durations in nanoseconds (int64 array).
+    """
+    config = config or TimingConfig()
+    for _ in range(config.warmup_iters):
+        fn()
+        synchronize()
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    total = 0
+    min_ns, max_ns = int(config.min_time_s * 1e9), int(config.max_time_s * 1e9)
+    while len(samples) < config.max_iters:
+        t0 = clock()
+        fn()
+        synchronize()
+        dt = clock() - t0
+        samples.append(dt)
+        total += dt
+        if (len(samples) >= config.min_iters and total >= min_ns) or total >= max_ns:
+            break
+    raw = np.asarray(samples, dtype=np.int64)
+    return summarize(raw, config.warmup_iters), raw
+
+
+def harness_overhead_ms(config: TimingConfig | None = None) -> float:
+    """Median cost in ms of one timed iteration around a no-op: what ``measure`` adds to every sample."""
+    cfg = config or TimingConfig(warmup_iters=10, min_iters=1000, min_time_s=0.05, max_time_s=1.0)
+    timing, _ = measure(lambda: None, lambda: None, cfg)
+    return timing.latency_ms_p50
+
+
+def throughput(batch: int, seq_len: int, latency_ms: float) -> tuple[float, float]:
+    """(sequences/s, tokens/s) for one inference of ``batch`` x ``seq_len`` tokens taking ``latency_ms``."""
+    if not latency_ms or latency_ms <= 0:
+        return float("nan"), float("nan")
+    per_s = 1000.0 / latency_ms
+    return batch * per_s, batch * seq_len * per_s

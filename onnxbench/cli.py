@@ -1,0 +1,176 @@
+"""Command line: ``onnxbench export | run | report | doctor``.
+
+Every command turns bad input into one clear error line (exit code 2) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="ONNX export and cross-runtime benchmark suite.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+console = Console()
+
+
+def fail(message: str) -> None:
+    """Print one error line and exit with status 2."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _csv(values: str | None, cast=str) -> list | None:
+    if values is None:
+        return None
+    try:
+        return [cast(v.strip()) for v in values.split(",") if v.strip()]
+    except ValueError:
+        fail(f"could not read {values!r} as a comma-separated list of {cast.__name__}")
+
+
+@app.command()
+def export(
+    preset: str = typer.Option("tiny", help="model preset (tiny, small, gpt2-small, ...)"),
+    attention: str = typer.Option("decomposed", help="attention variant"),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16"),
+    opset: int = typer.Option(18, help="ONNX opset"),
+    exporter: str = typer.Option("dynamo", help="dynamo | torchscript"),
+    seed: int = typer.Option(0, help="weight seed"),
+    out: Path | None = typer.Option(None, help="copy model.onnx here (default: print the cache path)"),
+    cache_dir: Path | None = typer.Option(None, help="artifact cache (default ~/.cache/onnxbench)"),
+    force: bool = typer.Option(False, help="export again even if cached"),
+) -> None:
+    """Export the reference transformer to ONNX (cached) and print where it is."""
+    import shutil
+
+    from .benchmarks.matrix import ATTENTION_VARIANTS
+    from .export import to_onnx
+    from .models import get_preset
+
+    if attention not in ATTENTION_VARIANTS:
+        fail(f"unknown attention variant {attention!r}; known: {', '.join(ATTENTION_VARIANTS)}")
+    try:
+        config = get_preset(preset, attention=ATTENTION_VARIANTS[attention])
+        artifact = to_onnx(config, seed=seed, precision=precision, opset=opset, exporter=exporter,
+                           cache_dir=cache_dir, model_name=preset, force=force)
+    except (KeyError, ValueError) as exc:
+        fail(str(exc.args[0]) if exc.args else str(exc))
+    path = artifact.path
+    if out is not None:
+        target = out / "model.onnx" if out.is_dir() else out
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(artifact.path, target)
+        except OSError as exc:
+            fail(f"cannot write {target}: {exc.strerror or exc}")
+        path = target
+    how = "cached" if artifact.cached else f"exported in {artifact.export_s:.1f} s"
+    console.print(f"{path}  ({preset}, {attention}, {precision}, opset {artifact.opset}, {how})")
+
+
+@app.command()
+def run(
+    out: Path = typer.Option(Path("runs/latest"), help="run directory to write"),
+    models: str | None = typer.Option(None, help="comma-separated presets (default: tiny,gpt2-small)"),
+    runtimes: str | None = typer.Option(None, help="comma-separated runtimes (default: all registered)"),
+    attention: str | None = typer.Option(None, help="comma-separated attention variants"),
+    precisions: str | None = typer.Option(None, help="comma-separated precisions"),
+    opsets: str | None = typer.Option(None, help="comma-separated opsets"),
+    batches: str | None = typer.Option(None, help="comma-separated batch sizes"),
+    seq_lens: str | None = typer.Option(None, help="comma-separated sequence lengths"),
+    exporter: str | None = typer.Option(None, help="dynamo | torchscript"),
+    min_time: float | None = typer.Option(None, help="minimum timed seconds per cell"),
+    min_iters: int | None = typer.Option(None, help="minimum timed iterations per cell"),
+    cache_dir: Path | None = typer.Option(None, help="artifact cache (default ~/.cache/onnxbench)"),
+    report: bool = typer.Option(True, help="write report.md / report.html at the end"),
+) -> None:
+    """Run the benchmark matrix (embedded default, narrowed by the flags) and write a run directory."""
+    import dataclasses
+
+    from .benchmarks import default_matrix, run_matrix
+    from .benchmarks.runner import check_writable
+    from .reports import write_report
+
+    spec = default_matrix()
+    overrides = {
+        "models": _csv(models), "runtimes": _csv(runtimes), "attention": _csv(attention),
+        "precisions": _csv(precisions), "opsets": _csv(opsets, int), "batches": _csv(batches, int),
+        "seq_lens": _csv(seq_lens, int), "exporter": exporter,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(spec, key, value)
+    timing = {k: v for k, v in {"min_time_s": min_time, "min_iters": min_iters}.items() if v is not None}
+    try:
+        if timing:
+            spec.timing = dataclasses.replace(spec.timing, **timing)
+        spec.validate()
+        check_writable(out)
+    except (ValueError, PermissionError) as exc:
+        fail(str(exc))
+    cells = spec.expand()
+    console.print(f"{len(cells)} cells -> {out}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        task = progress.add_task("starting", total=len(cells))
+
+        def on_cell(cell, row):
+            label = f"{cell.model} {cell.runtime} b{cell.batch} t{cell.seq_len}: {row['status']}"
+            progress.update(task, advance=1, description=label)
+
+        summary = run_matrix(spec, out, cache_dir=cache_dir, on_cell=on_cell)
+    _print_summary(summary.rows)
+    console.print(f"wall time: export {summary.export_s:.1f} s, reference {summary.reference_s:.1f} s, "
+                  f"sessions {summary.session_s:.1f} s, timing {summary.timing_s:.1f} s")
+    if report:
+        paths = write_report(out)
+        console.print("report: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _print_summary(rows: list[dict]) -> None:
+    table = Table("model", "runtime", "B", "T", "status", "p50 ms", "tok/s", "max abs err", "agree")
+    for r in rows:
+        if r["status"] == "ok":
+            table.add_row(r["model"], r["runtime"], str(r["batch"]), str(r["seq_len"]), "ok",
+                          f"{r['latency_ms_p50']:.3f}", f"{r['throughput_tok_s']:.0f}",
+                          f"{r['max_abs_err']:.2e}", "pass" if r["agree"] else "[red]FAIL[/]")
+    console.print(table)
+    skipped = {(r["runtime"], r["status"], r["reason"]) for r in rows if r["status"] != "ok"}
+    for runtime, status, reason in sorted(skipped):
+        console.print(f"{status}: {runtime}: {reason}", highlight=False)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="run directory written by `onnxbench run`"),
+    out: Path | None = typer.Option(None, help="where to write the report (default: the run directory)"),
+) -> None:
+    """Write report.md and report.html (with plots) for a run directory."""
+    from .reports import write_report
+
+    try:
+        paths = write_report(run_dir, out)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write the report: {exc}")
+    console.print("report: " + ", ".join(str(p) for p in paths.values()))
+
+
+@app.command()
+def doctor() -> None:
+    """List every runtime with whether it can run here, and why not."""
+    from . import runtimes
+
+    table = Table("runtime", "available", "detail")
+    for name, (ok, why) in runtimes.availability().items():
+        table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", why)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,25 @@
+"""ONNX export of the reference transformer, artifacts and the export cache."""
+
+from .onnx_export import (
+    DEFAULT_OPSET,
+    EXPORTERS,
+    PRECISIONS,
+    ExportArtifact,
+    TensorSpec,
+    cache_key,
+    default_cache_dir,
+    read_artifact,
+    to_onnx,
+)
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "EXPORTERS",
+    "PRECISIONS",
+    "ExportArtifact",
+    "TensorSpec",
+    "cache_key",
+    "default_cache_dir",
+    "read_artifact",
+    "to_onnx",
+]

@@ -1,0 +1,263 @@
+"""Export the reference transformer to ONNX, checked, annotated and cached.
+
+The graph has one input ``input_ids`` int64 (batch, sequence) and one output ``logits`` float
+(batch, sequence, vocab_size); both leading axes are dynamic. ``metadata_props`` records everything needed to
+rebuild the reference (config, seed, attention variant, precision, opset, exporter, library versions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+import torch
+
+from ..models import TransformerConfig, build
+
+DEFAULT_OPSET = 18
+EXPORTERS = ("dynamo", "torchscript")
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Example shape for tracing: neither axis is 1, because the dynamo exporter specialises a dimension whose
+# example value is 1 (torch.export "0/1 specialisation"), and such a graph silently fails at other shapes.
+EXAMPLE_BATCH, EXAMPLE_SEQ = 2, 8
+
+
+def default_cache_dir() -> Path:
+    """Artifact cache: ``$ONNXBENCH_CACHE`` or ``~/.cache/onnxbench``."""
+    return Path(os.environ.get("ONNXBENCH_CACHE", Path.home() / ".cache" / "onnxbench"))
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, ONNX element dtype (numpy name, e.g. ``"int64"``) and shape; a str entry is a dynamic axis."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class ExportArtifact:
+    """An exported ONNX model and what it was made from.
+
+    Attributes:
+        path: the ``.onnx`` file.
+        sha256: hex digest of the file's bytes.
+        opset: default-domain opset of the graph.
+        inputs / outputs: tensor specs read back from the graph.
+        metadata: the ``metadata_props`` written into the graph (str -> str).
+        config / seed / variant / precision: what the reference model was (``None`` for a foreign ONNX).
+        export_s: wall time of the export in seconds (0.0 when served from the cache).
+        cached: whether this artifact came from the cache.
+    """
+
+    path: Path
+    sha256: str
+    opset: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    metadata: dict[str, str] = field(default_factory=dict)
+    config: TransformerConfig | None = None
+    seed: int | None = None
+    variant: str = "decomposed"
+    precision: str = "fp32"
+    part: str = "model"
+    export_s: float = 0.0
+    cached: bool = False
+
+    @property
+    def model_name(self) -> str:
+        return self.metadata.get("onnxbench.model", self.path.stem)
+
+
+def _versions() -> dict[str, str]:
+    import onnxscript
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": onnxscript.__version__}
+
+
+def cache_key(config: TransformerConfig, seed: int, variant: str, precision: str, opset: int,
+              exporter: str, part: str = "model") -> str:
+    """Deterministic key of an export: config, seed, variant, precision, opset, exporter, part and the
+    torch/onnx/onnxscript versions (a new exporter may produce a different graph)."""
+    payload = json.dumps(
+        {"config": config.to_dict(), "seed": seed, "variant": variant, "precision": precision,
+         "opset": opset, "exporter": exporter, "part": part, "versions": _versions(), "format": 1},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _specs(values) -> tuple[TensorSpec, ...]:
+    out = []
+    for v in values:
+        t = v.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
+        shape = tuple(d.dim_param if d.HasField("dim_param") else d.dim_value for d in t.shape.dim)
+        out.append(TensorSpec(v.name, dtype, shape))
+    return tuple(out)
+
+
+def read_artifact(path: str | Path, **fields) -> ExportArtifact:
+    """Describe an existing ONNX file (ours or anyone's) as an :class:`ExportArtifact`.
+
+    Raises:
+        ValueError: if the file is not a loadable ONNX model (names the file and the parser's reason).
+    """
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, OSError, ... depending on the damage
+        raise ValueError(f"{path} is not a loadable ONNX model: {exc}") from exc
+    if not model.graph.node:
+        raise ValueError(f"{path} is not an ONNX model with a graph (no nodes found)")
+    meta = {p.key: p.value for p in model.metadata_props}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    initializer_names = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializer_names]
+    config = fields.pop("config", None)
+    if config is None and "onnxbench.config" in meta:
+        config = TransformerConfig.from_dict(json.loads(meta["onnxbench.config"]))
+    seed = fields.pop("seed", None)
+    if seed is None and "onnxbench.seed" in meta:
+        seed = int(meta["onnxbench.seed"])
+    defaults = {
+        "variant": meta.get("onnxbench.variant", "external"),
+        "precision": meta.get("onnxbench.precision", "fp32"),
+        "part": meta.get("onnxbench.part", "model"),
+    }
+    defaults.update(fields)
+    return ExportArtifact(
+        path=path, sha256=file_sha256(path), opset=opset, inputs=_specs(inputs),
+        outputs=_specs(model.graph.output), metadata=meta, config=config, seed=seed, **defaults,
+    )
+
+
+def _annotate_and_check(path: Path, metadata: dict[str, str]) -> None:
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, metadata)
+    onnx.checker.check_model(model, full_check=False)
+    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False)
+    onnx.save(model, str(path))
+
+
+def _torch_export(module: torch.nn.Module, example: torch.Tensor, path: Path, opset: int,
+                  exporter: str) -> None:
+    if exporter == "dynamo":
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        seq = torch.export.Dim("sequence", min=1, max=module.config.max_positions)
+        # The exporter prints progress and draft-export reports on stdout, and warns about torchvision
+        # operators it cannot register; neither concerns this model, so keep the CLI's output readable.
+        logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module, (example,), dynamo=True, opset_version=opset, input_names=["input_ids"],
+                output_names=["logits"], dynamic_shapes={"input_ids": {0: batch, 1: seq}},
+                optimize=True, verbose=False,
+            )
+        program.save(str(path))
+    elif exporter == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (example,), str(path), dynamo=False, opset_version=opset,
+                input_names=["input_ids"], output_names=["logits"],
+                dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
+                              "logits": {0: "batch", 1: "sequence"}},
+            )
+    else:
+        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+
+
+def to_onnx(
+    config: TransformerConfig,
+    *,
+    seed: int = 0,
+    precision: str = "fp32",
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "dynamo",
+    cache_dir: str | Path | None = None,
+    model_name: str | None = None,
+    force: bool = False,
+) -> ExportArtifact:
+    """Export the reference transformer built from (``config``, ``seed``) to ONNX, or reuse a cached export.
+
+    The graph takes ``input_ids`` int64 (batch, sequence) and returns ``logits`` (batch, sequence,
+    vocab_size) in the dtype of ``precision``; batch and sequence are dynamic (sequence up to
+    ``config.max_positions``). After export the file is checked with ``onnx.checker``, shape inference is
+    run, and ``metadata_props`` gets the keys ``onnxbench.*`` (config JSON, seed, variant, precision, opset,
+    exporter, library versions).
+
+    Args:
+        config: the model; ``config.attention`` selects the attention implementation.
+        seed: weight seed (see :func:`onnxbench.models.build`).
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``; the module is cast before export so that the
+            precision lives in the graph (TensorRT 10+ strongly-typed networks read it from there).
+        opset: default-domain ONNX opset (17-23 exercised).
+        exporter: ``"dynamo"`` (torch.export based, the default since torch 2.9) or ``"torchscript"``.
+        cache_dir: where artifacts live (default :func:`default_cache_dir`).
+        model_name: label stored in metadata (e.g. the preset name).
+        force: re-export even if the cache has the artifact.
+
+    Returns:
+        An :class:`ExportArtifact`; ``cached`` tells whether the export was skipped.
+
+    Raises:
+        ValueError: for an unknown precision or exporter.
+        onnx.checker.ValidationError: if the exported graph is invalid.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    variant = "sdpa" if config.attention == "sdpa" else "decomposed"
+    key = cache_key(config, seed, variant, precision, opset, exporter)
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    directory = directory / "artifacts" / key
+    path = directory / "model.onnx"
+    fields = {"config": config, "seed": seed, "variant": variant, "precision": precision, "part": "model"}
+    if path.is_file() and (directory / "done").is_file() and not force:
+        return dataclasses.replace(read_artifact(path, **fields), cached=True)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    module = build(config, seed, dtype=PRECISIONS[precision])
+    example = torch.randint(0, config.vocab_size, (EXAMPLE_BATCH, EXAMPLE_SEQ), dtype=torch.int64)
+    start = time.perf_counter()
+    tmp = directory / "model.tmp.onnx"
+    _torch_export(module, example, tmp, opset, exporter)
+    metadata = {
+        "onnxbench.model": model_name or "custom",
+        "onnxbench.config": json.dumps(config.to_dict(), sort_keys=True),
+        "onnxbench.seed": str(seed),
+        "onnxbench.variant": variant,
+        "onnxbench.precision": precision,
+        "onnxbench.part": "model",
+        "onnxbench.opset": str(opset),
+        "onnxbench.exporter": exporter,
+        "onnxbench.versions": json.dumps(_versions(), sort_keys=True),
+    }
+    _annotate_and_check(tmp, metadata)
+    os.replace(tmp, path)
+    export_s = time.perf_counter() - start
+    (directory / "done").write_text(json.dumps({"export_s": export_s}))
+    return dataclasses.replace(read_artifact(path, **fields), export_s=export_s, cached=False)

@@ -1,0 +1,76 @@
+"""PyTorch eager: the reference runtime. It rebuilds the module from the artifact's (config, seed) rather than
+reading the ONNX file, so that it is an independent check of the export."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..export import PRECISIONS, ExportArtifact, TensorSpec
+from ..models import build
+from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session
+
+
+class TorchEagerSession(Session):
+    """The reference transformer under ``torch.inference_mode()`` on the CPU.
+
+    ``run({"input_ids": int64 (B, T)}) -> {"logits": (B, T, vocab_size)}`` as float32 numpy (fp16/bf16
+    logits are upcast on the way out, since numpy has no bfloat16).
+    """
+
+    runtime = "torch"
+    provider_requested = "cpu"
+    provider_actual = "cpu"
+    device = "cpu"
+
+    def __init__(self, artifact: ExportArtifact, options: RuntimeOptions) -> None:
+        super().__init__()
+        start = time.perf_counter()
+        dtype = PRECISIONS[artifact.precision]
+        self.model = build(artifact.config, artifact.seed or 0, dtype=dtype)
+        self._inputs = (TensorSpec("input_ids", "int64", ("batch", "sequence")),)
+        if options.intra_op_threads:
+            torch.set_num_threads(options.intra_op_threads)
+        self.options = {"threads": torch.get_num_threads(), "inference_mode": True,
+                        "dtype": str(dtype).removeprefix("torch.")}
+        self.build_s = time.perf_counter() - start
+
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    def _forward(self, ids: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model(ids)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        logits = self._forward(torch.from_numpy(np.ascontiguousarray(feeds["input_ids"])))
+        return {"logits": logits.float().numpy()}
+
+    def prepare(self, feeds: dict[str, np.ndarray]) -> Callable[[], torch.Tensor]:
+        ids = torch.from_numpy(np.ascontiguousarray(feeds["input_ids"]))
+        return lambda: self._forward(ids)
+
+    def close(self) -> None:
+        self.model = None
+
+
+class TorchEager(Runtime):
+    """PyTorch eager mode on the CPU (the reference every other runtime is compared with)."""
+
+    name = "torch"
+    kind = "reference"
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        return True, f"torch {torch.__version__}"
+
+    def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
+        if artifact.config is None:
+            raise RuntimeUnavailable(
+                f"{artifact.path} was not exported by onnxbench (no onnxbench.config metadata), "
+                "so there is no torch module to rebuild; use ort-cpu as the reference for foreign models"
+            )
+        return TorchEagerSession(artifact, options or RuntimeOptions())

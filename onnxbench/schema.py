@@ -1,0 +1,103 @@
+"""The result schema: one row per matrix cell, long format, flat columns.
+
+Reports depend on these column names alone. Bump :data:`SCHEMA_VERSION` when a column changes meaning or is
+removed; adding a column is backwards compatible (older runs read back with it as missing). README.md
+("Result schema") documents each column for users.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+#: Cell key columns: two rows with equal keys measure the same thing (used by resume and compare).
+KEY_COLUMNS = ("model", "part", "attention", "precision", "opset", "runtime", "batch", "seq_len", "config_id")
+
+#: column -> (dtype, unit or meaning)
+COLUMNS: dict[str, tuple[str, str]] = {
+    "schema_version": ("int", "version of this schema"),
+    "run_id": ("str", "run identifier (UTC timestamp + short random suffix)"),
+    "cell_id": ("str", "hash of the key columns"),
+    "model": ("str", "preset name, or the ONNX file's stem for a foreign model"),
+    "n_params": ("int", "parameters of the model (tied embedding counted once)"),
+    "part": ("str", "'model' (full transformer) or 'attention' (one block's attention)"),
+    "attention": ("str", "attention variant: decomposed | sdpa | onnx-attention | ort-fused | external"),
+    "precision": ("str", "fp32 | fp16 | bf16 (the graph's compute precision)"),
+    "opset": ("int", "default-domain ONNX opset"),
+    "runtime": ("str", "registry name: torch | ort-cpu | ort-cuda | ort-trt | tensorrt | torch-compile"),
+    "config_id": ("str", "'default' or the name of a tuned runtime configuration"),
+    "options": ("str", "JSON of the runtime options in force (threads, optimisation level, TF32, ...)"),
+    "provider_requested": ("str", "execution provider / device asked for"),
+    "provider_actual": ("str", "execution provider / device that ran (read back from the library)"),
+    "attention_provider": ("str", "EP that executed the attention nodes (ORT profiling), where known"),
+    "device": ("str", "cpu | cuda:N"),
+    "batch": ("int", "sequences per inference (B)"),
+    "seq_len": ("int", "tokens per sequence (T); prefill of T tokens"),
+    "status": ("str", "ok | skipped | failed"),
+    "reason": ("str", "why a cell was skipped or failed (empty when ok)"),
+    "warmup_iters": ("int", "untimed iterations before timing, at this shape"),
+    "iters": ("int", "timed iterations"),
+    "latency_ms_mean": ("float", "ms per inference, mean"),
+    "latency_ms_p50": ("float", "ms, median"),
+    "latency_ms_p90": ("float", "ms, 90th percentile"),
+    "latency_ms_p99": ("float", "ms, 99th percentile"),
+    "latency_ms_min": ("float", "ms, fastest iteration"),
+    "latency_ms_std": ("float", "ms, sample standard deviation"),
+    "ci95_p50_lo_ms": ("float", "ms, lower end of a distribution-free 95% CI of the median"),
+    "ci95_p50_hi_ms": ("float", "ms, upper end of that CI"),
+    "cov": ("float", "coefficient of variation std/mean (unitless)"),
+    "h2d_ms": ("float", "ms, host-to-device copy per inference (GPU runtimes)"),
+    "compute_ms": ("float", "ms, device compute per inference (GPU runtimes)"),
+    "d2h_ms": ("float", "ms, device-to-host copy per inference (GPU runtimes)"),
+    "throughput_seq_s": ("float", "sequences/s = batch / p50"),
+    "throughput_tok_s": ("float", "tokens/s = batch * seq_len / p50"),
+    "max_abs_err": ("float", "max |y - y_ref| over the compared output"),
+    "max_rel_err": ("float", "max |y - y_ref| / max(|y_ref|, floor)"),
+    "cosine": ("float", "cosine similarity of flattened y and y_ref"),
+    "top1_agree": ("float", "fraction of positions whose argmax token equals the reference's"),
+    "nan_count": ("int", "NaN or Inf values in the output"),
+    "atol": ("float", "absolute tolerance used"),
+    "rtol": ("float", "relative tolerance used"),
+    "agree": ("bool", "passed: finite, |y - y_ref| <= atol + rtol*|y_ref| everywhere, cosine >= min"),
+    "reference_runtime": ("str", "runtime the outputs were compared with"),
+    "flops": ("float", "FLOPs per inference at (batch, seq_len), from the work model"),
+    "bytes_moved": ("float", "bytes per inference from the work model (weights + activations)"),
+    "achieved_gflops": ("float", "GFLOP/s = flops / p50"),
+    "achieved_gbs": ("float", "GB/s = bytes_moved / p50"),
+    "frac_peak_flops": ("float", "achieved_gflops / measured GEMM peak of the run"),
+    "frac_peak_bw": ("float", "achieved_gbs / measured memory bandwidth of the run"),
+    "peak_rss_mb": ("float", "MiB, peak resident memory of the process that ran the cell"),
+    "device_mem_mb": ("float", "MiB, peak device memory (GPU runtimes)"),
+    "export_s": ("float", "s, export time of the artifact (0 when cached)"),
+    "build_s": ("float", "s, session creation / engine build / compile"),
+    "harness_overhead_ms": ("float", "ms, timing-loop cost around a no-op (per iteration)"),
+    "onnx_sha256": ("str", "sha256 of the ONNX file run"),
+    "timestamp": ("str", "UTC ISO-8601 time the row was written"),
+}
+
+STATUSES = ("ok", "skipped", "failed")
+
+
+def empty_row() -> dict[str, Any]:
+    """A row with every column present and set to None (``schema_version`` filled)."""
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row["schema_version"] = SCHEMA_VERSION
+    return row
+
+
+def make_row(**values: Any) -> dict[str, Any]:
+    """Build a complete row from keyword values.
+
+    Raises:
+        KeyError: for a column not in :data:`COLUMNS` (a typo must not create a new column silently).
+        ValueError: for a ``status`` outside :data:`STATUSES`.
+    """
+    unknown = set(values) - set(COLUMNS)
+    if unknown:
+        raise KeyError(f"unknown result columns {sorted(unknown)}; add them to onnxbench.schema.COLUMNS")
+    row = empty_row()
+    row.update(values)
+    if row["status"] not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {row['status']!r}")
+    return row
