@@ -243,7 +243,7 @@ def to_onnx(
     module = build(config, seed, dtype=PRECISIONS[precision])
     example = torch.randint(0, config.vocab_size, (EXAMPLE_BATCH, EXAMPLE_SEQ), dtype=torch.int64)
     start = time.perf_counter()
-    tmp = directory / "model.tmp.onnx"
+    tmp = directory / f"model.tmp{os.getpid()}.onnx"  # concurrent exporters never share a temp file
     _torch_export(module, example, tmp, opset, exporter)
     metadata = {
         "onnxbench.model": model_name or "custom",
