@@ -78,3 +78,18 @@ def test_sequence_longer_than_max_positions_is_rejected():
     model = build(get_preset("tiny"))
     with pytest.raises(ValueError, match="max_positions=128"):
         model(torch.zeros(1, 129, dtype=torch.long))
+
+
+def test_flops_match_kaplan_approximation_for_gpt2_small():
+    from onnxbench.models.flops import flops_per_token, forward_flops
+
+    config = get_preset("gpt2-small")
+    # Kaplan et al. 2020: C_forward ~= 2 N + 2 n_layer n_ctx d_attn, N = non-embedding params + unembedding
+    n_matmul = config.n_layers * (4 * config.d_model**2 + 2 * config.d_model * config.d_ff)
+    n_matmul += config.d_model * config.vocab_size
+    expected = 2 * n_matmul + 2 * config.n_layers * 128 * config.d_model * 2
+    assert flops_per_token(config, 128) == pytest.approx(expected)
+    f1, f2 = forward_flops(config, 1, 64), forward_flops(config, 2, 64)
+    assert f2.total == pytest.approx(2 * f1.total)
+    # attention score work is quadratic in T, the projections linear
+    assert forward_flops(config, 1, 128).scores == pytest.approx(4 * forward_flops(config, 1, 64).scores)
