@@ -163,13 +163,20 @@ def report(
 
 @app.command()
 def doctor() -> None:
-    """List every runtime with whether it can run here, and why not."""
+    """List every runtime with whether it can run here, and why not; then the GPU components probed."""
+    from rich.markup import escape
+
     from . import runtimes
+    from .runtimes import gpu
 
     table = Table("runtime", "available", "detail")
     for name, (ok, why) in runtimes.availability().items():
-        table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", why)
+        table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", escape(why))
     console.print(table)
+    components = Table("GPU component", "found", "detail")
+    for name, probe in gpu.report().items():
+        components.add_row(name, "[green]yes[/]" if probe.ok else "[red]no[/]", escape(probe.detail))
+    console.print(components)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from ..schema import make_row
 from .agreement import compare_outputs, tolerance_for, worst
 from .inputs import make_feeds
 from .matrix import ATTENTION_VARIANTS, Cell, MatrixSpec
-from .timing import harness_overhead_ms, measure, throughput
+from .timing import harness_overhead_ms, measure, measure_stages, throughput
 
 REFERENCE_RUNTIME = "torch"
 
@@ -237,7 +237,7 @@ def _run_runtime(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, 
         return
     t0 = time.perf_counter()
     try:
-        session = runtime.open(artifact, RuntimeOptions())
+        session = runtime.open(artifact, RuntimeOptions(axis_ranges=_axis_ranges(cells)))
     except RuntimeUnavailable as exc:
         for cell in cells:
             emit({**_base_row(cell, run_id, artifact, n_params), "status": "skipped", "reason": str(exc)}, cell)
@@ -260,17 +260,36 @@ def _run_runtime(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, 
                 feeds = make_feeds(session.inputs(), cell.batch, cell.seq_len, seed=spec.seed, int_high=vocab)
                 reference = references.get((cell.batch, cell.seq_len), feeds)
                 outputs = session.run(feeds)
-                agreement = worst(compare_outputs(outputs, reference, tolerance_for(cell.precision, name)))
+                tol = tolerance_for(cell.precision, name, bool(session.options.get("tf32", False)))
+                agreement = worst(compare_outputs(outputs, reference, tol))
                 t1 = time.perf_counter()
                 timing, _ = measure(session.prepare(feeds), session.synchronize, spec.timing)
+                split = _split_timing(session, feeds, spec)
                 summary.timing_s += time.perf_counter() - t1
                 seq_s, tok_s = throughput(cell.batch, cell.seq_len, timing.latency_ms_p50)
-                emit({**base, **agreement.as_row(), **timing.as_row(), "status": "ok", "reason": "",
+                emit({**base, **agreement.as_row(), **timing.as_row(), **split, "status": "ok", "reason": "",
                       "throughput_seq_s": seq_s, "throughput_tok_s": tok_s,
                       "peak_rss_mb": psutil.Process().memory_info().rss / 2**20}, cell)
             except Exception as exc:
                 emit({**base, "status": "failed",
                       "reason": f"{type(exc).__name__}: {exc} @ {_last_frame(exc)}"}, cell)
+
+
+def _axis_ranges(cells: list[Cell]) -> dict[str, tuple[int, int, int]]:
+    """(min, opt, max) of the batch sizes and sequence lengths one session will run (its optimization
+    profile, for runtimes that build for a shape range)."""
+    from ..runtimes.profile import axis_ranges
+
+    return axis_ranges([c.batch for c in cells], [c.seq_len for c in cells])
+
+
+def _split_timing(session, feeds: dict[str, np.ndarray], spec: MatrixSpec) -> dict[str, float]:
+    """``h2d_ms`` / ``compute_ms`` / ``d2h_ms`` for sessions that offer the stages (GPU runtimes), else {}."""
+    stages = session.prepare_stages(feeds)
+    if not stages:
+        return {}
+    medians = measure_stages(stages, session.synchronize, spec.timing)
+    return {f"{name}_ms": ms for name, ms in medians.items()}
 
 
 def _last_frame(exc: BaseException) -> str:

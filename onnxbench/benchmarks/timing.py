@@ -126,6 +126,42 @@ def measure(fn: Callable[[], object], synchronize: Callable[[], None] = lambda: 
     return summarize(raw, config.warmup_iters), raw
 
 
+def measure_stages(stages: dict[str, Callable[[], object]], synchronize: Callable[[], None] = lambda: None,
+                   config: TimingConfig | None = None) -> dict[str, float]:
+    """Median milliseconds of each stage of an inference, the split trtexec reports (H2D latency, GPU compute
+    time, D2H latency; https://docs.nvidia.com/deeplearning/tensorrt/latest/performance/best-practices.html).
+
+    ``stages`` run in their order once per iteration; each stage is its own timed region
+    ``stage(); synchronize()``, so device work is measured to completion and stages do not overlap (unlike
+    trtexec's default, which overlaps copies of one iteration with compute of the next). Warm-up runs every
+    stage ``config.warmup_iters`` times; then ``config.min_iters`` iterations (or until ``config.max_time_s``).
+
+    Returns ``{stage name: median ms}``.
+
+    Raises:
+        ValueError: for no stages.
+    """
+    if not stages:
+        raise ValueError("no stages to time")
+    config = config or TimingConfig()
+    for _ in range(config.warmup_iters):
+        for fn in stages.values():
+            fn()
+            synchronize()
+    samples: dict[str, list[int]] = {name: [] for name in stages}
+    clock = time.perf_counter_ns
+    start = clock()
+    for _ in range(config.min_iters):
+        for name, fn in stages.items():
+            t0 = clock()
+            fn()
+            synchronize()
+            samples[name].append(clock() - t0)
+        if clock() - start >= config.max_time_s * 1e9:
+            break
+    return {name: float(np.median(ns)) / 1e6 for name, ns in samples.items()}
+
+
 def harness_overhead_ms(config: TimingConfig | None = None) -> float:
     """Median cost in ms of one timed iteration around a no-op: what ``measure`` adds to every sample."""
     cfg = config or TimingConfig(warmup_iters=10, min_iters=1000, min_time_s=0.05, max_time_s=1.0)

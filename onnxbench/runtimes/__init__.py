@@ -7,11 +7,17 @@ from __future__ import annotations
 
 from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session, ShapeOutOfRange
 from .ort import OrtCpu
+from .ort_cuda import OrtCuda
+from .ort_trt import OrtTrt
+from .tensorrt import Tensorrt
 from .torch_eager import TorchEager
 
 REGISTRY: dict[str, type[Runtime]] = {
     TorchEager.name: TorchEager,
     OrtCpu.name: OrtCpu,
+    OrtCuda.name: OrtCuda,
+    Tensorrt.name: Tensorrt,
+    OrtTrt.name: OrtTrt,
 }
 
 

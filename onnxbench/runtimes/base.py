@@ -41,11 +41,15 @@ class RuntimeOptions:
         inter_op_threads: threads across operators (0 = the runtime's default).
         extra: runtime-specific settings (e.g. ``{"graph_optimization_level": "all"}`` for ONNX Runtime,
             ``{"cuda_graph": True}``, ``{"tf32": False}``); unknown keys raise ``ValueError`` in ``open``.
+        axis_ranges: ``{"batch": (min, opt, max), "sequence": (min, opt, max)}`` of the shapes the session
+            will see (from the matrix, ``onnxbench.runtimes.profile.axis_ranges``); runtimes that build for a
+            shape range (TensorRT optimization profiles) use it, others ignore it. Empty: runtime default.
     """
 
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    axis_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 class Session(ABC):
@@ -86,6 +90,12 @@ class Session(ABC):
         launches one inference on them. The default calls :meth:`run`; runtimes override it with their fast
         path (IOBinding, bound device buffers) so that host copies stay out of the timed region."""
         return lambda: self.run(feeds)
+
+    def prepare_stages(self, feeds: dict[str, np.ndarray]) -> dict[str, Callable[[], Any]] | None:
+        """For device runtimes: callables ``{"h2d", "compute", "d2h"}`` that copy ``feeds`` host-to-device,
+        run one inference on the device buffers and copy the outputs device-to-host, so that the harness can
+        report trtexec's split (H2D latency, GPU compute time, D2H latency). None (the default): no split."""
+        return None
 
     def synchronize(self) -> None:
         """Wait until work launched by this session has finished (no-op on the CPU)."""

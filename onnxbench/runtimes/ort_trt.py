@@ -1,0 +1,81 @@
+"""ONNX Runtime with the TensorRT execution provider (``ort-trt``), CUDA EP behind it for unsupported nodes.
+
+The EP builds TensorRT engines for the subgraphs it takes, cached on disk (``trt_engine_cache_enable``,
+``trt_timing_cache_enable``) under ``$ONNXBENCH_CACHE/ort-trt/<model sha256[:16]>``, with explicit optimization
+profile shapes (``trt_profile_{min,opt,max}_shapes``) from the matrix so that a new shape inside the range does
+not trigger a silent engine rebuild. ``trt_fp16_enable`` stays off: the graph's own types decide precision.
+
+The EP links one TensorRT major version (ORT 1.31: ``libnvinfer.so.10``); the row records the library and
+version it found (``tensorrt_linked``). TF32: the EP sets TensorRT's TF32 builder flag and ORT 1.31 has no option
+to clear it (onnxruntime issue #26029); only ``NVIDIA_TF32_OVERRIDE=0`` in the environment turns it off, so the
+row records ``tf32`` from that variable.
+
+Docs: https://onnxruntime.ai/docs/execution-providers/TensorRT-ExecutionProvider.html
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..export import ExportArtifact, default_cache_dir
+from . import gpu
+from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session
+from .ort_cuda import CUDA_OPTION_KEYS, cuda_provider_options, open_device_session
+from .profile import input_profile, resolve_ranges, trt_shape_strings
+
+
+def tensorrt_provider_options(artifact: ExportArtifact, options: RuntimeOptions, device_id: int) -> dict[str, str]:
+    """TensorRT EP options: engine and timing caches on disk, explicit profile shapes, fp16 flag off.
+
+    Raises:
+        ValueError: if an input has a dynamic axis without a range.
+    """
+    ranges = resolve_ranges(options.axis_ranges, artifact.config.max_positions if artifact.config else None)
+    cache = default_cache_dir() / "ort-trt" / artifact.sha256[:16]
+    return {
+        "device_id": str(device_id),
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache),
+        "trt_fp16_enable": "False",
+        **trt_shape_strings(input_profile(artifact.inputs, ranges)),
+    }
+
+
+class OrtTrt(Runtime):
+    """ONNX Runtime's TensorRT execution provider with its engine cache."""
+
+    name = "ort-trt"
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        probe = gpu.ort_tensorrt_ep()
+        return probe.ok, probe.detail
+
+    def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
+        options = options or RuntimeOptions()
+        cuda = cuda_provider_options(options.extra, allowed=CUDA_OPTION_KEYS - {"cuda_graph"})
+        ok, why = self.availability()
+        if not ok:
+            raise RuntimeUnavailable(why)
+        device_id = int(cuda["device_id"])
+        trt_options = tensorrt_provider_options(artifact, options, device_id)
+        os.makedirs(trt_options["trt_engine_cache_path"], exist_ok=True)
+        linked = gpu.nvinfer(gpu.ort_tensorrt_major() or 10).detail
+        session = open_device_session(
+            self.name, artifact,
+            [("TensorrtExecutionProvider", trt_options), ("CUDAExecutionProvider", cuda), "CPUExecutionProvider"],
+            options, device_id)
+        session.options.update({
+            "tensorrt_linked": linked,
+            "tf32": os.environ.get("NVIDIA_TF32_OVERRIDE") != "0",
+            "engine_cache": trt_options["trt_engine_cache_path"],
+            "profile_min": trt_options["trt_profile_min_shapes"],
+            "profile_opt": trt_options["trt_profile_opt_shapes"],
+            "profile_max": trt_options["trt_profile_max_shapes"],
+            "device_id": device_id,
+            "gpu": gpu.gpu_name(device_id),
+            "iobinding": "cuda",
+        })
+        return session

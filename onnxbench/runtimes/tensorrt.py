@@ -1,0 +1,276 @@
+"""Native TensorRT (``tensorrt``): an engine built from the exported ONNX, run with device buffers bound by name.
+
+Build (TensorRT Python API, https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/
+python-api-docs.html): ``trt.Builder`` -> ``create_network`` with the ``STRONGLY_TYPED`` flag (TensorRT 10.x opts
+in with it; 11.x is always strongly typed and ignores it), so precision is the ONNX graph's own (fp32 / fp16 /
+bf16 export) and never a builder flag -> ``trt.OnnxParser.parse_from_file`` -> one optimization profile from
+the matrix's batch / sequence ranges (:mod:`onnxbench.runtimes.profile`) -> a timing cache loaded from and saved
+to disk -> ``build_serialized_network``. TF32 is a builder flag that TensorRT sets by default; it is cleared
+unless ``tf32=True`` is asked, and recorded.
+
+Caches under ``$ONNXBENCH_CACHE/tensorrt/``: the serialized engine keyed by :func:`engine_cache_key` (model
+sha256, TensorRT version, GPU name, build options including the profile), and the timing cache keyed by
+:func:`timing_cache_key` (TensorRT version and GPU only: TensorRT documents the timing cache as shareable across
+networks built on the same device and version). ``build_s`` is the build (or cached-engine load) time.
+
+Run: ``Runtime.deserialize_cuda_engine`` -> ``create_execution_context``; each input's dtype and shape are
+checked against the engine (``get_tensor_dtype``, ``get_tensor_profile_shape``) before ``set_input_shape`` /
+``set_tensor_address``; buffers are torch CUDA tensors; ``execute_async_v3`` on a torch CUDA stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..export import ExportArtifact, TensorSpec, default_cache_dir
+from . import gpu
+from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session
+from .profile import ShapeRange, check_binding, input_profile, resolve_ranges
+
+BUILD_OPTION_KEYS = {"tf32", "device_id", "workspace_gb", "builder_optimization_level"}
+#: TensorRT DataType name -> torch / numpy dtype name.
+TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT32": "int32", "INT64": "int64",
+              "BOOL": "bool", "INT8": "int8", "UINT8": "uint8"}
+
+
+def build_options(extra: dict[str, Any], profile: dict[str, ShapeRange]) -> dict[str, Any]:
+    """The options an engine is built with (all of them enter the engine cache key).
+
+    Raises:
+        ValueError: for an unknown option key (lists the allowed ones).
+    """
+    unknown = set(extra) - BUILD_OPTION_KEYS
+    if unknown:
+        raise ValueError(f"unknown tensorrt option(s) {sorted(unknown)}; allowed: {sorted(BUILD_OPTION_KEYS)}")
+    return {
+        "strongly_typed": True,
+        "tf32": bool(extra.get("tf32", False)),
+        "workspace_gb": float(extra.get("workspace_gb", 0)) or None,
+        "builder_optimization_level": int(extra.get("builder_optimization_level", 3)),
+        "profile": {name: [list(r.min), list(r.opt), list(r.max)] for name, r in sorted(profile.items())},
+    }
+
+
+def engine_cache_key(model_sha256: str, trt_version: str, gpu_name: str, options: dict[str, Any]) -> str:
+    """Hex key of a serialized engine: any change of model bytes, TensorRT version, GPU or build options
+    (profile, TF32, ...) gives a new key, so a stale engine is never loaded."""
+    payload = json.dumps({"model": model_sha256, "tensorrt": trt_version, "gpu": gpu_name, "options": options,
+                          "format": 1}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def timing_cache_key(trt_version: str, gpu_name: str) -> str:
+    """Hex key of a timing cache (tactic timings): valid for one TensorRT version on one GPU model."""
+    return hashlib.sha256(json.dumps([trt_version, gpu_name]).encode()).hexdigest()[:16]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def build_engine(trt, logger, onnx_path: Path, profile: dict[str, ShapeRange], options: dict[str, Any],
+                 timing_cache_path: Path) -> bytes:
+    """Build a serialized engine (strongly typed, one optimization profile) and update the timing cache.
+
+    Raises:
+        RuntimeError: if the ONNX parser rejects the model (its errors quoted) or the build fails.
+    """
+    builder = trt.Builder(logger)
+    flags = 0
+    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT's ONNX parser rejected {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    if options["tf32"]:
+        config.set_flag(trt.BuilderFlag.TF32)
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if options["workspace_gb"]:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options["workspace_gb"] * 2**30))
+    config.builder_optimization_level = options["builder_optimization_level"]
+    opt_profile = builder.create_optimization_profile()
+    for name, r in profile.items():
+        opt_profile.set_shape(name, r.min, r.opt, r.max)
+    config.add_optimization_profile(opt_profile)
+    cached = timing_cache_path.read_bytes() if timing_cache_path.exists() else b""
+    config.set_timing_cache(config.create_timing_cache(cached), False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
+    _atomic_write(timing_cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
+    return bytes(memoryview(serialized))
+
+
+class TensorrtSession(Session):
+    """A TensorRT engine and execution context on one CUDA device, with torch CUDA tensors as I/O buffers.
+
+    ``run`` takes host numpy feeds (dtype and shape checked against the engine) and returns host numpy outputs
+    (bf16 upcast to float32, since numpy has no bfloat16).
+    """
+
+    runtime = "tensorrt"
+    provider_requested = "TensorRT"
+
+    def __init__(self, artifact: ExportArtifact, options: RuntimeOptions) -> None:
+        super().__init__()
+        import tensorrt as trt
+        import torch
+
+        self._torch = torch
+        device_id = int(options.extra.get("device_id", 0))
+        self.device = f"cuda:{device_id}"
+        torch.cuda.set_device(device_id)
+        gpu_name = torch.cuda.get_device_name(device_id)
+        ranges = resolve_ranges(options.axis_ranges, artifact.config.max_positions if artifact.config else None)
+        profile = input_profile(artifact.inputs, ranges)
+        build = build_options(options.extra, profile)
+        key = engine_cache_key(artifact.sha256, trt.__version__, gpu_name, build)
+        cache = default_cache_dir() / "tensorrt"
+        cache.mkdir(parents=True, exist_ok=True)
+        engine_path = cache / f"{key}.engine"
+        timing_path = cache / f"timing-{timing_cache_key(trt.__version__, gpu_name)}.cache"
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        start = time.perf_counter()
+        hit = engine_path.exists()
+        if hit:
+            data = engine_path.read_bytes()
+        else:
+            data = build_engine(trt, self._logger, artifact.path, profile, build, timing_path)
+            _atomic_write(engine_path, data)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(data)
+        if self.engine is None:
+            raise RuntimeError(f"TensorRT could not deserialize {engine_path}; delete it to rebuild")
+        self.context = self.engine.create_execution_context()
+        self.build_s = time.perf_counter() - start
+        self.stream = torch.cuda.Stream(device=self.device)
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        self._input_names = [n for n in names if is_input[n]]
+        self._output_names = [n for n in names if not is_input[n]]
+        self._dtypes = {n: TRT_DTYPES.get(self.engine.get_tensor_dtype(n).name, self.engine.get_tensor_dtype(n).name)
+                        for n in names}
+        self._profile = {n: ShapeRange(*(tuple(s) for s in self.engine.get_tensor_profile_shape(n, 0)))
+                         for n in self._input_names}
+        specs = {s.name: s for s in artifact.inputs}
+        self._inputs = tuple(TensorSpec(n, self._dtypes[n], specs[n].shape if n in specs else
+                                        tuple(self.engine.get_tensor_shape(n))) for n in self._input_names)
+        self.provider_actual = f"TensorRT {trt.__version__}"
+        self.options = {"tensorrt": trt.__version__, "gpu": gpu_name, "device_id": device_id,
+                        "engine_cache": "hit" if hit else "miss", "engine": str(engine_path),
+                        "timing_cache": str(timing_path), "tf32": build["tf32"],
+                        "strongly_typed": True, "builder_optimization_level": build["builder_optimization_level"],
+                        "profile": {n: r.describe() for n, r in self._profile.items()}}
+        self._keep: list = []
+
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    def _check(self, name: str, dtype: str, shape: tuple[int, ...]) -> None:
+        if name not in self._profile:
+            raise KeyError(f"{name!r} is not an engine input; inputs: {self._input_names}")
+        check_binding(name, dtype, shape, self._dtypes[name], self._profile[name])
+
+    def _bind(self, device_inputs: dict[str, Any]) -> dict[str, Any]:
+        """Set shapes and addresses of ``device_inputs`` (checked) and allocate the outputs; returns them."""
+        torch = self._torch
+        missing = set(self._input_names) - set(device_inputs)
+        if missing:
+            raise KeyError(f"missing engine inputs {sorted(missing)}")
+        for name in self._input_names:
+            tensor = device_inputs[name]
+            self._check(name, str(tensor.dtype), tuple(tensor.shape))
+            self.context.set_input_shape(name, tuple(tensor.shape))
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        outputs = {}
+        for name in self._output_names:
+            shape = tuple(self.context.get_tensor_shape(name))
+            outputs[name] = torch.empty(shape, dtype=getattr(torch, self._dtypes[name]), device=self.device)
+            self.context.set_tensor_address(name, outputs[name].data_ptr())
+        return outputs
+
+    def _to_device(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        for name, value in feeds.items():  # check before any copy so a wrong feed costs nothing
+            self._check(name, str(value.dtype), tuple(value.shape))
+        with self._torch.cuda.stream(self.stream):
+            return {n: self._torch.from_numpy(np.ascontiguousarray(v)).to(self.device, non_blocking=False)
+                    for n, v in feeds.items()}
+
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        device_inputs = self._to_device(feeds)
+        outputs = self._bind(device_inputs)
+        self._execute()
+        self.stream.synchronize()
+        return {n: (t.float() if t.dtype == self._torch.bfloat16 else t).cpu().numpy() for n, t in outputs.items()}
+
+    def prepare(self, feeds: dict[str, np.ndarray]) -> Callable[[], None]:
+        device_inputs = self._to_device(feeds)
+        outputs = self._bind(device_inputs)
+        self._keep = [device_inputs, outputs]  # the bound addresses must stay alive
+        return self._execute
+
+    def prepare_stages(self, feeds: dict[str, np.ndarray]) -> dict[str, Callable[[], Any]]:
+        torch = self._torch
+        device_inputs = self._to_device(feeds)
+        outputs = self._bind(device_inputs)
+        # Pinned host buffers, as trtexec uses, so that copies are DMA transfers rather than staged ones.
+        host_in = {n: torch.from_numpy(np.ascontiguousarray(v)).pin_memory() for n, v in feeds.items()}
+        host_out = {n: torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for n, t in outputs.items()}
+        self._keep = [device_inputs, outputs, host_in, host_out]
+
+        def h2d() -> None:
+            with torch.cuda.stream(self.stream):
+                for n, t in device_inputs.items():
+                    t.copy_(host_in[n], non_blocking=True)
+
+        def d2h() -> None:
+            with torch.cuda.stream(self.stream):
+                for n, t in outputs.items():
+                    host_out[n].copy_(t, non_blocking=True)
+
+        return {"h2d": h2d, "compute": self._execute, "d2h": d2h}
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def close(self) -> None:
+        self._keep = []
+        self.context = None
+        self.engine = None
+
+
+class Tensorrt(Runtime):
+    """Native TensorRT: engine build with an optimization profile from the matrix, engine and timing caches."""
+
+    name = "tensorrt"
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        probe = gpu.native_tensorrt()
+        return probe.ok, probe.detail
+
+    def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
+        options = options or RuntimeOptions()
+        build_options(options.extra, {})  # reject unknown options before anything else
+        ok, why = self.availability()
+        if not ok:
+            raise RuntimeUnavailable(why)
+        return TensorrtSession(artifact, options)

@@ -1,0 +1,325 @@
+"""GPU runtimes: everything that needs no GPU runs here (profiles, cache keys, dtype and shape checks, fallback
+detection with onnxruntime-gpu on a GPU-less machine); the tests marked ``gpu`` / ``tensorrt`` run for real where
+the hardware and libraries are present and are skipped with the probe's reason elsewhere."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from onnxbench import runtimes
+from onnxbench.benchmarks import MatrixSpec, TimingConfig, compare_outputs, run_matrix, tolerance_for
+from onnxbench.benchmarks.agreement import GPU_FP16, TOLERANCES
+from onnxbench.benchmarks.inputs import make_feeds
+from onnxbench.benchmarks.timing import measure_stages
+from onnxbench.export import TensorSpec
+from onnxbench.runtimes import RuntimeOptions, RuntimeUnavailable, ShapeOutOfRange, gpu
+from onnxbench.runtimes.ort_cuda import OrtCuda, cuda_provider_options
+from onnxbench.runtimes.ort_trt import OrtTrt, tensorrt_provider_options
+from onnxbench.runtimes.profile import (
+    ShapeRange,
+    axis_range,
+    axis_ranges,
+    check_binding,
+    input_profile,
+    resolve_ranges,
+    trt_shape_strings,
+)
+from onnxbench.runtimes.tensorrt import build_options, engine_cache_key, timing_cache_key
+
+IDS = TensorSpec("input_ids", "int64", ("batch", "sequence"))
+GPU_RUNTIMES = ("ort-cuda", "tensorrt", "ort-trt")
+
+CUDA_EP = gpu.ort_cuda_ep()
+TRT_EP = gpu.ort_tensorrt_ep()
+NATIVE_TRT = gpu.native_tensorrt()
+needs_ort_cuda = pytest.mark.skipif(not CUDA_EP.ok, reason=f"ort-cuda unavailable: {CUDA_EP.detail}")
+needs_ort_trt = pytest.mark.skipif(not TRT_EP.ok, reason=f"ort-trt unavailable: {TRT_EP.detail}")
+needs_native_trt = pytest.mark.skipif(not NATIVE_TRT.ok, reason=f"tensorrt unavailable: {NATIVE_TRT.detail}")
+
+
+# --- optimization profiles from the matrix -------------------------------------------------------------------
+
+def test_axis_range_is_min_upper_median_max_of_distinct_values():
+    assert axis_range([4, 1]) == (1, 4, 4)
+    assert axis_range([128, 32, 64, 32]) == (32, 64, 128)
+    assert axis_range([7]) == (7, 7, 7)
+    with pytest.raises(ValueError, match=">= 1"):
+        axis_range([])
+    with pytest.raises(ValueError, match=">= 1"):
+        axis_range([0, 4])
+
+
+def test_profile_follows_the_matrix_axes_and_keeps_static_dims():
+    ranges = axis_ranges([1, 4], [32, 128])
+    assert ranges == {"batch": (1, 4, 4), "sequence": (32, 128, 128)}
+    pixels = TensorSpec("pixels", "float32", ("batch", 3, "height"))
+    profile = input_profile([IDS, pixels], {**ranges, "height": (8, 16, 32)})
+    assert profile["input_ids"] == ShapeRange((1, 32), (4, 128), (4, 128))
+    assert profile["pixels"] == ShapeRange((1, 3, 8), (4, 3, 16), (4, 3, 32))
+    with pytest.raises(ValueError, match="'width' has no"):
+        input_profile([TensorSpec("x", "float32", ("batch", "width"))], ranges)
+
+
+def test_run_matrix_profile_covers_exactly_the_cells_of_one_session():
+    from onnxbench.benchmarks.runner import _axis_ranges
+
+    cells = MatrixSpec(models=["tiny"], runtimes=["tensorrt"], batches=[2, 1, 8], seq_lens=[16, 64]).expand()
+    assert _axis_ranges(cells) == {"batch": (1, 2, 8), "sequence": (16, 64, 64)}
+
+
+def test_ranges_default_and_clip_to_max_positions():
+    assert resolve_ranges({}, None)["batch"] == (1, 1, 4)
+    assert resolve_ranges({"batch": (1, 1, 1), "sequence": (8, 256, 1024)}, 512)["sequence"] == (8, 256, 512)
+
+
+def test_shape_range_validates_and_trt_ep_strings_use_trtexec_syntax():
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        ShapeRange((1, 64), (1, 32), (1, 128))
+    strings = trt_shape_strings({"input_ids": ShapeRange((1, 32), (4, 128), (4, 128)),
+                                 "mask": ShapeRange((1,), (2,), (3,))})
+    assert strings == {"trt_profile_min_shapes": "input_ids:1x32,mask:1",
+                       "trt_profile_opt_shapes": "input_ids:4x128,mask:2",
+                       "trt_profile_max_shapes": "input_ids:4x128,mask:3"}
+
+
+# --- binding checks --------------------------------------------------------------------------------------------
+
+def test_int64_ids_bound_to_an_int32_engine_input_are_rejected_with_the_fix():
+    r = ShapeRange((1, 1), (1, 64), (4, 128))
+    check_binding("input_ids", "int64", (2, 16), "int64", r)  # in range, same dtype: accepted
+    check_binding("input_ids", "torch.int64", (2, 16), "int64", r)  # torch spelling is the same dtype
+    with pytest.raises(TypeError, match=r"int64 but the engine expects int32.*astype\('int32'\)"):
+        check_binding("input_ids", "int64", (2, 16), "int32", r)
+
+
+def test_shape_outside_the_profile_quotes_min_opt_max():
+    r = ShapeRange((1, 1), (1, 64), (4, 128))
+    with pytest.raises(ShapeOutOfRange, match=r"\(2, 256\).*min \(1, 1\), opt \(1, 64\), max \(4, 128\)"):
+        check_binding("input_ids", "int64", (2, 256), "int64", r)
+    with pytest.raises(ShapeOutOfRange, match="outside"):
+        check_binding("input_ids", "int64", (8, 16), "int64", r)
+    with pytest.raises(ShapeOutOfRange, match="outside"):
+        check_binding("input_ids", "int64", (16,), "int64", r)
+
+
+# --- cache keys ------------------------------------------------------------------------------------------------
+
+def test_engine_cache_key_changes_with_every_ingredient():
+    profile = input_profile([IDS], axis_ranges([1, 4], [32, 128]))
+    opts = build_options({}, profile)
+    base = engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200", opts)
+    assert base == engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200", build_options({}, profile))
+    variants = [
+        engine_cache_key("b" * 64, "10.13.0", "NVIDIA H200", opts),
+        engine_cache_key("a" * 64, "11.4.0", "NVIDIA H200", opts),
+        engine_cache_key("a" * 64, "10.13.0", "NVIDIA A100-SXM4-80GB", opts),
+        engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200", build_options({"tf32": True}, profile)),
+        engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200",
+                         build_options({}, input_profile([IDS], axis_ranges([1, 8], [32, 128])))),
+    ]
+    assert len({base, *variants}) == 6
+
+
+def test_timing_cache_key_is_per_tensorrt_version_and_gpu_only():
+    assert timing_cache_key("10.13.0", "NVIDIA H200") == timing_cache_key("10.13.0", "NVIDIA H200")
+    assert timing_cache_key("10.13.0", "NVIDIA H200") != timing_cache_key("11.4.0", "NVIDIA H200")
+    assert timing_cache_key("10.13.0", "NVIDIA H200") != timing_cache_key("10.13.0", "NVIDIA L4")
+
+
+# --- options ---------------------------------------------------------------------------------------------------
+
+def test_cuda_provider_options_default_to_tf32_off_and_reject_unknown_keys():
+    opts = cuda_provider_options({})
+    assert opts["use_tf32"] == "0" and opts["enable_cuda_graph"] == "0" and opts["device_id"] == "0"
+    assert cuda_provider_options({"tf32": True, "cuda_graph": True})["use_tf32"] == "1"
+    with pytest.raises(ValueError, match="unknown option"):
+        cuda_provider_options({"use_fp8": True})
+    with pytest.raises(ValueError, match="cudnn_conv_algo_search"):
+        cuda_provider_options({"cudnn_conv_algo_search": "fastest"})
+    with pytest.raises(ValueError, match="unknown tensorrt option"):
+        build_options({"fp16": True}, {})
+
+
+def test_ort_trt_options_cache_by_model_and_carry_the_profile(tiny_artifact):
+    opts = tensorrt_provider_options(tiny_artifact, RuntimeOptions(axis_ranges=axis_ranges([1, 2], [8, 4096])), 0)
+    top = tiny_artifact.config.max_positions
+    assert opts["trt_engine_cache_enable"] == "True" and opts["trt_timing_cache_enable"] == "True"
+    assert opts["trt_engine_cache_path"].endswith(tiny_artifact.sha256[:16])
+    assert opts["trt_fp16_enable"] == "False"  # precision lives in the graph
+    assert opts["trt_profile_min_shapes"] == "input_ids:1x8"
+    assert opts["trt_profile_max_shapes"] == f"input_ids:2x{top}"
+
+
+# --- tolerances ------------------------------------------------------------------------------------------------
+
+def test_tolerances_are_keyed_by_runtime_precision_and_tf32():
+    assert tolerance_for("fp32", "ort-cuda", tf32=False) == TOLERANCES["fp32"]
+    assert tolerance_for("fp32", "tensorrt", tf32=True) == GPU_FP16
+    assert tolerance_for("fp16", "ort-trt") == GPU_FP16
+    assert tolerance_for("fp16", "ort-cpu") == TOLERANCES["fp16"]
+    assert tolerance_for("fp32", "ort-cpu", tf32=True) == TOLERANCES["fp16"]
+    assert GPU_FP16.atol > TOLERANCES["fp16"].atol > TOLERANCES["fp32"].atol
+
+
+# --- detection -------------------------------------------------------------------------------------------------
+
+def test_trt_version_integers_decode_per_nvinfer_version_header():
+    assert gpu.decode_trt_version(100300) == "10.3.0"
+    assert gpu.decode_trt_version(110400) == "11.4.0"
+    assert gpu.decode_trt_version(8601) == "8.6.1"
+
+
+def test_the_tensorrt_major_linked_by_onnxruntime_is_read_from_its_ep_library():
+    capi = gpu._ort_capi_dir()
+    lib = capi / "libonnxruntime_providers_tensorrt.so" if capi else None
+    if lib is None or not lib.exists():
+        pytest.skip("this onnxruntime build has no TensorRT EP library")
+    major = gpu.ort_tensorrt_major()
+    assert isinstance(major, int) and major >= 8
+    assert f"libnvinfer.so.{major}" in gpu.needed_libraries(lib)
+
+
+def test_probes_never_raise_and_agree_with_the_registry():
+    table = runtimes.availability()
+    for name in GPU_RUNTIMES:
+        ok, why = table[name]
+        assert isinstance(ok, bool) and why
+    assert table["ort-cuda"][0] == CUDA_EP.ok and table["ort-trt"][0] == TRT_EP.ok
+    assert table["tensorrt"][0] == NATIVE_TRT.ok
+    assert all(isinstance(p, gpu.Probe) for p in gpu.report().values())
+
+
+def test_provider_list_alone_does_not_count_as_a_gpu():
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has no CUDA EP")
+    if gpu.cuda_driver().ok:
+        pytest.skip(f"a CUDA device is present here ({gpu.cuda_driver().detail})")
+    # onnxruntime-gpu lists CUDA here although there is no GPU: the probe must say no, and say why.
+    assert not CUDA_EP.ok and "silently run on the CPU" in CUDA_EP.detail
+    with pytest.raises(RuntimeUnavailable, match="libcuda"):
+        OrtCuda().open(None)
+
+
+# --- fallback detection through the matrix runner --------------------------------------------------------------
+
+def _tiny_spec(runtimes_: list[str]) -> MatrixSpec:
+    return MatrixSpec(models=["tiny"], runtimes=runtimes_, batches=[1], seq_lens=[8],
+                      timing=TimingConfig(warmup_iters=1, min_iters=2, min_time_s=0.0))
+
+
+def test_gpu_runtimes_become_skipped_rows_with_the_reason_here(tmp_path, cache_dir):
+    if CUDA_EP.ok:
+        pytest.skip("a GPU is present: the GPU runtimes run for real here")
+    summary = run_matrix(_tiny_spec(list(GPU_RUNTIMES)), tmp_path / "run", cache_dir=cache_dir)
+    assert [r["runtime"] for r in summary.rows] == list(GPU_RUNTIMES)
+    for row in summary.rows:
+        assert row["status"] == "skipped", row
+        assert "libcuda" in row["reason"] or "GPU" in row["reason"]
+        assert row["latency_ms_p50"] is None and row["compute_ms"] is None and row["max_abs_err"] is None
+
+
+def test_a_real_cuda_session_that_falls_back_to_cpu_is_a_skipped_row(tmp_path, cache_dir, monkeypatch):
+    """With the GPU probe bypassed, onnxruntime-gpu really opens a CUDA session here and silently runs it on the
+    CPU; the provider read-back must turn that into a skipped row naming the fallback, never a result."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has no CUDA EP to fall back from")
+    if gpu.cuda_driver().ok:
+        pytest.skip("a CUDA GPU is present here, so the CUDA EP does not fall back")
+    monkeypatch.setattr(OrtCuda, "availability", classmethod(lambda cls: (True, "probe bypassed by the test")))
+    summary = run_matrix(_tiny_spec(["ort-cuda"]), tmp_path / "run", cache_dir=cache_dir)
+    (row,) = summary.rows
+    assert row["status"] == "skipped" and row["runtime"] == "ort-cuda"
+    assert "fell back" in row["reason"] and "CUDAExecutionProvider" in row["reason"]
+    assert "CPUExecutionProvider" in row["reason"]
+    assert row["latency_ms_p50"] is None and row["iters"] is None and row["agree"] is None
+
+
+# --- harness: trtexec-style split ------------------------------------------------------------------------------
+
+def test_measure_stages_times_each_stage_inside_its_own_synchronized_region():
+    synced = []
+
+    def slow():
+        time.sleep(0.003)
+
+    medians = measure_stages({"h2d": lambda: None, "compute": slow, "d2h": lambda: None},
+                             lambda: synced.append(1), TimingConfig(warmup_iters=1, min_iters=5, min_time_s=0))
+    assert list(medians) == ["h2d", "compute", "d2h"]
+    assert medians["compute"] >= 3.0 > medians["h2d"]
+    assert len(synced) == 3 * (1 + 5)
+    with pytest.raises(ValueError, match="no stages"):
+        measure_stages({})
+
+
+def test_cpu_sessions_offer_no_split(tiny_artifact):
+    with runtimes.get("ort-cpu").open(tiny_artifact) as s:
+        assert s.prepare_stages(make_feeds(s.inputs(), 1, 4, int_high=8)) is None
+
+
+# --- on a GPU machine: the real thing --------------------------------------------------------------------------
+
+def _check_against_reference(session, artifact, batch=2, seq=16, tf32=False):
+    feeds = make_feeds(session.inputs(), batch, seq, int_high=artifact.config.vocab_size)
+    fp32 = dataclasses.replace(artifact, precision="fp32")
+    with runtimes.get("torch").open(fp32) as ref:
+        reference = ref.run({k: v.astype(np.int64) for k, v in feeds.items()})
+    tol = tolerance_for(artifact.precision, session.runtime, tf32)
+    results = compare_outputs(session.run(feeds), reference, tol)
+    assert all(a.agree for a in results), results
+    return feeds
+
+
+@pytest.mark.gpu
+@needs_ort_cuda
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_ort_cuda_runs_on_the_gpu_with_device_iobinding(tiny_artifact, cuda_graph):
+    options = RuntimeOptions(extra={"cuda_graph": cuda_graph})
+    with runtimes.get("ort-cuda").open(tiny_artifact, options) as s:
+        assert s.provider_actual == "CUDAExecutionProvider" and s.device == "cuda:0"
+        assert s.options["tf32"] is False and s.options["cuda_graph"] is cuda_graph
+        for batch, seq in ((2, 16), (1, 8)):  # two shapes: with CUDA graphs, two graph ids
+            feeds = _check_against_reference(s, tiny_artifact, batch, seq)
+            fn = s.prepare(feeds)
+            for _ in range(3):  # capture happens on an early run; later runs replay
+                fn()
+                s.synchronize()
+            bound = s._binding.copy_outputs_to_cpu()[0]
+            np.testing.assert_allclose(bound, s.run(feeds)["logits"], rtol=1e-5, atol=1e-5)
+        stages = s.prepare_stages(feeds)
+        assert set(stages) == {"h2d", "compute", "d2h"}
+        assert measure_stages(stages, s.synchronize, TimingConfig(warmup_iters=1, min_iters=3))["compute"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@needs_native_trt
+def test_tensorrt_builds_caches_checks_dtype_and_profile(tiny_artifact, tmp_path, monkeypatch):
+    monkeypatch.setenv("ONNXBENCH_CACHE", str(tmp_path))
+    options = RuntimeOptions(axis_ranges=axis_ranges([1, 2], [8, 16]))
+    with runtimes.get("tensorrt").open(tiny_artifact, options) as s:
+        assert s.options["engine_cache"] == "miss" and s.build_s > 0 and s.options["tf32"] is False
+        feeds = _check_against_reference(s, tiny_artifact, 2, 16)
+        with pytest.raises(ShapeOutOfRange, match="min"):
+            s.run(make_feeds(s.inputs(), 4, 16, int_high=8))
+        wrong = "int32" if s.inputs()[0].dtype == "int64" else "int64"
+        with pytest.raises(TypeError, match="engine expects"):
+            s.run({"input_ids": feeds["input_ids"].astype(wrong)})
+        assert set(s.prepare_stages(feeds)) == {"h2d", "compute", "d2h"}
+    assert list(tmp_path.glob("tensorrt/timing-*.cache"))
+    with runtimes.get("tensorrt").open(tiny_artifact, options) as again:
+        assert again.options["engine_cache"] == "hit"
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@needs_ort_trt
+def test_ort_trt_runs_on_tensorrt_and_names_the_linked_version(tiny_artifact):
+    with OrtTrt().open(tiny_artifact, RuntimeOptions(axis_ranges=axis_ranges([1, 2], [8, 16]))) as s:
+        assert s.provider_actual == "TensorrtExecutionProvider"
+        assert "libnvinfer.so." in s.options["tensorrt_linked"]
+        _check_against_reference(s, tiny_artifact, 2, 16, tf32=s.options["tf32"])
