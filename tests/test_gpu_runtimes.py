@@ -323,3 +323,38 @@ def test_ort_trt_runs_on_tensorrt_and_names_the_linked_version(tiny_artifact):
         assert s.provider_actual == "TensorrtExecutionProvider"
         assert "libnvinfer.so." in s.options["tensorrt_linked"]
         _check_against_reference(s, tiny_artifact, 2, 16, tf32=s.options["tf32"])
+
+
+# --- the one-command GPU check ---------------------------------------------------------------------------------
+
+def _gpu_check(*args, timeout=600):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(root / "scripts" / "gpu_check.sh"), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_gpu_check_on_a_machine_without_gpu_lists_what_is_missing_and_exits_0(tmp_path):
+    if CUDA_EP.ok or NATIVE_TRT.ok:
+        pytest.skip("a GPU runtime is available here: the GPU check would run for real")
+    proc = _gpu_check("--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "No GPU runtime can run on this machine" in proc.stdout
+    for name in ("CUDA driver", "tensorrt (Python)", "ort-cuda", "ort-trt"):
+        assert name in proc.stdout
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_the_matrix_and_prints_the_table(tmp_path, cache_dir):
+    """The script's matrix and table path, exercised with ort-cpu since this machine has no GPU runtime."""
+    proc = _gpu_check("--runtimes", "ort-cpu", "--models", "tiny", "--skip-tests", "--min-time", "0",
+                      "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| model " in proc.stdout and proc.stdout.count("| tiny ") == 8
+    assert (tmp_path / "run" / "results.jsonl").is_file()
