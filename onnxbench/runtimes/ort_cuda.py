@@ -74,6 +74,15 @@ class OrtDeviceSession(OrtSession):
         """The options ORT really applied to ``provider`` (read back, not what was asked)."""
         return dict(self.session.get_provider_options().get(provider, {}))
 
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self.cuda_graph:
+            return super().run(feeds)
+        # Host feeds land at new device addresses on every call: never capture or replay a graph for them.
+        no_graph = ort.RunOptions()
+        no_graph.add_run_config_entry("gpu_graph_id", "-1")
+        values = self.session.run(self._output_names, feeds, no_graph)
+        return dict(zip(self._output_names, values, strict=True))
+
     def prepare(self, feeds: dict[str, np.ndarray]) -> Callable[[], None]:
         binding = self.session.io_binding()
         self._inputs_dev = {
