@@ -1,4 +1,4 @@
-"""Command line: ``onnxbench export | run | report | doctor``.
+"""Command line: ``onnxbench export | run | report | compare | doctor``.
 
 Every command turns bad input into one clear error line (exit code 2) instead of a traceback.
 """
@@ -148,6 +148,7 @@ def _print_summary(rows: list[dict]) -> None:
 def report(
     run_dir: Path = typer.Argument(..., help="run directory written by `onnxbench run`"),
     out: Path | None = typer.Option(None, help="where to write the report (default: the run directory)"),
+    screenshot: bool = typer.Option(False, help="also write report.png of the HTML with headless Chromium"),
 ) -> None:
     """Write report.md and report.html (with plots) for a run directory."""
     from .reports import write_report
@@ -158,7 +159,47 @@ def report(
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot write the report: {exc}")
+    if screenshot:
+        from .reports import browser
+
+        try:
+            paths["screenshot"] = browser.screenshot(paths["html"], paths["html"].with_name("report.png"))
+        except (FileNotFoundError, RuntimeError) as exc:
+            fail(f"report written, but no screenshot: {exc}")
     console.print("report: " + ", ".join(str(p) for p in paths.values()))
+
+
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="the earlier run directory (before)"),
+    run_b: Path = typer.Argument(..., help="the later run directory (after)"),
+    threshold: str = typer.Option("5%", help="p50 change counted as a regression/improvement: 5% or 0.05"),
+    out: Path | None = typer.Option(None, help="write compare.md and compare.html here (default: print Markdown)"),
+) -> None:
+    """Compare two runs cell by cell; exit status 1 when a p50 regression exceeds the threshold (CI gate)."""
+    from .reports.compare import compare_runs, parse_threshold, render_markdown, write_comparison
+
+    try:
+        result = compare_runs(run_a, run_b, parse_threshold(threshold))
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    if out is None:
+        typer.echo(render_markdown(result), nl=False)
+    else:
+        try:
+            paths = write_comparison(result, out)
+        except OSError as exc:
+            fail(f"cannot write the comparison: {exc}")
+        console.print("compare: " + ", ".join(str(p) for p in paths.values()), highlight=False)
+    n = result.counts
+    status = Console(stderr=True)  # stdout may carry the Markdown
+    for field, a, b in result.env_diffs:
+        status.print(f"[yellow]warning:[/] environments differ: {field}: {a} -> {b}", highlight=False,
+                     soft_wrap=True)
+    status.print(f"{n.get('regression', 0)} regression(s) beyond {result.threshold:.1%}, "
+                 f"{n.get('improvement', 0)} improvement(s), {n.get('unchanged', 0)} unchanged, "
+                 f"{n.get('not compared', 0)} not compared", highlight=False)
+    raise typer.Exit(result.exit_code)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Reports over the result schema: load runs, pivot tables, plots, Markdown and HTML."""
+"""Reports over the result schema: load runs, tables, plots, Markdown and HTML, run-to-run comparison."""
 
 from .load import coerce, load, load_header
 from .render import render_html, render_markdown, summary_table, write_report

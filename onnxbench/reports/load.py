@@ -34,14 +34,15 @@ def load_header(run_dir: str | Path) -> dict:
 def load(run_dir: str | Path) -> pd.DataFrame:
     """Rows of a run directory as a DataFrame with the schema's columns.
 
-    Reads ``results.jsonl`` (the file written during the run), else ``results.csv``.
+    Reads ``results.jsonl`` (the file written during the run), else ``results.parquet``, else ``results.csv``
+    (both written at the end of a run; either alone is enough to regenerate the reports).
 
     Raises:
-        FileNotFoundError: if the directory has neither file.
+        FileNotFoundError: if the directory has none of these files.
         ValueError: if the rows come from a newer schema than this version of onnxbench reads.
     """
     run_dir = Path(run_dir)
-    jsonl, csv = run_dir / "results.jsonl", run_dir / "results.csv"
+    jsonl, parquet, csv = run_dir / "results.jsonl", run_dir / "results.parquet", run_dir / "results.csv"
     if jsonl.is_file():
         rows = []
         for line in jsonl.read_text(encoding="utf-8").splitlines():
@@ -50,10 +51,13 @@ def load(run_dir: str | Path) -> pd.DataFrame:
             except json.JSONDecodeError:
                 continue  # a torn last line of an interrupted run
         frame = pd.DataFrame(rows)
+    elif parquet.is_file():
+        frame = pd.read_parquet(parquet)
     elif csv.is_file():
         frame = pd.read_csv(csv)
     else:
-        raise FileNotFoundError(f"{run_dir} has no results.jsonl or results.csv; is it a run directory?")
+        raise FileNotFoundError(f"{run_dir} has no results.jsonl or results.csv (or results.parquet); is it a "
+                                "run directory?")
     if len(frame) and "schema_version" in frame and frame["schema_version"].max() > SCHEMA_VERSION:
         raise ValueError(
             f"{run_dir} uses result schema {frame['schema_version'].max()}, newer than {SCHEMA_VERSION}; "

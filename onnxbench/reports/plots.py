@@ -1,4 +1,7 @@
-"""matplotlib figures over the result schema, returned as PNG bytes."""
+"""matplotlib figures over the result schema, returned as PNG bytes.
+
+PNGs are written without a software/version stamp, so the same run gives the same bytes on one machine.
+"""
 
 from __future__ import annotations
 
@@ -9,35 +12,93 @@ import matplotlib
 matplotlib.use("Agg")  # reports are written headless
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import StrMethodFormatter  # noqa: E402
 
-from .tables import ok_rows  # noqa: E402
+from .tables import ok_rows, runtime_labels, varying  # noqa: E402
+
+_LINESTYLES = ("-", "--", ":", "-.")
 
 
-def throughput_vs_seq_len(df: pd.DataFrame) -> bytes | None:
-    """Tokens/s against sequence length, one line per runtime, one panel per (model, batch). None when there
-    is nothing to plot."""
-    ok = ok_rows(df).dropna(subset=["throughput_tok_s"])
-    if ok.empty:
-        return None
-    panels = ok.groupby(["model", "batch"]).size().index.tolist()
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _title(keys: list[str], values: tuple) -> str:
+    names = {"batch": "batch", "opset": "opset"}
+    parts = [f"{names[k]} {v}" if k in names else str(v) for k, v in zip(keys, values, strict=True)]
+    return ", ".join(parts)
+
+
+def _panels(ok: pd.DataFrame, panel_keys: list[str], draw) -> bytes:
+    panels = list(ok.groupby(panel_keys, sort=True, dropna=False))
     ncols = min(len(panels), 3)
     nrows = (len(panels) + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.4 * nrows), squeeze=False)
-    for ax, (model, batch) in zip(axes.flat, panels, strict=False):
-        sub = ok[(ok["model"] == model) & (ok["batch"] == batch)]
-        for (runtime, attention, precision), g in sub.groupby(["runtime", "attention", "precision"]):
-            g = g.sort_values("seq_len")
-            ax.plot(g["seq_len"], g["throughput_tok_s"], marker="o", label=f"{runtime} {attention} {precision}")
-        ax.set_title(f"{model}, batch {batch}")
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.6 * nrows), squeeze=False)
+    for ax, (values, sub) in zip(axes.flat, panels, strict=False):
+        values = values if isinstance(values, tuple) else (values,)
+        draw(ax, sub)
+        seqs = sorted(int(s) for s in sub["seq_len"].unique())
+        ax.set_title(_title(panel_keys, values), fontsize=10)
         ax.set_xlabel("sequence length (tokens)")
         ax.set_ylabel("throughput (tokens/s)")
         ax.set_xscale("log", base=2)
+        ax.set_xticks(seqs, [str(s) for s in seqs])
+        ax.minorticks_off()
+        ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
+
+
+def _ok_throughput(df: pd.DataFrame) -> pd.DataFrame:
+    ok = ok_rows(df).dropna(subset=["throughput_tok_s"]).copy()
+    ok["_label"] = runtime_labels(ok)
+    return ok
+
+
+def throughput_vs_seq_len(df: pd.DataFrame) -> bytes | None:
+    """Tokens/s against sequence length (log2 axis), one line per runtime, one panel per batch and per value of
+    whichever of (model, part, precision, attention, opset) vary. None when no ok cell has a throughput."""
+    ok = _ok_throughput(df)
+    if ok.empty:
+        return None
+    labels = list(dict.fromkeys(ok["_label"]))
+    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+
+    def draw(ax, sub):
+        for label in labels:
+            g = sub[sub["_label"] == label].sort_values("seq_len")
+            if len(g):
+                ax.plot(g["seq_len"], g["throughput_tok_s"], marker="o", color=colors[label], label=label)
+
+    return _panels(ok, varying(ok, ["model", "part", "precision", "attention", "opset"]) + ["batch"], draw)
+
+
+def throughput_by_attention(df: pd.DataFrame) -> bytes | None:
+    """Tokens/s against sequence length, one panel per runtime (and per varying model, part, precision), one
+    colour per attention variant, one line style per batch. None unless the run has several attention
+    variants."""
+    ok = _ok_throughput(df)
+    if ok.empty or ok["attention"].nunique() < 2:
+        return None
+    variants = list(dict.fromkeys(ok["attention"]))
+    batches = sorted(ok["batch"].unique())
+
+    def draw(ax, sub):
+        for i, variant in enumerate(variants):
+            for j, batch in enumerate(batches):
+                g = sub[(sub["attention"] == variant) & (sub["batch"] == batch)].sort_values("seq_len")
+                if len(g):
+                    ax.plot(g["seq_len"], g["throughput_tok_s"], marker="o", color=f"C{i % 10}",
+                            linestyle=_LINESTYLES[j % len(_LINESTYLES)], label=f"{variant}, batch {batch}")
+
+    ok = ok.rename(columns={"_label": "runtime_label"})
+    ok["_label"] = ok["runtime_label"]
+    return _panels(ok, varying(ok, ["model", "part", "precision", "opset"]) + ["runtime_label"], draw)

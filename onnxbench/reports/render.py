@@ -1,118 +1,345 @@
-"""Markdown and self-contained HTML reports built from a run directory alone."""
+"""Markdown and self-contained HTML reports built from a run directory alone.
+
+The report depends only on the result schema (:mod:`onnxbench.schema`) and the run's ``header.json``. Sections
+for columns that other parts of the suite fill (GPU copy/compute split, roofline, execution providers, tuned
+configurations) appear only when some row carries them. Rendering is deterministic: no generation time, stable
+ordering (the run's order, then sorted keys) and fixed number formats (:mod:`.format`).
+"""
 
 from __future__ import annotations
 
 import base64
 import html
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from . import plots, tables
+from .format import Spec, display, ms, speedup
 from .load import load, load_header
+from .tables import summary_table
 
-FLOAT_FORMAT = "{:.4g}".format
-
-
-def _md(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return "_none_\n"
-    if isinstance(frame.index, pd.MultiIndex) or frame.index.name:
-        frame = frame.reset_index()
-    return frame.to_markdown(floatfmt=".4g", index=False) + "\n"
+__all__ = ["PLOTS", "Plot", "Section", "Table", "build_sections", "env_rows", "make_plots", "render_html",
+           "render_markdown", "summary_table", "write_report"]
 
 
-def summary_table(df: pd.DataFrame, baseline: str = "torch") -> pd.DataFrame:
-    """Per (model, part, attention, precision, batch, seq_len): the fastest runtime whose agreement passed,
-    its p50 (ms) and its speed-up over ``baseline``."""
-    ok = tables.ok_rows(df)
-    ok = ok[ok["agree"].fillna(False).astype(bool)]
-    if ok.empty:
-        return pd.DataFrame()
-    keys = tables.GROUP + tables.SHAPE
-    best = ok.loc[ok.groupby(keys)["latency_ms_p50"].idxmin()]
-    base = ok[ok["runtime"] == baseline].set_index(keys)["latency_ms_p50"]
-    out = best.set_index(keys)[["runtime", "latency_ms_p50"]].rename(
-        columns={"runtime": "fastest", "latency_ms_p50": "p50_ms"})
-    out[f"speedup_vs_{baseline}"] = base.reindex(out.index) / out["p50_ms"]
+@dataclass
+class Table:
+    """One table of a section: raw values under schema/derived column names (see :mod:`.format`)."""
+
+    frame: pd.DataFrame
+    subtitle: str = ""
+    specs: dict[str, Spec] = field(default_factory=dict)
+    fail: list[bool] | None = None  # rows to mark as failures
+    empty: str = "none"
+
+
+@dataclass
+class Plot:
+    """A figure: its section, title, file name next to the Markdown report, PNG bytes."""
+
+    section: str
+    title: str
+    filename: str
+    png: bytes
+
+
+@dataclass
+class Section:
+    anchor: str
+    title: str
+    intro: str = ""
+    tables: list[Table] = field(default_factory=list)
+    plots: list[Plot] = field(default_factory=list)
+
+
+#: (section anchor, title, file name, function(df) -> PNG bytes or None). Other report parts append here.
+PLOTS: list[tuple[str, str, str, Callable[[pd.DataFrame], bytes | None]]] = [
+    ("throughput", "Throughput vs sequence length (one line per runtime)", "plot_throughput.png",
+     plots.throughput_vs_seq_len),
+    ("throughput", "Throughput by attention variant", "plot_throughput_attention.png",
+     plots.throughput_by_attention),
+]
+
+
+def make_plots(df: pd.DataFrame) -> list[Plot]:
+    """Every plot of :data:`PLOTS` that has data in ``df``."""
+    out = []
+    for section, title, filename, fn in PLOTS:
+        png = fn(df)
+        if png:
+            out.append(Plot(section, title, filename, png))
     return out
 
 
-def sections(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """The report's tables, in order, as (title, frame)."""
-    return [
-        ("Summary: fastest runtime that passed agreement", summary_table(df)),
-        ("Latency p50 (ms)", tables.latency_table(df, "latency_ms_p50")),
-        ("Latency p99 (ms)", tables.latency_table(df, "latency_ms_p99")),
-        ("Speed-up vs torch eager (p50 ratio, > 1 is faster)", tables.speedup_table(df)),
-        ("Agreement with the torch fp32 reference", tables.agreement_table(df)),
-        ("Skipped and failed cells", tables.not_ok_table(df)),
+def _group_title(group: dict) -> str:
+    return " · ".join(f"{v}" for v in group.values())
+
+
+def _grid_specs(frame: pd.DataFrame) -> dict[str, Spec]:
+    specs = {}
+    for col in frame.columns:
+        if "|" in col:
+            label, stat = col.rsplit("|", 1)
+            if stat == "speedup":
+                specs[col] = Spec(label, speedup, numeric=True)
+            else:
+                specs[col] = Spec(f"{label} {stat.removeprefix('latency_ms_')} (ms)", ms, numeric=True)
+    return specs
+
+
+def _grids(df: pd.DataFrame, stats: tuple[str, ...]) -> list[Table]:
+    grids = tables.latency_grid(df, stats)
+    return [Table(frame, subtitle=_group_title(group), specs=_grid_specs(frame))
+            for group, frame in grids]
+
+
+def _agree_fail(frame: pd.DataFrame) -> list[bool]:
+    return [v is False or v == False for v in frame["agree"].astype("object").fillna(True)]  # noqa: E712
+
+
+def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> list[Section]:
+    """The report's sections in order; optional ones only when the data has them."""
+    df = tables.latest(df)
+    ref = tables.reference_runtime(df)
+    by_section: dict[str, list[Plot]] = {}
+    for p in plot_list:
+        by_section.setdefault(p.section, []).append(p)
+    summary = summary_table(df, ref)
+    summary = summary.drop(columns=[c for c in ("faster_but_disagreeing",) if summary[c].isna().all()])
+    agreement = tables.agreement_table(df)
+    not_ok = tables.not_ok_table(df)
+    out = [
+        Section("summary", "Summary",
+                f"Per model, precision and shape: the fastest runtime whose outputs agreed with the reference "
+                f"({ref}), its p50 latency and throughput, and its speed-up over {ref} (reference p50 / p50).",
+                [Table(summary, specs={"reference_p50": Spec(f"{ref} p50 (ms)", ms, True),
+                                       "speedup": Spec(f"speed-up vs {ref}", speedup, True)})]),
+        Section("latency", "Latency", "Milliseconds per inference (one forward pass over batch × seq len "
+                "tokens): median (p50) and 99th percentile (p99) of the timed iterations.",
+                _grids(df, ("latency_ms_p50", "latency_ms_p99"))),
+        Section("speedup", f"Speed-up vs {ref}", f"{ref} p50 / runtime p50 at the same cell; above 1 is faster.",
+                _grids(df, ("speedup",))),
     ]
-
-
-def env_lines(header: dict) -> list[str]:
-    e = header.get("env", {})
-    lines = [
-        f"run {header.get('run_id', '?')}, started {header.get('started', '?')}",
-        f"host {e.get('host', '?')}: {e.get('cpu', '?')}, {e.get('cpu_count_logical', '?')} logical CPUs, "
-        f"{e.get('memory_gb', '?')} GB, torch threads {e.get('torch_threads', '?')}",
-        "GPUs: " + (", ".join(g["name"] for g in e.get("gpus", [])) or "none"),
-        "versions: " + ", ".join(f"{k} {v}" for k, v in sorted(e.get("versions", {}).items())),
-        f"git {e.get('git_sha') or 'unknown'}; harness overhead {header.get('harness_overhead_ms', float('nan')):.4g}"
-        " ms per timed iteration",
+    if "throughput" in by_section:
+        out.append(Section("throughput", "Throughput", "Tokens/s = batch × seq len / p50.",
+                           plots=by_section.pop("throughput")))
+    out.append(Section(
+        "agreement", "Agreement", f"Outputs compared with {ref} on the same inputs. A cell passes when every "
+        "value is finite and |y − y_ref| ≤ atol + rtol·|y_ref| (numpy.allclose's rule) and the cosine is high "
+        "enough; failures are marked.", [Table(agreement, fail=_agree_fail(agreement))]))
+    optional = [
+        ("providers", "Execution providers", "The execution provider asked for, the one read back from the "
+         "session, and the provider that executed the attention nodes (from ONNX Runtime profiling).",
+         tables.provider_table(df)),
+        ("gpu-split", "GPU time split", "Per inference (ms): host→device copy, device compute and device→host "
+         "copy, timed with device events, next to the end-to-end p50.", tables.stage_table(df)),
+        ("roofline", "Roofline", "Work per inference from the analytic work model and the rate achieved at p50, "
+         "as a fraction of the peaks measured on the run's machine.", tables.roofline_table(df)),
+        ("configs", "Tuned configurations", "Runtime configurations other than the default, with the options "
+         "they set (JSON).", tables.config_table(df)),
+        ("resources", "Build time and memory", "Largest value over the shapes of each runtime: export (s), "
+         "session creation or engine build (s), peak resident memory and device memory (MiB).",
+         tables.resources_table(df)),
     ]
-    return lines
+    for anchor, title, intro, frame in optional:
+        if not frame.empty:
+            out.append(Section(anchor, title, intro, [Table(frame)], plots=by_section.pop(anchor, [])))
+    fails = [s == "failed" for s in not_ok["status"]]
+    out.append(Section("not-ok", "Skipped and failed cells", "Cells that did not produce a measurement, with the "
+                       "reason (failed cells first).",
+                       [Table(not_ok, fail=fails, empty="none: every cell ran")]))
+    for anchor, plot_group in by_section.items():  # plots of sections this renderer does not know
+        out.append(Section(anchor, plot_group[0].title, plots=plot_group))
+    env = pd.DataFrame(env_rows(header), columns=["field", "value"])
+    out.append(Section("environment", "Environment", "From the run's header.json.", [Table(env)]))
+    return out
 
 
-def render_markdown(df: pd.DataFrame, header: dict, plot_files: dict[str, str]) -> str:
-    """The Markdown report; ``plot_files`` maps titles to image paths relative to the report."""
-    out = ["# onnxbench report", ""]
-    out += ["## Environment", ""] + [f"- {line}" for line in env_lines(header)] + [""]
-    counts = df["status"].value_counts().to_dict()
-    out += [f"{len(df)} cells: " + ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
-    for title, frame in sections(df):
-        out += [f"## {title}", "", _md(frame)]
-    for title, path in plot_files.items():
-        out += [f"## {title}", "", f"![{title}]({path})", ""]
-    return "\n".join(out)
+def _fmt_value(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fmt_value(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_fmt_value(v) for v in value) or "none"
+    return "unknown" if value is None else str(value)
 
 
-def _html_table(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return "<p><em>none</em></p>"
-    styled = frame.reset_index() if isinstance(frame.index, pd.MultiIndex) or frame.index.name else frame.copy()
-    if "agree" in styled.columns:
-        styled["agree"] = styled["agree"].map({True: "pass", False: "FAIL"}).fillna("")
-    table = styled.to_html(float_format=FLOAT_FORMAT, na_rep="", border=0, classes="tbl", escape=True,
-                            index=False)
-    return table.replace("<td>FAIL</td>", '<td class="fail">FAIL</td>')
+def env_rows(header: dict) -> list[tuple[str, str]]:
+    """(field, value) lines describing where and how the run was measured: run id and times, host, CPU,
+    memory, GPUs, library versions, git sha, harness overhead, the matrix; fields the header adds later are
+    listed too."""
+    env = dict(header.get("env", {}))
+    rows = [("run id", _fmt_value(header.get("run_id"))),
+            ("started / finished", f"{_fmt_value(header.get('started'))} / {_fmt_value(header.get('finished'))}")]
+    cpu = env.pop("cpu", None)
+    logical, physical = env.pop("cpu_count_logical", None), env.pop("cpu_count_physical", None)
+    rows.append(("CPU", f"{_fmt_value(cpu)}, {_fmt_value(logical)} logical / {_fmt_value(physical)} physical "
+                        f"cores, affinity {_fmt_value(env.pop('cpu_affinity', None))}"))
+    gpus = env.pop("gpus", [])
+    rows.append(("GPUs", "; ".join(", ".join(f"{v}" for v in g.values()) for g in gpus) or "none"))
+    for key, label in (("host", "host"), ("platform", "platform"), ("python", "Python"),
+                       ("memory_gb", "memory (GB)"), ("torch_threads", "torch threads"), ("git_sha", "git sha")):
+        if key in env:
+            rows.append((label, _fmt_value(env.pop(key))))
+    versions = env.pop("versions", {})
+    rows.append(("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))))
+    rows += [(k, _fmt_value(v)) for k, v in sorted(env.items())]
+    overhead = header.get("harness_overhead_ms")
+    if overhead is not None:
+        rows.append(("harness overhead", f"{overhead:.3g} ms per timed iteration"))
+    for key, value in header.get("matrix", {}).items():
+        rows.append((f"matrix: {key}", _fmt_value(value)))
+    known = {"run_id", "started", "finished", "env", "harness_overhead_ms", "matrix"}
+    rows += [(k, _fmt_value(v) if not isinstance(v, dict) else json.dumps(v, sort_keys=True))
+             for k, v in sorted(header.items()) if k not in known]
+    return rows
 
 
-def render_html(df: pd.DataFrame, header: dict, images: dict[str, bytes]) -> str:
-    """A single self-contained HTML page (images inlined as base64 PNG)."""
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>onnxbench report</title><style>",
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
-        "table.tbl{border-collapse:collapse;font-size:13px;margin-bottom:1em}"
-        "table.tbl td,table.tbl th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-        "td.fail{background:#fbb;font-weight:bold}img{max-width:100%}",
-        "</style></head><body><h1>onnxbench report</h1><h2>Environment</h2><ul>",
-    ]
-    parts += [f"<li>{html.escape(line)}</li>" for line in env_lines(header)]
-    parts.append("</ul>")
-    for title, frame in sections(df):
-        parts += [f"<h2>{html.escape(title)}</h2>", _html_table(frame)]
-    for title, png in images.items():
-        data = base64.b64encode(png).decode()
-        parts += [f"<h2>{html.escape(title)}</h2>",
-                  f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"]
+def _prepare(table: Table) -> tuple[pd.DataFrame, list[bool], str, list[bool]]:
+    """Drop descriptive columns that are constant over the table (named in a note instead), format."""
+    frame = table.frame.reset_index(drop=True)
+    note = ""
+    if len(frame):
+        constant = [c for c in tables.DESCRIPTIVE if c in frame and c not in tables.varying(frame, [c])]
+        constant = [c for c in constant if frame[c].notna().all()]
+        if constant:
+            note = "All rows: " + ", ".join(f"{c.replace('_', ' ')} {frame[c].iloc[0]}" for c in constant) + "."
+            frame = frame.drop(columns=constant)
+    text, numeric = display(frame, table.specs)
+    fail = table.fail if table.fail is not None else [False] * len(text)
+    return text, numeric, note, fail
+
+
+#: Display labels of the columns emphasised on failure rows.
+MARK_LABELS = frozenset({"agreement", "status", "verdict"})
+
+
+def _md_cell(value: str) -> str:
+    return value.replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(table: Table) -> list[str]:
+    if table.frame.empty:
+        return [f"_{table.empty}_", ""]
+    text, numeric, note, fail = _prepare(table)
+    labels = list(text.columns)
+    mark_idx = {i for i, label in enumerate(labels) if label in MARK_LABELS}
+    lines = [f"_{note}_", ""] if note else []
+    lines.append("| " + " | ".join(_md_cell(c) for c in labels) + " |")
+    lines.append("|" + "|".join("---:" if n else ":---" for n in numeric) + "|")
+    for i, row in enumerate(text.itertuples(index=False)):
+        cells = [_md_cell(v) for v in row]
+        if fail[i]:
+            cells = [f"**{c}**" if j in mark_idx else c for j, c in enumerate(cells)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def render_markdown(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> str:
+    """The Markdown report; plot images are referenced by ``Plot.filename``, next to the report."""
+    lines = [f"# onnxbench report: run {header.get('run_id', 'unknown')}", "", _counts_line(df), ""]
+    for section in build_sections(df, header, plot_list):
+        lines += [f"## {section.title}", ""]
+        if section.intro:
+            lines += [section.intro, ""]
+        for table in section.tables:
+            if table.subtitle:
+                lines += [f"### {table.subtitle}", ""]
+            lines += md_table(table)
+        for p in section.plots:
+            lines += [f"![{p.title}]({p.filename})", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _counts_line(df: pd.DataFrame) -> str:
+    df = tables.latest(df)
+    counts = df["status"].value_counts()
+    return (f"{len(df)} cells: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "skipped", "failed"))
+            + f"; reference runtime {tables.reference_runtime(df)}.")
+
+
+CSS = """
+:root{--fg:#1d2330;--muted:#5b6475;--line:#dde1e8;--head:#f3f5f8;--fail:#fde8e8;--failfg:#a11;--accent:#2b5fad}
+*{box-sizing:border-box}
+body{font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);margin:0;padding:1.5em 2em;
+max-width:1280px}
+h1{font-size:1.6em;margin:0 0 .2em}h2{font-size:1.25em;margin:1.6em 0 .4em;padding-bottom:.2em;
+border-bottom:2px solid var(--line)}h3{font-size:1.02em;margin:1.2em 0 .3em}
+p.intro,p.note,p.meta{color:var(--muted);margin:.2em 0 .6em}p.note{font-style:italic}
+nav ul{list-style:none;padding:0;margin:.6em 0 1em;display:flex;flex-wrap:wrap;gap:.3em 1.2em}
+nav a{color:var(--accent);text-decoration:none}nav a:hover{text-decoration:underline}
+.scroll{overflow-x:auto;margin-bottom:.8em}
+table.tbl{border-collapse:collapse;font-size:13px}
+table.tbl th,table.tbl td{border-bottom:1px solid var(--line);padding:4px 10px;text-align:left;white-space:nowrap}
+table.tbl th{background:var(--head);font-weight:600;position:sticky;top:0}
+table.tbl td.num,table.tbl th.num{text-align:right;font-variant-numeric:tabular-nums}
+table.tbl tbody tr:nth-child(even){background:#fafbfc}
+table.tbl tr.fail,table.tbl tbody tr.fail:nth-child(even){background:var(--fail)}
+table.tbl tr.fail td:first-child{box-shadow:inset 3px 0 0 var(--failfg)}
+td.mark{color:var(--failfg);font-weight:700}
+td.wrap{white-space:normal;min-width:18em}
+figure{margin:.5em 0 1.2em}figure img{max-width:100%;border:1px solid var(--line)}
+figcaption{color:var(--muted);font-size:.9em}
+"""
+
+
+def html_table(table: Table) -> str:
+    if table.frame.empty:
+        return f"<p class='note'>{html.escape(table.empty)}</p>"
+    text, numeric, note, fail = _prepare(table)
+    out = [f"<p class='note'>{html.escape(note)}</p>"] if note else []
+    out.append("<div class='scroll'><table class='tbl'><thead><tr>")
+    out += [f"<th{' class=num' if n else ''}>{html.escape(c)}</th>" for c, n in zip(text.columns, numeric,
+                                                                                     strict=True)]
+    out.append("</tr></thead><tbody>")
+    for i, row in enumerate(text.itertuples(index=False)):
+        out.append("<tr class='fail'>" if fail[i] else "<tr>")
+        for label, value, n in zip(text.columns, row, numeric, strict=True):
+            cls = ["num"] if n else []
+            if fail[i] and label in MARK_LABELS:
+                cls.append("mark")
+            if len(value) > 60:
+                cls.append("wrap")
+            attr = f" class='{' '.join(cls)}'" if cls else ""
+            out.append(f"<td{attr}>{html.escape(value)}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def render_html(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> str:
+    """A single self-contained HTML page (inline CSS, images inlined as base64 PNG, no scripts)."""
+    sections = build_sections(df, header, plot_list)
+    run_id = html.escape(str(header.get("run_id", "unknown")))
+    parts = ["<!doctype html>", "<html lang='en'><head><meta charset='utf-8'>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             f"<title>onnxbench report: run {run_id}</title><style>{CSS}</style></head><body>",
+             f"<h1>onnxbench report: run {run_id}</h1><p class='meta'>{html.escape(_counts_line(df))}</p>",
+             "<nav><ul>" + "".join(f"<li><a href='#{s.anchor}'>{html.escape(s.title)}</a></li>" for s in sections)
+             + "</ul></nav>"]
+    for s in sections:
+        parts.append(f"<section id='{s.anchor}'><h2>{html.escape(s.title)}</h2>")
+        if s.intro:
+            parts.append(f"<p class='intro'>{html.escape(s.intro)}</p>")
+        for table in s.tables:
+            if table.subtitle:
+                parts.append(f"<h3>{html.escape(table.subtitle)}</h3>")
+            parts.append(html_table(table))
+        for p in s.plots:
+            data = base64.b64encode(p.png).decode()
+            parts.append(f"<figure><img alt='{html.escape(p.title)}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{html.escape(p.title)}</figcaption></figure>")
+        parts.append("</section>")
     parts.append("</body></html>")
-    return "\n".join(parts)
+    return "\n".join(parts) + "\n"
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` and the plot PNGs for ``run_dir`` (into ``out_dir``, default the run
-    directory). Returns {kind: path}.
+    directory). Returns {kind: path}: "markdown", "html", and "plot:<file name>" per plot.
 
     Raises:
         FileNotFoundError: if ``run_dir`` holds no results (see :func:`onnxbench.reports.load`).
@@ -122,16 +349,11 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict
     out_dir.mkdir(parents=True, exist_ok=True)
     df = load(run_dir)
     header = load_header(run_dir)
-    images: dict[str, bytes] = {}
-    png = plots.throughput_vs_seq_len(df)
-    if png:
-        images["Throughput vs sequence length"] = png
-    plot_files = {}
-    for i, (title, data) in enumerate(images.items()):
-        name = f"plot_{i}_throughput.png"
-        (out_dir / name).write_bytes(data)
-        plot_files[title] = name
-    paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
-    paths["markdown"].write_text(render_markdown(df, header, plot_files), encoding="utf-8")
-    paths["html"].write_text(render_html(df, header, images), encoding="utf-8")
+    plot_list = make_plots(tables.latest(df))
+    paths: dict[str, Path] = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
+    for p in plot_list:
+        paths[f"plot:{p.filename}"] = out_dir / p.filename
+        paths[f"plot:{p.filename}"].write_bytes(p.png)
+    paths["markdown"].write_text(render_markdown(df, header, plot_list), encoding="utf-8")
+    paths["html"].write_text(render_html(df, header, plot_list), encoding="utf-8")
     return paths

@@ -1,15 +1,57 @@
-"""Pivot tables over the result schema."""
+"""Tables over the result schema (numeric values; :mod:`.format` turns them into text).
+
+Every function takes the DataFrame of :func:`onnxbench.reports.load` and uses schema columns only
+(:data:`onnxbench.schema.COLUMNS`). Latencies are ms per inference, throughput tokens/s.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from ..schema import KEY_COLUMNS
+
 SHAPE = ["batch", "seq_len"]
 GROUP = ["model", "part", "attention", "precision"]
+#: Key columns that describe *what* was run (shown as a note when constant over a table).
+DESCRIPTIVE = ["model", "part", "attention", "precision", "opset", "config_id"]
+DEFAULT_REFERENCE = "torch"
 
 
 def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
+
+
+def latest(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell key (:data:`onnxbench.schema.KEY_COLUMNS`): the last written wins, as when a run was
+    resumed and a cell measured again."""
+    return df.drop_duplicates(subset=list(KEY_COLUMNS), keep="last")
+
+
+def reference_runtime(df: pd.DataFrame) -> str:
+    """The runtime the run compared outputs with (column ``reference_runtime``), default ``torch``."""
+    refs = df["reference_runtime"].dropna()
+    return str(refs.mode().iloc[0]) if len(refs) else DEFAULT_REFERENCE
+
+
+def varying(df: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The columns of ``columns`` that take more than one value (NA counted as a value) in ``df``."""
+    return [c for c in columns if c in df and df[c].astype("object").fillna("<NA>").nunique() > 1]
+
+
+def _is_default_config(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)) or value == "default"
+
+
+def runtime_labels(df: pd.DataFrame) -> pd.Series:
+    """``runtime``, or ``runtime [config_id]`` for a tuned (non-default) configuration."""
+    return pd.Series([r if _is_default_config(c) else f"{r} [{c}]" for r, c in zip(df["runtime"], df["config_id"],
+                                                                                      strict=True)],
+                     index=df.index, dtype="object")
+
+
+def _ordered(values: pd.Series) -> list:
+    """Distinct values in order of first appearance (the run's order, which follows the matrix)."""
+    return list(dict.fromkeys(values.tolist()))
 
 
 def latency_table(df: pd.DataFrame, stat: str = "latency_ms_p50") -> pd.DataFrame:
@@ -20,7 +62,7 @@ def latency_table(df: pd.DataFrame, stat: str = "latency_ms_p50") -> pd.DataFram
     return ok.pivot_table(index=GROUP + SHAPE, columns="runtime", values=stat, aggfunc="first")
 
 
-def speedup_table(df: pd.DataFrame, baseline: str = "torch") -> pd.DataFrame:
+def speedup_table(df: pd.DataFrame, baseline: str = DEFAULT_REFERENCE) -> pd.DataFrame:
     """Speed-up of each runtime over ``baseline`` at equal cell keys: baseline p50 / runtime p50 (> 1 is
     faster). Empty when the baseline has no ok rows."""
     lat = latency_table(df)
@@ -29,17 +71,171 @@ def speedup_table(df: pd.DataFrame, baseline: str = "torch") -> pd.DataFrame:
     return lat.rdiv(lat[baseline], axis=0)
 
 
+def latency_grid(df: pd.DataFrame, stats: tuple[str, ...] = ("latency_ms_p50", "latency_ms_p99"),
+                 reference: str | None = None) -> list[tuple[dict, pd.DataFrame]]:
+    """Latency of ok cells laid out runtime × (batch, seq_len), one table per (model, part, precision).
+
+    Rows: the varying of (attention, opset), then batch and seq_len. Columns: ``(runtime label, stat)`` for each
+    stat in ``stats`` (ms), or ``(runtime label, "speedup")`` when ``stats == ("speedup",)``: reference p50 /
+    runtime p50 at the same row (> 1 is faster than ``reference``).
+
+    Returns:
+        [(group as {column: value}, frame with flat MultiIndex-free columns named "label|stat")].
+    """
+    ok = ok_rows(df).copy()
+    if ok.empty:
+        return []
+    reference = reference or reference_runtime(df)
+    ok["_label"] = runtime_labels(ok)
+    labels = _ordered(ok["_label"])
+    row_keys = varying(ok, ["attention", "opset"]) + SHAPE
+    out = []
+    for group, g in ok.groupby(["model", "part", "precision"], sort=True, dropna=False):
+        group_dict = dict(zip(["model", "part", "precision"], group, strict=True))
+        index = g[row_keys].drop_duplicates().sort_values(row_keys, kind="stable")
+        frame = index.reset_index(drop=True)
+        for label in labels:
+            sub = g[g["_label"] == label]
+            if sub.empty:
+                continue
+            merged = frame[row_keys].merge(sub, on=row_keys, how="left")
+            if stats == ("speedup",):
+                ref = frame[row_keys].merge(g[g["runtime"] == reference], on=row_keys, how="left")
+                frame[f"{label}|speedup"] = ref["latency_ms_p50"].to_numpy() / merged["latency_ms_p50"].to_numpy()
+            else:
+                for stat in stats:
+                    frame[f"{label}|{stat}"] = merged[stat].to_numpy()
+        out.append((group_dict, frame))
+    return out
+
+
+def summary_table(df: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+    """Per (model, part, precision, batch, seq_len): the fastest runtime (by p50) whose agreement passed.
+
+    Columns: model, part, precision, batch, seq_len, ``fastest`` (runtime label), attention, latency_ms_p50,
+    throughput_tok_s, ``reference_p50`` (ms; the reference runtime with the same attention variant, else its
+    fastest), ``speedup`` (reference p50 / fastest p50) and ``faster_but_disagreeing`` (faster runtimes whose
+    outputs failed the agreement check). ``fastest`` is "none agreed" when no cell passed.
+    """
+    ok = ok_rows(df).copy()
+    keys = ["model", "part", "precision", "batch", "seq_len"]
+    columns = keys + ["fastest", "attention", "latency_ms_p50", "throughput_tok_s", "reference_p50", "speedup",
+                      "faster_but_disagreeing"]
+    if ok.empty:
+        return pd.DataFrame(columns=columns)
+    reference = reference or reference_runtime(df)
+    ok["_label"] = runtime_labels(ok)
+    ok["_agree"] = ok["agree"].fillna(False).astype(bool)
+    rows = []
+    for key, g in ok.groupby(keys, sort=True, dropna=False):
+        g = g.sort_values("latency_ms_p50", kind="stable")
+        agreeing = g[g["_agree"]]
+        refs = g[g["runtime"] == reference]
+        row = dict(zip(keys, key, strict=True))
+        if agreeing.empty:
+            row.update(fastest="none agreed", faster_but_disagreeing=", ".join(_ordered(g["_label"])))
+            rows.append(row)
+            continue
+        best = agreeing.iloc[0]
+        same = refs[refs["attention"] == best["attention"]]
+        ref_p50 = (same if len(same) else refs)["latency_ms_p50"].min() if len(refs) else float("nan")
+        worse = g[(~g["_agree"]) & (g["latency_ms_p50"] < best["latency_ms_p50"])]
+        row.update(fastest=best["_label"], attention=best["attention"], latency_ms_p50=best["latency_ms_p50"],
+                   throughput_tok_s=best["throughput_tok_s"], reference_p50=ref_p50,
+                   speedup=ref_p50 / best["latency_ms_p50"],
+                   faster_but_disagreeing=", ".join(_ordered(worse["_label"])) or pd.NA)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
 def agreement_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per ok cell: max abs/rel error, cosine, top-1 agreement, NaN count, atol/rtol and pass/fail."""
-    cols = GROUP + ["runtime"] + SHAPE + ["max_abs_err", "max_rel_err", "cosine", "top1_agree", "nan_count",
-                                          "atol", "rtol", "agree"]
-    return ok_rows(df)[cols].reset_index(drop=True)
+    """Per ok cell: max abs/rel error, cosine, top-1 agreement, NaN count, atol/rtol and pass/fail (``agree``).
+    ``runtime`` carries the tuned configuration's name where there is one."""
+    ok = ok_rows(df).copy()
+    ok["runtime"] = runtime_labels(ok)
+    cols = ["model", "part", "attention", "precision", "opset", "runtime"] + SHAPE + [
+        "max_abs_err", "max_rel_err", "cosine", "top1_agree", "nan_count", "atol", "rtol", "agree"]
+    return ok[cols].reset_index(drop=True)
 
 
 def not_ok_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Skipped and failed cells, one line per (model, runtime, status, reason) with the number of cells."""
-    bad = df[df["status"] != "ok"]
+    """Skipped and failed cells grouped by (status, runtime, model, part, attention, precision, reason): the
+    number of cells and their shapes as "batch×seq_len"."""
+    keys = ["status", "runtime", "model", "part", "attention", "precision", "reason"]
+    bad = df[df["status"] != "ok"].copy()
     if bad.empty:
-        return pd.DataFrame(columns=["model", "runtime", "status", "reason", "cells"])
-    return (bad.groupby(["model", "runtime", "status", "reason"], dropna=False).size()
-            .rename("cells").reset_index())
+        return pd.DataFrame(columns=keys + ["cells", "shapes"])
+    bad["runtime"] = runtime_labels(bad)
+    bad["reason"] = bad["reason"].fillna("(no reason recorded)")
+    bad["_shape"] = [f"{b}×{t}" for b, t in zip(bad["batch"], bad["seq_len"], strict=True)]
+    rows = []
+    for key, g in bad.groupby(keys, sort=False, dropna=False):
+        rows.append({**dict(zip(keys, key, strict=True)), "cells": len(g), "shapes": ", ".join(_ordered(g["_shape"]))})
+    out = pd.DataFrame(rows, columns=keys + ["cells", "shapes"])
+    # failed before skipped: failures need action, skips usually only a different machine
+    return out.sort_values("status", kind="stable", key=lambda s: s.map({"failed": 0}).fillna(1)).reset_index(
+        drop=True)
+
+
+def _present(df: pd.DataFrame, columns: list[str]) -> list[str]:
+    return [c for c in columns if c in df and df[c].notna().any()]
+
+
+def _cells(df: pd.DataFrame, measures: list[str], extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Ok rows with a value in any of ``measures``: cell description, shape, ``extra`` and the measures
+    present."""
+    ok = ok_rows(df).copy()
+    present = _present(ok, measures)
+    if not present:
+        return pd.DataFrame()
+    ok = ok[ok[present].notna().any(axis=1)]
+    ok["runtime"] = runtime_labels(ok)
+    cols = ["model", "part", "attention", "precision", "opset", "runtime"] + SHAPE + list(extra) + present
+    return ok[cols].reset_index(drop=True)
+
+
+def stage_table(df: pd.DataFrame) -> pd.DataFrame:
+    """GPU runtimes' per-inference split (ms): host→device copy, device compute, device→host copy, next to p50.
+    Empty when no row has these columns (CPU-only runs)."""
+    return _cells(df, ["h2d_ms", "compute_ms", "d2h_ms"], extra=("latency_ms_p50",))
+
+
+def roofline_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Work and achieved rates per cell (FLOPs, GFLOP/s, fraction of the measured peak, GB/s, fraction of the
+    measured bandwidth) where the run recorded them (roofline model: Williams et al., CACM 2009)."""
+    return _cells(df, ["flops", "achieved_gflops", "frac_peak_flops", "bytes_moved", "achieved_gbs",
+                       "frac_peak_bw"])
+
+
+def provider_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Execution providers asked for and read back, and the EP that ran the attention nodes, per (runtime,
+    model, part, attention, precision). Empty unless some row records ``attention_provider`` or an actual
+    provider that differs from the requested one."""
+    ok = ok_rows(df).copy()
+    differs = (ok["provider_actual"].astype("object") != ok["provider_requested"].astype("object")).any()
+    if ok.empty or not (ok["attention_provider"].notna().any() or differs):
+        return pd.DataFrame()
+    ok["runtime"] = runtime_labels(ok)
+    cols = ["runtime", "model", "part", "attention", "precision", "provider_requested", "provider_actual",
+            "attention_provider"]
+    return ok[cols].astype("object").drop_duplicates().reset_index(drop=True)
+
+
+def config_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Tuned runtime configurations (``config_id`` other than "default") and the options they set."""
+    tuned = df[[not _is_default_config(c) for c in df["config_id"]]]
+    if tuned.empty:
+        return pd.DataFrame()
+    return tuned[["runtime", "config_id", "options"]].astype("object").drop_duplicates().reset_index(drop=True)
+
+
+def resources_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (runtime, model, part, attention, precision) of ok cells: the largest export time (s), session build
+    time (s), peak RSS (MiB) and device memory (MiB) recorded; columns without data are left out."""
+    ok = ok_rows(df).copy()
+    measures = _present(ok, ["export_s", "build_s", "peak_rss_mb", "device_mem_mb"])
+    if ok.empty or not measures:
+        return pd.DataFrame()
+    ok["runtime"] = runtime_labels(ok)
+    keys = ["runtime", "model", "part", "attention", "precision"]
+    return ok.groupby(keys, sort=False, dropna=False)[measures].max().reset_index()

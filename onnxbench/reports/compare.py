@@ -1,0 +1,298 @@
+"""Run-to-run comparison: join two runs on their cell keys, flag p50 regressions beyond a threshold.
+
+A cell is compared when both runs measured it (``status == "ok"``). With relative change
+``(p50_B − p50_A) / p50_A``: above ``+threshold`` is a *regression*, below ``−threshold`` an *improvement*,
+anything else *unchanged*. A cell that was ok in A and failed in B, or whose outputs agreed in A and not in B, is
+a regression too (it gates CI like a slowdown). Cells skipped or missing in one run are listed, not judged:
+they usually mean a different machine, which the environment check reports.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..schema import KEY_COLUMNS
+from . import tables
+from .format import Spec
+from .load import load, load_header
+from .render import CSS, Table, html_table, md_table
+
+#: Header env fields whose difference makes timings hard to compare (label, path in header["env"]).
+ENV_FIELDS = (("CPU", ("cpu",)), ("logical CPUs", ("cpu_count_logical",)), ("CPU affinity", ("cpu_affinity",)),
+              ("memory (GB)", ("memory_gb",)), ("torch threads", ("torch_threads",)), ("host", ("host",)),
+              ("platform", ("platform",)), ("Python", ("python",)), ("git sha", ("git_sha",)))
+
+REGRESSION, IMPROVEMENT, UNCHANGED = "regression", "improvement", "unchanged"
+
+
+def parse_threshold(text: str) -> float:
+    """``"5%"`` or ``"0.05"`` -> 0.05.
+
+    Raises:
+        ValueError: for anything else, or a bare number >= 1 (ambiguous: write "5%" or "0.05").
+    """
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%?)\s*", text)
+    if not m:
+        raise ValueError(f"threshold {text!r} is not a number; write e.g. 5% or 0.05")
+    value = float(m.group(1))
+    if m.group(2):
+        return value / 100
+    if value >= 1:
+        raise ValueError(f"threshold {text!r} is ambiguous; write {text}% or a fraction such as 0.05")
+    return value
+
+
+@dataclass
+class Comparison:
+    """Result of :func:`compare`.
+
+    Attributes:
+        cells: one row per cell key in either run: the key columns, status_a/b, p50_a/b (ms), p50_change
+            (fraction), tok_s_a/b (tokens/s), tok_s_change (fraction), verdict.
+        env_diffs: (field, value in A, value in B) for each environment field that differs.
+        threshold: fraction, e.g. 0.05.
+    """
+
+    cells: pd.DataFrame
+    env_diffs: list[tuple[str, str, str]]
+    threshold: float
+    run_a: str = "A"
+    run_b: str = "B"
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def regressions(self) -> pd.DataFrame:
+        return self.cells[self.cells["verdict"].str.startswith(REGRESSION)]
+
+    @property
+    def improvements(self) -> pd.DataFrame:
+        return self.cells[self.cells["verdict"] == IMPROVEMENT]
+
+    @property
+    def exit_code(self) -> int:
+        """1 when any regression exceeds the threshold (so CI fails), else 0."""
+        return 1 if len(self.regressions) else 0
+
+
+def _env_value(header: dict, path: tuple[str, ...]):
+    value = header.get("env", {})
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def env_differences(header_a: dict, header_b: dict) -> list[tuple[str, str, str]]:
+    """Environment fields (CPU, cores, memory, threads, host, GPUs, library versions, git sha) that differ."""
+    diffs = []
+    for label, path in ENV_FIELDS:
+        a, b = _env_value(header_a, path), _env_value(header_b, path)
+        if a != b:
+            diffs.append((label, "unknown" if a is None else str(a), "unknown" if b is None else str(b)))
+    gpus = [", ".join(" ".join(str(v) for v in g.values()) for g in h.get("env", {}).get("gpus", [])) or "none"
+            for h in (header_a, header_b)]
+    if gpus[0] != gpus[1]:
+        diffs.append(("GPUs", gpus[0], gpus[1]))
+    va, vb = header_a.get("env", {}).get("versions", {}), header_b.get("env", {}).get("versions", {})
+    for lib in sorted(set(va) | set(vb)):
+        if va.get(lib) != vb.get(lib):
+            diffs.append((f"{lib} version", str(va.get(lib, "absent")), str(vb.get(lib, "absent"))))
+    return diffs
+
+
+def _keyed(df: pd.DataFrame) -> pd.DataFrame:
+    df = tables.latest(df).copy()
+    for col in KEY_COLUMNS:
+        # NA never equals NA in a join; runs written before a key column existed leave it empty
+        df[col] = df[col].astype("object").where(df[col].notna(), "")
+    df.loc[df["config_id"] == "", "config_id"] = "default"
+    return df
+
+
+def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, header_a: dict | None = None, header_b: dict | None = None,
+            threshold: float = 0.05) -> Comparison:
+    """Join runs A (before) and B (after) on :data:`onnxbench.schema.KEY_COLUMNS` and judge each cell.
+
+    Args:
+        df_a, df_b: frames from :func:`onnxbench.reports.load`.
+        header_a, header_b: the runs' headers (for the environment check).
+        threshold: relative p50 change beyond which a cell counts as changed (fraction, > 0).
+
+    Raises:
+        ValueError: for a threshold that is not positive.
+    """
+    if not threshold > 0:
+        raise ValueError(f"threshold must be positive, got {threshold}")
+    header_a, header_b = header_a or {}, header_b or {}
+    keys = list(KEY_COLUMNS)
+    cols = ["status", "latency_ms_p50", "throughput_tok_s", "agree"]
+    a, b = _keyed(df_a)[keys + cols], _keyed(df_b)[keys + cols]
+    a["_pos_a"], b["_pos_b"] = range(len(a)), range(len(b))
+    joined = a.merge(b, on=keys, how="outer", suffixes=("_a", "_b"), indicator=True)
+    # A's row order (the run's), then cells only B has, in B's order
+    joined = joined.sort_values(["_pos_a", "_pos_b"], na_position="last", kind="stable").reset_index(drop=True)
+    out = joined[keys].copy()
+    out["status_a"] = joined["status_a"].astype("object").where(joined["_merge"] != "right_only", "absent")
+    out["status_b"] = joined["status_b"].astype("object").where(joined["_merge"] != "left_only", "absent")
+    out["p50_a"], out["p50_b"] = joined["latency_ms_p50_a"], joined["latency_ms_p50_b"]
+    out["p50_change"] = out["p50_b"] / out["p50_a"] - 1
+    out["tok_s_a"], out["tok_s_b"] = joined["throughput_tok_s_a"], joined["throughput_tok_s_b"]
+    out["tok_s_change"] = out["tok_s_b"] / out["tok_s_a"] - 1
+    agree_a = joined["agree_a"].astype("object").fillna(False).astype(bool)
+    agree_b = joined["agree_b"].astype("object").fillna(False).astype(bool)
+    verdicts = []
+    for i, row in out.iterrows():
+        if row["status_a"] == "ok" and row["status_b"] == "failed":
+            verdicts.append(f"{REGRESSION}: now fails")
+        elif row["status_a"] != "ok" or row["status_b"] != "ok":
+            verdicts.append("not compared")
+        elif agree_a[i] and not agree_b[i]:
+            verdicts.append(f"{REGRESSION}: agreement lost")
+        elif row["p50_change"] > threshold:
+            verdicts.append(REGRESSION)
+        elif row["p50_change"] < -threshold:
+            verdicts.append(IMPROVEMENT)
+        else:
+            verdicts.append(UNCHANGED)
+    out["verdict"] = verdicts
+    for col in ("opset", "batch", "seq_len"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype("Int64")
+    counts = out["verdict"].str.split(":").str[0].value_counts().to_dict()
+    return Comparison(out, env_differences(header_a, header_b), threshold,
+                      str(header_a.get("run_id", "A")), str(header_b.get("run_id", "B")), counts)
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, threshold: float = 0.05) -> Comparison:
+    """:func:`compare` of two run directories.
+
+    Raises:
+        FileNotFoundError: if either directory holds no results.
+    """
+    return compare(load(run_a), load(run_b), load_header(run_a), load_header(run_b), threshold)
+
+
+_CELL_COLS = ["model", "part", "attention", "precision", "opset", "runtime", "config_id", "batch", "seq_len"]
+_SPECS = {"verdict": Spec("verdict")}
+
+
+def _tables(c: Comparison) -> list[tuple[str, str, Table]]:
+    judged = ["p50_a", "p50_b", "p50_change", "tok_s_a", "tok_s_b", "tok_s_change", "verdict"]
+    cells = c.cells.copy()
+    cells.loc[cells["config_id"] == "default", "config_id"] = pd.NA
+    keep = [k for k in _CELL_COLS if cells[k].notna().any() and (cells[k] != "").any()]
+    compared = cells[~cells["verdict"].isin(["not compared"])]
+    other = cells[cells["verdict"] == "not compared"]
+    reg = compared[compared["verdict"].str.startswith(REGRESSION)]
+    imp = compared[compared["verdict"] == IMPROVEMENT]
+
+    def table(frame: pd.DataFrame, columns: list[str], empty: str) -> Table:
+        frame = frame[keep + columns].reset_index(drop=True)
+        fail = [str(v).startswith(REGRESSION) for v in frame["verdict"]] if "verdict" in frame else None
+        return Table(frame, specs=_SPECS, fail=fail, empty=empty)
+
+    env = pd.DataFrame(c.env_diffs, columns=["field", "A", "B"])
+    return [
+        ("env", "Environment differences", Table(env, empty="none: same CPU, cores, memory, threads, GPUs, "
+                                                        "library versions and git sha")),
+        ("regressions", "Regressions", table(reg, judged, "none")),
+        ("improvements", "Improvements", table(imp, judged, "none")),
+        ("all", "All compared cells", table(compared, judged, "no cell was measured in both runs")),
+        ("not-compared", "Cells not measured in both runs", table(other, ["status_a", "status_b"], "none")),
+    ]
+
+
+def _headline(c: Comparison) -> list[str]:
+    n = c.counts
+    verdict = ", ".join(f"{k} {n.get(k, 0)}" for k in (REGRESSION, IMPROVEMENT, UNCHANGED, "not compared"))
+    lines = [f"A = run {c.run_a} (before), B = run {c.run_b} (after). A cell regresses when its p50 grows by "
+             f"more than {c.threshold:.1%} (or it now fails, or its outputs no longer agree); it improves when "
+             f"p50 shrinks by more than {c.threshold:.1%}. Changes are relative: B / A − 1.",
+             f"Result: {verdict}; exit status {c.exit_code}."]
+    if c.env_diffs:
+        lines.append(f"Warning: the environments differ in {len(c.env_diffs)} field(s) "
+                     f"({', '.join(d[0] for d in c.env_diffs)}); timing changes may come from the machine or the "
+                     "libraries rather than the code.")
+    return lines
+
+
+def render_markdown(c: Comparison) -> str:
+    """The comparison as Markdown (deterministic: same runs and threshold give the same text)."""
+    lines = [f"# onnxbench compare: {c.run_a} → {c.run_b}", ""]
+    for line in _headline(c):
+        lines += [f"**{line}**" if line.startswith(("Result", "Warning")) else line, ""]
+    for _, title, table in _tables(c):
+        lines += [f"## {title}", ""] + md_table(table)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def change_plot(c: Comparison) -> bytes | None:
+    """Horizontal bars of the p50 change per compared cell (red: regression, green: improvement), with the
+    threshold as dashed lines. None when no cell was compared."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from . import plots  # noqa: F401  (selects the headless backend)
+
+    cells = c.cells[c.cells["p50_change"].notna()]
+    if cells.empty:
+        return None
+    described = tables.varying(cells, ["model", "part", "attention", "precision", "opset", "config_id"])
+    labels = [" ".join([str(r["runtime"])] + [str(r[k]) for k in described] + [f"b{r['batch']} t{r['seq_len']}"])
+              for _, r in cells.iterrows()]
+    colors = ["#c0392b" if v.startswith(REGRESSION) else "#27ae60" if v == IMPROVEMENT else "#95a5a6"
+              for v in cells["verdict"]]
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(cells) + 1.2))
+    ax.barh(range(len(cells)), cells["p50_change"] * 100, color=colors)
+    ax.set_yticks(range(len(cells)), labels, fontsize=7)
+    ax.invert_yaxis()
+    for x in (c.threshold * 100, -c.threshold * 100):
+        ax.axvline(x, color="k", linestyle="--", linewidth=0.8)
+    ax.axvline(0, color="k", linewidth=0.5)
+    ax.set_xlabel("p50 change B vs A (%)")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def render_html(c: Comparison) -> str:
+    """The comparison as one self-contained HTML page (inline CSS, the change plot inlined as PNG)."""
+    title = html.escape(f"onnxbench compare: {c.run_a} → {c.run_b}")
+    parts = ["<!doctype html>", f"<html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+             f"<style>{CSS}</style></head><body><h1>{title}</h1>"]
+    for line in _headline(c):
+        cls = "note" if not line.startswith(("Result", "Warning")) else "meta"
+        style = " style='color:#a11;font-weight:600'" if line.startswith("Warning") or (
+            line.startswith("Result") and c.exit_code) else ""
+        parts.append(f"<p class='{cls}'{style}>{html.escape(line)}</p>")
+    png = change_plot(c)
+    for anchor, heading, table in _tables(c):
+        parts.append(f"<section id='{anchor}'><h2>{html.escape(heading)}</h2>{html_table(table)}</section>")
+        if anchor == "improvements" and png:
+            data = base64.b64encode(png).decode()
+            parts.append("<section id='plot'><h2>p50 change per cell</h2><figure><img alt='p50 change per cell' "
+                         f"src='data:image/png;base64,{data}'></figure></section>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_comparison(c: Comparison, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``compare.md`` and ``compare.html`` into ``out_dir``; returns {kind: path}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out_dir / "compare.md", "html": out_dir / "compare.html"}
+    paths["markdown"].write_text(render_markdown(c), encoding="utf-8")
+    paths["html"].write_text(render_html(c), encoding="utf-8")
+    return paths
+
+
+__all__ = ["Comparison", "compare", "compare_runs", "env_differences", "parse_threshold",
+           "render_html", "render_markdown", "write_comparison"]

@@ -1,0 +1,121 @@
+"""`onnxbench compare`: join two runs on their cell keys, flag p50 regressions beyond a threshold.
+
+run_small is a real tiny CPU run; run_small_b is derived from it with a planted 1.5x regression (ort-cpu, batch 4,
+seq_len 64), a planted 20 % improvement (torch, batch 1, seq_len 16) and a different onnxruntime-gpu version
+(tests/derived_runs.py). The expected Markdown is tests/golden/compare_run_small_b.md; regenerate it with
+ONNXBENCH_UPDATE_GOLDEN=1 (see tests/test_report.py).
+"""
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from onnxbench.cli import app
+from onnxbench.reports import load, load_header
+from onnxbench.reports.compare import compare, compare_runs, parse_threshold, render_markdown
+
+from .conftest import DATA
+from .derived_runs import derive_run_small_b
+from .test_report import check_golden
+
+RUN_A, RUN_B = DATA / "run_small", DATA / "run_small_b"
+runner = CliRunner()
+
+
+def test_committed_run_b_is_derived_from_run_small(tmp_path):
+    derived = derive_run_small_b(RUN_A, tmp_path / "b")
+    for name in ("header.json", "results.jsonl", "README.md"):
+        assert (derived / name).read_text() == (RUN_B / name).read_text(), f"regenerate {RUN_B / name}"
+
+
+def test_planted_changes_are_found():
+    c = compare_runs(RUN_A, RUN_B, threshold=0.05)
+    reg, imp = c.regressions, c.improvements
+    assert list(zip(reg.runtime, reg.batch, reg.seq_len, strict=True)) == [("ort-cpu", 4, 64)]
+    assert reg.p50_change.iloc[0] == pytest.approx(0.5)
+    assert reg.tok_s_change.iloc[0] == pytest.approx(1 / 1.5 - 1)
+    assert list(zip(imp.runtime, imp.batch, imp.seq_len, strict=True)) == [("torch", 1, 16)]
+    assert (c.cells.verdict == "unchanged").sum() == 6
+    assert c.exit_code == 1
+    assert ("onnxruntime-gpu version", "1.31.1", "1.32.0") in c.env_diffs
+
+
+def test_same_run_has_no_change_and_no_env_warning():
+    c = compare_runs(RUN_A, RUN_A)
+    assert set(c.cells.verdict) == {"unchanged"} and (c.cells.p50_change == 0).all()
+    assert c.env_diffs == [] and c.exit_code == 0
+    assert "Warning" not in render_markdown(c)
+
+
+def test_threshold_above_the_planted_change_passes():
+    assert compare_runs(RUN_A, RUN_B, threshold=0.6).exit_code == 0
+    assert compare_runs(RUN_A, RUN_B, threshold=0.49).exit_code == 1
+
+
+def test_status_and_agreement_changes_gate_like_slowdowns():
+    a, b = load(RUN_A), load(RUN_A)
+    b.loc[(b.runtime == "ort-cpu") & (b.batch == 1) & (b.seq_len == 16), "status"] = "failed"
+    b.loc[(b.runtime == "ort-cpu") & (b.batch == 1) & (b.seq_len == 64), "agree"] = False
+    b.loc[(b.runtime == "torch") & (b.batch == 4) & (b.seq_len == 64), "status"] = "skipped"
+    b = b[~((b.runtime == "torch") & (b.batch == 4) & (b.seq_len == 16))]
+    c = compare(a, b, threshold=0.05)
+    by_cell = {(r.runtime, r.batch, r.seq_len): r.verdict for r in c.cells.itertuples()}
+    assert by_cell[("ort-cpu", 1, 16)] == "regression: now fails"
+    assert by_cell[("ort-cpu", 1, 64)] == "regression: agreement lost"
+    assert by_cell[("torch", 4, 64)] == "not compared"
+    assert by_cell[("torch", 4, 16)] == "not compared"
+    assert c.cells.set_index(["runtime", "batch", "seq_len"]).loc[("torch", 4, 16), "status_b"] == "absent"
+    assert c.exit_code == 1
+
+
+def test_runs_without_newer_key_columns_still_join(tmp_path):
+    """A run written before `part`/`config_id` existed joins with one that has them as defaults."""
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(RUN_A / "header.json", old)
+    rows = [json.loads(line) for line in (RUN_A / "results.jsonl").read_text().splitlines()]
+    (old / "results.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in r.items() if k not in ("config_id",)}) + "\n" for r in rows))
+    c = compare_runs(old, RUN_A)
+    assert len(c.cells) == len(rows) and set(c.cells.verdict) == {"unchanged"}
+
+
+@pytest.mark.parametrize(("text", "value"), [("5%", 0.05), ("0.05", 0.05), (" 12.5 % ", 0.125)])
+def test_parse_threshold(text, value):
+    assert parse_threshold(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["5", "abc", "-5%", ""])
+def test_parse_threshold_rejects_ambiguous_or_bad_input(text):
+    with pytest.raises(ValueError, match="threshold"):
+        parse_threshold(text)
+
+
+def test_compare_markdown_matches_golden():
+    c = compare(load(RUN_A), load(RUN_B), load_header(RUN_A), load_header(RUN_B), threshold=0.05)
+    text = render_markdown(c)
+    assert text == render_markdown(compare_runs(RUN_A, RUN_B, 0.05)), "deterministic"
+    check_golden("compare_run_small_b.md", text)
+
+
+def test_cli_exits_nonzero_on_the_planted_regression_and_zero_without(tmp_path):
+    regressed = runner.invoke(app, ["compare", str(RUN_A), str(RUN_B), "--threshold", "5%"])
+    assert regressed.exit_code == 1, regressed.output
+    assert "regression" in regressed.stdout and "# onnxbench compare" in regressed.stdout
+    assert "environments differ: onnxruntime-gpu version: 1.31.1 -> 1.32.0" in regressed.stderr
+    same = runner.invoke(app, ["compare", str(RUN_A), str(RUN_A), "--threshold", "5%"])
+    assert same.exit_code == 0, same.output
+    loose = runner.invoke(app, ["compare", str(RUN_A), str(RUN_B), "--threshold", "60%", "--out", str(tmp_path)])
+    assert loose.exit_code == 0, loose.output
+    assert (tmp_path / "compare.md").read_text().startswith("# onnxbench compare")
+    assert "data:image/png;base64," in (tmp_path / "compare.html").read_text()
+
+
+def test_cli_bad_input_is_one_clear_error(tmp_path):
+    bad = runner.invoke(app, ["compare", str(RUN_A), str(RUN_B), "--threshold", "5"])
+    assert bad.exit_code == 2 and "write 5% or a fraction" in bad.output
+    missing = runner.invoke(app, ["compare", str(RUN_A), str(tmp_path)])
+    assert missing.exit_code == 2 and "is it a run directory?" in missing.output
+    assert "Traceback" not in bad.output + missing.output
