@@ -17,6 +17,8 @@ from matplotlib.ticker import StrMethodFormatter  # noqa: E402
 from .tables import ok_rows, runtime_labels, varying  # noqa: E402
 
 _LINESTYLES = ("-", "--", ":", "-.")
+#: A panel whose largest throughput exceeds its smallest by more than this gets a log y axis.
+LOG_Y_SPREAD = 30
 
 
 def _png(fig) -> bytes:
@@ -47,10 +49,14 @@ def _panels(ok: pd.DataFrame, panel_keys: list[str], draw) -> bytes:
         ax.set_xscale("log", base=2)
         ax.set_xticks(seqs, [str(s) for s in seqs])
         ax.minorticks_off()
-        ax.set_ylim(bottom=0)
+        y = sub["throughput_tok_s"]
+        if y.min() > 0 and y.max() / y.min() > LOG_Y_SPREAD:
+            ax.set_yscale("log")  # lines an order of magnitude apart would sit flat on a linear axis
+        else:
+            ax.set_ylim(bottom=0)
         ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, handlelength=3)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()

@@ -206,7 +206,7 @@ def _prepare(table: Table) -> tuple[pd.DataFrame, list[bool], str, list[bool]]:
         constant = [c for c in tables.DESCRIPTIVE if c in frame and c not in tables.varying(frame, [c])]
         constant = [c for c in constant if frame[c].notna().all()]
         if constant:
-            note = "All rows: " + ", ".join(f"{c.replace('_', ' ')} {frame[c].iloc[0]}" for c in constant) + "."
+            note = "All rows: " + "; ".join(f"{c.replace('_', ' ')} {frame[c].iloc[0]}" for c in constant) + "."
             frame = frame.drop(columns=constant)
     text, numeric = display(frame, table.specs)
     fail = table.fail if table.fail is not None else [False] * len(text)

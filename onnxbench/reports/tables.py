@@ -159,19 +159,24 @@ def agreement_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def not_ok_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Skipped and failed cells grouped by (status, runtime, model, part, attention, precision, reason): the
-    number of cells and their shapes as "batch×seq_len"."""
-    keys = ["status", "runtime", "model", "part", "attention", "precision", "reason"]
+    """Skipped and failed cells grouped by (status, runtime, reason): the models, parts, attention variants and
+    precisions concerned (distinct values, comma-separated), the number of cells and their shapes as
+    "batch×seq_len". Failed cells come first."""
+    keys = ["status", "runtime", "reason"]
+    spread = ["model", "part", "attention", "precision"]
     bad = df[df["status"] != "ok"].copy()
     if bad.empty:
-        return pd.DataFrame(columns=keys + ["cells", "shapes"])
+        return pd.DataFrame(columns=keys[:2] + spread + ["reason", "cells", "shapes"])
     bad["runtime"] = runtime_labels(bad)
     bad["reason"] = bad["reason"].fillna("(no reason recorded)")
     bad["_shape"] = [f"{b}×{t}" for b, t in zip(bad["batch"], bad["seq_len"], strict=True)]
     rows = []
     for key, g in bad.groupby(keys, sort=False, dropna=False):
-        rows.append({**dict(zip(keys, key, strict=True)), "cells": len(g), "shapes": ", ".join(_ordered(g["_shape"]))})
-    out = pd.DataFrame(rows, columns=keys + ["cells", "shapes"])
+        row = dict(zip(keys, key, strict=True))
+        row.update({c: ", ".join(str(v) for v in _ordered(g[c].astype("object").fillna("—"))) for c in spread})
+        row.update(cells=len(g), shapes=", ".join(_ordered(g["_shape"])))
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=keys[:2] + spread + ["reason", "cells", "shapes"])
     # failed before skipped: failures need action, skips usually only a different machine
     return out.sort_values("status", kind="stable", key=lambda s: s.map({"failed": 0}).fillna(1)).reset_index(
         drop=True)

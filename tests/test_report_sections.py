@@ -1,0 +1,77 @@
+"""Report sections that depend on what the run holds: a synthetic run directory (tests/derived_runs.py) with a
+second attention variant, GPU fields, a tuned configuration, an agreement failure, skipped and failed cells."""
+
+import json
+
+import pytest
+
+from onnxbench.reports import load, load_header, write_report
+from onnxbench.reports.plots import throughput_by_attention
+from onnxbench.reports.render import render_markdown
+from onnxbench.reports.tables import not_ok_table, stage_table, summary_table
+
+from .conftest import DATA
+from .derived_runs import synthetic_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return synthetic_run(tmp_path_factory.mktemp("synthetic") / "run")
+
+
+def test_summary_skips_faster_runtimes_that_failed_agreement(run):
+    df = load(run)
+    summary = summary_table(df).set_index(["batch", "seq_len"])
+    worst = summary.loc[(4, 64)]
+    assert worst.fastest == "ort-cpu" and worst.attention == "sdpa"
+    assert worst.faster_but_disagreeing == "ort-cuda"
+    ok = df[(df.status == "ok") & (df.batch == 4) & (df.seq_len == 64) & (df.attention == "sdpa")]
+    torch_p50 = ok[ok.runtime == "torch"].latency_ms_p50.iloc[0]
+    assert worst.speedup == pytest.approx(torch_p50 / worst.latency_ms_p50)
+    assert summary.loc[(1, 16)].fastest == "ort-cuda"
+
+
+def test_failures_are_marked_and_optional_sections_appear(run):
+    df = load(run)
+    md = render_markdown(df, load_header(run), [])
+    n_fail = int((df.agree == False).sum())  # noqa: E712 - nullable boolean column
+    assert n_fail == 2 and md.count("| **FAIL** |") == n_fail
+    assert "| **failed** | ort-trt |" in md and "libnvinfer.so.10 \\| not found" in md, "pipe escaped"
+    for title in ("## GPU time split", "## Roofline", "## Execution providers", "## Tuned configurations"):
+        assert title in md
+    assert "ort-cpu [threads-1] p50 (ms)" in md
+    assert md.index("| **failed** |") < md.index("| skipped |"), "failed cells first"
+
+
+def test_skipped_and_failed_cells_are_grouped_by_reason(run):
+    table = not_ok_table(load(run))
+    assert list(table.status) == ["failed", "skipped"]
+    assert list(table.runtime) == ["ort-trt", "tensorrt"] and list(table.cells) == [1, 1]
+    assert table.reason.iloc[1] == "TensorRT is not installed"
+
+
+def test_gpu_split_only_lists_rows_that_have_it(run):
+    split = stage_table(load(run))
+    assert set(split.runtime) == {"ort-cuda"} and len(split) == 8
+    assert list(split.columns[-4:]) == ["latency_ms_p50", "h2d_ms", "compute_ms", "d2h_ms"]
+    assert stage_table(load(DATA / "run_small")).empty
+
+
+def test_attention_plot_only_with_several_variants(run):
+    assert throughput_by_attention(load(run))[:8] == b"\x89PNG\r\n\x1a\n"
+    assert throughput_by_attention(load(DATA / "run_small")) is None
+    paths = write_report(run)
+    assert "plot:plot_throughput_attention.png" in paths
+    assert "](plot_throughput_attention.png)" in paths["markdown"].read_text()
+
+
+def test_a_cell_measured_twice_reports_the_last_row(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "header.json").write_text((DATA / "run_small" / "header.json").read_text())
+    lines = (DATA / "run_small" / "results.jsonl").read_text().splitlines()
+    again = json.loads(lines[-1])
+    again["latency_ms_p50"] = 123.456
+    (run / "results.jsonl").write_text("\n".join(lines + [json.dumps(again)]) + "\n")
+    md = render_markdown(load(run), {}, [])
+    assert "123.5" in md and md.startswith("# onnxbench report") and "8 cells:" in md
