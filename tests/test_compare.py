@@ -38,6 +38,8 @@ def test_planted_changes_are_found():
     assert reg.tok_s_change.iloc[0] == pytest.approx(1 / 1.5 - 1)
     assert list(zip(imp.runtime, imp.batch, imp.seq_len, strict=True)) == [("torch", 1, 16)]
     assert (c.cells.verdict == "unchanged").sum() == 6
+    assert reg.ci_overlap.iloc[0] == "no"
+    assert set(c.cells[c.cells.verdict == "unchanged"].ci_overlap) == {"yes"}
     assert c.exit_code == 1
     assert ("onnxruntime-gpu version", "1.31.1", "1.32.0") in c.env_diffs
 

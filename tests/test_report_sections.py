@@ -8,7 +8,7 @@ import pytest
 from onnxbench.reports import load, load_header, write_report
 from onnxbench.reports.plots import throughput_by_attention
 from onnxbench.reports.render import render_markdown
-from onnxbench.reports.tables import not_ok_table, stage_table, summary_table
+from onnxbench.reports.tables import noisy_table, not_ok_table, stage_table, summary_table
 
 from .conftest import DATA
 from .derived_runs import synthetic_run
@@ -75,3 +75,12 @@ def test_a_cell_measured_twice_reports_the_last_row(tmp_path):
     (run / "results.jsonl").write_text("\n".join(lines + [json.dumps(again)]) + "\n")
     md = render_markdown(load(run), {}, [])
     assert "123.5" in md and md.startswith("# onnxbench report") and "8 cells:" in md
+
+
+def test_noisy_cells_are_those_with_a_wide_median_ci():
+    df = load(DATA / "run_small")
+    assert noisy_table(df).empty, "run_small's medians are tight although its CoV is high (outliers)"
+    df.loc[0, "ci95_p50_hi_ms"] = df.loc[0, "latency_ms_p50"] * 1.2
+    noisy = noisy_table(df)
+    assert len(noisy) == 1 and noisy.ci95_width.iloc[0] > 0.1
+    assert "## Noisy timings" in render_markdown(df, {}, [])

@@ -54,7 +54,8 @@ class Comparison:
 
     Attributes:
         cells: one row per cell key in either run: the key columns, status_a/b, p50_a/b (ms), p50_change
-            (fraction), tok_s_a/b (tokens/s), tok_s_change (fraction), verdict.
+            (fraction), tok_s_a/b (tokens/s), tok_s_change (fraction), ci_overlap ("yes" when the two 95 % CIs
+            of p50 overlap, i.e. the change is within noise; NA without CIs), verdict.
         env_diffs: (field, value in A, value in B) for each environment field that differs.
         threshold: fraction, e.g. 0.05.
     """
@@ -130,7 +131,7 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, header_a: dict | None = None
         raise ValueError(f"threshold must be positive, got {threshold}")
     header_a, header_b = header_a or {}, header_b or {}
     keys = list(KEY_COLUMNS)
-    cols = ["status", "latency_ms_p50", "throughput_tok_s", "agree"]
+    cols = ["status", "latency_ms_p50", "throughput_tok_s", "agree", "ci95_p50_lo_ms", "ci95_p50_hi_ms"]
     a, b = _keyed(df_a)[keys + cols], _keyed(df_b)[keys + cols]
     a["_pos_a"], b["_pos_b"] = range(len(a)), range(len(b))
     joined = a.merge(b, on=keys, how="outer", suffixes=("_a", "_b"), indicator=True)
@@ -143,6 +144,11 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, header_a: dict | None = None
     out["p50_change"] = out["p50_b"] / out["p50_a"] - 1
     out["tok_s_a"], out["tok_s_b"] = joined["throughput_tok_s_a"], joined["throughput_tok_s_b"]
     out["tok_s_change"] = out["tok_s_b"] / out["tok_s_a"] - 1
+    overlap = (joined["ci95_p50_lo_ms_a"] <= joined["ci95_p50_hi_ms_b"]) & (
+        joined["ci95_p50_lo_ms_b"] <= joined["ci95_p50_hi_ms_a"])
+    known = joined[["ci95_p50_lo_ms_a", "ci95_p50_hi_ms_a", "ci95_p50_lo_ms_b", "ci95_p50_hi_ms_b"]].notna().all(
+        axis=1)
+    out["ci_overlap"] = [("yes" if o else "no") if k else pd.NA for o, k in zip(overlap, known, strict=True)]
     agree_a = joined["agree_a"].astype("object").fillna(False).astype(bool)
     agree_b = joined["agree_b"].astype("object").fillna(False).astype(bool)
     verdicts = []
@@ -181,7 +187,7 @@ _SPECS = {"verdict": Spec("verdict")}
 
 
 def _tables(c: Comparison) -> list[tuple[str, str, Table]]:
-    judged = ["p50_a", "p50_b", "p50_change", "tok_s_a", "tok_s_b", "tok_s_change", "verdict"]
+    judged = ["p50_a", "p50_b", "p50_change", "tok_s_a", "tok_s_b", "tok_s_change", "ci_overlap", "verdict"]
     cells = c.cells.copy()
     cells.loc[cells["config_id"] == "default", "config_id"] = pd.NA
     keep = [k for k in _CELL_COLS if cells[k].notna().any() and (cells[k] != "").any()]
@@ -211,7 +217,8 @@ def _headline(c: Comparison) -> list[str]:
     verdict = ", ".join(f"{k} {n.get(k, 0)}" for k in (REGRESSION, IMPROVEMENT, UNCHANGED, "not compared"))
     lines = [f"A = run {c.run_a} (before), B = run {c.run_b} (after). A cell regresses when its p50 grows by "
              f"more than {c.threshold:.1%} (or it now fails, or its outputs no longer agree); it improves when "
-             f"p50 shrinks by more than {c.threshold:.1%}. Changes are relative: B / A − 1.",
+             f"p50 shrinks by more than {c.threshold:.1%}. Changes are relative: B / A − 1. Where the 95 % CIs "
+             "of the two medians overlap, the change is within the timing noise of the runs.",
              f"Result: {verdict}; exit status {c.exit_code}."]
     if c.env_diffs:
         lines.append(f"Warning: the environments differ in {len(c.env_diffs)} field(s) "

@@ -129,6 +129,9 @@ SPECS: dict[str, Spec] = {
     "latency_ms_p99": _n("p99 (ms)", ms),
     "latency_ms_min": _n("min (ms)", ms),
     "cov": _n("CoV", percent),
+    "ci95_p50_lo_ms": _n("p50 CI95 low (ms)", ms),
+    "ci95_p50_hi_ms": _n("p50 CI95 high (ms)", ms),
+    "ci95_width": _n("CI95 width / p50", percent),
     "h2d_ms": _n("host→device (ms)", ms),
     "compute_ms": _n("compute (ms)", ms),
     "d2h_ms": _n("device→host (ms)", ms),
@@ -168,6 +171,7 @@ SPECS: dict[str, Spec] = {
     "tok_s_change": _n("tokens/s change", change),
     "status_a": Spec("status A"),
     "status_b": Spec("status B"),
+    "ci_overlap": Spec("CI95s overlap"),
     "verdict": Spec("verdict"),
 }
 

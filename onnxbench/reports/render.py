@@ -145,6 +145,10 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
          "session creation or engine build (s), peak resident memory and device memory (MiB).",
          tables.resources_table(df)),
     ]
+    optional.append(
+        ("noise", "Noisy timings", "Cells whose 95 % confidence interval of the median is wider than 10 % of p50 "
+         "(a busy or throttling machine); differences smaller than the interval are not meaningful.",
+         tables.noisy_table(df)))
     for anchor, title, intro, frame in optional:
         if not frame.empty:
             out.append(Section(anchor, title, intro, [Table(frame)], plots=by_section.pop(anchor, [])))

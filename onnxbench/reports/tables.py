@@ -182,6 +182,27 @@ def not_ok_table(df: pd.DataFrame) -> pd.DataFrame:
         drop=True)
 
 
+def noisy_table(df: pd.DataFrame, limit: float = 0.10) -> pd.DataFrame:
+    """Ok cells whose median is uncertain: the 95 % CI of p50 (the timing harness's distribution-free
+    order-statistic interval) wider than ``limit`` × p50, or, where no CI was recorded, a coefficient of
+    variation above ``limit``. The CoV alone is not used when a CI exists: a few outliers inflate it while the
+    median stays well determined. Columns: cell description, shape, iters, latency_ms_p50, ci95_p50_lo_ms,
+    ci95_p50_hi_ms, ``ci95_width`` (fraction of p50), cov."""
+    ok = ok_rows(df).copy()
+    if ok.empty:
+        return pd.DataFrame()
+    ok["ci95_width"] = (ok["ci95_p50_hi_ms"] - ok["ci95_p50_lo_ms"]) / ok["latency_ms_p50"]
+    wide = (ok["ci95_width"] > limit).fillna(False)
+    no_ci_noisy = ok["ci95_width"].isna() & (ok["cov"] > limit).fillna(False)
+    noisy = ok[wide | no_ci_noisy].copy()
+    if noisy.empty:
+        return pd.DataFrame()
+    noisy["runtime"] = runtime_labels(noisy)
+    cols = ["model", "part", "attention", "precision", "opset", "runtime"] + SHAPE + [
+        "iters", "latency_ms_p50", "ci95_p50_lo_ms", "ci95_p50_hi_ms", "ci95_width", "cov"]
+    return noisy[cols].reset_index(drop=True)
+
+
 def _present(df: pd.DataFrame, columns: list[str]) -> list[str]:
     return [c for c in columns if c in df and df[c].notna().any()]
 
