@@ -43,6 +43,9 @@ def export(
     out: Path | None = typer.Option(None, help="copy model.onnx here (default: print the cache path)"),
     cache_dir: Path | None = typer.Option(None, help="artifact cache (default ~/.cache/onnxbench)"),
     force: bool = typer.Option(False, help="export again even if cached"),
+    checkpoint: Path | None = typer.Option(
+        None, help="local GPT-2-style checkpoint directory (config.json + model.safetensors) to take the shape "
+        "and weights from instead of --preset/--seed"),
 ) -> None:
     """Export the reference transformer to ONNX (cached) and print where it is."""
     import shutil
@@ -54,10 +57,17 @@ def export(
     if attention not in ATTENTION_VARIANTS:
         fail(f"unknown attention variant {attention!r}; known: {', '.join(ATTENTION_VARIANTS)}")
     try:
-        config = get_preset(preset, attention=ATTENTION_VARIANTS[attention])
+        if checkpoint is not None:
+            from .benchmarks.foreign import model_name
+            from .models.gpt2 import checkpoint_config
+
+            preset = model_name(checkpoint)
+            config = checkpoint_config(checkpoint, attention=ATTENTION_VARIANTS[attention])
+        else:
+            config = get_preset(preset, attention=ATTENTION_VARIANTS[attention])
         artifact = to_onnx(config, seed=seed, precision=precision, opset=opset, exporter=exporter,
-                           cache_dir=cache_dir, model_name=preset, force=force)
-    except (KeyError, ValueError) as exc:
+                           cache_dir=cache_dir, model_name=preset, force=force, checkpoint=checkpoint)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
         fail(str(exc.args[0]) if exc.args else str(exc))
     path = artifact.path
     if out is not None:
@@ -87,6 +97,15 @@ def run(
     min_iters: int | None = typer.Option(None, help="minimum timed iterations per cell"),
     cache_dir: Path | None = typer.Option(None, help="artifact cache (default ~/.cache/onnxbench)"),
     report: bool = typer.Option(True, help="write report.md / report.html at the end"),
+    checkpoint: list[Path] | None = typer.Option(
+        None, help="GPT-2-style checkpoint directory to benchmark (repeatable; model name = directory name)"),
+    onnx: list[Path] | None = typer.Option(
+        None, help="any ONNX model to run on the ONNX runtimes, ORT CPU as reference (repeatable; model = stem)"),
+    dim: list[str] | None = typer.Option(
+        None, help="NAME=SIZE for a dynamic axis of an --onnx model (repeatable), e.g. --dim batch=4"),
+    int_range: list[str] | None = typer.Option(
+        None, help="[INPUT=]LO:HI range [LO, HI) of integer inputs of an --onnx model (repeatable), "
+        "e.g. --int-range input_ids=0:30522"),
 ) -> None:
     """Run the benchmark matrix (embedded default, narrowed by the flags) and write a run directory."""
     import dataclasses
@@ -101,6 +120,12 @@ def run(
         "precisions": _csv(precisions), "opsets": _csv(opsets, int), "batches": _csv(batches, int),
         "seq_lens": _csv(seq_lens, int), "exporter": exporter,
     }
+    if checkpoint or onnx:  # a user's own models replace the default presets unless --models names some
+        spec.models = []
+        spec.checkpoints = [str(p) for p in checkpoint or []]
+        spec.onnx_models = [str(p) for p in onnx or []]
+        spec.dims = _key_values(dim, "--dim", "NAME=SIZE", int)
+        spec.int_ranges = _key_values(int_range, "--int-range", "[INPUT=]LO:HI", _range, default_key="*")
     for key, value in overrides.items():
         if value is not None:
             setattr(spec, key, value)
@@ -110,7 +135,7 @@ def run(
             spec.timing = dataclasses.replace(spec.timing, **timing)
         spec.validate()
         check_writable(out)
-    except (ValueError, PermissionError) as exc:
+    except (ValueError, PermissionError, FileNotFoundError) as exc:
         fail(str(exc))
     cells = spec.expand()
     console.print(f"{len(cells)} cells -> {out}")
@@ -129,6 +154,27 @@ def run(
     if report:
         paths = write_report(out)
         console.print("report: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _range(text: str) -> list[int]:
+    lo, _, hi = text.partition(":")
+    return [int(lo), int(hi)]
+
+
+def _key_values(items: list[str] | None, flag: str, form: str, cast, default_key: str | None = None) -> dict:
+    """Parse repeated ``KEY=VALUE`` flags (``VALUE`` alone is stored under ``default_key`` when given)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.rpartition("=")
+        if not sep and default_key is not None:
+            key = default_key
+        try:
+            if not key:
+                raise ValueError
+            out[key] = cast(value)
+        except ValueError:
+            fail(f"could not read {flag} {item!r}; expected {form}")
+    return out
 
 
 def _print_summary(rows: list[dict]) -> None:

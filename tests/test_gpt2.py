@@ -154,3 +154,57 @@ def test_gpt2_small_logits_match_gpt2lmheadmodel():
     print(f"\ngpt2-small: max abs logit diff {_max_abs(ref, theirs):.3e} "
           f"(|logits| max {ref.abs().max():.2f}; atol=rtol={ATOL})")
     torch.testing.assert_close(theirs, ref, atol=ATOL, rtol=RTOL)
+
+
+def _cli(*args):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "onnxbench.cli", *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_checkpoint_export_is_keyed_by_weights_and_torch_reference_loads_them(tmp_path, cache_dir):
+    import numpy as np
+
+    from onnxbench.export import read_artifact, to_onnx
+    from onnxbench.runtimes import get
+
+    config = get_preset("tiny")
+    ckpt = save_checkpoint(_perturb(build(config, seed=0), seed=1), tmp_path / "mine")
+    a = to_onnx(checkpoint_config(ckpt), checkpoint=ckpt, exporter="torchscript", cache_dir=cache_dir)
+    seeded = to_onnx(config, seed=0, exporter="torchscript", cache_dir=cache_dir)
+    assert a.path != seeded.path and a.sha256 != seeded.sha256
+    assert a.checkpoint_sha256 == checkpoint_sha256(ckpt)
+    assert read_artifact(a.path).checkpoint == str(ckpt.resolve())
+    ids = _ids(config, 2, 12)
+    with get("torch").open(a) as session:
+        torch_logits = session.run({"input_ids": ids.numpy()})["logits"]
+    with torch.no_grad():
+        expected = load_checkpoint(ckpt)(ids).numpy()
+    np.testing.assert_array_equal(torch_logits, expected)
+    with get("ort-cpu").open(a) as session:
+        np.testing.assert_allclose(session.run({"input_ids": ids.numpy()})["logits"], expected, atol=1e-4)
+
+    save_checkpoint(_perturb(load_checkpoint(ckpt), seed=2), ckpt)  # new weights, same directory
+    b = to_onnx(checkpoint_config(ckpt), checkpoint=ckpt, exporter="torchscript", cache_dir=cache_dir)
+    assert not b.cached and b.path != a.path
+    with pytest.raises(ValueError, match="changed since"):
+        get("torch").open(a)
+
+
+def test_cli_runs_and_exports_a_checkpoint(tmp_path, cache_dir):
+    ckpt = save_checkpoint(_perturb(build(get_preset("tiny"), seed=0), seed=3), tmp_path / "my-gpt")
+    out = tmp_path / "run"
+    proc = _cli("run", "--checkpoint", str(ckpt), "--runtimes", "torch,ort-cpu", "--batches", "1",
+                "--seq-lens", "8,16", "--exporter", "torchscript", "--min-time", "0.05", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    # perturbed weights: the rows agree only if torch eager ran the checkpoint, not the seed-0 weights
+    assert len(rows) == 4 and all(r["status"] == "ok" and r["agree"] for r in rows), rows
+    assert {r["model"] for r in rows} == {"my-gpt"} and {r["reference_runtime"] for r in rows} == {"torch"}
+    proc = _cli("export", "--checkpoint", str(ckpt), "--exporter", "torchscript", "--out", str(tmp_path / "m.onnx"))
+    assert proc.returncode == 0 and "my-gpt" in proc.stdout, proc.stdout + proc.stderr
+    proc = _cli("run", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2"))
+    assert proc.returncode == 2 and "does not exist" in proc.stdout

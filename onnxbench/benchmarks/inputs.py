@@ -12,39 +12,85 @@ SEQ_AXES = ("sequence", "seq", "seq_len", "sequence_length", "T")
 
 
 def make_feeds(specs: tuple[TensorSpec, ...], batch: int, seq_len: int, *, seed: int = 0,
-               int_high: int = 2, dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+               int_high: int = 2, dims: dict[str, int] | None = None,
+               int_ranges: dict[str, tuple[int, int]] | None = None) -> dict[str, np.ndarray]:
     """Random feeds for ``specs`` at (batch, seq_len), the same for every runtime given the same seed.
 
-    Dynamic axes named like batch/sequence take ``batch``/``seq_len``; others come from ``dims``. Integer
-    inputs are drawn uniformly from ``[0, int_high)`` (token ids: ``int_high = vocab_size``); float inputs
-    from N(0, 1).
+    Axis sizes: a positive static size is kept; a dynamic axis takes ``dims[name]`` if given (``--dim
+    NAME=SIZE``), else ``batch`` if named like a batch (:data:`BATCH_AXES`) or ``seq_len`` if named like a
+    sequence (:data:`SEQ_AXES`); an unnamed dynamic axis (no ``dim_param``) of input ``x`` at index ``i`` takes
+    ``dims["x.i"]``.
+
+    Values by element type: integers uniform in ``[lo, hi)`` from ``int_ranges[input name]``, else
+    ``int_ranges["*"]``, else ``[1, 2)`` (all ones) for inputs whose name contains ``mask`` (attend everywhere),
+    else ``[0, int_high)`` (token ids: ``int_high = vocab_size``); bool all True; float16/32/64 from N(0, 1).
 
     Raises:
-        ValueError: for a dynamic axis that no rule binds (names the axis and the ``--dim NAME=SIZE`` fix).
+        ValueError: for a dynamic axis that no rule binds (names the axis and the ``--dim`` fix), a size < 1,
+            an empty integer range or one outside the input's dtype, or an element type that cannot be
+            generated (strings, bfloat16, complex).
     """
     rng = np.random.default_rng(seed)
     dims = dict(dims or {})
+    int_ranges = dict(int_ranges or {})
     feeds = {}
     for spec in specs:
-        shape = []
-        for axis in spec.shape:
-            if isinstance(axis, int) and axis > 0:
-                shape.append(axis)
-            elif axis in dims:
-                shape.append(int(dims[axis]))
-            elif axis in BATCH_AXES:
-                shape.append(batch)
-            elif axis in SEQ_AXES:
-                shape.append(seq_len)
-            else:
-                raise ValueError(
-                    f"input {spec.name!r} has dynamic axis {axis!r} with no size; bind it with --dim {axis}=SIZE"
-                )
-        dtype = np.dtype(spec.dtype)
-        if np.issubdtype(dtype, np.integer):
-            feeds[spec.name] = rng.integers(0, int_high, size=shape, dtype=dtype)
-        elif dtype == np.bool_:
+        shape = [_axis_size(spec, i, axis, batch, seq_len, dims) for i, axis in enumerate(spec.shape)]
+        dtype = _dtype(spec)
+        if dtype == np.bool_:
             feeds[spec.name] = np.ones(shape, dtype=np.bool_)
+        elif np.issubdtype(dtype, np.integer):
+            lo, hi = _int_range(spec, dtype, int_ranges, int_high)
+            feeds[spec.name] = rng.integers(lo, hi, size=shape, dtype=dtype)
         else:
             feeds[spec.name] = rng.standard_normal(size=shape).astype(dtype)
     return feeds
+
+
+def _axis_size(spec: TensorSpec, index: int, axis, batch: int, seq_len: int, dims: dict[str, int]) -> int:
+    if isinstance(axis, int) and axis > 0:
+        return axis
+    named = isinstance(axis, str) and axis not in ("", "None")
+    key = axis if named else f"{spec.name}.{index}"
+    if key in dims:
+        size = int(dims[key])
+    elif named and axis in BATCH_AXES:
+        size = batch
+    elif named and axis in SEQ_AXES:
+        size = seq_len
+    elif named:
+        raise ValueError(f"input {spec.name!r} has dynamic axis {axis!r} with no size; bind it with --dim {axis}=SIZE")
+    else:
+        raise ValueError(f"input {spec.name!r} axis {index} is dynamic and unnamed; bind it with --dim {key}=SIZE")
+    if size < 1:
+        raise ValueError(f"size {size} of axis {key!r} must be >= 1")
+    return size
+
+
+def _dtype(spec: TensorSpec) -> np.dtype:
+    try:
+        dtype = np.dtype(spec.dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "biuf":
+        raise ValueError(f"input {spec.name!r} has element type {spec.dtype}, which cannot be generated "
+                         "(bool, integer and float16/32/64 inputs are supported)")
+    return dtype
+
+
+def _int_range(spec: TensorSpec, dtype: np.dtype, int_ranges: dict, int_high: int) -> tuple[int, int]:
+    if spec.name in int_ranges:
+        lo, hi = int_ranges[spec.name]
+    elif "*" in int_ranges:
+        lo, hi = int_ranges["*"]
+    elif "mask" in spec.name.lower():
+        lo, hi = 1, 2
+    else:
+        lo, hi = 0, int_high
+    info = np.iinfo(dtype)
+    if hi <= lo:
+        raise ValueError(f"input {spec.name!r}: empty integer range [{lo}, {hi}); give --int-range LO:HI with LO < HI")
+    if lo < info.min or hi - 1 > info.max:
+        raise ValueError(f"input {spec.name!r}: integer range [{lo}, {hi}) lies outside {dtype.name} "
+                         f"[{info.min}, {info.max}]")
+    return int(lo), int(hi)

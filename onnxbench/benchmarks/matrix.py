@@ -57,6 +57,12 @@ class MatrixSpec:
         exporter: ``dynamo`` or ``torchscript``.
         timing: the timing harness settings.
         shapes: optional per-model override ``{preset: {"batches": [...], "seq_lens": [...]}}``.
+        checkpoints: local GPT-2-style checkpoint directories (``config.json`` + ``model.safetensors``); each is
+            a model named after its directory, exported with its own weights (see ``onnxbench.models.gpt2``).
+        onnx_models: paths of foreign ONNX models, each a model named after the file's stem, run on the ONNX
+            runtimes with ORT CPU as the reference (see ``onnxbench.benchmarks.foreign``).
+        dims: sizes of named dynamic axes of foreign models (``{"batch": 4, "sequence": 128}``).
+        int_ranges: ``{input name or "*": [lo, hi)}`` for integer inputs of foreign models.
     """
 
     models: list[str] = field(default_factory=lambda: ["tiny", "gpt2-small"])
@@ -70,6 +76,10 @@ class MatrixSpec:
     exporter: str = "dynamo"
     timing: TimingConfig = field(default_factory=TimingConfig)
     shapes: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    checkpoints: list[str] = field(default_factory=list)
+    onnx_models: list[str] = field(default_factory=list)
+    dims: dict[str, int] = field(default_factory=dict)
+    int_ranges: dict[str, list[int]] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Check every axis value.
@@ -82,6 +92,8 @@ class MatrixSpec:
         for m in self.models:
             if m not in PRESETS:
                 raise ValueError(f"unknown preset {m!r}; known presets: {', '.join(PRESETS)}")
+        if not (self.models or self.checkpoints or self.onnx_models):
+            raise ValueError("nothing to run: give presets (--models), --checkpoint DIR or --onnx PATH")
         for a in self.attention:
             if a not in ATTENTION_VARIANTS:
                 raise ValueError(f"unknown attention variant {a!r}; known: {', '.join(ATTENTION_VARIANTS)}")
@@ -91,15 +103,20 @@ class MatrixSpec:
         for r in self.runtimes:
             if r not in runtimes.REGISTRY:
                 raise ValueError(f"unknown runtime {r!r}; registered: {', '.join(runtimes.REGISTRY)}")
-        for model in self.models:
+        from . import foreign
+
+        max_positions = {m: PRESETS[m].max_positions for m in self.models}
+        max_positions.update(foreign.checkpoint_max_positions(self.checkpoints, set(self.models)))
+        foreign.validate_onnx_models(self.onnx_models, self.dims, self.int_ranges, set(max_positions), self.seed)
+        for model in max_positions:
             batches, seq_lens = self.shape_axes(model)
             if any(b < 1 for b in batches) or any(t < 1 for t in seq_lens):
                 raise ValueError("batch sizes and sequence lengths must be >= 1")
-            too_long = [t for t in seq_lens if t > PRESETS[model].max_positions]
+            too_long = [t for t in seq_lens if t > max_positions[model]]
             if too_long:
                 raise ValueError(
                     f"sequence lengths {too_long} exceed {model}'s max_positions="
-                    f"{PRESETS[model].max_positions}; use --seq-lens up to that"
+                    f"{max_positions[model]}; use --seq-lens up to that"
                 )
 
     def shape_axes(self, model: str) -> tuple[list[int], list[int]]:
@@ -109,13 +126,18 @@ class MatrixSpec:
 
     def expand(self) -> list[Cell]:
         """All cells, grouped so that cells sharing an artifact and a runtime are adjacent."""
+        from . import foreign
+
         cells = []
+        models = self.models + [foreign.model_name(d) for d in self.checkpoints]
         for model, att, prec, opset, rt in itertools.product(
-            self.models, self.attention, self.precisions, self.opsets, self.runtimes
+            models, self.attention, self.precisions, self.opsets, self.runtimes
         ):
             batches, seq_lens = self.shape_axes(model)
             for b, t in itertools.product(batches, seq_lens):
                 cells.append(Cell(model, att, prec, opset, rt, b, t))
+        cells += foreign.foreign_cells(self.onnx_models, self.runtimes, self.batches, self.seq_lens, self.dims,
+                                       self.shapes)
         return cells
 
     def to_dict(self) -> dict:

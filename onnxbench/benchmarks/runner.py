@@ -28,10 +28,11 @@ import psutil
 from .. import env, runtimes
 from ..export import ExportArtifact, to_onnx
 from ..models import get_preset
+from ..models.gpt2 import checkpoint_config
 from ..runtimes import RuntimeOptions, RuntimeUnavailable
 from ..schema import make_row
+from . import foreign
 from .agreement import compare_outputs, tolerance_for, worst
-from .inputs import make_feeds
 from .matrix import ATTENTION_VARIANTS, Cell, MatrixSpec
 from .timing import harness_overhead_ms, measure, measure_stages, throughput
 
@@ -110,9 +111,15 @@ class RunSummary:
 
 
 def _export(cell: Cell, spec: MatrixSpec, cache_dir: Path | None) -> ExportArtifact:
-    config = get_preset(cell.model, attention=ATTENTION_VARIANTS[cell.attention])
+    if foreign.is_foreign(cell):
+        return foreign.foreign_artifact(foreign.find_path(spec.onnx_models, cell.model))
+    checkpoint = foreign.find_path(spec.checkpoints, cell.model)
+    if checkpoint is not None:
+        config = checkpoint_config(checkpoint, attention=ATTENTION_VARIANTS[cell.attention])
+    else:
+        config = get_preset(cell.model, attention=ATTENTION_VARIANTS[cell.attention])
     return to_onnx(config, seed=spec.seed, precision=cell.precision, opset=cell.opset,
-                   exporter=spec.exporter, cache_dir=cache_dir, model_name=cell.model)
+                   exporter=spec.exporter, cache_dir=cache_dir, model_name=cell.model, checkpoint=checkpoint)
 
 
 def _base_row(cell: Cell, run_id: str, artifact: ExportArtifact | None, n_params: int | None) -> dict:
@@ -120,7 +127,7 @@ def _base_row(cell: Cell, run_id: str, artifact: ExportArtifact | None, n_params
         "run_id": run_id, "cell_id": cell.cell_id, "model": cell.model, "part": cell.part,
         "attention": cell.attention, "precision": cell.precision, "opset": cell.opset,
         "runtime": cell.runtime, "config_id": cell.config_id, "batch": cell.batch, "seq_len": cell.seq_len,
-        "n_params": n_params, "reference_runtime": REFERENCE_RUNTIME,
+        "n_params": n_params, "reference_runtime": foreign.reference_runtime(cell, REFERENCE_RUNTIME),
         "onnx_sha256": artifact.sha256 if artifact else None,
         "export_s": artifact.export_s if artifact else None,
     }
@@ -183,7 +190,7 @@ def run_matrix(
                     emit({**_base_row(cell, run_id, None, None), "status": "failed",
                           "reason": f"export failed: {type(exc).__name__}: {exc}"}, cell)
                 continue
-            n_params = artifact.config.n_params if artifact.config else None
+            n_params = foreign.n_params(artifact)
             references = ReferenceOutputs(artifact)
             try:
                 for runtime_cells in _group(artifact_cells, key=lambda c: c.runtime):
@@ -202,11 +209,13 @@ def run_matrix(
 class ReferenceOutputs:
     """fp32 torch eager outputs of one artifact's model, computed once per shape and shared by every runtime.
 
-    The reference of an fp16/bf16 artifact is the fp32 module of the same (config, seed).
+    The reference of an fp16/bf16 artifact is the fp32 module of the same (config, seed) or checkpoint; the
+    reference of a foreign ONNX model is ORT CPU running the file itself (``foreign.FOREIGN_REFERENCE``).
     """
 
     def __init__(self, artifact: ExportArtifact) -> None:
-        self.artifact = dataclasses.replace(artifact, precision="fp32")
+        self.runtime = foreign.reference_runtime(artifact, REFERENCE_RUNTIME)
+        self.artifact = dataclasses.replace(artifact, precision="fp32") if artifact.config else artifact
         self._session = None
         self._outputs: dict[tuple, dict[str, np.ndarray]] = {}
         self.seconds = 0.0
@@ -215,7 +224,7 @@ class ReferenceOutputs:
         if key not in self._outputs:
             t0 = time.perf_counter()
             if self._session is None:
-                self._session = runtimes.get(REFERENCE_RUNTIME).open(self.artifact)
+                self._session = runtimes.get(self.runtime).open(self.artifact)
             self._outputs[key] = self._session.run(feeds)
             self.seconds += time.perf_counter() - t0
         return self._outputs[key]
@@ -248,7 +257,6 @@ def _run_runtime(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, 
                   "reason": f"session creation failed: {type(exc).__name__}: {exc}"}, cell)
         return
     summary.session_s += time.perf_counter() - t0
-    vocab = artifact.config.vocab_size if artifact.config else 2
     with session:
         for cell in cells:
             base = {**_base_row(cell, run_id, artifact, n_params),
@@ -257,7 +265,7 @@ def _run_runtime(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, 
                     "options": json.dumps(session.options, sort_keys=True, default=str),
                     "build_s": session.build_s}
             try:
-                feeds = make_feeds(session.inputs(), cell.batch, cell.seq_len, seed=spec.seed, int_high=vocab)
+                feeds = foreign.cell_feeds(session.inputs(), cell, artifact, spec.seed, spec.dims, spec.int_ranges)
                 reference = references.get((cell.batch, cell.seq_len), feeds)
                 outputs = session.run(feeds)
                 tol = tolerance_for(cell.precision, name, bool(session.options.get("tf32", False)))

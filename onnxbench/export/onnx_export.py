@@ -57,6 +57,8 @@ class ExportArtifact:
         inputs / outputs: tensor specs read back from the graph.
         metadata: the ``metadata_props`` written into the graph (str -> str).
         config / seed / variant / precision: what the reference model was (``None`` for a foreign ONNX).
+        checkpoint / checkpoint_sha256: the GPT-2-style checkpoint directory the weights came from and the
+            hash of its files (``None`` when the weights came from ``seed``).
         export_s: wall time of the export in seconds (0.0 when served from the cache).
         cached: whether this artifact came from the cache.
     """
@@ -74,6 +76,8 @@ class ExportArtifact:
     part: str = "model"
     export_s: float = 0.0
     cached: bool = False
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
 
     @property
     def model_name(self) -> str:
@@ -87,14 +91,15 @@ def _versions() -> dict[str, str]:
 
 
 def cache_key(config: TransformerConfig, seed: int, variant: str, precision: str, opset: int,
-              exporter: str, part: str = "model") -> str:
+              exporter: str, part: str = "model", weights_sha256: str | None = None) -> str:
     """Deterministic key of an export: config, seed, variant, precision, opset, exporter, part and the
-    torch/onnx/onnxscript versions (a new exporter may produce a different graph)."""
-    payload = json.dumps(
-        {"config": config.to_dict(), "seed": seed, "variant": variant, "precision": precision,
-         "opset": opset, "exporter": exporter, "part": part, "versions": _versions(), "format": 1},
-        sort_keys=True,
-    )
+    torch/onnx/onnxscript versions (a new exporter may produce a different graph); for weights loaded from a
+    checkpoint, the hash of the checkpoint's files replaces the seed."""
+    fields = {"config": config.to_dict(), "seed": seed, "variant": variant, "precision": precision,
+              "opset": opset, "exporter": exporter, "part": part, "versions": _versions(), "format": 1}
+    if weights_sha256 is not None:
+        fields.update(seed=None, weights_sha256=weights_sha256)
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -139,6 +144,8 @@ def read_artifact(path: str | Path, **fields) -> ExportArtifact:
     seed = fields.pop("seed", None)
     if seed is None and "onnxbench.seed" in meta:
         seed = int(meta["onnxbench.seed"])
+    for key in ("checkpoint", "checkpoint_sha256"):
+        fields.setdefault(key, meta.get(f"onnxbench.{key}"))
     defaults = {
         "variant": meta.get("onnxbench.variant", "external"),
         "precision": meta.get("onnxbench.precision", "fp32"),
@@ -199,8 +206,10 @@ def to_onnx(
     cache_dir: str | Path | None = None,
     model_name: str | None = None,
     force: bool = False,
+    checkpoint: str | Path | None = None,
 ) -> ExportArtifact:
-    """Export the reference transformer built from (``config``, ``seed``) to ONNX, or reuse a cached export.
+    """Export the reference transformer built from (``config``, ``seed``), or with the weights of a local
+    GPT-2-style ``checkpoint`` directory, to ONNX, or reuse a cached export.
 
     The graph takes ``input_ids`` int64 (batch, sequence) and returns ``logits`` (batch, sequence,
     vocab_size) in the dtype of ``precision``; batch and sequence are dynamic (sequence up to
@@ -218,12 +227,16 @@ def to_onnx(
         cache_dir: where artifacts live (default :func:`default_cache_dir`).
         model_name: label stored in metadata (e.g. the preset name).
         force: re-export even if the cache has the artifact.
+        checkpoint: directory with ``config.json`` + ``model.safetensors`` (``GPT2LMHeadModel.save_pretrained``
+            layout, see :mod:`onnxbench.models.gpt2`); ``config`` must be its config (any attention), ``seed`` is
+            then unused and the cache key holds the hash of the checkpoint's files.
 
     Returns:
         An :class:`ExportArtifact`; ``cached`` tells whether the export was skipped.
 
     Raises:
-        ValueError: for an unknown precision or exporter.
+        ValueError: for an unknown precision or exporter, or a ``config`` that differs from the checkpoint's.
+        FileNotFoundError: if a checkpoint file is missing.
         onnx.checker.ValidationError: if the exported graph is invalid.
     """
     if precision not in PRECISIONS:
@@ -231,16 +244,31 @@ def to_onnx(
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     variant = "sdpa" if config.attention == "sdpa" else "decomposed"
-    key = cache_key(config, seed, variant, precision, opset, exporter)
+    digest = None
+    if checkpoint is not None:
+        from ..models.gpt2 import checkpoint_config, checkpoint_sha256
+
+        checkpoint = str(Path(checkpoint).resolve())
+        if checkpoint_config(checkpoint, attention=config.attention) != config:
+            raise ValueError(f"config differs from the one in {checkpoint}/config.json; use "
+                             "onnxbench.models.gpt2.checkpoint_config(directory) to get it")
+        digest = checkpoint_sha256(checkpoint)
+    key = cache_key(config, seed, variant, precision, opset, exporter, weights_sha256=digest)
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     directory = directory / "artifacts" / key
     path = directory / "model.onnx"
-    fields = {"config": config, "seed": seed, "variant": variant, "precision": precision, "part": "model"}
+    fields = {"config": config, "seed": seed, "variant": variant, "precision": precision, "part": "model",
+              "checkpoint": checkpoint, "checkpoint_sha256": digest}
     if path.is_file() and (directory / "done").is_file() and not force:
         return dataclasses.replace(read_artifact(path, **fields), cached=True)
 
     directory.mkdir(parents=True, exist_ok=True)
-    module = build(config, seed, dtype=PRECISIONS[precision])
+    if checkpoint is not None:
+        from ..models.gpt2 import load_checkpoint
+
+        module = load_checkpoint(checkpoint, dtype=PRECISIONS[precision], attention=config.attention)
+    else:
+        module = build(config, seed, dtype=PRECISIONS[precision])
     example = torch.randint(0, config.vocab_size, (EXAMPLE_BATCH, EXAMPLE_SEQ), dtype=torch.int64)
     start = time.perf_counter()
     tmp = directory / f"model.tmp{os.getpid()}.onnx"  # concurrent exporters never share a temp file
@@ -256,6 +284,8 @@ def to_onnx(
         "onnxbench.exporter": exporter,
         "onnxbench.versions": json.dumps(_versions(), sort_keys=True),
     }
+    if checkpoint is not None:
+        metadata.update({"onnxbench.checkpoint": checkpoint, "onnxbench.checkpoint_sha256": digest})
     _annotate_and_check(tmp, metadata)
     os.replace(tmp, path)
     export_s = time.perf_counter() - start

@@ -1,5 +1,6 @@
-"""PyTorch eager: the reference runtime. It rebuilds the module from the artifact's (config, seed) rather than
-reading the ONNX file, so that it is an independent check of the export."""
+"""PyTorch eager: the reference runtime. It rebuilds the module from the artifact's (config, seed), or loads the
+checkpoint the artifact was exported from, rather than reading the ONNX file, so that it is an independent check
+of the export."""
 
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ class TorchEagerSession(Session):
         super().__init__()
         start = time.perf_counter()
         dtype = PRECISIONS[artifact.precision]
-        self.model = build(artifact.config, artifact.seed or 0, dtype=dtype)
+        if artifact.checkpoint:
+            self.model = _load_checkpoint(artifact, dtype)
+        else:
+            self.model = build(artifact.config, artifact.seed or 0, dtype=dtype)
         self._inputs = (TensorSpec("input_ids", "int64", ("batch", "sequence")),)
         if options.intra_op_threads:
             torch.set_num_threads(options.intra_op_threads)
@@ -55,6 +59,16 @@ class TorchEagerSession(Session):
 
     def close(self) -> None:
         self.model = None
+
+
+def _load_checkpoint(artifact: ExportArtifact, dtype: torch.dtype) -> torch.nn.Module:
+    from ..models.gpt2 import checkpoint_sha256, load_checkpoint
+
+    # the ONNX file holds the weights hashed at export time; a checkpoint edited since must not be compared
+    if artifact.checkpoint_sha256 and checkpoint_sha256(artifact.checkpoint) != artifact.checkpoint_sha256:
+        raise ValueError(f"checkpoint {artifact.checkpoint} changed since {artifact.path} was exported from it; "
+                         "export again (onnxbench export --checkpoint DIR --force)")
+    return load_checkpoint(artifact.checkpoint, dtype=dtype, attention=artifact.config.attention)
 
 
 class TorchEager(Runtime):

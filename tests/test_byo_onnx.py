@@ -1,0 +1,183 @@
+"""Bring your own ONNX: a model built by other code (transformers BERT), inputs generated from its graph,
+run through `onnxbench run --onnx` with ORT CPU as the reference; and the errors for models it cannot feed."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from onnxbench.benchmarks.foreign import inspect_onnx, shape_axes
+from onnxbench.benchmarks.inputs import make_feeds
+from onnxbench.export import TensorSpec
+
+# onnx 1.23 writes IR version 14 by default, newer than onnxruntime 1.31 reads (13)
+IR_VERSION = 10
+CLI = [sys.executable, "-m", "onnxbench.cli"]
+
+
+def run_cli(*args, **kw):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "COLUMNS": "200"}, **kw)
+
+
+def _identity_model(path, inputs, opset=18):
+    """A graph whose outputs are its inputs (through Identity), one per (name, elem_type, shape)."""
+    nodes = [helper.make_node("Identity", [n], [f"{n}_out"]) for n, _, _ in inputs]
+    graph = helper.make_graph(
+        nodes, "identity",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info(f"{n}_out", t, s) for n, t, s in inputs],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bert_onnx(tmp_path_factory):
+    """A small BERT from transformers (random weights, local config, no download) exported to ONNX."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers", reason="transformers is in the `test` extra")
+    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=64, attn_implementation="eager")
+    torch.manual_seed(0)
+    bert = transformers.BertModel(config).eval()
+
+    class Outputs(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+            return out.last_hidden_state, out.pooler_output
+
+    path = tmp_path_factory.mktemp("bert") / "tiny-bert.onnx"
+    example = (torch.randint(0, 100, (2, 8)), torch.ones(2, 8, dtype=torch.int64))
+    axes = {0: "batch", 1: "sequence"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Outputs(bert), example, str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"],
+                          output_names=["last_hidden_state", "pooler_output"],
+                          dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes,
+                                        "pooler_output": {0: "batch"}})
+    return path
+
+
+def test_bert_runs_through_onnxbench_run_onnx(bert_onnx, tmp_path, cache_dir):
+    out = tmp_path / "run"
+    proc = run_cli("run", "--onnx", str(bert_onnx), "--runtimes", "torch,ort-cpu", "--dim", "batch=2",
+                   "--seq-lens", "8,16", "--int-range", "input_ids=0:100", "--min-time", "0.05",
+                   "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    assert {r["model"] for r in rows} == {"tiny-bert"}
+    assert {(r["batch"], r["seq_len"]) for r in rows} == {(2, 8), (2, 16)}
+    assert all(r["reference_runtime"] == "ort-cpu" and r["attention"] == "external" for r in rows)
+    torch_rows = [r for r in rows if r["runtime"] == "torch"]
+    assert all(r["status"] == "skipped" and "ort-cpu as the reference" in r["reason"] for r in torch_rows)
+    ort_rows = [r for r in rows if r["runtime"] == "ort-cpu"]
+    assert all(r["status"] == "ok" and r["agree"] and r["latency_ms_p50"] > 0 for r in ort_rows), ort_rows
+    assert all(r["opset"] == 17 and r["n_params"] > 20_000 for r in ort_rows)
+    report = (out / "report.md").read_text()
+    assert "tiny-bert" in report
+
+
+def test_unbound_dim_string_input_and_broken_file_get_clear_errors(tmp_path):
+    dyn = _identity_model(tmp_path / "dyn.onnx", [("x", TensorProto.FLOAT, ["batch", "features"])])
+    proc = run_cli("run", "--onnx", str(dyn), "--runtimes", "ort-cpu", "--out", str(tmp_path / "r1"))
+    assert proc.returncode == 2 and "--dim features=SIZE" in proc.stdout, proc.stdout + proc.stderr
+    strings = _identity_model(tmp_path / "strings.onnx", [("s", TensorProto.STRING, [2])])
+    proc = run_cli("run", "--onnx", str(strings), "--runtimes", "ort-cpu", "--out", str(tmp_path / "r2"))
+    assert proc.returncode == 2 and "string tensor" in proc.stdout
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"this is not protobuf \xff\xfe")
+    proc = run_cli("run", "--onnx", str(broken), "--runtimes", "ort-cpu", "--out", str(tmp_path / "r3"))
+    assert proc.returncode == 2 and "not a loadable ONNX model" in proc.stdout
+    for p in (proc,):
+        assert "Traceback" not in p.stdout + p.stderr
+
+
+def test_model_that_onnxruntime_cannot_load_becomes_failed_rows(tmp_path):
+    node = helper.make_node("NoSuchOp", ["x"], ["y"], domain="com.example")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.example", 1)],
+                              ir_version=IR_VERSION)
+    onnx.save(model, str(tmp_path / "custom.onnx"))
+    out = tmp_path / "run"
+    proc = run_cli("run", "--onnx", str(tmp_path / "custom.onnx"), "--runtimes", "ort-cpu", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["status"] == "failed" and "NoSuchOp" in rows[0]["reason"]
+
+
+def test_sequence_input_is_refused(tmp_path):
+    seq = helper.make_tensor_sequence_value_info("xs", TensorProto.FLOAT, [2])
+    graph = helper.make_graph([helper.make_node("SequenceLength", ["xs"], ["n"])], "g", [seq],
+                              [helper.make_tensor_value_info("n", TensorProto.INT64, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=IR_VERSION)
+    onnx.save(model, str(tmp_path / "seq.onnx"))
+    with pytest.raises(ValueError, match="'xs' is a sequence_type"):
+        inspect_onnx(tmp_path / "seq.onnx")
+
+
+def test_make_feeds_covers_dtypes_dims_and_ranges():
+    specs = (
+        TensorSpec("input_ids", "int32", ("batch", "sequence")),
+        TensorSpec("attention_mask", "int64", ("batch", "sequence")),
+        TensorSpec("pixels", "uint8", (3, "height", 4)),
+        TensorSpec("scale", "float16", ("batch",)),
+        TensorSpec("bias", "float64", (2,)),
+        TensorSpec("flag", "bool", ()),
+    )
+    feeds = make_feeds(specs, 3, 7, seed=1, dims={"height": 5}, int_ranges={"input_ids": (10, 20)})
+    assert feeds["input_ids"].shape == (3, 7) and feeds["input_ids"].dtype == np.int32
+    assert feeds["input_ids"].min() >= 10 and feeds["input_ids"].max() < 20
+    assert (feeds["attention_mask"] == 1).all()  # masks default to "attend everywhere"
+    assert feeds["pixels"].shape == (3, 5, 4) and feeds["pixels"].dtype == np.uint8
+    assert feeds["scale"].dtype == np.float16 and feeds["bias"].dtype == np.float64
+    assert feeds["flag"].shape == () and feeds["flag"].dtype == np.bool_
+    again = make_feeds(specs, 3, 7, seed=1, dims={"height": 5}, int_ranges={"input_ids": (10, 20)})
+    assert all(np.array_equal(feeds[k], again[k]) for k in feeds)
+    wide = make_feeds(specs[:1], 2, 64, seed=1, int_ranges={"*": (0, 30522)})
+    assert wide["input_ids"].max() > 20
+    # an explicit --dim wins over the batch rule
+    assert make_feeds(specs[:1], 3, 7, dims={"batch": 5})["input_ids"].shape == (5, 7)
+
+
+@pytest.mark.parametrize(
+    "spec, kwargs, message",
+    [
+        (TensorSpec("x", "float32", ("foo",)), {}, "--dim foo=SIZE"),
+        (TensorSpec("x", "float32", (0, 4)), {}, "--dim x.0=SIZE"),
+        (TensorSpec("ids", "int64", ("batch",)), {"int_ranges": {"ids": (5, 5)}}, "empty integer range"),
+        (TensorSpec("ids", "uint8", ("batch",)), {"int_ranges": {"ids": (0, 1000)}}, "outside uint8"),
+        (TensorSpec("x", "float32", ("batch",)), {"dims": {"batch": 0}}, "must be >= 1"),
+    ],
+)
+def test_make_feeds_errors_name_the_fix(spec, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_feeds((spec,), 1, 1, **kwargs)
+
+
+def test_unnamed_dynamic_axis_is_bound_by_input_and_index():
+    feeds = make_feeds((TensorSpec("x", "float32", (0, 4)),), 1, 1, dims={"x.0": 3})
+    assert feeds["x"].shape == (3, 4)
+
+
+def test_shape_axes_bind_batch_and_sequence(tmp_path):
+    path = _identity_model(tmp_path / "m.onnx", [("ids", TensorProto.INT64, ["batch_size", "sequence_length"])])
+    artifact, _ = inspect_onnx(path)
+    assert shape_axes(artifact, [1, 4], [8, 16], {}) == ([1, 4], [8, 16])
+    assert shape_axes(artifact, [1, 4], [8, 16], {"batch_size": 2}) == ([2], [8, 16])
+    static = _identity_model(tmp_path / "s.onnx", [("x", TensorProto.FLOAT, [2, 3])])
+    assert shape_axes(inspect_onnx(static)[0], [1, 4], [8], {}) == ([1], [1])
