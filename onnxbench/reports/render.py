@@ -151,7 +151,8 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
          tables.noisy_table(df)))
     for anchor, title, intro, frame in optional:
         if not frame.empty:
-            out.append(Section(anchor, title, intro, [Table(frame)], plots=by_section.pop(anchor, [])))
+            fail = _agree_fail(frame) if "agree" in frame else None
+            out.append(Section(anchor, title, intro, [Table(frame, fail=fail)], plots=by_section.pop(anchor, [])))
     fails = [s == "failed" for s in not_ok["status"]]
     out.append(Section("not-ok", "Skipped and failed cells", "Cells that did not produce a measurement, with the "
                        "reason (failed cells first).",
