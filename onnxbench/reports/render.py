@@ -262,8 +262,10 @@ def render_markdown(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> st
 def _counts_line(df: pd.DataFrame) -> str:
     df = tables.latest(df)
     counts = df["status"].value_counts()
+    agree = tables.ok_rows(df)["agree"]
     return (f"{len(df)} cells: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "skipped", "failed"))
-            + f"; reference runtime {tables.reference_runtime(df)}.")
+            + f"; agreement of the ok cells: {int((agree == True).sum())} pass, "  # noqa: E712 - nullable bool
+            f"{int((agree == False).sum())} FAIL; reference runtime {tables.reference_runtime(df)}.")  # noqa: E712
 
 
 CSS = """
