@@ -106,6 +106,10 @@ def run(
     int_range: list[str] | None = typer.Option(
         None, help="[INPUT=]LO:HI range [LO, HI) of integer inputs of an --onnx model (repeatable), "
         "e.g. --int-range input_ids=0:30522"),
+    ceilings: bool = typer.Option(True, help="measure the machine's GEMM peak and memory bandwidth first "
+                                  "(a few seconds; fills the frac_peak_* columns)"),
+    tune: bool = typer.Option(False, help="also search a small grid of runtime options per runtime and add the "
+                              "best as config_id=tuned rows"),
 ) -> None:
     """Run the benchmark matrix (embedded default, narrowed by the flags) and write a run directory."""
     import dataclasses
@@ -147,7 +151,7 @@ def run(
             label = f"{cell.model} {cell.runtime} b{cell.batch} t{cell.seq_len}: {row['status']}"
             progress.update(task, advance=1, description=label)
 
-        summary = run_matrix(spec, out, cache_dir=cache_dir, on_cell=on_cell)
+        summary = run_matrix(spec, out, cache_dir=cache_dir, on_cell=on_cell, ceilings=ceilings, tune=tune)
     _print_summary(summary.rows)
     console.print(f"wall time: export {summary.export_s:.1f} s, reference {summary.reference_s:.1f} s, "
                   f"sessions {summary.session_s:.1f} s, timing {summary.timing_s:.1f} s")
@@ -178,11 +182,15 @@ def _key_values(items: list[str] | None, flag: str, form: str, cast, default_key
 
 
 def _print_summary(rows: list[dict]) -> None:
-    table = Table("model", "runtime", "B", "T", "status", "p50 ms", "tok/s", "max abs err", "agree")
+    table = Table("model", "runtime", "config", "B", "T", "status", "p50 ms", "tok/s", "GFLOP/s", "% peak",
+                  "max abs err", "agree")
     for r in rows:
         if r["status"] == "ok":
-            table.add_row(r["model"], r["runtime"], str(r["batch"]), str(r["seq_len"]), "ok",
+            frac = r.get("frac_peak_flops")
+            table.add_row(r["model"], r["runtime"], r["config_id"], str(r["batch"]), str(r["seq_len"]), "ok",
                           f"{r['latency_ms_p50']:.3f}", f"{r['throughput_tok_s']:.0f}",
+                          f"{r['achieved_gflops']:.2f}" if r.get("achieved_gflops") else "",
+                          f"{100 * frac:.0f}" if frac else "",
                           f"{r['max_abs_err']:.2e}", "pass" if r["agree"] else "[red]FAIL[/]")
     console.print(table)
     skipped = {(r["runtime"], r["status"], r["reason"]) for r in rows if r["status"] != "ok"}

@@ -27,14 +27,17 @@ import psutil
 
 from .. import env, runtimes
 from ..export import ExportArtifact, to_onnx
-from ..models import get_preset
+from ..models import PRESETS, get_preset
 from ..models.gpt2 import checkpoint_config
 from ..runtimes import RuntimeOptions, RuntimeUnavailable
 from ..schema import make_row
 from . import foreign
+from . import tune as tuning
 from .agreement import compare_outputs, tolerance_for, worst
+from .ceilings import measure_ceilings
 from .matrix import ATTENTION_VARIANTS, Cell, MatrixSpec
 from .timing import harness_overhead_ms, measure, measure_stages, throughput
+from .workmodel import cell_work_columns
 
 REFERENCE_RUNTIME = "torch"
 
@@ -143,6 +146,8 @@ def run_matrix(
     *,
     cache_dir: str | Path | None = None,
     on_cell: Callable[[Cell, dict], None] | None = None,
+    ceilings: bool = False,
+    tune: bool = False,
 ) -> RunSummary:
     """Run every cell of ``spec`` and write the run directory.
 
@@ -154,6 +159,11 @@ def run_matrix(
         run_dir: output directory (created; must be writable).
         cache_dir: export cache (default ``onnxbench.export.default_cache_dir()``).
         on_cell: called after each row is written (progress display).
+        ceilings: measure the machine's ceilings first (:mod:`onnxbench.benchmarks.ceilings`, a few seconds)
+            into ``header["ceilings"]``; the ``frac_peak_*`` columns are empty without them.
+        tune: after each (artifact, runtime) group, search its grid (:mod:`onnxbench.benchmarks.tune`) and run
+            the group again with the best configuration as ``config_id = "tuned"`` cells; the search is recorded
+            in ``header["tuning"]``.
 
     Raises:
         ValueError: for an invalid matrix (before anything runs).
@@ -165,7 +175,8 @@ def run_matrix(
     run_id = new_run_id()
     cache = Path(cache_dir) if cache_dir else None
     header = {"run_id": run_id, "started": _now(), "env": env.collect(), "matrix": spec.to_dict(),
-              "harness_overhead_ms": harness_overhead_ms()}
+              "harness_overhead_ms": harness_overhead_ms(),
+              "ceilings": measure_ceilings() if ceilings else None}
     (run_dir / "header.json").write_text(json.dumps(header, indent=2, default=_json_default))
     writer = ResultWriter(run_dir)
     summary = RunSummary(run_dir)
@@ -173,6 +184,7 @@ def run_matrix(
 
     def emit(row: dict, cell: Cell) -> None:
         row = make_row(**row, harness_overhead_ms=overhead, timestamp=_now())
+        row.update(_work_columns(cell, row, header["ceilings"], spec))
         writer.write(row)
         summary.rows.append(row)
         if on_cell:
@@ -195,6 +207,9 @@ def run_matrix(
             try:
                 for runtime_cells in _group(artifact_cells, key=lambda c: c.runtime):
                     _run_runtime(runtime_cells, artifact, spec, run_id, n_params, references, emit, summary)
+                    if tune:
+                        _run_tuned(runtime_cells, artifact, spec, run_id, n_params, references, emit, summary,
+                                   header)
             finally:
                 summary.reference_s += references.seconds
                 references.close()
@@ -235,8 +250,45 @@ class ReferenceOutputs:
         self._outputs.clear()
 
 
+def _work_columns(cell: Cell, row: dict, ceilings: dict | None, spec: MatrixSpec) -> dict:
+    """Work-model columns (flops, bytes_moved, achieved_*, frac_peak_*) of an ok row of a preset or checkpoint
+    model; a foreign ONNX model has no analytic work model and gets none."""
+    if row.get("status") != "ok" or foreign.is_foreign(cell):
+        return {}
+    checkpoint = foreign.find_path(spec.checkpoints, cell.model)
+    if checkpoint is not None:
+        config = checkpoint_config(checkpoint, attention=ATTENTION_VARIANTS[cell.attention])
+    elif cell.model in PRESETS:
+        config = get_preset(cell.model, attention=ATTENTION_VARIANTS[cell.attention])
+    else:
+        return {}
+    return cell_work_columns(config, cell.part, cell.batch, cell.seq_len, cell.precision,
+                             row["latency_ms_p50"], ceilings, row.get("device") or "cpu")
+
+
+def _run_tuned(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, run_id: str, n_params: int | None,
+               references: ReferenceOutputs, emit, summary: RunSummary, header: dict) -> None:
+    """Search the runtime's grid on this group's shapes, then run the group with the winner as "tuned" cells."""
+    name = cells[0].runtime
+    if not tuning.grid(name) or foreign.is_foreign(cells[0]) or not runtimes.get(name).availability()[0]:
+        return
+    shapes = list(dict.fromkeys((c.batch, c.seq_len) for c in cells))
+    t0 = time.perf_counter()
+    result = tuning.search(name, artifact, shapes, seed=spec.seed)
+    summary.timing_s += time.perf_counter() - t0
+    header.setdefault("tuning", []).append(
+        {"runtime": name, "model": cells[0].model, "attention": cells[0].attention,
+         "precision": cells[0].precision, "opset": cells[0].opset, **result.as_dict()})
+    if result.best is None:
+        return
+    tuned = [dataclasses.replace(c, config_id="tuned") for c in cells]
+    _run_runtime(tuned, artifact, spec, run_id, n_params, references, emit, summary, options=result.options,
+                 label={"tune_config": result.best})
+
+
 def _run_runtime(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, run_id: str,
-                 n_params: int | None, references: ReferenceOutputs, emit, summary: RunSummary) -> None:
+                 n_params: int | None, references: ReferenceOutputs, emit, summary: RunSummary,
+                 options: RuntimeOptions | None = None, label: dict | None = None) -> None:
     name = cells[0].runtime
     runtime = runtimes.get(name)
     ok, why = runtime.availability()
@@ -246,7 +298,8 @@ def _run_runtime(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, 
         return
     t0 = time.perf_counter()
     try:
-        session = runtime.open(artifact, RuntimeOptions(axis_ranges=_axis_ranges(cells)))
+        session = runtime.open(artifact, dataclasses.replace(options or RuntimeOptions(),
+                                                             axis_ranges=_axis_ranges(cells)))
     except RuntimeUnavailable as exc:
         for cell in cells:
             emit({**_base_row(cell, run_id, artifact, n_params), "status": "skipped", "reason": str(exc)}, cell)
@@ -262,7 +315,7 @@ def _run_runtime(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, 
             base = {**_base_row(cell, run_id, artifact, n_params),
                     "provider_requested": session.provider_requested,
                     "provider_actual": session.provider_actual, "device": session.device,
-                    "options": json.dumps(session.options, sort_keys=True, default=str),
+                    "options": json.dumps({**session.options, **(label or {})}, sort_keys=True, default=str),
                     "build_s": session.build_s}
             try:
                 feeds = foreign.cell_feeds(session.inputs(), cell, artifact, spec.seed, spec.dims, spec.int_ranges)
@@ -277,6 +330,7 @@ def _run_runtime(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, 
                 seq_s, tok_s = throughput(cell.batch, cell.seq_len, timing.latency_ms_p50)
                 emit({**base, **agreement.as_row(), **timing.as_row(), **split, "status": "ok", "reason": "",
                       "throughput_seq_s": seq_s, "throughput_tok_s": tok_s,
+                      "build_s": session.build_s,  # after the first run: includes a per-shape compile
                       "peak_rss_mb": psutil.Process().memory_info().rss / 2**20}, cell)
             except Exception as exc:
                 emit({**base, "status": "failed",

@@ -108,3 +108,40 @@ def throughput_by_attention(df: pd.DataFrame) -> bytes | None:
     ok = ok.rename(columns={"_label": "runtime_label"})
     ok["_label"] = ok["runtime_label"]
     return _panels(ok, varying(ok, ["model", "part", "precision", "opset"]) + ["runtime_label"], draw)
+
+
+def roofline(df: pd.DataFrame) -> bytes | None:
+    """Roofline plot (Williams, Waterman & Patterson, CACM 52(4), 2009): achieved GFLOP/s against operational
+    intensity (``flops / bytes_moved``, FLOP per byte) per ok cell, one colour per runtime label, under the roofs
+    ``min(GEMM peak, bandwidth x intensity)`` of each device. The roofs are read back from the schema alone
+    (peak = ``achieved_gflops / frac_peak_flops``, bandwidth = ``achieved_gbs / frac_peak_bw``), so a run without
+    ceilings gets the points only. None when no ok row has work-model columns."""
+    ok = ok_rows(df).dropna(subset=["flops", "bytes_moved", "achieved_gflops"]).copy()
+    if ok.empty:
+        return None
+    ok["_intensity"] = ok["flops"].astype(float) / ok["bytes_moved"].astype(float)
+    ok["_label"] = runtime_labels(ok)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    lo, hi = ok["_intensity"].min() / 4, ok["_intensity"].max() * 4
+    roofs = ok.dropna(subset=["frac_peak_flops", "frac_peak_bw"])
+    drawn = set()
+    for (device, precision), g in roofs.groupby(["device", "precision"], dropna=False):
+        peak = float((g["achieved_gflops"].astype(float) / g["frac_peak_flops"].astype(float)).median())
+        bw = float((g["achieved_gbs"].astype(float) / g["frac_peak_bw"].astype(float)).median())
+        if (device, round(peak, 3), round(bw, 3)) in drawn:  # the CPU reads every precision against fp32
+            continue
+        drawn.add((device, round(peak, 3), round(bw, 3)))
+        xs = sorted({lo, min(max(peak / bw, lo), hi), hi})
+        ax.plot(xs, [min(peak, bw * x) for x in xs], color="black", lw=1.2)
+        ax.annotate(f"{device} {precision}: {peak:.0f} GFLOP/s, {bw:.1f} GB/s", (xs[-1], peak), ha="right",
+                    va="bottom", fontsize=7)
+    for i, (label, g) in enumerate(ok.groupby("_label", sort=False)):
+        ax.scatter(g["_intensity"], g["achieved_gflops"].astype(float), label=label, s=18, color=f"C{i % 10}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("operational intensity (FLOP / byte moved, lower-bound bytes)")
+    ax.set_ylabel("achieved GFLOP/s (flops / p50)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)

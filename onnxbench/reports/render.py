@@ -62,6 +62,7 @@ PLOTS: list[tuple[str, str, str, Callable[[pd.DataFrame], bytes | None]]] = [
      plots.throughput_vs_seq_len),
     ("throughput", "Throughput by attention variant", "plot_throughput_attention.png",
      plots.throughput_by_attention),
+    ("roofline", "Roofline: achieved GFLOP/s vs operational intensity", "plot_roofline.png", plots.roofline),
 ]
 
 

@@ -10,6 +10,7 @@ from .ort import OrtCpu
 from .ort_cuda import OrtCuda
 from .ort_trt import OrtTrt
 from .tensorrt import Tensorrt
+from .torch_compile import TorchCompile
 from .torch_eager import TorchEager
 
 REGISTRY: dict[str, type[Runtime]] = {
@@ -18,6 +19,7 @@ REGISTRY: dict[str, type[Runtime]] = {
     OrtCuda.name: OrtCuda,
     Tensorrt.name: Tensorrt,
     OrtTrt.name: OrtTrt,
+    TorchCompile.name: TorchCompile,
 }
 
 

@@ -116,6 +116,8 @@ class Runtime(ABC):
     name: ClassVar[str] = ""
     #: "onnx" runtimes take any ONNX file; "reference" ones rebuild the torch module from the artifact.
     kind: ClassVar[str] = "onnx"
+    #: False keeps a slow-to-build runtime out of the embedded default matrix (it stays selectable by name).
+    in_default_matrix: ClassVar[bool] = True
 
     @classmethod
     @abstractmethod

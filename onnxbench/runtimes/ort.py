@@ -28,7 +28,7 @@ GRAPH_OPT_LEVELS = {
 }
 EXECUTION_MODES = {"sequential": ort.ExecutionMode.ORT_SEQUENTIAL, "parallel": ort.ExecutionMode.ORT_PARALLEL}
 SESSION_OPTION_KEYS = {"graph_optimization_level", "execution_mode", "enable_profiling", "profile_prefix",
-                       "log_severity_level"}
+                       "log_severity_level", "allow_spinning", "transformer_optimizer"}
 
 
 def session_options(options: RuntimeOptions) -> tuple[ort.SessionOptions, dict[str, Any]]:
@@ -49,11 +49,18 @@ def session_options(options: RuntimeOptions) -> tuple[ort.SessionOptions, dict[s
     so.intra_op_num_threads = options.intra_op_threads
     so.inter_op_num_threads = options.inter_op_threads
     so.log_severity_level = int(options.extra.get("log_severity_level", 3))
+    record_extra = {}
+    if "allow_spinning" in options.extra:
+        # Busy-waiting intra-op threads help on an idle machine and hurt on a shared one (ORT threading docs).
+        spin = bool(options.extra["allow_spinning"])
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        record_extra["allow_spinning"] = spin
     if options.extra.get("enable_profiling"):
         so.enable_profiling = True
         so.profile_file_prefix = str(options.extra.get("profile_prefix", "ort_profile"))
     record = {"graph_optimization_level": level, "execution_mode": mode,
-              "intra_op_threads": options.intra_op_threads, "inter_op_threads": options.inter_op_threads}
+              "intra_op_threads": options.intra_op_threads, "inter_op_threads": options.inter_op_threads,
+              **record_extra}
     return so, record
 
 
@@ -74,7 +81,13 @@ class OrtSession(Session):
         self.provider_requested = requested
         so, record = session_options(options)
         start = time.perf_counter()
-        self.session = ort.InferenceSession(str(artifact.path), sess_options=so, providers=providers)
+        path = artifact.path
+        if options.extra.get("transformer_optimizer"):
+            from .ort_transformers import optimized_path
+
+            path = optimized_path(artifact)
+            record["transformer_optimizer"] = True
+        self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         self.build_s = time.perf_counter() - start
         actual = self.session.get_providers()
         self.provider_actual = actual[0] if actual else "none"

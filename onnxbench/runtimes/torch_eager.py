@@ -16,7 +16,8 @@ from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session
 
 
 class TorchEagerSession(Session):
-    """The reference transformer under ``torch.inference_mode()`` on the CPU.
+    """The reference transformer under ``torch.inference_mode()`` (or ``torch.no_grad()`` with
+    ``extra={"inference_mode": False}``) on the CPU.
 
     ``run({"input_ids": int64 (B, T)}) -> {"logits": (B, T, vocab_size)}`` as float32 numpy (fp16/bf16
     logits are upcast on the way out, since numpy has no bfloat16).
@@ -36,9 +37,13 @@ class TorchEagerSession(Session):
         else:
             self.model = build(artifact.config, artifact.seed or 0, dtype=dtype)
         self._inputs = (TensorSpec("input_ids", "int64", ("batch", "sequence")),)
+        self._threads_before = torch.get_num_threads()
         if options.intra_op_threads:
-            torch.set_num_threads(options.intra_op_threads)
-        self.options = {"threads": torch.get_num_threads(), "inference_mode": True,
+            torch.set_num_threads(options.intra_op_threads)  # process-wide: restored in close()
+        # inference_mode (default) also skips autograd's version-counter bookkeeping that no_grad keeps
+        # (https://pytorch.org/docs/stable/generated/torch.autograd.grad_mode.inference_mode.html).
+        self.inference_mode = bool(options.extra.get("inference_mode", True))
+        self.options = {"threads": torch.get_num_threads(), "inference_mode": self.inference_mode,
                         "dtype": str(dtype).removeprefix("torch.")}
         self.build_s = time.perf_counter() - start
 
@@ -46,7 +51,7 @@ class TorchEagerSession(Session):
         return self._inputs
 
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode() if self.inference_mode else torch.no_grad():
             return self.model(ids)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -59,6 +64,7 @@ class TorchEagerSession(Session):
 
     def close(self) -> None:
         self.model = None
+        torch.set_num_threads(self._threads_before)
 
 
 def _load_checkpoint(artifact: ExportArtifact, dtype: torch.dtype) -> torch.nn.Module:

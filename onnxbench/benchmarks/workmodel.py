@@ -1,0 +1,102 @@
+"""Work model of one cell: FLOPs and bytes moved per inference, and what the measured latency achieves against the
+machine's ceilings (roofline model: Williams, Waterman & Patterson, *Roofline: an insightful visual performance
+model for multicore architectures*, CACM 52(4), 2009).
+
+FLOPs are the matmul FLOPs of :mod:`onnxbench.models.flops` (Kaplan et al. 2020, §2.1, Table 1).
+
+Bytes moved is a **lower bound on DRAM traffic** (the roofline's "operational intensity" denominator), counting
+exactly:
+
+- every parameter read once, at the graph's precision (``element_size(precision)`` bytes each; the tied
+  embedding/unembedding matrix E once);
+- the graph inputs written by the caller and read once: ``input_ids`` as int64 (8 bytes per token) for the full
+  model; the block input ``x`` of shape (B, T, d_model) at the graph's precision for the attention part;
+- the graph outputs written once: logits (B, T, vocab_size) for the full model, (B, T, d_model) for the
+  attention part, at the graph's precision.
+
+Intermediate activations (Q/K/V, the (B, n_heads, T, T) attention scores, the FFN hidden state) are *not*
+counted: whether they reach DRAM depends on cache size and kernel fusion, so counting them would no longer be a
+bound. A real run moves at least this many bytes, so ``achieved_gbs`` is a lower bound on the bandwidth used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..models.flops import attention_flops, forward_flops
+from ..models.transformer import TransformerConfig
+from .ceilings import peak_for
+
+#: Bytes per element of each graph precision.
+ELEMENT_SIZE = {"fp32": 4, "fp16": 2, "bf16": 2}
+#: Bytes per token id (the graphs take int64 ``input_ids``).
+TOKEN_ID_BYTES = 8
+
+
+@dataclass(frozen=True)
+class Work:
+    """FLOPs and bytes moved (lower bound) of one inference of a model part at (batch, seq_len)."""
+
+    flops: float
+    bytes_moved: float
+
+    @property
+    def intensity(self) -> float:
+        """Operational intensity, FLOPs per byte (Williams et al. 2009)."""
+        return self.flops / self.bytes_moved
+
+
+def attention_params(config: TransformerConfig) -> int:
+    """Parameters of one block's attention: W^Q, W^K, W^V, W^O with their biases, ``4 (d^2 + d)``."""
+    d = config.d_model
+    return 4 * (d * d + d)
+
+
+def work(config: TransformerConfig, part: str, batch: int, seq_len: int, precision: str = "fp32") -> Work:
+    """FLOPs and bytes moved of one inference of ``part`` (``"model"`` or ``"attention"``, one block) at
+    (batch, seq_len) with the graph at ``precision``. See the module docstring for what is counted.
+
+    Raises:
+        ValueError: for an unknown part or precision, or batch/seq_len < 1.
+    """
+    if precision not in ELEMENT_SIZE:
+        raise ValueError(f"precision must be one of {list(ELEMENT_SIZE)}, got {precision!r}")
+    elt = ELEMENT_SIZE[precision]
+    tokens = batch * seq_len
+    if part == "model":
+        flops = forward_flops(config, batch, seq_len).total
+        nbytes = config.n_params * elt + tokens * TOKEN_ID_BYTES + tokens * config.vocab_size * elt
+    elif part == "attention":
+        flops = attention_flops(config, batch, seq_len)
+        nbytes = attention_params(config) * elt + 2 * tokens * config.d_model * elt
+    else:
+        raise ValueError(f"part must be 'model' or 'attention', got {part!r}")
+    return Work(float(flops), float(nbytes))
+
+
+def achieved(w: Work, latency_ms: float, ceilings: dict | None, device: str, precision: str) -> dict[str, float]:
+    """Result-row columns for a cell of work ``w`` that took ``latency_ms`` (its p50) on ``device``:
+    ``flops``, ``bytes_moved``, ``achieved_gflops`` (= flops / p50 / 1e9), ``achieved_gbs`` (= bytes / p50 / 1e9)
+    and ``frac_peak_flops`` / ``frac_peak_bw`` against the run's measured ceilings (None without ceilings; see
+    :func:`onnxbench.benchmarks.ceilings.peak_for` for which ceiling applies)."""
+    row: dict[str, float] = {"flops": w.flops, "bytes_moved": w.bytes_moved}
+    if not latency_ms or latency_ms <= 0 or math.isnan(latency_ms):
+        return row
+    seconds = latency_ms / 1e3
+    row["achieved_gflops"] = w.flops / seconds / 1e9
+    row["achieved_gbs"] = w.bytes_moved / seconds / 1e9
+    peak_gflops, peak_gbs = peak_for(ceilings, device, precision)
+    if peak_gflops:
+        row["frac_peak_flops"] = row["achieved_gflops"] / peak_gflops
+    if peak_gbs:
+        row["frac_peak_bw"] = row["achieved_gbs"] / peak_gbs
+    return row
+
+
+def cell_work_columns(config: TransformerConfig | None, part: str, batch: int, seq_len: int, precision: str,
+                      latency_ms: float, ceilings: dict | None, device: str) -> dict[str, float]:
+    """The work-model columns of one ok cell, or ``{}`` for a foreign model (no config, no analytic count)."""
+    if config is None:
+        return {}
+    return achieved(work(config, part, batch, seq_len, precision), latency_ms, ceilings, device, precision)

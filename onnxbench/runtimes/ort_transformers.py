@@ -1,0 +1,77 @@
+"""ONNX Runtime's offline transformer optimizer (``onnxruntime.transformers.optimizer.optimize_model``) as an
+option of the ORT runtimes (``RuntimeOptions.extra["transformer_optimizer"] = True``).
+
+On this project's decomposed GPT-2-style graph it fuses LayerNorm + residual into ``SkipLayerNormalization`` and
+MatMul bias + GELU into ``BiasGelu``; it does not fuse the attention (separate W^Q/W^K/W^V with a causal
+``Where`` mask; see DESIGN.md). Docs: https://onnxruntime.ai/docs/performance/transformers-optimization.html
+
+``onnxruntime.transformers`` puts its own directory at the *end* of ``sys.path`` and imports sibling modules by
+top-level name (``from onnx_utils import ...``), so any ``onnx_utils.py`` earlier on the path (a user's working
+directory, say) shadows it; :func:`import_optimizer` puts the package directory first while importing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from ..export import ExportArtifact
+
+
+def import_optimizer():
+    """Import ``onnxruntime.transformers.optimizer`` with its own sibling modules winning over same-named ones.
+
+    Raises:
+        ImportError: if a foreign ``onnx_utils`` module is already imported in this process (names it).
+    """
+    import onnxruntime.transformers as package
+
+    directory = os.path.dirname(package.__file__)
+    loaded = sys.modules.get("onnx_utils")
+    if loaded is not None and not str(getattr(loaded, "__file__", "")).startswith(directory):
+        raise ImportError(
+            f"a module named onnx_utils is already imported from {loaded.__file__}; it shadows "
+            "onnxruntime.transformers' own onnx_utils. Rename the local onnx_utils.py"
+        )
+    sys.path.insert(0, directory)
+    try:
+        return importlib.import_module("onnxruntime.transformers.optimizer")
+    finally:
+        sys.path.remove(directory)
+
+
+def optimized_path(artifact: ExportArtifact) -> Path:
+    """Path of ``artifact`` after the transformer optimizer (model_type ``gpt2``, fusions only, ``opt_level=0``
+    so that ONNX Runtime's own graph optimisations still run at session creation), written beside the artifact
+    once and reused.
+
+    Raises:
+        ValueError: for an artifact without a model config (num_heads / hidden_size unknown).
+        ImportError: see :func:`import_optimizer`.
+    """
+    if artifact.config is None:
+        raise ValueError(f"{artifact.path}: the transformer optimizer needs n_heads and d_model; "
+                         "this ONNX file has no onnxbench config")
+    target = artifact.path.with_name(f"{artifact.path.stem}.ort-transformers-{artifact.sha256[:12]}.onnx")
+    if target.exists():
+        return target
+    optimizer = import_optimizer()
+    model = optimizer.optimize_model(str(artifact.path), model_type="gpt2", num_heads=artifact.config.n_heads,
+                                     hidden_size=artifact.config.d_model, opt_level=0, use_gpu=False)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    model.save_model_to_file(str(tmp))
+    os.replace(tmp, target)  # atomic: concurrent runs never read a half-written file
+    return target
+
+
+def fused_op_counts(path: str | Path) -> dict[str, int]:
+    """``{op_type: count}`` of the contrib-domain (``com.microsoft``) nodes of the model at ``path``."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.domain == "com.microsoft":
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
