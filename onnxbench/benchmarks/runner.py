@@ -146,8 +146,8 @@ def run_matrix(
     *,
     cache_dir: str | Path | None = None,
     on_cell: Callable[[Cell, dict], None] | None = None,
-    ceilings: bool = False,
-    tune: bool = False,
+    ceilings: bool | dict = False,
+    tune: bool | list[str] = False,
 ) -> RunSummary:
     """Run every cell of ``spec`` and write the run directory.
 
@@ -160,10 +160,11 @@ def run_matrix(
         cache_dir: export cache (default ``onnxbench.export.default_cache_dir()``).
         on_cell: called after each row is written (progress display).
         ceilings: measure the machine's ceilings first (:mod:`onnxbench.benchmarks.ceilings`, a few seconds)
-            into ``header["ceilings"]``; the ``frac_peak_*`` columns are empty without them.
+            into ``header["ceilings"]``, or take them as given (a dict from ``measure_ceilings``); the
+            ``frac_peak_*`` columns are empty without them.
         tune: after each (artifact, runtime) group, search its grid (:mod:`onnxbench.benchmarks.tune`) and run
             the group again with the best configuration as ``config_id = "tuned"`` cells; the search is recorded
-            in ``header["tuning"]``.
+            in ``header["tuning"]``. A list tunes only the runtimes named in it.
 
     Raises:
         ValueError: for an invalid matrix (before anything runs).
@@ -176,7 +177,7 @@ def run_matrix(
     cache = Path(cache_dir) if cache_dir else None
     header = {"run_id": run_id, "started": _now(), "env": env.collect(), "matrix": spec.to_dict(),
               "harness_overhead_ms": harness_overhead_ms(),
-              "ceilings": measure_ceilings() if ceilings else None}
+              "ceilings": (ceilings if isinstance(ceilings, dict) else measure_ceilings()) if ceilings else None}
     (run_dir / "header.json").write_text(json.dumps(header, indent=2, default=_json_default))
     writer = ResultWriter(run_dir)
     summary = RunSummary(run_dir)
@@ -207,7 +208,7 @@ def run_matrix(
             try:
                 for runtime_cells in _group(artifact_cells, key=lambda c: c.runtime):
                     _run_runtime(runtime_cells, artifact, spec, run_id, n_params, references, emit, summary)
-                    if tune:
+                    if tune is True or (tune and runtime_cells[0].runtime in tune):
                         _run_tuned(runtime_cells, artifact, spec, run_id, n_params, references, emit, summary,
                                    header)
             finally:

@@ -1,0 +1,146 @@
+"""Machine ceilings, the work model, tuned configurations and the torch-compile peer (issue 8)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from onnxbench import runtimes
+from onnxbench.benchmarks import MatrixSpec, TimingConfig, default_matrix, run_matrix
+from onnxbench.benchmarks.ceilings import measure_ceilings, peak_for
+from onnxbench.benchmarks.inputs import make_feeds
+from onnxbench.benchmarks.tune import search
+from onnxbench.benchmarks.workmodel import achieved, work
+from onnxbench.models import get_preset
+from onnxbench.models.flops import attention_flops, forward_flops
+from onnxbench.runtimes import RuntimeOptions
+
+FAST = TimingConfig(warmup_iters=1, min_iters=3, min_time_s=0.0, max_time_s=1.0)
+
+
+def test_ceilings_are_measured_positive_and_keep_the_higher_backend():
+    c = measure_ceilings(gemm_n=256, copy_bytes=16 * 2**20, cuda=False, timing=FAST)
+    cpu = c["cpu"]
+    assert set(cpu["gemm_gflops_by_backend"]) == {"torch", "ort"}, cpu["errors"]
+    assert all(v > 0 for v in cpu["gemm_gflops_by_backend"].values())
+    assert cpu["gemm_gflops"] == max(cpu["gemm_gflops_by_backend"].values())
+    assert cpu["gemm_gflops_by_backend"][cpu["gemm_source"]] == cpu["gemm_gflops"]
+    assert cpu["mem_bw_gbs"] > 0 and cpu["mem_bw_gbs"] >= cpu["mem_bw_gbs_median"]
+    assert peak_for(c, "cpu", "fp16") == (cpu["gemm_gflops"], cpu["mem_bw_gbs"])
+    assert peak_for(None, "cpu", "fp32") == (None, None)
+
+
+def test_work_model_counts_flops_from_the_flops_module_and_a_byte_lower_bound():
+    cfg = get_preset("tiny")
+    w = work(cfg, "model", 2, 16)
+    assert w.flops == forward_flops(cfg, 2, 16).total
+    assert w.bytes_moved == cfg.n_params * 4 + 2 * 16 * 8 + 2 * 16 * cfg.vocab_size * 4
+    half = work(cfg, "model", 2, 16, "fp16")
+    assert half.bytes_moved == cfg.n_params * 2 + 2 * 16 * 8 + 2 * 16 * cfg.vocab_size * 2
+    a = work(cfg, "attention", 2, 16)
+    d = cfg.d_model
+    assert a.flops == attention_flops(cfg, 2, 16)
+    assert a.bytes_moved == 4 * (d * d + d) * 4 + 2 * 2 * 16 * d * 4
+    cols = achieved(w, 2.0, {"cpu": {"gemm_gflops": 10.0, "mem_bw_gbs": 5.0}}, "cpu", "fp32")
+    assert cols["achieved_gflops"] == pytest.approx(w.flops / 2e-3 / 1e9)
+    assert cols["frac_peak_flops"] == pytest.approx(cols["achieved_gflops"] / 10.0)
+    assert cols["frac_peak_bw"] == pytest.approx(w.bytes_moved / 2e-3 / 1e9 / 5.0)
+    with pytest.raises(ValueError, match="part must be"):
+        work(cfg, "block", 1, 1)
+
+
+def test_run_with_ceilings_and_tune_fills_work_columns_and_records_the_best_config(tmp_path, cache_dir):
+    spec = MatrixSpec(models=["tiny"], runtimes=["torch", "ort-cpu"], batches=[1], seq_lens=[8, 16], timing=FAST)
+    summary = run_matrix(spec, tmp_path / "run", cache_dir=cache_dir, ceilings=True, tune=["ort-cpu"])
+    header = json.loads((tmp_path / "run" / "header.json").read_text())
+    cpu = header["ceilings"]["cpu"]
+    assert cpu["gemm_gflops"] > 0 and cpu["mem_bw_gbs"] > 0
+    rows = summary.rows
+    assert all(r["status"] == "ok" and r["agree"] for r in rows), [r["reason"] for r in rows]
+    assert sorted((r["runtime"], r["config_id"]) for r in rows) == sorted(
+        [("torch", "default")] * 2 + [("ort-cpu", "default")] * 2 + [("ort-cpu", "tuned")] * 2)
+    assert len({r["cell_id"] for r in rows}) == len(rows)  # config_id is part of the cell key
+    for r in rows:
+        assert r["achieved_gflops"] == pytest.approx(r["flops"] / (r["latency_ms_p50"] / 1e3) / 1e9)
+        assert r["achieved_gbs"] == pytest.approx(r["bytes_moved"] / (r["latency_ms_p50"] / 1e3) / 1e9)
+        assert r["frac_peak_flops"] == pytest.approx(r["achieved_gflops"] / cpu["gemm_gflops"])
+        assert r["frac_peak_bw"] == pytest.approx(r["achieved_gbs"] / cpu["mem_bw_gbs"])
+    assert [t["runtime"] for t in header["tuning"]] == ["ort-cpu"]  # tune=[...] names the runtimes to tune
+    best = {t["runtime"]: t["best"] for t in header["tuning"]}
+    for r in rows:
+        if r["config_id"] == "tuned":
+            assert json.loads(r["options"])["tune_config"] == best[r["runtime"]]
+    ort_search = next(t for t in header["tuning"] if t["runtime"] == "ort-cpu")
+    assert best["ort-cpu"] == min(ort_search["score_ms"], key=ort_search["score_ms"].get)
+    assert {"default", "fused"} <= set(ort_search["p50_ms"])
+
+
+def test_tune_search_records_failing_candidates_and_picks_among_the_rest(tiny_artifact):
+    candidates = {"default": RuntimeOptions(), "bad": RuntimeOptions(extra={"execution_mode": "bogus"}),
+                  "1t": RuntimeOptions(intra_op_threads=1)}
+    result = search("ort-cpu", tiny_artifact, [(1, 8)], timing=FAST, candidates=candidates)
+    assert "execution_mode must be one of" in result.errors["bad"]
+    assert set(result.p50_ms) == {"default", "1t"} and result.best in {"default", "1t"}
+    assert result.options is candidates[result.best]
+
+
+def test_transformer_optimizer_fuses_and_agrees(tiny_artifact):
+    from onnxbench.runtimes.ort_transformers import fused_op_counts, optimized_path
+
+    counts = fused_op_counts(optimized_path(tiny_artifact))
+    assert counts.get("SkipLayerNormalization", 0) >= 2, counts
+    feeds = make_feeds(tiny_artifact.inputs, 2, 8, int_high=512)
+    ort_cpu = runtimes.get("ort-cpu")
+    with ort_cpu.open(tiny_artifact) as plain, \
+            ort_cpu.open(tiny_artifact, RuntimeOptions(extra={"transformer_optimizer": True})) as fused:
+        assert fused.options["transformer_optimizer"] is True
+        np.testing.assert_allclose(fused.run(feeds)["logits"], plain.run(feeds)["logits"], atol=1e-4, rtol=1e-4)
+
+
+def test_transformer_optimizer_import_survives_a_local_onnx_utils(tmp_path):
+    (tmp_path / "onnx_utils.py").write_text("raise ImportError('the wrong onnx_utils was imported')\n")
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+            "from onnxbench.runtimes.ort_transformers import import_optimizer\n"
+            "print(import_optimizer().optimize_model.__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "optimize_model" in proc.stdout, proc.stderr
+
+
+def test_torch_compile_is_registered_but_kept_out_of_the_default_matrix():
+    assert "torch-compile" in runtimes.REGISTRY
+    assert "torch-compile" not in default_matrix().runtimes and "ort-cpu" in default_matrix().runtimes
+
+
+def test_roofline_plot_is_drawn_from_the_schema_and_header(tmp_path, cache_dir):
+    from onnxbench.reports import load, plots
+
+    spec = MatrixSpec(models=["tiny"], runtimes=["ort-cpu"], batches=[1], seq_lens=[8], timing=FAST)
+    ceilings = {"cpu": {"gemm_gflops": 10.0, "mem_bw_gbs": 2.0}}
+    run_matrix(spec, tmp_path / "run", cache_dir=cache_dir, ceilings=ceilings)
+    png = plots.roofline(load(tmp_path / "run"), ceilings)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plots.roofline(load(tmp_path / "run").assign(flops=None), ceilings) is None
+
+
+@pytest.mark.slow
+def test_torch_compile_agrees_with_eager_and_keeps_compile_out_of_timing(tiny_artifact):
+    feeds = make_feeds(tiny_artifact.inputs, 1, 8, int_high=512)
+    with runtimes.get("torch").open(tiny_artifact) as eager, runtimes.get("torch-compile").open(tiny_artifact) as tc:
+        reference = eager.run(feeds)["logits"]
+        out = tc.run(feeds)["logits"]
+        np.testing.assert_allclose(out, reference, atol=1e-4, rtol=1e-4)
+        assert tc.compile_s[(1, 8)] > 0 and tc.build_s >= tc.compile_s[(1, 8)]
+        fn = tc.prepare(feeds)  # same shape: no second compile
+        assert list(tc.compile_s) == [(1, 8)]
+        np.testing.assert_allclose(fn().numpy(), reference, atol=1e-4, rtol=1e-4)
+
+
+def test_torch_grid_varies_grad_mode_and_threads_and_ort_grid_has_the_fusions():
+    from onnxbench.benchmarks.tune import grid
+
+    torch_grid = grid("torch")
+    assert torch_grid["no_grad"].extra == {"inference_mode": False} and "default" in torch_grid
+    assert any(o.extra.get("transformer_optimizer") for o in grid("ort-cpu").values())
+    assert grid("torch-compile") == {}
