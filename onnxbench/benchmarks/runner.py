@@ -275,7 +275,7 @@ def _run_tuned(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, ru
         return
     shapes = list(dict.fromkeys((c.batch, c.seq_len) for c in cells))
     t0 = time.perf_counter()
-    result = tuning.search(name, artifact, shapes, seed=spec.seed)
+    result = tuning.search(name, artifact, shapes, seed=spec.seed, axis_ranges=_axis_ranges(cells))
     summary.timing_s += time.perf_counter() - t0
     header.setdefault("tuning", []).append(
         {"runtime": name, "model": cells[0].model, "attention": cells[0].attention,

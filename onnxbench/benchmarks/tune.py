@@ -10,16 +10,17 @@ Grids (ONNX Runtime threading and graph-optimisation docs:
 https://onnxruntime.ai/docs/performance/tune-performance/threading.html,
 https://onnxruntime.ai/docs/performance/model-optimizations/graph-optimizations.html):
 
-- ``ort-*``: the transformer optimizer's fusions (SkipLayerNorm, BiasGelu/FastGelu) on/off x intra-op spinning
+- ``ort-cpu``: the transformer optimizer's fusions (SkipLayerNorm, BiasGelu/FastGelu) on/off x intra-op spinning
   on/off, and intra-op threads = 1, physical and logical cores (where not the default). Left out after trying
   them: the parallel execution mode (100x slower on this sequential graph, tiny preset) and graph optimisation
-  level ``extended`` (a subset of the default ``all``);
+  level ``extended`` (a subset of the default ``all``); other ``ort-*`` (GPU EPs): the fusions on/off;
 - ``torch``: ``inference_mode`` vs ``no_grad``, and threads = 1, physical and logical cores;
 - ``torch-compile``: no grid (each configuration costs a full compile per shape).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -48,7 +49,9 @@ def grid(runtime: str) -> dict[str, RuntimeOptions]:
     worse than the default as measured by the search. Thread counts equal to the runtime's default are left out.
     """
     candidates: dict[str, RuntimeOptions] = {"default": RuntimeOptions()}
-    if runtime.startswith("ort-"):
+    if runtime.startswith("ort-") and runtime != "ort-cpu":  # GPU EPs: CPU threading does not apply
+        candidates["fused"] = RuntimeOptions(extra={"transformer_optimizer": True})
+    elif runtime == "ort-cpu":
         candidates["nospin"] = RuntimeOptions(extra={"allow_spinning": False})
         candidates["fused"] = RuntimeOptions(extra={"transformer_optimizer": True})
         candidates["fused-nospin"] = RuntimeOptions(extra={"transformer_optimizer": True, "allow_spinning": False})
@@ -90,8 +93,8 @@ class TuneResult:
 
 
 def search(runtime: str, artifact: ExportArtifact, shapes: list[tuple[int, int]], *, seed: int = 0,
-           timing: TimingConfig = SEARCH_TIMING, candidates: dict[str, RuntimeOptions] | None = None
-           ) -> TuneResult:
+           timing: TimingConfig = SEARCH_TIMING, candidates: dict[str, RuntimeOptions] | None = None,
+           axis_ranges: dict[str, tuple[int, int, int]] | None = None) -> TuneResult:
     """Time every candidate configuration of ``runtime`` on ``artifact`` at each (batch, seq_len) in ``shapes``
     and return the best (lowest geometric-mean p50). Candidates that fail are recorded, not raised.
 
@@ -102,13 +105,15 @@ def search(runtime: str, artifact: ExportArtifact, shapes: list[tuple[int, int]]
         seed: input seed.
         timing: timing-harness settings for each candidate and shape.
         candidates: override :func:`grid` (tests).
+        axis_ranges: the shape ranges sessions must accept (``RuntimeOptions.axis_ranges``; TensorRT profiles).
     """
     result = TuneResult()
     candidates = grid(runtime) if candidates is None else candidates
     vocab = artifact.config.vocab_size if artifact.config else 2
     for name, options in candidates.items():
         try:
-            with runtimes.get(runtime).open(artifact, options) as session:
+            opened = dataclasses.replace(options, axis_ranges=axis_ranges or options.axis_ranges)
+            with runtimes.get(runtime).open(artifact, opened) as session:
                 per_shape = {}
                 for batch, seq_len in shapes:
                     feeds = make_feeds(session.inputs(), batch, seq_len, seed=seed, int_high=vocab)
