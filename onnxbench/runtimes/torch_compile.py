@@ -53,6 +53,9 @@ class TorchCompileSession(Session):
         self._threads_before = torch.get_num_threads()
         if options.intra_op_threads:
             torch.set_num_threads(options.intra_op_threads)  # process-wide: restored in close()
+        # Past dynamo's recompile limit a new shape would silently run eager under this runtime's name: raise.
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self.compiled = torch.compile(self.model, backend="inductor", mode=mode, dynamic=False)
         self._inputs = (TensorSpec("input_ids", "int64", ("batch", "sequence")),)
         self.options = {"threads": torch.get_num_threads(), "inference_mode": True, "backend": "inductor",
@@ -89,6 +92,7 @@ class TorchCompileSession(Session):
 
     def close(self) -> None:
         self.model = self.compiled = None
+        torch._dynamo.reset()  # drop this module's guards and graphs so the next session starts clean
         torch.set_num_threads(self._threads_before)
 
 
