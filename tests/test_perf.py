@@ -119,9 +119,15 @@ def test_roofline_plot_is_drawn_from_the_schema_and_header(tmp_path, cache_dir):
     spec = MatrixSpec(models=["tiny"], runtimes=["ort-cpu"], batches=[1], seq_lens=[8], timing=FAST)
     ceilings = {"cpu": {"gemm_gflops": 10.0, "mem_bw_gbs": 2.0}}
     run_matrix(spec, tmp_path / "run", cache_dir=cache_dir, ceilings=ceilings)
-    png = plots.roofline(load(tmp_path / "run"), ceilings)
+    df = load(tmp_path / "run")
+    assert (df["achieved_gflops"] / df["frac_peak_flops"]).tolist() == pytest.approx([10.0])  # roof from schema
+    png = plots.roofline(df)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert plots.roofline(load(tmp_path / "run").assign(flops=None), ceilings) is None
+    assert plots.roofline(df.assign(flops=None)) is None
+    from onnxbench.reports import write_report
+
+    paths = write_report(tmp_path / "run")
+    assert "plot_roofline.png" in paths["markdown"].read_text()
 
 
 @pytest.mark.slow
