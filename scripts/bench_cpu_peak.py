@@ -6,7 +6,8 @@ best of ``onnxbench.benchmarks.tune.grid``; ``--tune-torch`` tunes torch eager t
 ceilings with a larger GEMM than ``onnxbench run`` uses. Prints per seq_len: p50 of torch eager, torch-compile,
 ort-cpu default and ort-cpu tuned, their speed-ups over torch eager, achieved GFLOP/s and the fraction of the
 measured fp32 GEMM peak, and checks the issue's targets (best ort-cpu >= 1.5x torch eager; >= 70% of the GEMM
-peak at seq_len 512). Exit status 0 whatever the figures: targets are reported, not asserted.
+peak at seq_len 512). The ceilings are probed at the start (stored in the run header) and again at the end; the
+printed fractions use the higher. Exit status 0 whatever the figures: targets are reported, not asserted.
 
 Usage::
 
@@ -49,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     names = ["torch", "ort-cpu"] + ([] if args.no_compile else ["torch-compile"])
 
     t0 = time.perf_counter()
-    ceilings = measure_ceilings(gemm_n=args.gemm_n, timing=TimingConfig(warmup_iters=2, min_iters=10,
-                                                                         min_time_s=1.0, max_time_s=5.0))
+    probe = TimingConfig(warmup_iters=2, min_iters=10, min_time_s=1.0, max_time_s=5.0)
+    ceilings = measure_ceilings(gemm_n=args.gemm_n, timing=probe)
     cpu = ceilings["cpu"]
     print(f"ceilings ({ceilings['measure_s']:.1f} s): fp32 GEMM n={args.gemm_n} "
           + ", ".join(f"{k} {v:.1f}" for k, v in cpu["gemm_gflops_by_backend"].items())
@@ -76,8 +77,14 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{k} {v:.0f}" for k, v in sorted(entry["score_ms"].items(), key=lambda kv: kv[1]))
               + (f"; errors {entry['errors']}" if entry["errors"] else ""))
 
-    print(f"\ngpt2-small fp32 prefill, batch 1, {cpu['threads']} threads, GEMM peak {cpu['gemm_gflops']:.1f} "
-          "GFLOP/s (contended machine: figures are indicative)")
+    # A ceiling is the best the machine did: on a shared machine the start-of-run probe may have met heavier
+    # contention than the cells, so probe again at the end and read every cell against the higher of the two.
+    after = measure_ceilings(gemm_n=args.gemm_n, timing=probe)["cpu"]
+    peak = max(cpu["gemm_gflops"], after["gemm_gflops"])
+    print(f"ceilings again after the run: GEMM peak {after['gemm_gflops']:.1f} GFLOP/s ({after['gemm_source']}), "
+          f"copy {after['mem_bw_gbs']:.2f} GB/s; % peak below is against {peak:.1f} GFLOP/s (the higher)")
+    print(f"\ngpt2-small fp32 prefill, batch 1, {cpu['threads']} threads, GEMM peak {peak:.1f} "
+          "GFLOP/s (on a shared machine figures are indicative)")
     print(f"{'T':>4} {'runtime':22s} {'p50 ms':>9} {'x eager':>8} {'GFLOP/s':>8} {'% peak':>7} {'build s':>8}")
     verdicts = []
     for t in seq_lens:
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             speedup = eager["latency_ms_p50"] / r["latency_ms_p50"] if eager else float("nan")
             print(f"{t:>4} {label:22s} {r['latency_ms_p50']:9.1f} {speedup:8.2f} {r['achieved_gflops']:8.2f} "
-                  f"{100 * r['frac_peak_flops']:6.1f}% {r['build_s']:8.1f}")
+                  f"{100 * r['achieved_gflops'] / peak:6.1f}% {r['build_s']:8.1f}")
         ort = [r for r in (rows.get(("ort-cpu", "default", t)), rows.get(("ort-cpu", "tuned", t))) if r]
         if eager and ort:
             best = min(ort, key=lambda r: r["latency_ms_p50"])
@@ -100,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             verdicts.append(f"T={t}: best ort-cpu {speedup:.2f}x torch eager (target >= {TARGET_SPEEDUP}x: "
                             f"{'met' if speedup >= TARGET_SPEEDUP else 'MISSED'})")
             if t == 512:
-                best_any = max((r for r in rows.values() if r["seq_len"] == t), key=lambda r: r["frac_peak_flops"])
-                frac = best_any["frac_peak_flops"]
+                best_any = max((r for r in rows.values() if r["seq_len"] == t), key=lambda r: r["achieved_gflops"])
+                frac = best_any["achieved_gflops"] / peak
                 verdicts.append(f"T={t}: best fraction of GEMM peak {100 * frac:.1f}% ({best_any['runtime']} "
                                 f"{best_any['config_id']}; target >= {100 * TARGET_FRAC_PEAK:.0f}%: "
                                 f"{'met' if frac >= TARGET_FRAC_PEAK else 'MISSED'})")
