@@ -1,4 +1,4 @@
-"""Command line: ``onnxbench export | run | report | compare | doctor``.
+"""Command line: ``onnxbench export | run | report | compare | inspect | doctor``.
 
 Every command turns bad input into one clear error line (exit code 2) instead of a traceback.
 """
@@ -35,7 +35,9 @@ def _csv(values: str | None, cast=str) -> list | None:
 @app.command()
 def export(
     preset: str = typer.Option("tiny", help="model preset (tiny, small, gpt2-small, ...)"),
-    attention: str = typer.Option("decomposed", help="attention variant"),
+    attention: str = typer.Option(
+        "decomposed", help="attention variant: decomposed | sdpa | onnx-attention (opset 23) | ort-fused"),
+    part: str = typer.Option("model", help="model (input_ids -> logits) | attention (block 0's attention)"),
     precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16"),
     opset: int = typer.Option(18, help="ONNX opset"),
     exporter: str = typer.Option("dynamo", help="dynamo | torchscript"),
@@ -51,7 +53,7 @@ def export(
     import shutil
 
     from .benchmarks.matrix import ATTENTION_VARIANTS
-    from .export import to_onnx
+    from .export import VariantMismatch, to_onnx
     from .models import get_preset
 
     if attention not in ATTENTION_VARIANTS:
@@ -66,8 +68,9 @@ def export(
         else:
             config = get_preset(preset, attention=ATTENTION_VARIANTS[attention])
         artifact = to_onnx(config, seed=seed, precision=precision, opset=opset, exporter=exporter,
-                           cache_dir=cache_dir, model_name=preset, force=force, checkpoint=checkpoint)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
+                           cache_dir=cache_dir, model_name=preset, force=force, checkpoint=checkpoint,
+                           variant=attention, part=part)
+    except (KeyError, ValueError, FileNotFoundError, VariantMismatch) as exc:
         fail(str(exc.args[0]) if exc.args else str(exc))
     path = artifact.path
     if out is not None:
@@ -79,7 +82,7 @@ def export(
             fail(f"cannot write {target}: {exc.strerror or exc}")
         path = target
     how = "cached" if artifact.cached else f"exported in {artifact.export_s:.1f} s"
-    console.print(f"{path}  ({preset}, {attention}, {precision}, opset {artifact.opset}, {how})")
+    console.print(f"{path}  ({preset}, {part}, {attention}, {precision}, opset {artifact.opset}, {how})")
 
 
 @app.command()
@@ -87,7 +90,9 @@ def run(
     out: Path = typer.Option(Path("runs/latest"), help="run directory to write"),
     models: str | None = typer.Option(None, help="comma-separated presets (default: tiny,gpt2-small)"),
     runtimes: str | None = typer.Option(None, help="comma-separated runtimes (default: all registered)"),
-    attention: str | None = typer.Option(None, help="comma-separated attention variants"),
+    attention: str | None = typer.Option(
+        None, help="comma-separated attention variants (decomposed, sdpa, onnx-attention, ort-fused)"),
+    parts: str | None = typer.Option(None, help="comma-separated parts: model, attention"),
     precisions: str | None = typer.Option(None, help="comma-separated precisions"),
     opsets: str | None = typer.Option(None, help="comma-separated opsets"),
     batches: str | None = typer.Option(None, help="comma-separated batch sizes"),
@@ -122,7 +127,7 @@ def run(
     overrides = {
         "models": _csv(models), "runtimes": _csv(runtimes), "attention": _csv(attention),
         "precisions": _csv(precisions), "opsets": _csv(opsets, int), "batches": _csv(batches, int),
-        "seq_lens": _csv(seq_lens, int), "exporter": exporter,
+        "seq_lens": _csv(seq_lens, int), "exporter": exporter, "parts": _csv(parts),
     }
     if checkpoint or onnx:  # a user's own models replace the default presets unless --models names some
         spec.models = []
@@ -254,6 +259,49 @@ def compare(
                  f"{n.get('improvement', 0)} improvement(s), {n.get('unchanged', 0)} unchanged, "
                  f"{n.get('not compared', 0)} not compared", highlight=False)
     raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def inspect(
+    model: Path = typer.Argument(..., help="an ONNX file"),
+    seq_lens: str = typer.Option("1,32,128,512,1024", help="sequence lengths for FLOPs per token"),
+    as_json: bool = typer.Option(False, "--json", help="print the inspection as JSON"),
+) -> None:
+    """Opset, op histogram, attention nodes per block, parameters and FLOPs per token of an ONNX model."""
+    from .export.inspect import inspect_model
+
+    if not model.is_file():
+        fail(f"{model} does not exist (give the path of an .onnx file)")
+    try:
+        info = inspect_model(model, tuple(_csv(seq_lens, int)))
+    except ValueError as exc:
+        fail(str(exc))
+    if as_json:
+        print(info.to_json())
+        return
+    domains = ", ".join(f"{k} {v}" for k, v in info.opsets.items())
+    console.print(f"[bold]{info.path}[/]: opset {info.opset} ({domains}), "
+                  f"IR {info.ir_version}, {info.n_nodes} nodes; variant {info.variant}, part {info.part}, "
+                  f"precision {info.precision}", highlight=False)
+    console.print(f"inputs {info.inputs}; outputs {info.outputs}", highlight=False)
+    console.print(f"parameters: {info.n_params:,} in initializers"
+                  + (f", {info.n_params_config:,} in the reference module" if info.n_params_config else ""))
+    ops = Table("op", "count", title="op histogram")
+    for op, n in info.op_histogram.items():
+        ops.add_row(op, str(n))
+    console.print(ops)
+    blocks = Table("block", "attention cores", "attention nodes", title=f"attention per block ({info.block_source})")
+    for block, hist in info.attention_blocks.items():
+        blocks.add_row(block, ", ".join(info.attention_cores.get(block, [])) or "-",
+                       ", ".join(f"{op.split(':')[-1]} x{n}" for op, n in hist.items()))
+    console.print(blocks)
+    if info.flops_per_token:
+        flops = Table("seq_len", "FLOPs per token", "GFLOPs per sequence", title="FLOPs (" + info.flops_note + ")")
+        for t, f in info.flops_per_token.items():
+            flops.add_row(str(t), f"{f:.4g}", f"{f * t / 1e9:.4g}")
+        console.print(flops)
+    else:
+        console.print(f"FLOPs: not available ({info.flops_note})")
 
 
 @app.command()

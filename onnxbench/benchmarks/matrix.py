@@ -9,11 +9,15 @@ import json
 from dataclasses import dataclass, field
 
 from ..export import DEFAULT_OPSET, PRECISIONS
+from ..export.variants import VARIANTS
 from ..models import PRESETS
 from .timing import TimingConfig
 
-#: Attention variants -> the reference config's ``attention`` implementation they are exported from.
-ATTENTION_VARIANTS = {"decomposed": "explicit", "sdpa": "sdpa"}
+#: Attention variants -> the reference config's ``attention`` implementation they are exported from
+#: (the export recipes and graph checks live in ``onnxbench.export.variants``).
+ATTENTION_VARIANTS = {name: v.implementation for name, v in VARIANTS.items()}
+#: Model parts a cell can measure: the full transformer, or block 0's attention alone.
+PARTS = ("model", "attention")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class MatrixSpec:
             runtimes with ORT CPU as the reference (see ``onnxbench.benchmarks.foreign``).
         dims: sizes of named dynamic axes of foreign models (``{"batch": 4, "sequence": 128}``).
         int_ranges: ``{input name or "*": [lo, hi)}`` for integer inputs of foreign models.
+        parts: ``model`` and/or ``attention`` (block 0's attention exported alone).
+
+    A variant that dictates its opset (``onnx-attention``: 23; ``ort-fused``: at most 22) gets that opset in
+    its cells, and cells that become identical are kept once.
     """
 
     models: list[str] = field(default_factory=lambda: ["tiny", "gpt2-small"])
@@ -80,6 +88,7 @@ class MatrixSpec:
     onnx_models: list[str] = field(default_factory=list)
     dims: dict[str, int] = field(default_factory=dict)
     int_ranges: dict[str, list[int]] = field(default_factory=dict)
+    parts: list[str] = field(default_factory=lambda: ["model"])
 
     def validate(self) -> None:
         """Check every axis value.
@@ -97,6 +106,14 @@ class MatrixSpec:
         for a in self.attention:
             if a not in ATTENTION_VARIANTS:
                 raise ValueError(f"unknown attention variant {a!r}; known: {', '.join(ATTENTION_VARIANTS)}")
+        for p in self.parts:
+            if p not in PARTS:
+                raise ValueError(f"unknown part {p!r}; known: {', '.join(PARTS)}")
+        if self.exporter != "dynamo":
+            needs = [a for a in self.attention if VARIANTS[a].dynamo_only]
+            if needs:
+                raise ValueError(f"attention variants {needs} need the dynamo exporter; drop them or use "
+                                 "--exporter dynamo")
         for p in self.precisions:
             if p not in PRECISIONS:
                 raise ValueError(f"unknown precision {p!r}; known: {', '.join(PRECISIONS)}")
@@ -130,15 +147,16 @@ class MatrixSpec:
 
         cells = []
         models = self.models + [foreign.model_name(d) for d in self.checkpoints]
-        for model, att, prec, opset, rt in itertools.product(
-            models, self.attention, self.precisions, self.opsets, self.runtimes
+        for model, part, att, prec, opset, rt in itertools.product(
+            models, self.parts, self.attention, self.precisions, self.opsets, self.runtimes
         ):
             batches, seq_lens = self.shape_axes(model)
+            opset = VARIANTS[att].resolve_opset(opset) if att in VARIANTS else opset
             for b, t in itertools.product(batches, seq_lens):
-                cells.append(Cell(model, att, prec, opset, rt, b, t))
+                cells.append(Cell(model, att, prec, opset, rt, b, t, part=part))
         cells += foreign.foreign_cells(self.onnx_models, self.runtimes, self.batches, self.seq_lens, self.dims,
                                        self.shapes)
-        return cells
+        return list(dict.fromkeys(cells))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

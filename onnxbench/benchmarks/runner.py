@@ -122,7 +122,8 @@ def _export(cell: Cell, spec: MatrixSpec, cache_dir: Path | None) -> ExportArtif
     else:
         config = get_preset(cell.model, attention=ATTENTION_VARIANTS[cell.attention])
     return to_onnx(config, seed=spec.seed, precision=cell.precision, opset=cell.opset,
-                   exporter=spec.exporter, cache_dir=cache_dir, model_name=cell.model, checkpoint=checkpoint)
+                   exporter=spec.exporter, cache_dir=cache_dir, model_name=cell.model, checkpoint=checkpoint,
+                   variant=cell.attention, part=cell.part)
 
 
 def _base_row(cell: Cell, run_id: str, artifact: ExportArtifact | None, n_params: int | None) -> dict:
@@ -311,11 +312,13 @@ def _run_runtime(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, 
                   "reason": f"session creation failed: {type(exc).__name__}: {exc}"}, cell)
         return
     summary.session_s += time.perf_counter() - t0
+    attention_provider = _attention_provider(session, artifact, cells[0], spec)
     with session:
         for cell in cells:
             base = {**_base_row(cell, run_id, artifact, n_params),
                     "provider_requested": session.provider_requested,
                     "provider_actual": session.provider_actual, "device": session.device,
+                    "attention_provider": attention_provider,
                     "options": json.dumps({**session.options, **(label or {})}, sort_keys=True, default=str),
                     "build_s": session.build_s}
             try:
@@ -353,6 +356,19 @@ def _split_timing(session, feeds: dict[str, np.ndarray], spec: MatrixSpec) -> di
         return {}
     medians = measure_stages(stages, session.synchronize, spec.timing)
     return {f"{name}_ms": ms for name, ms in medians.items()}
+
+def _attention_provider(session, artifact: ExportArtifact, cell: Cell, spec: MatrixSpec) -> str | None:
+    """The EP(s) that ran the attention cores, from one profiled inference (ONNX Runtime sessions only)."""
+    from ..runtimes.ort import OrtSession
+    from ..runtimes.ort_profile import profile_attention
+
+    if not isinstance(session, OrtSession):
+        return None
+    try:
+        feeds = foreign.cell_feeds(session.inputs(), cell, artifact, spec.seed, spec.dims, spec.int_ranges)
+        return profile_attention(artifact.path, session.session, feeds).summary
+    except Exception as exc:  # the measurement itself must not be lost to a profiling problem
+        return f"unknown ({type(exc).__name__}: {exc})"
 
 
 def _last_frame(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from .onnx_export import (
     read_artifact,
     to_onnx,
 )
+from .variants import VARIANTS, VariantMismatch, census, get_variant, verify_variant
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -22,4 +23,9 @@ __all__ = [
     "default_cache_dir",
     "read_artifact",
     "to_onnx",
+    "VARIANTS",
+    "VariantMismatch",
+    "census",
+    "get_variant",
+    "verify_variant",
 ]

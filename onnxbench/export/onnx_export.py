@@ -23,6 +23,7 @@ import onnx
 import torch
 
 from ..models import TransformerConfig, build
+from .variants import finish_variant, get_variant
 
 DEFAULT_OPSET = 18
 EXPORTERS = ("dynamo", "torchscript")
@@ -158,8 +159,10 @@ def read_artifact(path: str | Path, **fields) -> ExportArtifact:
     )
 
 
-def _annotate_and_check(path: Path, metadata: dict[str, str]) -> None:
+def _annotate_and_check(path: Path, metadata: dict[str, str], transform=None) -> None:
     model = onnx.load(str(path))
+    if transform is not None:
+        model = transform(model, metadata)
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model, full_check=False)
@@ -167,19 +170,25 @@ def _annotate_and_check(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
+#: Graph input and output names by part: the full model maps token ids to logits; the standalone attention maps
+#: hidden states (B, T, d_model) to the attention output (B, T, d_model) (the forward argument is ``x``).
+PART_IO = {"model": ("input_ids", "logits", "input_ids"), "attention": ("hidden_states", "attention_output", "x")}
+
+
 def _torch_export(module: torch.nn.Module, example: torch.Tensor, path: Path, opset: int,
-                  exporter: str) -> None:
+                  exporter: str, part: str = "model", max_positions: int | None = None) -> None:
+    input_name, output_name, arg_name = PART_IO[part]
     if exporter == "dynamo":
         batch = torch.export.Dim("batch", min=1, max=4096)
-        seq = torch.export.Dim("sequence", min=1, max=module.config.max_positions)
+        seq = torch.export.Dim("sequence", min=1, max=max_positions or module.config.max_positions)
         # The exporter prints progress and draft-export reports on stdout, and warns about torchvision
         # operators it cannot register; neither concerns this model, so keep the CLI's output readable.
         logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                module, (example,), dynamo=True, opset_version=opset, input_names=["input_ids"],
-                output_names=["logits"], dynamic_shapes={"input_ids": {0: batch, 1: seq}},
+                module, (example,), dynamo=True, opset_version=opset, input_names=[input_name],
+                output_names=[output_name], dynamic_shapes={arg_name: {0: batch, 1: seq}},
                 optimize=True, verbose=False,
             )
         program.save(str(path))
@@ -188,9 +197,9 @@ def _torch_export(module: torch.nn.Module, example: torch.Tensor, path: Path, op
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module, (example,), str(path), dynamo=False, opset_version=opset,
-                input_names=["input_ids"], output_names=["logits"],
-                dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                              "logits": {0: "batch", 1: "sequence"}},
+                input_names=[input_name], output_names=[output_name],
+                dynamic_axes={input_name: {0: "batch", 1: "sequence"},
+                              output_name: {0: "batch", 1: "sequence"}},
             )
     else:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
@@ -207,6 +216,8 @@ def to_onnx(
     model_name: str | None = None,
     force: bool = False,
     checkpoint: str | Path | None = None,
+    variant: str | None = None,
+    part: str = "model",
 ) -> ExportArtifact:
     """Export the reference transformer built from (``config``, ``seed``), or with the weights of a local
     GPT-2-style ``checkpoint`` directory, to ONNX, or reuse a cached export.
@@ -230,20 +241,37 @@ def to_onnx(
         checkpoint: directory with ``config.json`` + ``model.safetensors`` (``GPT2LMHeadModel.save_pretrained``
             layout, see :mod:`onnxbench.models.gpt2`); ``config`` must be its config (any attention), ``seed`` is
             then unused and the cache key holds the hash of the checkpoint's files.
+        variant: attention variant (see :mod:`onnxbench.export.variants`); it overrides ``config.attention``
+            and may dictate the opset (``onnx-attention`` is always opset 23; the artifact's ``opset`` says
+            which one was used). ``None`` keeps ``config.attention`` (``explicit`` -> ``decomposed``).
+        part: ``"model"`` (``input_ids`` -> ``logits``) or ``"attention"``: block 0's attention alone,
+            ``hidden_states`` (batch, sequence, d_model) -> ``attention_output`` (batch, sequence, d_model).
 
     Returns:
         An :class:`ExportArtifact`; ``cached`` tells whether the export was skipped.
 
     Raises:
-        ValueError: for an unknown precision or exporter, or a ``config`` that differs from the checkpoint's.
+        ValueError: for an unknown precision, exporter, variant or part, a variant the exporter cannot
+            produce (``onnx-attention`` / ``ort-fused`` need the dynamo exporter), or a ``config`` that differs
+            from the checkpoint's.
         FileNotFoundError: if a checkpoint file is missing.
         onnx.checker.ValidationError: if the exported graph is invalid.
+        onnxbench.export.variants.VariantMismatch: if the graph does not hold the variant's attention
+            (checked after every export; nothing is cached then).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
-    variant = "sdpa" if config.attention == "sdpa" else "decomposed"
+    if variant is None:
+        variant = "sdpa" if config.attention == "sdpa" else "decomposed"
+    recipe = get_variant(variant)
+    if part not in PART_IO:
+        raise ValueError(f"part must be one of {list(PART_IO)}, got {part!r}")
+    if recipe.dynamo_only and exporter != "dynamo":
+        raise ValueError(f"attention variant {variant!r} needs the dynamo exporter (got {exporter!r})")
+    config = config.replace(attention=recipe.implementation)
+    opset = recipe.resolve_opset(opset)
     digest = None
     if checkpoint is not None:
         from ..models.gpt2 import checkpoint_config, checkpoint_sha256
@@ -253,11 +281,11 @@ def to_onnx(
             raise ValueError(f"config differs from the one in {checkpoint}/config.json; use "
                              "onnxbench.models.gpt2.checkpoint_config(directory) to get it")
         digest = checkpoint_sha256(checkpoint)
-    key = cache_key(config, seed, variant, precision, opset, exporter, weights_sha256=digest)
+    key = cache_key(config, seed, variant, precision, opset, exporter, part, weights_sha256=digest)
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     directory = directory / "artifacts" / key
     path = directory / "model.onnx"
-    fields = {"config": config, "seed": seed, "variant": variant, "precision": precision, "part": "model",
+    fields = {"config": config, "seed": seed, "variant": variant, "precision": precision, "part": part,
               "checkpoint": checkpoint, "checkpoint_sha256": digest}
     if path.is_file() and (directory / "done").is_file() and not force:
         return dataclasses.replace(read_artifact(path, **fields), cached=True)
@@ -269,24 +297,29 @@ def to_onnx(
         module = load_checkpoint(checkpoint, dtype=PRECISIONS[precision], attention=config.attention)
     else:
         module = build(config, seed, dtype=PRECISIONS[precision])
-    example = torch.randint(0, config.vocab_size, (EXAMPLE_BATCH, EXAMPLE_SEQ), dtype=torch.int64)
+    if part == "attention":
+        module = module.blocks[0].attn
+        example = torch.randn(EXAMPLE_BATCH, EXAMPLE_SEQ, config.d_model, dtype=PRECISIONS[precision])
+    else:
+        example = torch.randint(0, config.vocab_size, (EXAMPLE_BATCH, EXAMPLE_SEQ), dtype=torch.int64)
     start = time.perf_counter()
     tmp = directory / f"model.tmp{os.getpid()}.onnx"  # concurrent exporters never share a temp file
-    _torch_export(module, example, tmp, opset, exporter)
+    _torch_export(module, example, tmp, opset, exporter, part, config.max_positions)
     metadata = {
         "onnxbench.model": model_name or "custom",
         "onnxbench.config": json.dumps(config.to_dict(), sort_keys=True),
         "onnxbench.seed": str(seed),
         "onnxbench.variant": variant,
         "onnxbench.precision": precision,
-        "onnxbench.part": "model",
+        "onnxbench.part": part,
         "onnxbench.opset": str(opset),
         "onnxbench.exporter": exporter,
         "onnxbench.versions": json.dumps(_versions(), sort_keys=True),
     }
     if checkpoint is not None:
         metadata.update({"onnxbench.checkpoint": checkpoint, "onnxbench.checkpoint_sha256": digest})
-    _annotate_and_check(tmp, metadata)
+    n_blocks = config.n_layers if part == "model" else 1
+    _annotate_and_check(tmp, metadata, lambda m, meta: finish_variant(m, variant, precision, n_blocks, meta))
     os.replace(tmp, path)
     export_s = time.perf_counter() - start
     (directory / "done").write_text(json.dumps({"export_s": export_s}))

@@ -133,6 +133,9 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
         "value is finite and |y − y_ref| ≤ atol + rtol·|y_ref| (numpy.allclose's rule) and the cosine is high "
         "enough; failures are marked.", [Table(agreement, fail=_agree_fail(agreement))]))
     optional = [
+        ("attention", "Attention variants", "Each attention variant (decomposed, sdpa, ONNX Attention, ONNX "
+         "Runtime fused) at the same model, part, precision, runtime and shape: p50 latency, agreement with the "
+         "reference and the execution provider that ran the attention nodes.", tables.attention_variant_table(df)),
         ("providers", "Execution providers", "The execution provider asked for, the one read back from the "
          "session, and the provider that executed the attention nodes (from ONNX Runtime profiling).",
          tables.provider_table(df)),

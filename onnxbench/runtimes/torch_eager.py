@@ -20,7 +20,9 @@ class TorchEagerSession(Session):
     ``extra={"inference_mode": False}``) on the CPU.
 
     ``run({"input_ids": int64 (B, T)}) -> {"logits": (B, T, vocab_size)}`` as float32 numpy (fp16/bf16
-    logits are upcast on the way out, since numpy has no bfloat16).
+    logits are upcast on the way out, since numpy has no bfloat16). For an artifact with ``part='attention'``
+    the module is block 0's attention: ``{"hidden_states": float (B, T, d_model)} ->
+    {"attention_output": float32 (B, T, d_model)}``.
     """
 
     runtime = "torch"
@@ -32,12 +34,20 @@ class TorchEagerSession(Session):
         super().__init__()
         start = time.perf_counter()
         dtype = PRECISIONS[artifact.precision]
+        self.dtype = dtype
         if artifact.checkpoint:
             self.model = _load_checkpoint(artifact, dtype)
         else:
             self.model = build(artifact.config, artifact.seed or 0, dtype=dtype)
         self._inputs = (TensorSpec("input_ids", "int64", ("batch", "sequence")),)
         self._threads_before = torch.get_num_threads()
+        self._output = "logits"
+        if artifact.part == "attention":
+            # The standalone attention part is block 0's CausalSelfAttention on hidden states (B, T, d_model).
+            self.model = self.model.blocks[0].attn
+            self._inputs = (TensorSpec("hidden_states", str(dtype).removeprefix("torch."),
+                                       ("batch", "sequence", artifact.config.d_model)),)
+            self._output = "attention_output"
         if options.intra_op_threads:
             torch.set_num_threads(options.intra_op_threads)  # process-wide: restored in close()
         # inference_mode (default) also skips autograd's version-counter bookkeeping that no_grad keeps
@@ -54,13 +64,19 @@ class TorchEagerSession(Session):
         with torch.inference_mode() if self.inference_mode else torch.no_grad():
             return self.model(ids)
 
+    def _tensor(self, feeds: dict[str, np.ndarray]) -> torch.Tensor:
+        name = self._inputs[0].name
+        x = torch.from_numpy(np.ascontiguousarray(feeds[name]))
+        # Hidden states fed by another runtime's session may be fp16; the module computes in its own dtype.
+        return x.to(self.dtype) if x.is_floating_point() else x
+
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        logits = self._forward(torch.from_numpy(np.ascontiguousarray(feeds["input_ids"])))
-        return {"logits": logits.float().numpy()}
+        y = self._forward(self._tensor(feeds))
+        return {self._output: y.float().numpy()}
 
     def prepare(self, feeds: dict[str, np.ndarray]) -> Callable[[], torch.Tensor]:
-        ids = torch.from_numpy(np.ascontiguousarray(feeds["input_ids"]))
-        return lambda: self._forward(ids)
+        x = self._tensor(feeds)
+        return lambda: self._forward(x)
 
     def close(self) -> None:
         self.model = None

@@ -1,0 +1,207 @@
+"""Graph inspection: opset, op histogram, attention nodes per block, parameters and FLOPs of an ONNX model.
+
+Attention nodes are found from what the exporter leaves behind, in this order:
+
+1. node metadata ``pkg.torch.onnx.name_scopes`` written by torch's dynamo exporter (the module path, e.g.
+   ``['', 'blocks.0', 'blocks.0.attn', 'scaled_dot_product_attention']``; onnxscript's fusions keep it on the
+   fused nodes);
+2. node names of the TorchScript exporter (``/blocks.0/attn/MatMul``);
+3. for a standalone attention model (``onnxbench.part = attention``), every node is block 0's attention;
+4. otherwise attention cores (Softmax, Attention, com.microsoft attention) are numbered in graph order.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ..models import TransformerConfig
+from ..models.flops import attention_flops, flops_per_token
+from .variants import MS_DOMAIN, ORT_FUSED_OPS
+
+_SCOPE = re.compile(r"^blocks\.(\d+)\.attn$")
+_NAME = re.compile(r"/blocks\.(\d+)/attn/")
+DEFAULT_SEQ_LENS = (1, 32, 128, 512, 1024)
+
+
+@dataclass
+class ModelInspection:
+    """What :func:`inspect_model` found (all plain data; ``to_dict`` gives JSON-able output).
+
+    Attributes:
+        path: the file inspected.
+        opset: default-domain opset; ``opsets`` maps every imported domain to its version.
+        ir_version: ONNX IR version of the file.
+        inputs / outputs: ``{name: [dtype, shape...]}`` with dynamic axes as names.
+        n_nodes: nodes in the main graph.
+        op_histogram: ``"domain:op_type"`` -> count (main graph and local functions), most frequent first.
+        attention_blocks: block label (``blocks.N``) -> op histogram of that block's attention nodes.
+        attention_cores: block label -> attention-core op types in it (Softmax / Attention / com.microsoft).
+        block_source: how blocks were found: ``name_scopes``, ``node_names``, ``standalone`` or ``order``.
+        n_params: elements of floating-point initializers. The exporter folds identical constants into one
+            (e.g. the zero-initialised biases) and may store a tied weight twice, so this can differ a little
+            from the module's count.
+        n_params_config: the reference module's parameter count from the ``onnxbench.config`` metadata
+            (the full model, or one attention block's W^Q, W^K, W^V, W^O and biases), if known.
+        variant / part / precision: from ``onnxbench.*`` metadata (None for foreign models).
+        flops_per_token: seq_len -> forward matmul FLOPs per token (Kaplan et al. 2020, Table 1); empty
+            when the model shape is unknown (see ``flops_note``).
+        flops_note: what the FLOP count covers, or why there is none.
+    """
+
+    path: str
+    opset: int
+    opsets: dict[str, int]
+    ir_version: int
+    inputs: dict[str, list]
+    outputs: dict[str, list]
+    n_nodes: int
+    op_histogram: dict[str, int]
+    attention_blocks: dict[str, dict[str, int]]
+    attention_cores: dict[str, list[str]]
+    block_source: str
+    n_params: int
+    n_params_config: int | None = None
+    variant: str | None = None
+    part: str | None = None
+    precision: str | None = None
+    flops_per_token: dict[int, float] = field(default_factory=dict)
+    flops_note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def _is_core(node: onnx.NodeProto) -> bool:
+    if node.domain in ("", "ai.onnx"):
+        return node.op_type in ("Softmax", "Attention")
+    return node.domain == MS_DOMAIN and node.op_type in ORT_FUSED_OPS
+
+
+def _block_of(node: onnx.NodeProto) -> tuple[str | None, str]:
+    meta = {p.key: p.value for p in node.metadata_props}
+    scopes = meta.get("pkg.torch.onnx.name_scopes")
+    if scopes:
+        try:
+            for scope in ast.literal_eval(scopes):
+                m = _SCOPE.match(str(scope))
+                if m:
+                    return f"blocks.{m.group(1)}", "name_scopes"
+        except (ValueError, SyntaxError):
+            pass
+    m = _NAME.search(node.name)
+    if m:
+        return f"blocks.{m.group(1)}", "node_names"
+    return None, ""
+
+
+def _value_specs(values, skip: set[str]) -> dict[str, list]:
+    out = {}
+    for v in values:
+        if v.name in skip:
+            continue
+        t = v.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "?"
+        out[v.name] = [dtype] + [d.dim_param or d.dim_value for d in t.shape.dim]
+    return out
+
+
+def inspect_model(path: str | Path, seq_lens: tuple[int, ...] = DEFAULT_SEQ_LENS) -> ModelInspection:
+    """Inspect the ONNX file at ``path``.
+
+    FLOPs per token follow Kaplan et al. 2020, *Scaling Laws for Neural Language Models*, §2.1 and Table 1
+    (see :mod:`onnxbench.models.flops`): for the full model ``2·N_matmul + 4·n_layers·T·d_model`` per token
+    at sequence length T; for a standalone attention part, one block's attention (Q/K/V/O projections and the
+    two T-long score products). They need the model shape, which only onnxbench exports carry
+    (``onnxbench.config`` metadata); sequence lengths beyond ``max_positions`` are left out.
+
+    Args:
+        path: an ONNX file (weights in external data are not loaded; their count is read from the dims).
+        seq_lens: sequence lengths T at which to give FLOPs per token.
+
+    Raises:
+        ValueError: if the file is not a loadable ONNX model (names the file and the parser's reason).
+    """
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # DecodeError, OSError, ... depending on the damage
+        raise ValueError(f"{path} is not a loadable ONNX model: {exc}") from exc
+    if not model.graph.node:
+        raise ValueError(f"{path} is not an ONNX model with a graph (no nodes found)")
+    meta = {p.key: p.value for p in model.metadata_props}
+    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
+    histogram = collections.Counter(f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in nodes)
+
+    part = meta.get("onnxbench.part")
+    blocks: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    cores: dict[str, list[str]] = collections.defaultdict(list)
+    sources = set()
+    unassigned_cores = []
+    for node in model.graph.node:
+        block, source = _block_of(node)
+        if block is None and part == "attention":
+            block, source = "blocks.0", "standalone"
+        op = f"{node.domain or 'ai.onnx'}:{node.op_type}"
+        if block is None:
+            if _is_core(node):
+                unassigned_cores.append(op)
+            continue
+        sources.add(source)
+        blocks[block][op] += 1
+        if _is_core(node):
+            cores[block].append(op)
+    for i, op in enumerate(unassigned_cores):  # no provenance left: number the cores in graph order
+        label = f"core#{i}"
+        blocks[label][op] += 1
+        cores[label].append(op)
+        sources.add("order")
+    order = sorted(blocks, key=lambda b: (not b.startswith("blocks."), int(re.sub(r"\D", "", b) or 0)))
+
+    initializer_names = {i.name for i in model.graph.initializer}
+    n_params = sum(int(np.prod(i.dims, dtype=np.int64)) for i in model.graph.initializer
+                   if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
+                                      onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE))
+
+    config = None
+    if "onnxbench.config" in meta:
+        config = TransformerConfig.from_dict(json.loads(meta["onnxbench.config"]))
+    flops: dict[int, float] = {}
+    if config is None:
+        note = "no onnxbench.config metadata: the model shape (d_model, n_layers, ...) is unknown"
+    elif part == "attention":
+        flops = {t: attention_flops(config, 1, t) / t for t in seq_lens if 1 <= t <= config.max_positions}
+        note = "one block's attention: Q/K/V/O projections + q·k^T + softmax·v (Kaplan et al. 2020, Table 1)"
+    else:
+        flops = {t: flops_per_token(config, t) for t in seq_lens if 1 <= t <= config.max_positions}
+        note = "forward matmul FLOPs per token, 2·N + 4·n_layers·T·d_model (Kaplan et al. 2020, Table 1)"
+
+    return ModelInspection(
+        path=str(path), opset=opsets.get("ai.onnx", 0), opsets=opsets, ir_version=model.ir_version,
+        inputs=_value_specs(model.graph.input, initializer_names), outputs=_value_specs(model.graph.output, set()),
+        n_nodes=len(model.graph.node), op_histogram=dict(histogram.most_common()),
+        attention_blocks={b: dict(blocks[b].most_common()) for b in order},
+        attention_cores={b: cores[b] for b in order},
+        block_source="+".join(sorted(sources)) or "none", n_params=n_params,
+        n_params_config=_reference_params(config, part), variant=meta.get("onnxbench.variant"),
+        part=part, precision=meta.get("onnxbench.precision"), flops_per_token=flops, flops_note=note,
+    )
+
+
+def _reference_params(config: TransformerConfig | None, part: str | None) -> int | None:
+    if config is None:
+        return None
+    if part == "attention":
+        return 4 * (config.d_model * config.d_model + config.d_model)
+    return config.n_params

@@ -1,0 +1,102 @@
+"""Which execution provider (EP) ran the attention: read from ONNX Runtime's profiler.
+
+ONNX Runtime's profiler (``SessionOptions.enable_profiling``) writes a Chrome-trace JSON in which every kernel
+launch is an event with ``"cat": "Node"`` and ``args`` holding ``op_name`` and ``provider``
+(https://onnxruntime.ai/docs/performance/tune-performance/profiling-tools.html). After graph optimisation the
+nodes that ran may differ from the file's (fusions, EP partitioning), so the profile, not the ONNX file, says
+where attention ran. A fused or ONNX ``Attention`` node that the requested EP does not implement runs on another
+EP (usually the CPU EP); the summary names every EP seen, so the row shows it.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+#: Op types (any domain) that are an attention core: a fused attention kernel, or the Softmax of the
+#: decomposed form (each block has exactly one).
+ATTENTION_CORE_OPS = frozenset({"Attention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention",
+                                "PackedMultiHeadAttention", "Softmax"})
+
+
+@dataclass(frozen=True)
+class AttentionPlacement:
+    """Where the attention cores ran in one profiled inference.
+
+    Attributes:
+        by_provider: EP name -> number of attention-core kernel launches it ran.
+        by_op: ``"op_type@EP"`` -> launches (e.g. ``{"MultiHeadAttention@CPUExecutionProvider": 2}``).
+    """
+
+    by_provider: dict[str, int]
+    by_op: dict[str, int]
+
+    @property
+    def summary(self) -> str:
+        """One EP name when a single EP ran every core; else ``"EP_A:n,EP_B:m"``; ``"none"`` if none ran."""
+        if not self.by_provider:
+            return "none"
+        if len(self.by_provider) == 1:
+            return next(iter(self.by_provider))
+        return ",".join(f"{ep}:{n}" for ep, n in sorted(self.by_provider.items()))
+
+
+def parse_profile(path: str | Path, ops: frozenset[str] = ATTENTION_CORE_OPS) -> AttentionPlacement:
+    """Read an ONNX Runtime profile JSON and count the kernel launches of ``ops`` per EP.
+
+    Raises:
+        ValueError: if the file is not an ONNX Runtime profile (not a JSON list of trace events).
+    """
+    events = json.loads(Path(path).read_text())
+    if not isinstance(events, list):
+        raise ValueError(f"{path} is not an ONNX Runtime profile (expected a JSON list of trace events)")
+    kernels = [e["args"] for e in events
+               if e.get("cat") == "Node" and "provider" in (e.get("args") or {})
+               # fence_before / fence_after events repeat the node
+               and str(e.get("name", "")).endswith("_kernel_time")]
+    cores = [(a["op_name"], a["provider"]) for a in kernels if a.get("op_name") in ops]
+    if not cores:
+        # An EP without a kernel for the dtype (e.g. fp16 Softmax on the CPU EP) runs the op's ONNX function
+        # body instead: ReduceMax, Sub, Exp, ReduceSum, Div under generic names. Exp occurs in this model's
+        # graphs only inside softmax (GELU uses Tanh or Erf), so it marks the expanded softmax.
+        cores = [("Softmax(expanded)", a["provider"]) for a in kernels if a.get("op_name") == "Exp"]
+    providers = collections.Counter(ep for _, ep in cores)
+    by_op = collections.Counter(f"{op}@{ep}" for op, ep in cores)
+    return AttentionPlacement(dict(providers), dict(by_op))
+
+
+def profile_attention(model_path: str | Path, session: ort.InferenceSession,
+                      feeds: dict[str, np.ndarray]) -> AttentionPlacement:
+    """Open a profiling twin of ``session`` (same providers, provider options and graph optimisation level),
+    run ``feeds`` once and return where the attention cores ran. The twin keeps profiling out of the timed
+    session.
+
+    Args:
+        model_path: the ``.onnx`` file ``session`` was created from.
+        session: the session to mirror.
+        feeds: one inference's inputs (host numpy arrays keyed by input name).
+
+    Raises:
+        onnxruntime exceptions if the twin cannot be created or run.
+    """
+    so = ort.SessionOptions()
+    base = session.get_session_options()
+    so.graph_optimization_level = base.graph_optimization_level
+    so.intra_op_num_threads = base.intra_op_num_threads
+    so.log_severity_level = 3
+    so.enable_profiling = True
+    with tempfile.TemporaryDirectory(prefix="onnxbench-prof-") as tmp:
+        so.profile_file_prefix = os.path.join(tmp, "ort")
+        options = session.get_provider_options()
+        providers = session.get_providers()
+        twin = ort.InferenceSession(str(model_path), sess_options=so, providers=providers,
+                                    provider_options=[options.get(p, {}) for p in providers])
+        twin.run(None, feeds)
+        return parse_profile(twin.end_profiling())
