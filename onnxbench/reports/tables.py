@@ -269,13 +269,13 @@ def resources_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def attention_variant_table(df: pd.DataFrame) -> pd.DataFrame:
     """Attention variants side by side: per (model, part, precision, runtime, batch, seq_len) and variant, the
-    opset, p50 latency (ms), max abs error, cosine and pass/fail against the reference, and the EP that ran the
-    attention cores (``attention_provider``, from ONNX Runtime profiling). Empty unless the run holds several
-    attention variants."""
+    opset, p50 latency (ms), max abs error and cosine against the reference (pass/fail is marked in the
+    agreement section), and the EP that ran the attention cores (``attention_provider``, from ONNX Runtime
+    profiling). Empty unless the run holds several attention variants."""
     ok = ok_rows(df).copy()
     if ok.empty or ok["attention"].nunique() < 2:
         return pd.DataFrame()
     ok["runtime"] = runtime_labels(ok)
     keys = ["model", "part", "precision", "runtime"] + SHAPE + ["attention"]
-    cols = ["opset", "latency_ms_p50", "max_abs_err", "cosine", "agree", "attention_provider"]
+    cols = ["opset", "latency_ms_p50", "max_abs_err", "cosine", "attention_provider"]
     return ok.sort_values(keys)[keys + cols].reset_index(drop=True)
