@@ -115,15 +115,43 @@ def run(
                                   "(a few seconds; fills the frac_peak_* columns)"),
     tune: bool = typer.Option(False, help="also search a small grid of runtime options per runtime and add the "
                               "best as config_id=tuned rows"),
+    matrix: Path | None = typer.Option(None, help="TOML matrix file (examples/matrix.toml); flags override it"),
+    resume: Path | None = typer.Option(None, help="continue the run in this directory: cells with a row are "
+                                       "skipped, the matrix comes from its header.json"),
+    retry_failed: bool = typer.Option(False, help="with --resume: run the `failed` cells again"),
+    cell_timeout: float | None = typer.Option(None, help="seconds a cell may run before its worker is killed"),
 ) -> None:
-    """Run the benchmark matrix (embedded default, narrowed by the flags) and write a run directory."""
+    """Run the benchmark matrix (embedded default or --matrix FILE, narrowed by the flags) and write a run
+    directory. Each (artifact, runtime) group runs in a worker process; Ctrl-C leaves a valid run directory
+    that --resume continues."""
     import dataclasses
 
     from .benchmarks import default_matrix, run_matrix
-    from .benchmarks.runner import check_writable
+    from .benchmarks.matrix import load_matrix
+    from .benchmarks.runner import check_writable, read_rows, resume_spec
     from .reports import write_report
 
     spec = default_matrix()
+    axis_flags = (models, runtimes, attention, precisions, opsets, batches, seq_lens, exporter, min_time,
+                  min_iters, matrix)
+    if resume is not None:
+        if any(v is not None for v in axis_flags) or checkpoint or onnx or dim or int_range:
+            fail("--resume continues the matrix recorded in RUN_DIR/header.json; drop --matrix and the axis "
+                 "and timing flags (only --cell-timeout, --retry-failed and --cache-dir apply)")
+        try:
+            spec = resume_spec(resume)
+        except (FileNotFoundError, ValueError) as exc:
+            fail(str(exc))
+        out = resume
+    elif retry_failed:
+        fail("--retry-failed only applies with --resume RUN_DIR")
+    if matrix is not None:
+        try:
+            spec = load_matrix(matrix)
+        except (FileNotFoundError, ValueError) as exc:
+            fail(str(exc))
+    if cell_timeout is not None:
+        spec.cell_timeout_s = cell_timeout
     overrides = {
         "models": _csv(models), "runtimes": _csv(runtimes), "attention": _csv(attention),
         "precisions": _csv(precisions), "opsets": _csv(opsets, int), "batches": _csv(batches, int),
@@ -147,19 +175,35 @@ def run(
     except (ValueError, PermissionError, FileNotFoundError) as exc:
         fail(str(exc))
     cells = spec.expand()
-    console.print(f"{len(cells)} cells -> {out}")
+    done = {r.get("cell_id") for r in read_rows(out)
+            if not (retry_failed and r.get("status") == "failed")} if resume is not None else set()
+    todo = [c for c in cells if c.cell_id not in done]
+    unrunnable = [c for c in todo if spec.unrunnable_reason(c)]
+    console.print(f"{len(cells)} cells -> {out}" + (f" ({len(todo)} left to run)" if resume is not None else ""))
+    for cell in unrunnable:
+        console.print(f"  cannot run, will be a skipped row: {cell.model} {cell.runtime} b{cell.batch} "
+                      f"t{cell.seq_len}: {spec.unrunnable_reason(cell)}", highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
-        task = progress.add_task("starting", total=len(cells))
+        task = progress.add_task("starting", total=len(todo))
 
         def on_cell(cell, row):
             label = f"{cell.model} {cell.runtime} b{cell.batch} t{cell.seq_len}: {row['status']}"
             progress.update(task, advance=1, description=label)
 
-        summary = run_matrix(spec, out, cache_dir=cache_dir, on_cell=on_cell, ceilings=ceilings, tune=tune)
+        try:
+            summary = _interruptible(lambda: run_matrix(spec, out, cache_dir=cache_dir, on_cell=on_cell,
+                                                        resume=resume is not None, retry_failed=retry_failed,
+                                                        ceilings=ceilings, tune=tune))
+        except KeyboardInterrupt:
+            progress.stop()
+            console.print(f"interrupted: the rows so far are in {out} (results.jsonl/csv/parquet); continue with "
+                          f"`onnxbench run --resume {out}`", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
     _print_summary(summary.rows)
-    console.print(f"wall time: export {summary.export_s:.1f} s, reference {summary.reference_s:.1f} s, "
-                  f"sessions {summary.session_s:.1f} s, timing {summary.timing_s:.1f} s")
+    console.print(f"wall time: export {summary.export_s:.1f} s, worker start-up {summary.worker_start_s:.1f} s, "
+                  f"reference {summary.reference_s:.1f} s, sessions {summary.session_s:.1f} s, "
+                  f"timing {summary.timing_s:.1f} s")
     if report:
         paths = write_report(out)
         console.print("report: " + ", ".join(str(p) for p in paths.values()))
@@ -186,6 +230,20 @@ def _key_values(items: list[str] | None, flag: str, form: str, cast, default_key
     return out
 
 
+def _interruptible(fn):
+    """Call ``fn`` with SIGTERM turned into KeyboardInterrupt, so that both leave a valid run directory."""
+    import signal
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return fn()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _print_summary(rows: list[dict]) -> None:
     table = Table("model", "runtime", "config", "B", "T", "status", "p50 ms", "tok/s", "GFLOP/s", "% peak",
                   "max abs err", "agree")
@@ -198,7 +256,7 @@ def _print_summary(rows: list[dict]) -> None:
                           f"{100 * frac:.0f}" if frac else "",
                           f"{r['max_abs_err']:.2e}", "pass" if r["agree"] else "[red]FAIL[/]")
     console.print(table)
-    skipped = {(r["runtime"], r["status"], r["reason"]) for r in rows if r["status"] != "ok"}
+    skipped = {(r["runtime"], r["status"], r["reason"]) for r in rows if r["status"] != "ok" or r["reason"]}
     for runtime, status, reason in sorted(skipped):
         console.print(f"{status}: {runtime}: {reason}", highlight=False)
 

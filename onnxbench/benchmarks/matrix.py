@@ -1,4 +1,4 @@
-"""The benchmark matrix: axes, the embedded default, and expansion into cells."""
+"""The benchmark matrix: axes, the embedded default, TOML matrix files, and expansion into cells."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from ..export import DEFAULT_OPSET, PRECISIONS
 from ..export.variants import VARIANTS
@@ -68,9 +75,18 @@ class MatrixSpec:
         dims: sizes of named dynamic axes of foreign models (``{"batch": 4, "sequence": 128}``).
         int_ranges: ``{input name or "*": [lo, hi)}`` for integer inputs of foreign models.
         parts: ``model`` and/or ``attention`` (block 0's attention exported alone).
+        cell_timeout_s: a worker that produces no row for this many seconds (per cell; session creation
+            counts as one cell) is killed and its remaining cells become ``failed`` rows.
+        cov_warn: a cell whose coefficient of variation exceeds this gets a warning in its ``reason``.
 
     A variant that dictates its opset (``onnx-attention``: 23; ``ort-fused``: at most 22) gets that opset in
     its cells, and cells that become identical are kept once.
+
+    Which combinations are errors and which are ``skipped`` rows: an axis value that no cell of the matrix can
+    use (unknown name, size < 1, a sequence length above every model's ``max_positions``) is an error raised by
+    :meth:`validate` before anything runs; a combination that only some cells cannot run (a sequence length
+    above one model's ``max_positions`` when another model accepts it) is expanded and becomes a ``skipped`` row
+    whose reason is :meth:`unrunnable_reason`.
     """
 
     models: list[str] = field(default_factory=lambda: ["tiny", "gpt2-small"])
@@ -89,6 +105,8 @@ class MatrixSpec:
     dims: dict[str, int] = field(default_factory=dict)
     int_ranges: dict[str, list[int]] = field(default_factory=dict)
     parts: list[str] = field(default_factory=lambda: ["model"])
+    cell_timeout_s: float = 600.0
+    cov_warn: float = 0.10
 
     def validate(self) -> None:
         """Check every axis value.
@@ -120,21 +138,36 @@ class MatrixSpec:
         for r in self.runtimes:
             if r not in runtimes.REGISTRY:
                 raise ValueError(f"unknown runtime {r!r}; registered: {', '.join(runtimes.REGISTRY)}")
+        if self.cell_timeout_s <= 0:
+            raise ValueError(f"cell_timeout_s must be > 0 seconds, got {self.cell_timeout_s}")
         from . import foreign
 
-        max_positions = {m: PRESETS[m].max_positions for m in self.models}
-        max_positions.update(foreign.checkpoint_max_positions(self.checkpoints, set(self.models)))
+        max_positions = self._max_positions()
         foreign.validate_onnx_models(self.onnx_models, self.dims, self.int_ranges, set(max_positions), self.seed)
         for model in max_positions:
             batches, seq_lens = self.shape_axes(model)
             if any(b < 1 for b in batches) or any(t < 1 for t in seq_lens):
                 raise ValueError("batch sizes and sequence lengths must be >= 1")
-            too_long = [t for t in seq_lens if t > max_positions[model]]
-            if too_long:
-                raise ValueError(
-                    f"sequence lengths {too_long} exceed {model}'s max_positions="
-                    f"{max_positions[model]}; use --seq-lens up to that"
-                )
+        longest = max(max_positions.values(), default=0)
+        too_long = sorted({t for m in max_positions for t in self.shape_axes(m)[1] if t > longest})
+        if too_long:
+            names = ", ".join(f"{m}'s max_positions={n}" for m, n in max_positions.items())
+            raise ValueError(f"sequence lengths {too_long} exceed {names}; use --seq-lens up to {longest}")
+
+    def _max_positions(self) -> dict[str, int]:
+        """``{model name: max_positions}`` of the presets and checkpoints (foreign ONNX models have none)."""
+        from . import foreign
+
+        max_positions = {m: PRESETS[m].max_positions for m in self.models if m in PRESETS}
+        max_positions.update(foreign.checkpoint_max_positions(self.checkpoints, set(self.models)))
+        return max_positions
+
+    def unrunnable_reason(self, cell: Cell) -> str | None:
+        """Why ``cell`` cannot run (it becomes a ``skipped`` row), or ``None`` if it can."""
+        limit = self._max_positions().get(cell.model)
+        if limit is not None and cell.seq_len > limit:
+            return f"seq_len {cell.seq_len} exceeds {cell.model}'s max_positions={limit}"
+        return None
 
     def shape_axes(self, model: str) -> tuple[list[int], list[int]]:
         """(batches, seq_lens) for ``model``, with per-model overrides applied."""
@@ -160,6 +193,54 @@ class MatrixSpec:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, base: MatrixSpec | None = None) -> MatrixSpec:
+        """A spec from a mapping shaped like :meth:`to_dict` (a TOML table or a run header's ``matrix``);
+        keys absent from ``data`` keep ``base``'s values (default: the dataclass defaults).
+
+        Raises:
+            ValueError: for an unknown key (naming the known ones) or a bad ``timing`` entry.
+        """
+        spec = dataclasses.replace(base) if base is not None else cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown matrix keys {unknown}; known: {', '.join(sorted(known))}")
+        for key, value in data.items():
+            if key == "timing":
+                timing_keys = {f.name for f in dataclasses.fields(TimingConfig)}
+                bad = sorted(set(value) - timing_keys)
+                if bad:
+                    raise ValueError(f"unknown [timing] keys {bad}; known: {', '.join(sorted(timing_keys))}")
+                value = dataclasses.replace(spec.timing, **value)
+            elif key == "shapes":
+                value = {m: dict(axes) for m, axes in value.items()}
+            elif isinstance(value, list):
+                value = list(value)
+            setattr(spec, key, value)
+        return spec
+
+
+def load_matrix(path: str | Path, base: MatrixSpec | None = None) -> MatrixSpec:
+    """Read a matrix spec from a TOML file (format: ``onnxbench/benchmarks/default.toml``, README "Matrix
+    files"); keys the file leaves out keep ``base``'s values (default :func:`default_matrix`).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: for invalid TOML (with the parser's line and column) or an unknown key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"matrix file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        return MatrixSpec.from_dict(data, base if base is not None else default_matrix())
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def default_matrix() -> MatrixSpec:

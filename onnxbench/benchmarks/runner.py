@@ -1,5 +1,5 @@
-"""The matrix runner: export once per artifact, open one session per (artifact, runtime), measure every
-shape, append one row per cell to ``results.jsonl`` as soon as it is known.
+"""The matrix runner: export once per artifact, run each (artifact, runtime) group in a worker process that
+opens one session and measures every shape, append one row per cell to ``results.jsonl`` as soon as it arrives.
 
 Run directory layout::
 
@@ -14,32 +14,34 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import secrets
+import signal
+import subprocess
+import sys
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 from .. import env, runtimes
 from ..export import ExportArtifact, to_onnx
 from ..models import PRESETS, get_preset
 from ..models.gpt2 import checkpoint_config
-from ..runtimes import RuntimeOptions, RuntimeUnavailable
+from ..runtimes import RuntimeOptions
 from ..schema import make_row
-from . import foreign
+from . import foreign, worker
 from . import tune as tuning
-from .agreement import compare_outputs, tolerance_for, worst
 from .ceilings import measure_ceilings
 from .matrix import ATTENTION_VARIANTS, Cell, MatrixSpec
-from .timing import harness_overhead_ms, measure, measure_stages, throughput
+from .timing import harness_overhead_ms
+from .worker import REFERENCE_RUNTIME, ReferenceOutputs  # noqa: F401 - re-exported for callers of the runner
+from .worker import axis_ranges as _axis_ranges
 from .workmodel import cell_work_columns
-
-REFERENCE_RUNTIME = "torch"
 
 
 def new_run_id() -> str:
@@ -111,6 +113,7 @@ class RunSummary:
     session_s: float = 0.0
     timing_s: float = 0.0
     reference_s: float = 0.0
+    worker_start_s: float = 0.0
 
 
 def _export(cell: Cell, spec: MatrixSpec, cache_dir: Path | None) -> ExportArtifact:
@@ -147,19 +150,30 @@ def run_matrix(
     *,
     cache_dir: str | Path | None = None,
     on_cell: Callable[[Cell, dict], None] | None = None,
+    resume: bool = False,
+    retry_failed: bool = False,
+    isolate: bool = True,
     ceilings: bool | dict = False,
     tune: bool | list[str] = False,
 ) -> RunSummary:
     """Run every cell of ``spec`` and write the run directory.
 
-    Cells that cannot run (runtime unavailable, fallback, unsupported option) become ``skipped`` rows with the
-    reason; errors inside a cell become ``failed`` rows with the exception; neither stops the matrix.
+    Each (artifact, runtime) group runs in its own worker process (:mod:`onnxbench.benchmarks.worker`) that
+    streams rows back; every row is appended to ``results.jsonl`` and flushed as it arrives. Cells that cannot
+    run (runtime unavailable, fallback, a shape beyond the model's limits) become ``skipped`` rows with the
+    reason; an exception in a cell, a worker killed by a signal (e.g. the out-of-memory killer) or silent for
+    ``spec.cell_timeout_s`` makes that cell a ``failed`` row with the reason, and the group's remaining cells go
+    on in a fresh worker. On ``KeyboardInterrupt`` the worker is ended, the header is marked ``interrupted``,
+    ``results.csv``/``results.parquet`` are written from the rows so far, and the interrupt is re-raised.
 
     Args:
         spec: the matrix (validated here).
         run_dir: output directory (created; must be writable).
         cache_dir: export cache (default ``onnxbench.export.default_cache_dir()``).
         on_cell: called after each row is written (progress display).
+        resume: continue the run in ``run_dir``: keep its run id and skip every cell that already has a row.
+        retry_failed: with ``resume``, drop the ``failed`` rows first so that those cells run again.
+        isolate: run groups in worker processes (default); ``False`` runs them in this process (debugging).
         ceilings: measure the machine's ceilings first (:mod:`onnxbench.benchmarks.ceilings`, a few seconds)
             into ``header["ceilings"]``, or take them as given (a dict from ``measure_ceilings``); the
             ``frac_peak_*`` columns are empty without them.
@@ -170,86 +184,117 @@ def run_matrix(
     Raises:
         ValueError: for an invalid matrix (before anything runs).
         PermissionError: if ``run_dir`` is not writable.
+        FileNotFoundError: if ``resume`` and ``run_dir`` has no ``header.json``.
     """
     spec.validate()
     run_dir = Path(run_dir)
     check_writable(run_dir)
-    run_id = new_run_id()
     cache = Path(cache_dir) if cache_dir else None
-    header = {"run_id": run_id, "started": _now(), "env": env.collect(), "matrix": spec.to_dict(),
-              "harness_overhead_ms": harness_overhead_ms(),
-              "ceilings": (ceilings if isinstance(ceilings, dict) else measure_ceilings()) if ceilings else None}
-    (run_dir / "header.json").write_text(json.dumps(header, indent=2, default=_json_default))
+    if resume:
+        header = _resume_header(run_dir, retry_failed)
+        done = {row["cell_id"] for row in read_rows(run_dir)}
+    else:
+        header = {"run_id": new_run_id(), "started": _now(), "env": env.collect(), "matrix": spec.to_dict(),
+                  "harness_overhead_ms": harness_overhead_ms(),
+                  "ceilings": (ceilings if isinstance(ceilings, dict) else measure_ceilings()) if ceilings else None}
+        done = set()
+    run_id = header["run_id"]
+    header["interrupted"] = True  # until the run ends normally: a killed parent leaves it marked
+    header.pop("finished", None)
+    _write_header(run_dir, header)
     writer = ResultWriter(run_dir)
     summary = RunSummary(run_dir)
     overhead = header["harness_overhead_ms"]
+    interrupted = False
 
     def emit(row: dict, cell: Cell) -> None:
         row = make_row(**row, harness_overhead_ms=overhead, timestamp=_now())
-        row.update(_work_columns(cell, row, header["ceilings"], spec))
+        row.update(_work_columns(cell, row, header.get("ceilings"), spec))
         writer.write(row)
         summary.rows.append(row)
         if on_cell:
             on_cell(cell, row)
 
     try:
-        for artifact_cells in _group(spec.expand(), key=lambda c: c.artifact_key):
-            first = artifact_cells[0]
+        for artifact_cells in _group([c for c in spec.expand() if c.cell_id not in done],
+                                     key=lambda c: c.artifact_key):
+            runnable = []
+            for cell in artifact_cells:
+                why = spec.unrunnable_reason(cell)
+                if why:
+                    emit({**_base_row(cell, run_id, None, None), "status": "skipped", "reason": why}, cell)
+                else:
+                    runnable.append(cell)
+            if not runnable:
+                continue
             try:
                 t0 = time.perf_counter()
-                artifact = _export(first, spec, cache)
+                artifact = _export(runnable[0], spec, cache)
                 summary.export_s += time.perf_counter() - t0
             except Exception as exc:
-                for cell in artifact_cells:
+                for cell in runnable:
                     emit({**_base_row(cell, run_id, None, None), "status": "failed",
                           "reason": f"export failed: {type(exc).__name__}: {exc}"}, cell)
                 continue
             n_params = foreign.n_params(artifact)
-            references = ReferenceOutputs(artifact)
-            try:
-                for runtime_cells in _group(artifact_cells, key=lambda c: c.runtime):
-                    _run_runtime(runtime_cells, artifact, spec, run_id, n_params, references, emit, summary)
-                    if tune is True or (tune and runtime_cells[0].runtime in tune):
-                        _run_tuned(runtime_cells, artifact, spec, run_id, n_params, references, emit, summary,
-                                   header)
-            finally:
-                summary.reference_s += references.seconds
-                references.close()
+            for runtime_cells in _group(runnable, key=lambda c: c.runtime):
+                by_id = {c.cell_id: c for c in runtime_cells}
+
+                def emit_values(values: dict, by_id=by_id, artifact=artifact, n_params=n_params) -> None:
+                    cell = by_id[values["cell_id"]]
+                    emit({**_base_row(cell, run_id, artifact, n_params), **values}, cell)
+
+                run_group = _run_group_in_worker if isolate else _run_group_here
+                run_group(runtime_cells, artifact, spec, emit_values, summary)
+                if tune is True or (tune and runtime_cells[0].runtime in tune):
+                    _run_tuned(runtime_cells, artifact, spec, run_id, n_params, emit, summary, header, run_group)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
         writer.close()
-        header["finished"] = _now()
-        (run_dir / "header.json").write_text(json.dumps(header, indent=2, default=_json_default))
+        header["interrupted"] = interrupted
+        if not interrupted:
+            header["finished"] = _now()
+        _write_header(run_dir, header)
         write_tables(run_dir)
     return summary
 
 
-class ReferenceOutputs:
-    """fp32 torch eager outputs of one artifact's model, computed once per shape and shared by every runtime.
+def _write_header(run_dir: Path, header: dict) -> None:
+    tmp = run_dir / "header.json.tmp"
+    tmp.write_text(json.dumps(header, indent=2, default=_json_default))
+    os.replace(tmp, run_dir / "header.json")
 
-    The reference of an fp16/bf16 artifact is the fp32 module of the same (config, seed) or checkpoint; the
-    reference of a foreign ONNX model is ORT CPU running the file itself (``foreign.FOREIGN_REFERENCE``).
+
+def _resume_header(run_dir: Path, retry_failed: bool) -> dict:
+    path = run_dir / "header.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no header.json: not a run directory to resume")
+    header = json.loads(path.read_text())
+    header.setdefault("resumed", []).append(_now())
+    if retry_failed:
+        kept = [row for row in read_rows(run_dir) if row.get("status") != "failed"]
+        tmp = run_dir / "results.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r, default=_json_default) + "\n" for r in kept), encoding="utf-8")
+        os.replace(tmp, run_dir / "results.jsonl")
+    return header
+
+
+def resume_spec(run_dir: str | Path) -> MatrixSpec:
+    """The matrix recorded in ``RUN_DIR/header.json`` (what ``onnxbench run --resume`` continues).
+
+    Raises:
+        FileNotFoundError: if there is no header.
+        ValueError: if the header holds no matrix.
     """
-
-    def __init__(self, artifact: ExportArtifact) -> None:
-        self.runtime = foreign.reference_runtime(artifact, REFERENCE_RUNTIME)
-        self.artifact = dataclasses.replace(artifact, precision="fp32") if artifact.config else artifact
-        self._session = None
-        self._outputs: dict[tuple, dict[str, np.ndarray]] = {}
-        self.seconds = 0.0
-
-    def get(self, key: tuple, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if key not in self._outputs:
-            t0 = time.perf_counter()
-            if self._session is None:
-                self._session = runtimes.get(self.runtime).open(self.artifact)
-            self._outputs[key] = self._session.run(feeds)
-            self.seconds += time.perf_counter() - t0
-        return self._outputs[key]
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-        self._outputs.clear()
+    path = Path(run_dir) / "header.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no header.json: not a run directory to resume")
+    matrix = json.loads(path.read_text()).get("matrix")
+    if not matrix:
+        raise ValueError(f"{path} records no matrix; cannot resume it")
+    return MatrixSpec.from_dict(matrix)
 
 
 def _work_columns(cell: Cell, row: dict, ceilings: dict | None, spec: MatrixSpec) -> dict:
@@ -269,7 +314,7 @@ def _work_columns(cell: Cell, row: dict, ceilings: dict | None, spec: MatrixSpec
 
 
 def _run_tuned(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, run_id: str, n_params: int | None,
-               references: ReferenceOutputs, emit, summary: RunSummary, header: dict) -> None:
+               emit, summary: RunSummary, header: dict, run_group) -> None:
     """Search the runtime's grid on this group's shapes, then run the group with the winner as "tuned" cells."""
     name = cells[0].runtime
     if not tuning.grid(name) or foreign.is_foreign(cells[0]) or not runtimes.get(name).availability()[0]:
@@ -283,97 +328,132 @@ def _run_tuned(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, ru
          "precision": cells[0].precision, "opset": cells[0].opset, **result.as_dict()})
     if result.best is None:
         return
-    tuned = [dataclasses.replace(c, config_id="tuned") for c in cells]
-    _run_runtime(tuned, artifact, spec, run_id, n_params, references, emit, summary, options=result.options,
-                 label={"tune_config": result.best})
+    tuned = {c.cell_id: c for c in (dataclasses.replace(c, config_id="tuned") for c in cells)}
+
+    def emit_values(values: dict) -> None:
+        cell = tuned[values["cell_id"]]
+        emit({**_base_row(cell, run_id, artifact, n_params), **values}, cell)
+
+    run_group(list(tuned.values()), artifact, spec, emit_values, summary, options=result.options,
+              label={"tune_config": result.best})
 
 
-def _run_runtime(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, run_id: str,
-                 n_params: int | None, references: ReferenceOutputs, emit, summary: RunSummary,
-                 options: RuntimeOptions | None = None, label: dict | None = None) -> None:
-    name = cells[0].runtime
-    runtime = runtimes.get(name)
-    ok, why = runtime.availability()
-    if not ok:
-        for cell in cells:
-            emit({**_base_row(cell, run_id, artifact, n_params), "status": "skipped", "reason": why}, cell)
-        return
-    t0 = time.perf_counter()
+def _run_group_here(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, emit_values,
+                    summary: RunSummary, options: RuntimeOptions | None = None, label: dict | None = None) -> None:
+    def send(kind: str, payload, extra=None) -> None:
+        _account(kind, payload, extra or {}, summary)
+        if kind == "row":
+            emit_values(payload)
+
+    worker.run_group(cells, artifact, spec, send, options, label)
+
+
+def _account(kind: str, payload, extra: dict, summary: RunSummary) -> None:
+    if kind == "session":
+        summary.session_s += payload["session_s"]
+    elif kind == "row":
+        summary.timing_s += extra.get("timing_s", 0.0)
+        summary.reference_s += extra.get("reference_s", 0.0)
+
+
+#: A worker gets this long (s) to import torch and the runtimes before its first message, however small
+#: ``cell_timeout_s`` is: start-up is not a cell.
+STARTUP_TIMEOUT_S = 120.0
+
+
+def _start_worker(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, options: RuntimeOptions | None,
+                  label: dict | None) -> tuple[subprocess.Popen, Connection]:
+    """Start ``python -c worker.main()`` with the group pickled on its stdin and a one-way pipe for messages.
+
+    A fresh interpreter rather than a ``multiprocessing`` child: spawn would re-import the caller's ``__main__``
+    (breaking scripts without a ``__main__`` guard) and fork would inherit torch's thread pools.
+    """
+    read_fd, write_fd = os.pipe()
+    package_root = str(Path(__file__).resolve().parents[2])
+    env_vars = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
+                                                                            os.environ.get("PYTHONPATH")]))}
     try:
-        session = runtime.open(artifact, dataclasses.replace(options or RuntimeOptions(),
-                                                             axis_ranges=_axis_ranges(cells)))
-    except RuntimeUnavailable as exc:
-        for cell in cells:
-            emit({**_base_row(cell, run_id, artifact, n_params), "status": "skipped", "reason": str(exc)}, cell)
-        return
-    except Exception as exc:
-        for cell in cells:
-            emit({**_base_row(cell, run_id, artifact, n_params), "status": "failed",
-                  "reason": f"session creation failed: {type(exc).__name__}: {exc}"}, cell)
-        return
-    summary.session_s += time.perf_counter() - t0
-    attention_provider = _attention_provider(session, artifact, cells[0], spec)
-    with session:
-        for cell in cells:
-            base = {**_base_row(cell, run_id, artifact, n_params),
-                    "provider_requested": session.provider_requested,
-                    "provider_actual": session.provider_actual, "device": session.device,
-                    "attention_provider": attention_provider,
-                    "options": json.dumps({**session.options, **(label or {})}, sort_keys=True, default=str),
-                    "build_s": session.build_s}
-            try:
-                feeds = foreign.cell_feeds(session.inputs(), cell, artifact, spec.seed, spec.dims, spec.int_ranges)
-                reference = references.get((cell.batch, cell.seq_len), feeds)
-                outputs = session.run(feeds)
-                tol = tolerance_for(cell.precision, name, bool(session.options.get("tf32", False)))
-                agreement = worst(compare_outputs(outputs, reference, tol))
-                t1 = time.perf_counter()
-                timing, _ = measure(session.prepare(feeds), session.synchronize, spec.timing)
-                split = _split_timing(session, feeds, spec)
-                summary.timing_s += time.perf_counter() - t1
-                seq_s, tok_s = throughput(cell.batch, cell.seq_len, timing.latency_ms_p50)
-                emit({**base, **agreement.as_row(), **timing.as_row(), **split, "status": "ok", "reason": "",
-                      "throughput_seq_s": seq_s, "throughput_tok_s": tok_s,
-                      "build_s": session.build_s,  # after the first run: includes a per-shape compile
-                      "peak_rss_mb": psutil.Process().memory_info().rss / 2**20}, cell)
-            except Exception as exc:
-                emit({**base, "status": "failed",
-                      "reason": f"{type(exc).__name__}: {exc} @ {_last_frame(exc)}"}, cell)
-
-
-def _axis_ranges(cells: list[Cell]) -> dict[str, tuple[int, int, int]]:
-    """(min, opt, max) of the batch sizes and sequence lengths one session will run (its optimization
-    profile, for runtimes that build for a shape range)."""
-    from ..runtimes.profile import axis_ranges
-
-    return axis_ranges([c.batch for c in cells], [c.seq_len for c in cells])
-
-
-def _split_timing(session, feeds: dict[str, np.ndarray], spec: MatrixSpec) -> dict[str, float]:
-    """``h2d_ms`` / ``compute_ms`` / ``d2h_ms`` for sessions that offer the stages (GPU runtimes), else {}."""
-    stages = session.prepare_stages(feeds)
-    if not stages:
-        return {}
-    medians = measure_stages(stages, session.synchronize, spec.timing)
-    return {f"{name}_ms": ms for name, ms in medians.items()}
-
-def _attention_provider(session, artifact: ExportArtifact, cell: Cell, spec: MatrixSpec) -> str | None:
-    """The EP(s) that ran the attention cores, from one profiled inference (ONNX Runtime sessions only)."""
-    from ..runtimes.ort import OrtSession
-    from ..runtimes.ort_profile import profile_attention
-
-    if not isinstance(session, OrtSession):
-        return None
+        proc = subprocess.Popen(
+            [sys.executable, "-c", f"from onnxbench.benchmarks.worker import main; main({write_fd})"],
+            stdin=subprocess.PIPE, pass_fds=(write_fd,), env=env_vars)
+    finally:
+        os.close(write_fd)  # only the child writes; its exit then reads as EOF here
+    receiver = Connection(read_fd, writable=False)
     try:
-        feeds = foreign.cell_feeds(session.inputs(), cell, artifact, spec.seed, spec.dims, spec.int_ranges)
-        return profile_attention(artifact.path, session.session, feeds).summary
-    except Exception as exc:  # the measurement itself must not be lost to a profiling problem
-        return f"unknown ({type(exc).__name__}: {exc})"
+        proc.stdin.write(pickle.dumps((cells, artifact, spec, options, label)))
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # the child died at once: its exit code tells why
+    return proc, receiver
 
 
-def _last_frame(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+def _run_group_in_worker(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, emit_values,
+                         summary: RunSummary, options: RuntimeOptions | None = None,
+                         label: dict | None = None) -> None:
+    """Run one (artifact, runtime) group in worker processes; a worker that dies or goes silent costs the cell
+    it was measuring (a ``failed`` row with the reason) and a fresh worker takes the rest."""
+    pending = list(cells)
+    while pending:
+        started = time.perf_counter()
+        proc, receiver = _start_worker(pending, artifact, spec, options, label)
+        current, session_open, reason = None, False, None
+        try:
+            wait = max(STARTUP_TIMEOUT_S, spec.cell_timeout_s)
+            while True:
+                if not receiver.poll(wait):
+                    reason = f"timed out after {wait:g} s (cell_timeout_s); worker killed"
+                    break
+                wait = spec.cell_timeout_s
+                try:
+                    kind, payload, extra = receiver.recv()
+                except EOFError:
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        pass
+                    reason = _exit_reason(proc.returncode)
+                    break
+                _account(kind, payload, extra, summary)
+                if kind == "started":
+                    summary.worker_start_s += time.perf_counter() - started
+                elif kind == "session":
+                    session_open = True
+                elif kind == "begin":
+                    current = payload
+                elif kind == "row":
+                    emit_values(payload)
+                    pending = [c for c in pending if c.cell_id != payload["cell_id"]]
+                    current = None
+                elif kind == "done":
+                    break
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            receiver.close()
+        if not pending or reason is None:
+            for cell in pending:  # "done" without a row for some cells: never drop them silently
+                emit_values({"cell_id": cell.cell_id, "status": "failed", "reason": "worker sent no row"})
+            return
+        if current is None or not session_open:
+            # died before measuring any cell (imports, session creation): every remaining cell shares the fate
+            for cell in pending:
+                emit_values({"cell_id": cell.cell_id, "status": "failed",
+                             "reason": f"{reason} before measuring (start-up or session creation)"})
+            return
+        emit_values({"cell_id": current, "status": "failed", "reason": f"{reason} while measuring this cell"})
+        pending = [c for c in pending if c.cell_id != current]
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown signal"
+        hint = ", e.g. by the out-of-memory killer" if -exitcode == signal.SIGKILL else ""
+        return f"worker killed by signal {-exitcode} ({name}{hint})"
+    return f"worker exited with status {exitcode}"
 
 
 def _group(items: Iterable, key) -> list[list]:

@@ -1,0 +1,77 @@
+"""Isolation: a worker killed, hung or raising mid-matrix costs only its cell; every other cell has its row.
+
+Faults are injected through the documented hook ``ONNXBENCH_FAULT`` (onnxbench/benchmarks/worker.py), which acts
+inside the real worker process running the real ONNX Runtime / torch session; nothing is mocked.
+"""
+
+import pytest
+
+from onnxbench.benchmarks import MatrixSpec, read_rows, run_matrix
+from onnxbench.benchmarks.timing import TimingConfig
+from onnxbench.benchmarks.worker import FAULT_ENV, inject_fault
+
+
+def _spec(**kw) -> MatrixSpec:
+    axes = {"models": ["tiny"], "runtimes": ["torch", "ort-cpu"], "batches": [1], "seq_lens": [8, 16, 24],
+            "timing": TimingConfig(warmup_iters=1, min_iters=3, min_time_s=0.02)}
+    return MatrixSpec(**{**axes, **kw})
+
+
+def _by_cell(rows):
+    return {(r["runtime"], r["seq_len"]): r for r in rows}
+
+
+@pytest.mark.parametrize(
+    "fault, cell_timeout_s, reason",
+    [
+        ("kill", 600.0, "worker killed by signal 9 (SIGKILL, e.g. by the out-of-memory killer) while measuring"),
+        ("hang", 4.0, "timed out after 4 s (cell_timeout_s); worker killed while measuring this cell"),
+    ],
+)
+def test_a_dead_or_hung_worker_fails_only_its_cell(tmp_path, cache_dir, monkeypatch, fault, cell_timeout_s,
+                                                    reason):
+    monkeypatch.setenv(FAULT_ENV, f"{fault}:runtime=ort-cpu,seq_len=16")
+    spec = _spec(cell_timeout_s=cell_timeout_s)
+    summary = run_matrix(spec, tmp_path, cache_dir=cache_dir)
+    rows = read_rows(tmp_path)
+    assert len(rows) == len(spec.expand()) == 6
+    assert [r["cell_id"] for r in rows] == [r["cell_id"] for r in summary.rows]
+    by_cell = _by_cell(rows)
+    killed = by_cell.pop(("ort-cpu", 16))
+    assert killed["status"] == "failed" and reason in killed["reason"]
+    assert killed["model"] == "tiny" and killed["batch"] == 1  # the failed row still carries its keys
+    # the cells after the killed one ran in a fresh worker, and so did the other runtime's group
+    assert {k: r["status"] for k, r in by_cell.items()} == dict.fromkeys(by_cell, "ok")
+    assert all(r["agree"] and r["latency_ms_p50"] > 0 and r["peak_rss_mb"] > 50 for r in by_cell.values())
+
+
+def test_an_exception_in_a_cell_is_a_failed_row_with_the_exception(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "raise:runtime=torch,seq_len=24")
+    spec = _spec(runtimes=["torch"])
+    run_matrix(spec, tmp_path, cache_dir=cache_dir)
+    by_cell = _by_cell(read_rows(tmp_path))
+    assert by_cell[("torch", 24)]["status"] == "failed"
+    assert "RuntimeError: fault injected by ONNXBENCH_FAULT @ worker.py" in by_cell[("torch", 24)]["reason"]
+    assert by_cell[("torch", 8)]["status"] == by_cell[("torch", 16)]["status"] == "ok"
+
+
+def test_the_fault_hook_selects_cells_and_rejects_bad_specs(monkeypatch):
+    cell = _spec().expand()[0]
+    monkeypatch.setenv(FAULT_ENV, "raise:seq_len=9999")
+    inject_fault(cell)  # not selected: returns
+    monkeypatch.setenv(FAULT_ENV, f"raise:cell_id={cell.cell_id}")
+    with pytest.raises(RuntimeError, match="fault injected"):
+        inject_fault(cell)
+    monkeypatch.setenv(FAULT_ENV, "explode:seq_len=8")
+    with pytest.raises(ValueError, match="unknown action 'explode'"):
+        inject_fault(cell)
+
+
+def test_peak_rss_is_measured_per_cell_in_the_worker(tmp_path, cache_dir):
+    spec = MatrixSpec(models=["tiny"], runtimes=["ort-cpu"], batches=[1, 16], seq_lens=[128],
+                      timing=TimingConfig(warmup_iters=1, min_iters=3, min_time_s=0.02))
+    run_matrix(spec, tmp_path, cache_dir=cache_dir)
+    rows = {r["batch"]: r for r in read_rows(tmp_path)}
+    # B=16, T=128 logits alone are 16*128*512*4 bytes = 4 MiB per copy, on top of the same session
+    assert rows[16]["peak_rss_mb"] > rows[1]["peak_rss_mb"] > 50
+    assert rows[1]["device_mem_mb"] is None  # CPU: no device memory column

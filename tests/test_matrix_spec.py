@@ -1,0 +1,84 @@
+"""Matrix files (TOML), CLI overrides, and which combinations are errors vs skipped rows."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from onnxbench.benchmarks import MatrixSpec, default_matrix
+from onnxbench.benchmarks.matrix import load_matrix
+from onnxbench.schema import KEY_COLUMNS
+from tests.test_cli import run_cli
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "matrix.toml"
+
+
+def test_the_shipped_example_loads_and_expands():
+    spec = load_matrix(EXAMPLE)
+    spec.validate()
+    assert spec.models == ["tiny", "gpt2-small"] and spec.attention == ["decomposed", "sdpa"]
+    assert spec.timing.min_time_s == 1.0 and spec.shape_axes("gpt2-small") == ([1], [32, 128, 256])
+    cells = spec.expand()
+    # tiny: 2 variants x 2 runtimes x 2 batches x 3 seq_lens; gpt2-small: 2 x 2 x 1 x 3
+    assert len(cells) == 24 + 12
+    skipped = [c for c in cells if spec.unrunnable_reason(c)]
+    assert {(c.model, c.seq_len) for c in skipped} == {("tiny", 256)}
+    assert "exceeds tiny's max_positions=128" in spec.unrunnable_reason(skipped[0])
+
+
+def test_keys_left_out_keep_the_defaults(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text('models = ["tiny"]\n[timing]\nmin_iters = 7\n')
+    spec = load_matrix(path)
+    default = default_matrix()
+    assert spec.models == ["tiny"] and spec.timing.min_iters == 7
+    assert spec.runtimes == default.runtimes and spec.timing.warmup_iters == default.timing.warmup_iters
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("modles = ['tiny']", "unknown matrix keys ['modles']"),
+        ("[timing]\nmin_itres = 3", "unknown [timing] keys ['min_itres']"),
+        ("models = ['tiny'", "is not valid TOML"),
+    ],
+)
+def test_bad_matrix_files_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")) as info:
+        load_matrix(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_seq_len_no_model_accepts_is_an_error_but_one_some_accept_is_a_skipped_cell():
+    with pytest.raises(ValueError, match="exceed tiny's max_positions=128"):
+        MatrixSpec(models=["tiny"], seq_lens=[256]).validate()
+    spec = MatrixSpec(models=["tiny", "small"], seq_lens=[256], batches=[1], runtimes=["ort-cpu"])
+    spec.validate()
+    reasons = {c.model: spec.unrunnable_reason(c) for c in spec.expand()}
+    assert reasons["small"] is None and "max_positions=128" in reasons["tiny"]
+
+
+def test_round_trip_through_a_run_header():
+    spec = load_matrix(EXAMPLE)
+    again = MatrixSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec and [c.cell_id for c in again.expand()] == [c.cell_id for c in spec.expand()]
+
+
+def test_cli_runs_a_matrix_file_with_flag_overrides_and_lists_cells_it_cannot_run(tmp_path, cache_dir):
+    path = tmp_path / "m.toml"
+    path.write_text('models = ["tiny", "small"]\nruntimes = ["ort-cpu"]\nbatches = [1, 2]\nseq_lens = [200]\n'
+                    'exporter = "torchscript"\n[timing]\nmin_time_s = 0.02\nmin_iters = 3\n')
+    out = tmp_path / "run"
+    proc = run_cli("run", "--matrix", str(path), "--batches", "1", "--out", str(out), "--no-report",
+                   "--cache-dir", str(cache_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "cannot run, will be a skipped row: tiny ort-cpu b1 t200" in proc.stdout
+    rows = {r["model"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert set(rows) == {"tiny", "small"}  # --batches 1 overrode the file's [1, 2]
+    assert rows["tiny"]["status"] == "skipped" and "max_positions=128" in rows["tiny"]["reason"]
+    assert rows["small"]["status"] == "ok" and rows["small"]["seq_len"] == 200
+    header = json.loads((out / "header.json").read_text())
+    assert header["matrix"]["batches"] == [1] and header["matrix"]["exporter"] == "torchscript"
+    assert all(rows["tiny"][k] is not None for k in KEY_COLUMNS)

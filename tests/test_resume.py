@@ -1,0 +1,86 @@
+"""No lost results: Ctrl-C leaves a valid run directory, and --resume finishes it without running a cell twice."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pandas as pd
+
+from onnxbench.benchmarks import MatrixSpec, read_rows, run_matrix
+from onnxbench.benchmarks.runner import resume_spec
+from onnxbench.benchmarks.timing import TimingConfig
+from onnxbench.benchmarks.worker import FAULT_ENV
+from onnxbench.reports import load
+from tests.test_cli import CLI, run_cli
+
+ARGS = ["--models", "tiny", "--runtimes", "ort-cpu", "--batches", "1,2", "--seq-lens", "8,16,32",
+        "--min-time", "0.5", "--min-iters", "3", "--no-report"]
+
+
+def _wait_for_rows(path, n, proc, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and len(path.read_text().splitlines()) >= n:
+            return
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.1)
+    raise AssertionError(f"no {n} rows in {timeout} s")
+
+
+def test_ctrl_c_then_resume_runs_every_cell_exactly_once(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*CLI, "run", *ARGS, "--out", str(out), "--cache-dir", str(cache_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    _wait_for_rows(out / "results.jsonl", 2, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout
+    assert f"onnxbench run --resume {out}" in stdout and "Traceback" not in stdout
+
+    # the interrupted directory is valid and reportable on its own
+    first = read_rows(out)
+    header = json.loads((out / "header.json").read_text())
+    expected = {c.cell_id for c in resume_spec(out).expand()}
+    assert header["interrupted"] is True and "finished" not in header
+    assert 2 <= len(first) < len(expected) == 6
+    assert len(pd.read_csv(out / "results.csv")) == len(first) == len(load(out))
+    report = run_cli("report", str(out))
+    assert report.returncode == 0, report.stdout + report.stderr
+
+    resumed = run_cli("run", "--resume", str(out), "--cache-dir", str(cache_dir))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"({len(expected) - len(first)} left to run)" in resumed.stdout
+    rows = read_rows(out)
+    ids = [r["cell_id"] for r in rows]
+    assert len(ids) == len(set(ids)), "a cell ran twice"
+    assert set(ids) == expected, "a cell is missing"
+    assert rows[: len(first)] == first  # rows of the first part are kept as they were
+    assert {r["run_id"] for r in rows} == {header["run_id"]}
+    assert all(r["status"] == "ok" for r in rows)
+    header = json.loads((out / "header.json").read_text())
+    assert header["interrupted"] is False and header["finished"] and len(header["resumed"]) == 1
+    assert len(pd.read_parquet(out / "results.parquet")) == len(expected)
+
+
+def test_resume_keeps_failed_cells_unless_asked_to_retry_them(tmp_path, cache_dir, monkeypatch):
+    spec = MatrixSpec(models=["tiny"], runtimes=["ort-cpu"], batches=[1], seq_lens=[8, 16],
+                      timing=TimingConfig(warmup_iters=1, min_iters=3, min_time_s=0.02))
+    monkeypatch.setenv(FAULT_ENV, "raise:seq_len=16")
+    run_matrix(spec, tmp_path, cache_dir=cache_dir)
+    monkeypatch.delenv(FAULT_ENV)
+    assert [r["status"] for r in read_rows(tmp_path)] == ["ok", "failed"]
+    summary = run_matrix(spec, tmp_path, cache_dir=cache_dir, resume=True)
+    assert summary.rows == [] and len(read_rows(tmp_path)) == 2
+    summary = run_matrix(spec, tmp_path, cache_dir=cache_dir, resume=True, retry_failed=True)
+    assert [r["seq_len"] for r in summary.rows] == [16]
+    assert sorted((r["seq_len"], r["status"]) for r in read_rows(tmp_path)) == [(8, "ok"), (16, "ok")]
+
+
+def test_resume_refuses_axis_flags_and_non_run_directories(tmp_path):
+    proc = run_cli("run", "--resume", str(tmp_path), "--models", "tiny")
+    assert proc.returncode == 2 and "drop --matrix and the axis" in proc.stdout
+    proc = run_cli("run", "--resume", str(tmp_path))
+    assert proc.returncode == 2 and "has no header.json" in proc.stdout
