@@ -232,7 +232,8 @@ def test_a_real_cuda_session_that_falls_back_to_cpu_is_a_skipped_row(tmp_path, c
     if gpu.cuda_driver().ok:
         pytest.skip("a CUDA GPU is present here, so the CUDA EP does not fall back")
     monkeypatch.setattr(OrtCuda, "availability", classmethod(lambda cls: (True, "probe bypassed by the test")))
-    summary = run_matrix(_tiny_spec(["ort-cuda"]), tmp_path / "run", cache_dir=cache_dir)
+    # isolate=False: the patched probe lives in this process, not in a worker process
+    summary = run_matrix(_tiny_spec(["ort-cuda"]), tmp_path / "run", cache_dir=cache_dir, isolate=False)
     (row,) = summary.rows
     assert row["status"] == "skipped" and row["runtime"] == "ort-cuda"
     assert "fell back" in row["reason"] and "CUDAExecutionProvider" in row["reason"]
