@@ -356,7 +356,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict
         FileNotFoundError: if ``run_dir`` holds no results (see :func:`onnxbench.reports.load`).
     """
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir else run_dir
+    out_dir = Path(out_dir) if out_dir else (run_dir.parent if run_dir.is_file() else run_dir)  # bench.json
     out_dir.mkdir(parents=True, exist_ok=True)
     df = load(run_dir)
     header = load_header(run_dir)
