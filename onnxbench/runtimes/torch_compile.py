@@ -19,7 +19,8 @@ import torch
 
 from ..export import PRECISIONS, ExportArtifact, TensorSpec
 from ..models import build
-from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session
+from .base import Runtime, RuntimeOptions, Session
+from .torch_eager import require_torch_module
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -112,9 +113,5 @@ class TorchCompile(Runtime):
         return True, f"torch {torch.__version__}, inductor, {compiler}"
 
     def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
-        if artifact.config is None:
-            raise RuntimeUnavailable(
-                f"{artifact.path} was not exported by onnxbench (no onnxbench.config metadata), "
-                "so there is no torch module to compile"
-            )
+        require_torch_module(artifact)
         return TorchCompileSession(artifact, options or RuntimeOptions())

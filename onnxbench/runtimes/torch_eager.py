@@ -93,6 +93,19 @@ def _load_checkpoint(artifact: ExportArtifact, dtype: torch.dtype) -> torch.nn.M
     return load_checkpoint(artifact.checkpoint, dtype=dtype, attention=artifact.config.attention)
 
 
+def require_torch_module(artifact: ExportArtifact) -> None:
+    """Torch runtimes rebuild the module from the artifact's onnxbench metadata; a foreign ONNX has none.
+
+    Raises:
+        RuntimeUnavailable: for an artifact without ``onnxbench.config`` metadata (names the fix).
+    """
+    if artifact.config is None:
+        raise RuntimeUnavailable(
+            f"{artifact.path} was not exported by onnxbench (no onnxbench.config metadata), "
+            "so there is no torch module to rebuild; use ort-cpu as the reference for foreign models"
+        )
+
+
 class TorchEager(Runtime):
     """PyTorch eager mode on the CPU (the reference every other runtime is compared with)."""
 
@@ -104,9 +117,5 @@ class TorchEager(Runtime):
         return True, f"torch {torch.__version__}"
 
     def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
-        if artifact.config is None:
-            raise RuntimeUnavailable(
-                f"{artifact.path} was not exported by onnxbench (no onnxbench.config metadata), "
-                "so there is no torch module to rebuild; use ort-cpu as the reference for foreign models"
-            )
+        require_torch_module(artifact)
         return TorchEagerSession(artifact, options or RuntimeOptions())
