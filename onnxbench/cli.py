@@ -5,6 +5,7 @@ Every command turns bad input into one clear error line (exit code 2) instead of
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -14,7 +15,8 @@ from rich.table import Table
 
 app = typer.Typer(help="ONNX export and cross-runtime benchmark suite.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-console = Console()
+# Piped output (CI logs) gets a wide console rather than rich's 80-column default, so tables stay readable.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def fail(message: str) -> None:
@@ -204,9 +206,23 @@ def run(
     console.print(f"wall time: export {summary.export_s:.1f} s, worker start-up {summary.worker_start_s:.1f} s, "
                   f"reference {summary.reference_s:.1f} s, sessions {summary.session_s:.1f} s, "
                   f"timing {summary.timing_s:.1f} s")
+    _warn_if_busy(out)
     if report:
         paths = write_report(out)
         console.print("report: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _warn_if_busy(run_dir: Path, limit_pct: float = 20.0) -> None:
+    import json
+
+    try:
+        busy = json.loads((run_dir / "header.json").read_text()).get("cpu_busy_pct_at_start")
+    except (OSError, ValueError):
+        return
+    if busy is not None and busy > limit_pct:
+        console.print(f"[yellow]warning:[/] the CPUs were {busy:.0f}% busy with other work when the run started "
+                      "(cpu_busy_pct_at_start in header.json); these timings, torch's above all, are unreliable: "
+                      "rerun on a quiet machine", highlight=False, soft_wrap=True)
 
 
 def _range(text: str) -> list[int]:
@@ -256,9 +272,15 @@ def _print_summary(rows: list[dict]) -> None:
                           f"{100 * frac:.0f}" if frac else "",
                           f"{r['max_abs_err']:.2e}", "pass" if r["agree"] else "[red]FAIL[/]")
     console.print(table)
-    skipped = {(r["runtime"], r["status"], r["reason"]) for r in rows if r["status"] != "ok" or r["reason"]}
+    # Skipped/failed reasons repeat over a runtime's cells: one line each. A warning on an ok row concerns
+    # that cell alone, so it names the cell.
+    skipped = {(r["runtime"], r["status"], r["reason"]) for r in rows if r["status"] != "ok"}
     for runtime, status, reason in sorted(skipped):
         console.print(f"{status}: {runtime}: {reason}", highlight=False)
+    for r in rows:
+        if r["status"] == "ok" and r["reason"]:
+            console.print(f"{r['model']} {r['runtime']} b{r['batch']} t{r['seq_len']}: {r['reason']}",
+                          highlight=False)
 
 
 @app.command()
@@ -309,6 +331,9 @@ def compare(
             fail(f"cannot write the comparison: {exc}")
         console.print("compare: " + ", ".join(str(p) for p in paths.values()), highlight=False)
     n = result.counts
+    if not any(n.get(k, 0) for k in ("regression", "improvement", "unchanged")):
+        fail(f"{run_a} and {run_b} share no measured cell (cells are matched on model, part, attention, "
+             "precision, opset, runtime, batch, seq_len, config_id); nothing was compared")
     status = Console(stderr=True)  # stdout may carry the Markdown
     for field, a, b in result.env_diffs:
         status.print(f"[yellow]warning:[/] environments differ: {field}: {a} -> {b}", highlight=False,

@@ -121,3 +121,19 @@ def test_cli_bad_input_is_one_clear_error(tmp_path):
     missing = runner.invoke(app, ["compare", str(RUN_A), str(tmp_path)])
     assert missing.exit_code == 2 and "is it a run directory?" in missing.output
     assert "Traceback" not in bad.output + missing.output
+
+
+def test_cli_refuses_to_pass_a_gate_when_no_cell_was_compared(tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(RUN_A, other)
+    rows = [json.loads(line) for line in (other / "results.jsonl").read_text().splitlines()]
+    (other / "results.jsonl").write_text("".join(json.dumps({**r, "model": "elsewhere"}) + "\n" for r in rows))
+    result = runner.invoke(app, ["compare", str(RUN_A), str(other)])
+    assert result.exit_code == 2 and "share no measured cell" in result.output
+
+
+def test_report_of_a_missing_directory_names_it_and_creates_nothing(tmp_path):
+    missing = tmp_path / "no-such-run"
+    result = runner.invoke(app, ["report", str(missing)])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert not missing.exists()

@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from .. import env, runtimes
 from ..export import ExportArtifact, to_onnx
@@ -196,6 +197,9 @@ def run_matrix(
     else:
         header = {"run_id": new_run_id(), "started": _now(), "env": env.collect(), "matrix": spec.to_dict(),
                   "harness_overhead_ms": harness_overhead_ms(),
+                  # Other processes on the CPUs distort every timing (torch's OpenMP threads worst of all);
+                  # recorded so that the report and the CLI can say so.
+                  "cpu_busy_pct_at_start": psutil.cpu_percent(interval=0.5),
                   "ceilings": (ceilings if isinstance(ceilings, dict) else measure_ceilings()) if ceilings else None}
         done = set()
     run_id = header["run_id"]

@@ -46,6 +46,8 @@ def load(run_dir: str | Path) -> pd.DataFrame:
         ValueError: if the rows come from a newer schema than this version of onnxbench reads.
     """
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise FileNotFoundError(f"{run_dir} does not exist; pass a run directory written by `onnxbench run`")
     if is_pytest_benchmark_json(run_dir):
         return load_pytest_benchmark(run_dir)
     jsonl, parquet, csv = run_dir / "results.jsonl", run_dir / "results.parquet", run_dir / "results.csv"

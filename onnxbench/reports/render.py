@@ -357,8 +357,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict
     """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir else (run_dir.parent if run_dir.is_file() else run_dir)  # bench.json
+    df = load(run_dir)  # before creating out_dir: a mistyped run directory must not leave an empty folder
     out_dir.mkdir(parents=True, exist_ok=True)
-    df = load(run_dir)
     header = load_header(run_dir)
     plot_list = make_plots(tables.latest(df))
     paths: dict[str, Path] = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
