@@ -124,6 +124,13 @@ class Runtime(ABC):
     def availability(cls) -> tuple[bool, str]:
         """``(True, detail)`` if this runtime can run here, else ``(False, reason)``. Never raises."""
 
+    @classmethod
+    def require_available(cls) -> None:
+        """Raise :class:`RuntimeUnavailable` with :meth:`availability`'s reason when the runtime cannot run here."""
+        ok, why = cls.availability()
+        if not ok:
+            raise RuntimeUnavailable(why)
+
     @abstractmethod
     def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
         """Open ``artifact``.

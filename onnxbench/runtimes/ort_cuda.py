@@ -166,9 +166,7 @@ class OrtCuda(Runtime):
     def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
         options = options or RuntimeOptions()
         cuda = cuda_provider_options(options.extra)
-        ok, why = self.availability()
-        if not ok:
-            raise RuntimeUnavailable(why)
+        self.require_available()
         session = open_device_session(self.name, artifact, [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"],
                                       options, int(cuda["device_id"]), cuda["enable_cuda_graph"] == "1")
         applied = session.provider_options("CUDAExecutionProvider")

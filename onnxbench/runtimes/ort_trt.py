@@ -19,7 +19,7 @@ import os
 
 from ..export import ExportArtifact, default_cache_dir
 from . import gpu
-from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session
+from .base import Runtime, RuntimeOptions, Session
 from .ort_cuda import CUDA_OPTION_KEYS, cuda_provider_options, open_device_session
 from .profile import input_profile, resolve_ranges, trt_shape_strings
 
@@ -56,9 +56,7 @@ class OrtTrt(Runtime):
     def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
         options = options or RuntimeOptions()
         cuda = cuda_provider_options(options.extra, allowed=CUDA_OPTION_KEYS - {"cuda_graph"})
-        ok, why = self.availability()
-        if not ok:
-            raise RuntimeUnavailable(why)
+        self.require_available()
         device_id = int(cuda["device_id"])
         trt_options = tensorrt_provider_options(artifact, options, device_id)
         os.makedirs(trt_options["trt_engine_cache_path"], exist_ok=True)

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..export import ExportArtifact, TensorSpec, default_cache_dir
 from . import gpu
-from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session
+from .base import Runtime, RuntimeOptions, Session
 from .profile import ShapeRange, check_binding, input_profile, resolve_ranges
 
 BUILD_OPTION_KEYS = {"tf32", "device_id", "workspace_gb", "builder_optimization_level"}
@@ -270,7 +270,5 @@ class Tensorrt(Runtime):
     def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
         options = options or RuntimeOptions()
         build_options(options.extra, {})  # reject unknown options before anything else
-        ok, why = self.availability()
-        if not ok:
-            raise RuntimeUnavailable(why)
+        self.require_available()
         return TensorrtSession(artifact, options)
