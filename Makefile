@@ -26,6 +26,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check onnxbench tests
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,6 +1,8 @@
 """Command line: ``onnxbench export | run | report | compare | inspect | doctor``.
 
-Every command turns bad input into one clear error line (exit code 2) instead of a traceback.
+Every command turns bad input into one clear error line (exit code 2) instead of a traceback: the package's
+own errors (:class:`onnxbench.errors.OnnxbenchError`) in one place, :class:`_Commands`; library errors where
+they are raised.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
-app = typer.Typer(help="ONNX export and cross-runtime benchmark suite.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+from .errors import OnnxbenchError
+
 # Piped output (CI logs) gets a wide console rather than rich's 80-column default, so tables stay readable.
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -23,6 +26,20 @@ def fail(message: str) -> None:
     """Print one error line and exit with status 2."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+class _Commands(TyperGroup):
+    """The command group: an :class:`OnnxbenchError` from any command is one error line and exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OnnxbenchError as exc:
+            fail(str(exc.args[0]) if len(exc.args) == 1 else str(exc))
+
+
+app = typer.Typer(cls=_Commands, help="ONNX export and cross-runtime benchmark suite.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
 
 
 def _csv(values: str | None, cast=str) -> list | None:
@@ -55,7 +72,7 @@ def export(
     import shutil
 
     from .benchmarks.matrix import ATTENTION_VARIANTS
-    from .export import VariantMismatch, to_onnx
+    from .export import to_onnx
     from .models import get_preset
 
     if attention not in ATTENTION_VARIANTS:
@@ -72,7 +89,7 @@ def export(
         artifact = to_onnx(config, seed=seed, precision=precision, opset=opset, exporter=exporter,
                            cache_dir=cache_dir, model_name=preset, force=force, checkpoint=checkpoint,
                            variant=attention, part=part)
-    except (KeyError, ValueError, FileNotFoundError, VariantMismatch) as exc:
+    except (KeyError, ValueError, FileNotFoundError) as exc:
         fail(str(exc.args[0]) if exc.args else str(exc))
     path = artifact.path
     if out is not None:
@@ -389,18 +406,20 @@ def inspect(
 
 @app.command()
 def doctor() -> None:
-    """List every runtime with whether it can run here, and why not; then the GPU components probed."""
+    """List every runtime with its device and whether it can run here, and why not; then the GPU components
+    probed."""
     from rich.markup import escape
 
     from . import runtimes
-    from .runtimes import gpu
+    from .runtimes import probes
 
-    table = Table("runtime", "available", "detail")
-    for name, (ok, why) in runtimes.availability().items():
-        table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", escape(why))
+    table = Table("runtime", "device", "available", "detail")
+    for name, cls in runtimes.registry().items():
+        ok, why = cls.availability()
+        table.add_row(name, cls.device, "[green]yes[/]" if ok else "[red]no[/]", escape(why))
     console.print(table)
     components = Table("GPU component", "found", "detail")
-    for name, probe in gpu.report().items():
+    for name, probe in probes.report().items():
         components.add_row(name, "[green]yes[/]" if probe.ok else "[red]no[/]", escape(probe.detail))
     console.print(components)
 

@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-GPU_RUNTIMES = ("ort-cuda", "tensorrt", "ort-trt")
 COLUMNS = ["model", "precision", "runtime", "batch", "seq_len", "status", "latency_ms_p50", "h2d_ms", "compute_ms",
            "d2h_ms", "throughput_tok_s", "max_abs_err", "atol", "agree", "build_s"]
 
@@ -22,18 +21,22 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/gpu_check"), help="run directory to write")
     parser.add_argument("--models", default="tiny,gpt2-small", help="comma-separated presets")
     parser.add_argument("--skip-tests", action="store_true", help="do not run the pytest gpu/tensorrt tests")
-    parser.add_argument("--runtimes", default=",".join(GPU_RUNTIMES),
-                        help="runtimes to check (default: the GPU ones; ort-cpu exercises this script without a GPU)")
+    parser.add_argument("--runtimes", default=None,
+                        help="runtimes to check (default: every registered runtime whose device is cuda; ort-cpu "
+                        "exercises this script without a GPU)")
     parser.add_argument("--min-time", type=float, default=0.5, help="minimum timed seconds per cell")
     args = parser.parse_args()
-    wanted = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
     start = time.perf_counter()
 
     from onnxbench import runtimes
-    from onnxbench.runtimes import gpu
+    from onnxbench.runtimes import probes
 
+    if args.runtimes is None:
+        wanted = tuple(name for name, cls in runtimes.registry().items() if cls.device == "cuda")
+    else:
+        wanted = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
     print("== GPU components")
-    for name, probe in gpu.report().items():
+    for name, probe in probes.report().items():
         print(f"  [{'ok' if probe.ok else 'missing'}] {name}: {probe.detail}")
     print("== GPU runtimes")
     table = runtimes.availability()

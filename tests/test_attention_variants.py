@@ -22,7 +22,7 @@ from onnxbench.export.variants import (
 )
 from onnxbench.models import get_preset
 from onnxbench.runtimes import get
-from onnxbench.runtimes.ort_profile import profile_attention
+from onnxbench.runtimes.ort_placement import profile_attention
 
 # Shapes different from the export example (B=2, T=8): two batch sizes x two sequence lengths.
 SHAPES = [(1, 5), (1, 19), (3, 5), (3, 19)]

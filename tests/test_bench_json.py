@@ -1,4 +1,4 @@
-"""The pytest-benchmark suite (benchmarks/) writes JSON that ``onnxbench report`` and ``compare`` read into the
+"""The pytest-benchmark suite (bench/) writes JSON that ``onnxbench report`` and ``compare`` read into the
 same schema as ``onnxbench run`` results."""
 
 import json
@@ -23,7 +23,7 @@ def test_benchmark_json_loads_into_the_run_schema_and_compares_with_a_run(tmp_pa
     matrix.write_text('models = ["tiny"]\nruntimes = ["ort-cpu"]\nbatches = [1]\nseq_lens = [8, 16]\n')
     bench = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "benchmarks"),
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "bench"),
          "--benchmark-enable", f"--benchmark-json={bench}", "--benchmark-max-time=0.05",
          "--benchmark-min-rounds=20"],
         capture_output=True, text=True, timeout=600, cwd=ROOT,

@@ -13,14 +13,15 @@ import pytest
 
 from onnxbench import runtimes
 from onnxbench.benchmarks import MatrixSpec, TimingConfig, compare_outputs, run_matrix, tolerance_for
-from onnxbench.benchmarks.agreement import GPU_FP16, TOLERANCES
 from onnxbench.benchmarks.inputs import make_feeds
 from onnxbench.benchmarks.timing import measure_stages
+from onnxbench.errors import OptionError
 from onnxbench.export import TensorSpec
-from onnxbench.runtimes import RuntimeOptions, RuntimeUnavailable, ShapeOutOfRange, gpu
+from onnxbench.runtimes import RuntimeOptions, RuntimeUnavailable, ShapeOutOfRange, probes
 from onnxbench.runtimes.ort_cuda import OrtCuda, cuda_provider_options
 from onnxbench.runtimes.ort_trt import OrtTrt, tensorrt_provider_options
-from onnxbench.runtimes.profile import (
+from onnxbench.runtimes.tensorrt import Tensorrt, build_options, engine_cache_key, timing_cache_key
+from onnxbench.runtimes.trt_profiles import (
     ShapeRange,
     axis_range,
     axis_ranges,
@@ -29,14 +30,14 @@ from onnxbench.runtimes.profile import (
     resolve_ranges,
     trt_shape_strings,
 )
-from onnxbench.runtimes.tensorrt import build_options, engine_cache_key, timing_cache_key
+from onnxbench.tolerance import GPU_FP16, TOLERANCES
 
 IDS = TensorSpec("input_ids", "int64", ("batch", "sequence"))
-GPU_RUNTIMES = ("ort-cuda", "tensorrt", "ort-trt")
+GPU_RUNTIMES = tuple(name for name, cls in runtimes.registry().items() if cls.device == "cuda")
 
-CUDA_EP = gpu.ort_cuda_ep()
-TRT_EP = gpu.ort_tensorrt_ep()
-NATIVE_TRT = gpu.native_tensorrt()
+CUDA_EP = probes.ort_cuda_ep()
+TRT_EP = probes.ort_tensorrt_ep()
+NATIVE_TRT = probes.native_tensorrt()
 needs_ort_cuda = pytest.mark.skipif(not CUDA_EP.ok, reason=f"ort-cuda unavailable: {CUDA_EP.detail}")
 needs_ort_trt = pytest.mark.skipif(not TRT_EP.ok, reason=f"ort-trt unavailable: {TRT_EP.detail}")
 needs_native_trt = pytest.mark.skipif(not NATIVE_TRT.ok, reason=f"tensorrt unavailable: {NATIVE_TRT.detail}")
@@ -111,16 +112,17 @@ def test_shape_outside_the_profile_quotes_min_opt_max():
 
 def test_engine_cache_key_changes_with_every_ingredient():
     profile = input_profile([IDS], axis_ranges([1, 4], [32, 128]))
-    opts = build_options({}, profile)
+    default, tf32 = Tensorrt.parse_options({}), Tensorrt.parse_options({"tf32": True})
+    opts = build_options(default, profile)
     base = engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200", opts)
-    assert base == engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200", build_options({}, profile))
+    assert base == engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200", build_options(default, profile))
     variants = [
         engine_cache_key("b" * 64, "10.13.0", "NVIDIA H200", opts),
         engine_cache_key("a" * 64, "11.4.0", "NVIDIA H200", opts),
         engine_cache_key("a" * 64, "10.13.0", "NVIDIA A100-SXM4-80GB", opts),
-        engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200", build_options({"tf32": True}, profile)),
+        engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200", build_options(tf32, profile)),
         engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200",
-                         build_options({}, input_profile([IDS], axis_ranges([1, 8], [32, 128])))),
+                         build_options(default, input_profile([IDS], axis_ranges([1, 8], [32, 128])))),
     ]
     assert len({base, *variants}) == 6
 
@@ -134,15 +136,18 @@ def test_timing_cache_key_is_per_tensorrt_version_and_gpu_only():
 # --- options ---------------------------------------------------------------------------------------------------
 
 def test_cuda_provider_options_default_to_tf32_off_and_reject_unknown_keys():
-    opts = cuda_provider_options({})
+    opts = cuda_provider_options(OrtCuda.parse_options({}))
     assert opts["use_tf32"] == "0" and opts["enable_cuda_graph"] == "0" and opts["device_id"] == "0"
-    assert cuda_provider_options({"tf32": True, "cuda_graph": True})["use_tf32"] == "1"
-    with pytest.raises(ValueError, match="unknown option"):
-        cuda_provider_options({"use_fp8": True})
-    with pytest.raises(ValueError, match="cudnn_conv_algo_search"):
-        cuda_provider_options({"cudnn_conv_algo_search": "fastest"})
-    with pytest.raises(ValueError, match="unknown tensorrt option"):
-        build_options({"fp16": True}, {})
+    both = cuda_provider_options(OrtCuda.parse_options({"tf32": True, "cuda_graph": True}))
+    assert both["use_tf32"] == "1" and both["enable_cuda_graph"] == "1"
+    with pytest.raises(OptionError, match="unknown ort-cuda option"):
+        OrtCuda.parse_options({"use_fp8": True})
+    with pytest.raises(OptionError, match="cudnn_conv_algo_search"):
+        OrtCuda.parse_options({"cudnn_conv_algo_search": "fastest"})
+    with pytest.raises(OptionError, match="unknown ort-trt option.*cuda_graph"):
+        OrtTrt.parse_options({"cuda_graph": True})  # the TensorRT EP does its own graph capture
+    with pytest.raises(OptionError, match="unknown tensorrt option"):
+        Tensorrt.parse_options({"fp16": True})
 
 
 def test_ort_trt_options_cache_by_model_and_carry_the_profile(tiny_artifact):
@@ -169,19 +174,19 @@ def test_tolerances_are_keyed_by_runtime_precision_and_tf32():
 # --- detection -------------------------------------------------------------------------------------------------
 
 def test_trt_version_integers_decode_per_nvinfer_version_header():
-    assert gpu.decode_trt_version(100300) == "10.3.0"
-    assert gpu.decode_trt_version(110400) == "11.4.0"
-    assert gpu.decode_trt_version(8601) == "8.6.1"
+    assert probes.decode_trt_version(100300) == "10.3.0"
+    assert probes.decode_trt_version(110400) == "11.4.0"
+    assert probes.decode_trt_version(8601) == "8.6.1"
 
 
 def test_the_tensorrt_major_linked_by_onnxruntime_is_read_from_its_ep_library():
-    capi = gpu._ort_capi_dir()
+    capi = probes._ort_capi_dir()
     lib = capi / "libonnxruntime_providers_tensorrt.so" if capi else None
     if lib is None or not lib.exists():
         pytest.skip("this onnxruntime build has no TensorRT EP library")
-    major = gpu.ort_tensorrt_major()
+    major = probes.ort_tensorrt_major()
     assert isinstance(major, int) and major >= 8
-    assert f"libnvinfer.so.{major}" in gpu.needed_libraries(lib)
+    assert f"libnvinfer.so.{major}" in probes.needed_libraries(lib)
 
 
 def test_probes_never_raise_and_agree_with_the_registry():
@@ -191,19 +196,19 @@ def test_probes_never_raise_and_agree_with_the_registry():
         assert isinstance(ok, bool) and why
     assert table["ort-cuda"][0] == CUDA_EP.ok and table["ort-trt"][0] == TRT_EP.ok
     assert table["tensorrt"][0] == NATIVE_TRT.ok
-    assert all(isinstance(p, gpu.Probe) for p in gpu.report().values())
+    assert all(isinstance(p, probes.Probe) for p in probes.report().values())
 
 
 def test_provider_list_alone_does_not_count_as_a_gpu():
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime build has no CUDA EP")
-    if gpu.cuda_driver().ok:
-        pytest.skip(f"a CUDA device is present here ({gpu.cuda_driver().detail})")
+    if probes.cuda_driver().ok:
+        pytest.skip(f"a CUDA device is present here ({probes.cuda_driver().detail})")
     # onnxruntime-gpu lists CUDA here although there is no GPU: the probe must say no, and say why.
     assert not CUDA_EP.ok and "silently run on the CPU" in CUDA_EP.detail
     with pytest.raises(RuntimeUnavailable) as info:
         OrtCuda().open(None)
-    assert gpu.cuda_driver().detail in str(info.value)
+    assert probes.cuda_driver().detail in str(info.value)
 
 
 # --- fallback detection through the matrix runner --------------------------------------------------------------
@@ -214,13 +219,13 @@ def _tiny_spec(runtimes_: list[str]) -> MatrixSpec:
 
 
 def test_gpu_runtimes_become_skipped_rows_with_the_reason_here(tmp_path, cache_dir):
-    if gpu.cuda_driver().ok:
+    if probes.cuda_driver().ok:
         pytest.skip("a GPU is present: the GPU runtimes run for real here")
     summary = run_matrix(_tiny_spec(list(GPU_RUNTIMES)), tmp_path / "run", cache_dir=cache_dir)
     assert [r["runtime"] for r in summary.rows] == list(GPU_RUNTIMES)
     for row in summary.rows:
         assert row["status"] == "skipped", row
-        assert gpu.cuda_driver().detail in row["reason"]
+        assert probes.cuda_driver().detail in row["reason"]
         assert row["latency_ms_p50"] is None and row["compute_ms"] is None and row["max_abs_err"] is None
 
 
@@ -229,7 +234,7 @@ def test_a_real_cuda_session_that_falls_back_to_cpu_is_a_skipped_row(tmp_path, c
     CPU; the provider read-back must turn that into a skipped row naming the fallback, never a result."""
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime build has no CUDA EP to fall back from")
-    if gpu.cuda_driver().ok:
+    if probes.cuda_driver().ok:
         pytest.skip("a CUDA GPU is present here, so the CUDA EP does not fall back")
     monkeypatch.setattr(OrtCuda, "availability", classmethod(lambda cls: (True, "probe bypassed by the test")))
     # isolate=False: the patched probe lives in this process, not in a worker process

@@ -1,8 +1,7 @@
 """Numerical agreement of a runtime's outputs with the reference's on the same inputs.
 
-The pass rule is numpy's ``allclose`` rule, ``|y - y_ref| <= atol + rtol * |y_ref|`` elementwise
-(https://numpy.org/doc/stable/reference/generated/numpy.allclose.html), plus "every value finite" and a
-minimum cosine similarity, so that one bad element or a systematic drift both fail.
+The pass rule and the bands live in :mod:`onnxbench.tolerance` (each runtime picks its bands); this module
+measures the errors and applies the rule.
 """
 
 from __future__ import annotations
@@ -11,60 +10,20 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Tolerance:
-    """atol/rtol of the allclose rule and the minimum cosine similarity (unitless)."""
-
-    atol: float
-    rtol: float
-    min_cosine: float = 0.9999
-
-
-#: Tolerances by compute precision of the graph, for logits of magnitude ~1-100.
-#: fp32: reassociation and fused kernels change the rounding of sums over d_model and vocab; errors of
-#: 1e-6-1e-4 are measured on ORT CPU (DESIGN.md: ~4e-5 on logits of magnitude ~100), so 1e-3 leaves margin
-#: while still catching a wrong mask or a missing bias (errors of order 1e-1 and up).
-#: fp16 / bf16: unit roundoff 2^-11 ~ 4.9e-4 and 2^-8 ~ 3.9e-3 (IEEE 754 binary16; bfloat16), compounded over
-#: layers; the bands follow the practice of ORT's and Polygraphy's fp16 comparisons (1e-2 to 5e-2).
-TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(atol=1e-3, rtol=1e-3, min_cosine=0.99999),
-    "fp16": Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.999),
-    "bf16": Tolerance(atol=1.5e-1, rtol=1e-1, min_cosine=0.995),
-}
-
-
-#: GPU runtimes: fp16 band widened to ONNX Runtime's own GPT-2 GPU parity threshold for fp16 logits
-#: (atol 0.2, ``onnxruntime/python/tools/transformers/models/gpt2/gpt2_helper.py`` DEFAULT_TOLERANCE), since
-#: cuBLAS / TensorRT fp16 kernels may accumulate in fp16 and fuse differently from the CPU's fp32-accumulating
-#: Casts; fp32 without TF32 keeps the fp32 band (ORT's GPT-2 fp32 GPU parity: atol 5e-4).
-GPU_FP16 = Tolerance(atol=2e-1, rtol=5e-2, min_cosine=0.999)
-
-#: Tolerances keyed by (runtime, precision, TF32 allowed). Keys absent here use ``TOLERANCES[precision]``.
-#: TF32 keeps 10 mantissa bits (NVIDIA A100 whitepaper, "TF32 Tensor Core"), the same as fp16, so an fp32
-#: graph with TF32 allowed gets the GPU fp16 band.
-RUNTIME_TOLERANCES: dict[tuple[str, str, bool], Tolerance] = {
-    **{(rt, "fp32", True): GPU_FP16 for rt in ("ort-cuda", "ort-trt", "tensorrt")},
-    **{(rt, "fp16", tf32): GPU_FP16 for rt in ("ort-cuda", "ort-trt", "tensorrt") for tf32 in (False, True)},
-}
+from .. import runtimes
+from ..tolerance import CPU_BANDS, TOLERANCES, Tolerance, band
 
 
 def tolerance_for(precision: str, runtime: str | None = None, tf32: bool = False) -> Tolerance:
-    """Tolerance for (runtime, graph precision, whether TF32 was allowed): :data:`RUNTIME_TOLERANCES` where
-    it has the key, else the precision's band in :data:`TOLERANCES` (fp32 with TF32 on any other runtime
-    also gets the fp16 band, for the reason given at :data:`RUNTIME_TOLERANCES`).
+    """The agreement band of ``runtime`` (its :attr:`~onnxbench.runtimes.Runtime.tolerances`) for a graph of
+    ``precision`` run with TF32 allowed or not; without a runtime, the CPU bands.
 
     Raises:
-        KeyError: for an unknown precision (lists the known ones).
+        KeyError: for an unknown runtime or a precision without a band (lists the known ones).
     """
-    if precision not in TOLERANCES:
-        raise KeyError(f"no tolerance for precision {precision!r}; known: {list(TOLERANCES)}")
-    key = (runtime or "", precision, bool(tf32))
-    if key in RUNTIME_TOLERANCES:
-        return RUNTIME_TOLERANCES[key]
-    if precision == "fp32" and tf32:
-        return TOLERANCES["fp16"]
-    return TOLERANCES[precision]
+    if runtime is None:
+        return band(CPU_BANDS, precision, tf32)
+    return runtimes.runtime_class(runtime).tolerance(precision, tf32)
 
 
 @dataclass(frozen=True)
@@ -129,8 +88,8 @@ def compare(y: np.ndarray, y_ref: np.ndarray, tol: Tolerance, name: str = "outpu
     denom = np.linalg.norm(fa) * np.linalg.norm(fb)
     cosine = float(fa @ fb / denom) if denom > 0 else float(np.array_equal(fa, fb))
     top1 = float(np.mean(a.argmax(-1) == b.argmax(-1))) if a.ndim >= 2 and a.size else float("nan")
-    ok = nan_count == 0 and bool(np.all(diff <= tol.atol + tol.rtol * np.abs(b))) and cosine >= tol.min_cosine
-    return Agreement(name, max_abs, max_rel, cosine, top1, nan_count, tol.atol, tol.rtol, tol.min_cosine, ok)
+    return Agreement(name, max_abs, max_rel, cosine, top1, nan_count, tol.atol, tol.rtol, tol.min_cosine,
+                     tol.passes(a, b, cosine))
 
 
 def compare_outputs(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
@@ -153,3 +112,6 @@ def worst(agreements: list[Agreement]) -> Agreement:
     """The agreement that summarises a cell: the first failing output, else the one with max abs error."""
     failing = [a for a in agreements if not a.agree]
     return failing[0] if failing else max(agreements, key=lambda a: a.max_abs_err)
+
+
+__all__ = ["TOLERANCES", "Agreement", "Tolerance", "compare", "compare_outputs", "tolerance_for", "worst"]

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..export import TensorSpec
-
-#: Dynamic axis names bound to the cell's batch and sequence length.
-BATCH_AXES = ("batch", "batch_size", "N")
-SEQ_AXES = ("sequence", "seq", "seq_len", "sequence_length", "T")
+from ..export import BATCH_AXES, SEQ_AXES, TensorSpec
 
 
 def make_feeds(specs: tuple[TensorSpec, ...], batch: int, seq_len: int, *, seed: int = 0,

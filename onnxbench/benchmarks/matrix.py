@@ -15,6 +15,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from ..errors import MatrixError
 from ..export import DEFAULT_OPSET, PRECISIONS
 from ..export.variants import VARIANTS
 from ..models import PRESETS
@@ -112,34 +113,34 @@ class MatrixSpec:
         """Check every axis value.
 
         Raises:
-            ValueError: naming the bad value and the allowed ones (or the limit it breaks).
+            MatrixError: (a ValueError) naming the bad value and the allowed ones (or the limit it breaks).
         """
         from .. import runtimes
 
         for m in self.models:
             if m not in PRESETS:
-                raise ValueError(f"unknown preset {m!r}; known presets: {', '.join(PRESETS)}")
+                raise MatrixError(f"unknown preset {m!r}; known presets: {', '.join(PRESETS)}")
         if not (self.models or self.checkpoints or self.onnx_models):
-            raise ValueError("nothing to run: give presets (--models), --checkpoint DIR or --onnx PATH")
+            raise MatrixError("nothing to run: give presets (--models), --checkpoint DIR or --onnx PATH")
         for a in self.attention:
             if a not in ATTENTION_VARIANTS:
-                raise ValueError(f"unknown attention variant {a!r}; known: {', '.join(ATTENTION_VARIANTS)}")
+                raise MatrixError(f"unknown attention variant {a!r}; known: {', '.join(ATTENTION_VARIANTS)}")
         for p in self.parts:
             if p not in PARTS:
-                raise ValueError(f"unknown part {p!r}; known: {', '.join(PARTS)}")
+                raise MatrixError(f"unknown part {p!r}; known: {', '.join(PARTS)}")
         if self.exporter != "dynamo":
             needs = [a for a in self.attention if VARIANTS[a].dynamo_only]
             if needs:
-                raise ValueError(f"attention variants {needs} need the dynamo exporter; drop them or use "
+                raise MatrixError(f"attention variants {needs} need the dynamo exporter; drop them or use "
                                  "--exporter dynamo")
         for p in self.precisions:
             if p not in PRECISIONS:
-                raise ValueError(f"unknown precision {p!r}; known: {', '.join(PRECISIONS)}")
+                raise MatrixError(f"unknown precision {p!r}; known: {', '.join(PRECISIONS)}")
         for r in self.runtimes:
-            if r not in runtimes.REGISTRY:
-                raise ValueError(f"unknown runtime {r!r}; registered: {', '.join(runtimes.REGISTRY)}")
+            if r not in runtimes.registry():
+                raise MatrixError(f"unknown runtime {r!r}; registered: {', '.join(runtimes.registry())}")
         if self.cell_timeout_s <= 0:
-            raise ValueError(f"cell_timeout_s must be > 0 seconds, got {self.cell_timeout_s}")
+            raise MatrixError(f"cell_timeout_s must be > 0 seconds, got {self.cell_timeout_s}")
         from . import foreign
 
         max_positions = self._max_positions()
@@ -147,12 +148,12 @@ class MatrixSpec:
         for model in max_positions:
             batches, seq_lens = self.shape_axes(model)
             if any(b < 1 for b in batches) or any(t < 1 for t in seq_lens):
-                raise ValueError("batch sizes and sequence lengths must be >= 1")
+                raise MatrixError("batch sizes and sequence lengths must be >= 1")
         longest = max(max_positions.values(), default=0)
         too_long = sorted({t for m in max_positions for t in self.shape_axes(m)[1] if t > longest})
         if too_long:
             names = ", ".join(f"{m}'s max_positions={n}" for m, n in max_positions.items())
-            raise ValueError(f"sequence lengths {too_long} exceed {names}; use --seq-lens up to {longest}")
+            raise MatrixError(f"sequence lengths {too_long} exceed {names}; use --seq-lens up to {longest}")
 
     def _max_positions(self) -> dict[str, int]:
         """``{model name: max_positions}`` of the presets and checkpoints (foreign ONNX models have none)."""
@@ -200,19 +201,19 @@ class MatrixSpec:
         keys absent from ``data`` keep ``base``'s values (default: the dataclass defaults).
 
         Raises:
-            ValueError: for an unknown key (naming the known ones) or a bad ``timing`` entry.
+            MatrixError: (a ValueError) for an unknown key (naming the known ones) or a bad ``timing`` entry.
         """
         spec = dataclasses.replace(base) if base is not None else cls()
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown matrix keys {unknown}; known: {', '.join(sorted(known))}")
+            raise MatrixError(f"unknown matrix keys {unknown}; known: {', '.join(sorted(known))}")
         for key, value in data.items():
             if key == "timing":
                 timing_keys = {f.name for f in dataclasses.fields(TimingConfig)}
                 bad = sorted(set(value) - timing_keys)
                 if bad:
-                    raise ValueError(f"unknown [timing] keys {bad}; known: {', '.join(sorted(timing_keys))}")
+                    raise MatrixError(f"unknown [timing] keys {bad}; known: {', '.join(sorted(timing_keys))}")
                 value = dataclasses.replace(spec.timing, **value)
             elif key == "shapes":
                 value = {m: dict(axes) for m, axes in value.items()}
@@ -228,7 +229,7 @@ def load_matrix(path: str | Path, base: MatrixSpec | None = None) -> MatrixSpec:
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: for invalid TOML (with the parser's line and column) or an unknown key.
+        MatrixError: (a ValueError) for invalid TOML (with the parser's line and column) or an unknown key.
     """
     path = Path(path)
     if not path.is_file():
@@ -236,11 +237,11 @@ def load_matrix(path: str | Path, base: MatrixSpec | None = None) -> MatrixSpec:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+        raise MatrixError(f"{path} is not valid TOML: {exc}") from None
     try:
         return MatrixSpec.from_dict(data, base if base is not None else default_matrix())
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise MatrixError(f"{path}: {exc}") from None
 
 
 def default_matrix() -> MatrixSpec:
@@ -250,5 +251,5 @@ def default_matrix() -> MatrixSpec:
     ``skipped`` rows. About 2 minutes on 2 CPU cores, most of it the one-time dynamo export of gpt2-small."""
     from .. import runtimes
 
-    names = [name for name, cls in runtimes.REGISTRY.items() if cls.in_default_matrix]
+    names = [name for name, cls in runtimes.registry().items() if cls.in_default_matrix]
     return MatrixSpec(runtimes=names, shapes={"gpt2-small": {"batches": [1]}})

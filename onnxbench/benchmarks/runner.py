@@ -374,8 +374,8 @@ def _start_worker(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec,
     """
     read_fd, write_fd = os.pipe()
     package_root = str(Path(__file__).resolve().parents[2])
-    env_vars = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
-                                                                            os.environ.get("PYTHONPATH")]))}
+    env_vars = runtimes.plugin_environment({**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [package_root, os.environ.get("PYTHONPATH")]))})
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", f"from onnxbench.benchmarks.worker import main; main({write_fd})"],

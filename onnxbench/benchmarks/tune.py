@@ -6,16 +6,8 @@ the best configuration of the grid (``config_id = "tuned"``, its options in the 
 times each candidate at every shape of the group with a short run of the timing harness and picks the lowest
 geometric mean of the p50 latencies (one configuration for all shapes, as a deployment would use).
 
-Grids (ONNX Runtime threading and graph-optimisation docs:
-https://onnxruntime.ai/docs/performance/tune-performance/threading.html,
-https://onnxruntime.ai/docs/performance/model-optimizations/graph-optimizations.html):
-
-- ``ort-cpu``: the transformer optimizer's fusions (SkipLayerNorm, BiasGelu/FastGelu) on/off x intra-op spinning
-  on/off, and intra-op threads = 1, physical and logical cores (where not the default). Left out after trying
-  them: the parallel execution mode (100x slower on this sequential graph, tiny preset) and graph optimisation
-  level ``extended`` (a subset of the default ``all``); other ``ort-*`` (GPU EPs): the fusions on/off;
-- ``torch``: ``inference_mode`` vs ``no_grad``, and threads = 1, physical and logical cores;
-- ``torch-compile``: no grid (each configuration costs a full compile per shape).
+Each runtime declares its own grid (``Runtime.tuning_grid``, documented on the runtime class); the runtime's
+defaults are always a candidate.
 """
 
 from __future__ import annotations
@@ -23,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-
-import psutil
 
 from .. import runtimes
 from ..export import ExportArtifact
@@ -36,38 +26,16 @@ from .timing import TimingConfig, measure
 SEARCH_TIMING = TimingConfig(warmup_iters=0, min_iters=2, min_time_s=0.2, max_iters=50, max_time_s=10.0)
 
 
-def _thread_counts(default: int) -> list[int]:
-    # 1 thread too: on a shared machine a single thread can beat a team whose barriers wait on descheduled peers.
-    counts = {1, psutil.cpu_count(logical=False) or 0, psutil.cpu_count(logical=True) or 0}
-    return sorted(c for c in counts if c > 0 and c != default)
-
-
 def grid(runtime: str) -> dict[str, RuntimeOptions]:
-    """Candidate configurations ``{config name: RuntimeOptions}`` for ``runtime`` (empty: nothing to tune).
+    """Candidate configurations ``{config name: RuntimeOptions}`` for ``runtime`` (empty: nothing to tune): the
+    defaults (named ``"default"``, so the tuned configuration is never worse than the default as measured by the
+    search) and the runtime's :meth:`~onnxbench.runtimes.Runtime.tuning_grid`.
 
-    The runtime's defaults are always a candidate (named ``"default"``), so the tuned configuration is never
-    worse than the default as measured by the search. Thread counts equal to the runtime's default are left out.
+    Raises:
+        KeyError: for an unknown runtime.
     """
-    candidates: dict[str, RuntimeOptions] = {"default": RuntimeOptions()}
-    if runtime.startswith("ort-") and runtime != "ort-cpu":  # GPU EPs: CPU threading does not apply
-        candidates["fused"] = RuntimeOptions(extra={"transformer_optimizer": True})
-    elif runtime == "ort-cpu":
-        candidates["nospin"] = RuntimeOptions(extra={"allow_spinning": False})
-        candidates["fused"] = RuntimeOptions(extra={"transformer_optimizer": True})
-        candidates["fused-nospin"] = RuntimeOptions(extra={"transformer_optimizer": True, "allow_spinning": False})
-        # ORT's default intra-op pool has one thread per physical core.
-        for threads in _thread_counts(psutil.cpu_count(logical=False) or 0):
-            candidates[f"fused-{threads}t"] = RuntimeOptions(intra_op_threads=threads,
-                                                            extra={"transformer_optimizer": True})
-    elif runtime == "torch":
-        import torch
-
-        candidates["no_grad"] = RuntimeOptions(extra={"inference_mode": False})
-        for threads in _thread_counts(torch.get_num_threads()):
-            candidates[f"{threads}t"] = RuntimeOptions(intra_op_threads=threads)
-    else:
-        return {}
-    return candidates
+    candidates = runtimes.runtime_class(runtime).tuning_grid()
+    return {"default": RuntimeOptions(), **candidates} if candidates else {}
 
 
 @dataclass

@@ -38,8 +38,9 @@ import numpy as np
 from .. import runtimes
 from ..export import ExportArtifact
 from ..runtimes import RuntimeOptions, RuntimeUnavailable, Session
+from ..runtimes import trt_profiles as _trt_profiles
 from . import foreign
-from .agreement import compare_outputs, tolerance_for, worst
+from .agreement import compare_outputs, worst
 from .matrix import Cell, MatrixSpec
 from .timing import measure, measure_stages, throughput
 
@@ -174,7 +175,7 @@ def measure_cell(cell: Cell, session: Session, spec: MatrixSpec, references: Ref
     reference = references.get((cell.batch, cell.seq_len), feeds)
     reset_peak_rss()
     outputs = session.run(feeds)
-    tol = tolerance_for(cell.precision, cell.runtime, bool(session.options.get("tf32", False)))
+    tol = runtimes.runtime_class(cell.runtime).tolerance(cell.precision, bool(session.options.get("tf32", False)))
     agreement = worst(compare_outputs(outputs, reference, tol))
     t0 = time.perf_counter()
     timing, _ = measure(session.prepare(feeds), session.synchronize, spec.timing)
@@ -195,9 +196,7 @@ def measure_cell(cell: Cell, session: Session, spec: MatrixSpec, references: Ref
 def axis_ranges(cells: list[Cell]) -> dict[str, tuple[int, int, int]]:
     """(min, opt, max) of the batch sizes and sequence lengths one session will run (its optimization
     profile, for runtimes that build for a shape range)."""
-    from ..runtimes.profile import axis_ranges
-
-    return axis_ranges([c.batch for c in cells], [c.seq_len for c in cells])
+    return _trt_profiles.axis_ranges([c.batch for c in cells], [c.seq_len for c in cells])
 
 
 def split_timing(session: Session, feeds: dict[str, np.ndarray], spec: MatrixSpec) -> dict[str, float]:
@@ -209,16 +208,12 @@ def split_timing(session: Session, feeds: dict[str, np.ndarray], spec: MatrixSpe
     return {f"{name}_ms": ms for name, ms in medians.items()}
 
 
-def _attention_provider(session, artifact: ExportArtifact, cell: Cell, spec: MatrixSpec) -> str | None:
-    """The EP(s) that ran the attention cores, from one profiled inference (ONNX Runtime sessions only)."""
-    from ..runtimes.ort import OrtSession
-    from ..runtimes.ort_profile import profile_attention
-
-    if not isinstance(session, OrtSession):
-        return None
+def _attention_provider(session: Session, artifact: ExportArtifact, cell: Cell, spec: MatrixSpec) -> str | None:
+    """Where the attention cores ran (:meth:`Session.attention_placement`), or None for a runtime without
+    the notion."""
     try:
         feeds = foreign.cell_feeds(session.inputs(), cell, artifact, spec.seed, spec.dims, spec.int_ranges)
-        return profile_attention(artifact.path, session.session, feeds).summary
+        return session.attention_placement(feeds)
     except Exception as exc:  # the measurement itself must not be lost to a profiling problem
         return f"unknown ({type(exc).__name__}: {exc})"
 

@@ -1,9 +1,11 @@
 """ONNX export of the reference transformer, artifacts and the export cache."""
 
 from .onnx_export import (
+    BATCH_AXES,
     DEFAULT_OPSET,
     EXPORTERS,
     PRECISIONS,
+    SEQ_AXES,
     ExportArtifact,
     TensorSpec,
     cache_key,
@@ -14,9 +16,11 @@ from .onnx_export import (
 from .variants import VARIANTS, VariantMismatch, census, get_variant, verify_variant
 
 __all__ = [
+    "BATCH_AXES",
     "DEFAULT_OPSET",
     "EXPORTERS",
     "PRECISIONS",
+    "SEQ_AXES",
     "ExportArtifact",
     "TensorSpec",
     "cache_key",

@@ -38,6 +38,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("ONNXBENCH_CACHE", Path.home() / ".cache" / "onnxbench"))
 
 
+#: Dynamic axis names bound to a cell's batch size and sequence length (feeds, optimization profiles).
+BATCH_AXES = ("batch", "batch_size", "N")
+SEQ_AXES = ("sequence", "seq", "seq_len", "sequence_length", "T")
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """Name, ONNX element dtype (numpy name, e.g. ``"int64"``) and shape; a str entry is a dynamic axis."""

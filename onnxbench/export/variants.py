@@ -31,6 +31,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..errors import OnnxbenchError
+
 #: Contrib attention operators of ONNX Runtime (domain com.microsoft) that count as "fused attention".
 ORT_FUSED_OPS = ("MultiHeadAttention", "Attention", "GroupQueryAttention", "PackedAttention",
                  "PackedMultiHeadAttention")
@@ -39,7 +41,7 @@ MS_DOMAIN = "com.microsoft"
 ONNX_ATTENTION_OPSET = 23
 
 
-class VariantMismatch(RuntimeError):
+class VariantMismatch(OnnxbenchError, RuntimeError):
     """The exported graph does not contain the attention the variant promises (e.g. ``ort-fused`` without a
     com.microsoft attention node). The message gives the counts found and what was expected."""
 

@@ -1,7 +1,8 @@
 """The runtime contract, in the spirit of ``onnx.backend`` (prepare/run) and Polygraphy's runners.
 
-A :class:`Runtime` says whether it can run here (:meth:`Runtime.availability`, which never raises) and opens a
-:class:`Session` on an :class:`~onnxbench.export.ExportArtifact`. A session runs feeds to outputs
+A :class:`Runtime` describes itself (name, device, typed options, tolerance bands, tuning grid), says whether it
+can run here (:meth:`Runtime.availability`, which never raises) and opens a :class:`Session` on an
+:class:`~onnxbench.export.ExportArtifact`. A session runs feeds to outputs
 (:meth:`Session.run`, host numpy in and out) and offers a device-resident fast path for timing
 (:meth:`Session.prepare` binds the inputs once and returns a zero-argument callable that launches one
 inference; :meth:`Session.synchronize` waits for the device). Timing never lives here: the harness in
@@ -10,14 +11,20 @@ inference; :meth:`Session.synchronize` waits for the device). Timing never lives
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+import psutil
 
+from ..errors import OptionError
 from ..export import ExportArtifact, TensorSpec
+from ..tolerance import CPU_BANDS, Bands, Tolerance, band
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -40,9 +47,11 @@ class RuntimeOptions:
         intra_op_threads: threads inside one operator (0 = the runtime's default).
         inter_op_threads: threads across operators (0 = the runtime's default).
         extra: runtime-specific settings (e.g. ``{"graph_optimization_level": "all"}`` for ONNX Runtime,
-            ``{"cuda_graph": True}``, ``{"tf32": False}``); unknown keys raise ``ValueError`` in ``open``.
+            ``{"cuda_graph": True}``, ``{"tf32": False}``), checked against the runtime's
+            :attr:`Runtime.options_type` in :meth:`Runtime.open`: an unknown key or a wrong type raises
+            :class:`~onnxbench.errors.OptionError`.
         axis_ranges: ``{"batch": (min, opt, max), "sequence": (min, opt, max)}`` of the shapes the session
-            will see (from the matrix, ``onnxbench.runtimes.profile.axis_ranges``); runtimes that build for a
+            will see (from the matrix, ``onnxbench.runtimes.trt_profiles.axis_ranges``); runtimes that build for a
             shape range (TensorRT optimization profiles) use it, others ignore it. Empty: runtime default.
     """
 
@@ -50,6 +59,76 @@ class RuntimeOptions:
     inter_op_threads: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     axis_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TypedOptions:
+    """Base of a runtime's typed options: a frozen dataclass whose fields are the keys of
+    ``RuntimeOptions.extra`` it understands, with their defaults. Fields may be ``bool``, ``int``, ``float``,
+    ``str``, a ``Literal[...]`` of allowed values, or one of these ``| None``; subclasses check value ranges in
+    ``__post_init__`` (raising :class:`~onnxbench.errors.OptionError`)."""
+
+    @classmethod
+    def from_dict(cls, runtime: str, extra: Mapping[str, Any]) -> TypedOptions:
+        """The typed options of ``extra`` (keys absent keep their defaults).
+
+        Raises:
+            OptionError: for an unknown key (names the runtime and its known keys) or a value of the wrong type
+                (names the key, the expected type and the value).
+        """
+        hints = typing.get_type_hints(cls)
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(extra) - set(known))
+        if unknown:
+            raise OptionError(f"unknown {runtime} option(s) {unknown}; known: {', '.join(known) or 'none'}")
+        for key, value in extra.items():
+            if not _matches(value, hints[key]):
+                raise OptionError(f"{runtime} option {key!r} must be {_describe(hints[key])}, got {value!r}")
+        return cls(**extra)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options in force, flat key -> value (as recorded in a row's ``options`` column)."""
+        return dataclasses.asdict(self)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return any(value == allowed and type(value) is type(allowed) for allowed in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+@dataclass(frozen=True)
+class NoOptions(TypedOptions):
+    """A runtime without runtime-specific options: any key in ``RuntimeOptions.extra`` is an error."""
+
+
+def thread_counts(default: int) -> list[int]:
+    """Thread counts worth a tuning candidate: 1, the physical and the logical core count, minus ``default``.
+
+    1 thread too: on a shared machine a single thread can beat a team whose barriers wait on descheduled peers.
+    """
+    counts = {1, psutil.cpu_count(logical=False) or 0, psutil.cpu_count(logical=True) or 0}
+    return sorted(c for c in counts if c > 0 and c != default)
 
 
 class Session(ABC):
@@ -100,6 +179,16 @@ class Session(ABC):
     def synchronize(self) -> None:
         """Wait until work launched by this session has finished (no-op on the CPU)."""
 
+    def attention_placement(self, feeds: dict[str, np.ndarray]) -> str | None:
+        """Where the attention cores ran for one inference on ``feeds``, as the ``attention_provider`` column
+        shows it (e.g. ``"CPUExecutionProvider"``, or ``"EP_A:n,EP_B:m"`` when split). None (the default): the
+        runtime has no such notion (it runs the whole model on one device).
+
+        Raises:
+            Exception: whatever the runtime's profiler raises; the caller records it, the cell is kept.
+        """
+        return None
+
     def close(self) -> None:
         """Free the session's resources."""
 
@@ -111,12 +200,24 @@ class Session(ABC):
 
 
 class Runtime(ABC):
-    """A way of running an artifact. Subclasses set ``name`` and implement the two methods."""
+    """A way of running an artifact, and what the rest of the suite needs to know about it.
+
+    A subclass sets the class attributes and implements :meth:`availability` and :meth:`_open`; registering it
+    (``onnxbench.runtimes.register``) makes it a value of the matrix's ``runtimes`` axis.
+
+    Class attributes:
+        name: registry name, e.g. ``"ort-cpu"`` (the ``runtime`` column).
+        device: ``"cpu"`` or ``"cuda"``: where the runtime computes.
+        options_type: the :class:`TypedOptions` subclass that ``RuntimeOptions.extra`` is checked against.
+        tolerances: agreement bands keyed by (graph precision, TF32 allowed), from :mod:`onnxbench.tolerance`.
+        in_default_matrix: False keeps a slow-to-build runtime out of the embedded default matrix (it stays
+            selectable by name).
+    """
 
     name: ClassVar[str] = ""
-    #: "onnx" runtimes take any ONNX file; "reference" ones rebuild the torch module from the artifact.
-    kind: ClassVar[str] = "onnx"
-    #: False keeps a slow-to-build runtime out of the embedded default matrix (it stays selectable by name).
+    device: ClassVar[Literal["cpu", "cuda"]] = "cpu"
+    options_type: ClassVar[type[TypedOptions]] = NoOptions
+    tolerances: ClassVar[Bands] = CPU_BANDS
     in_default_matrix: ClassVar[bool] = True
 
     @classmethod
@@ -131,12 +232,45 @@ class Runtime(ABC):
         if not ok:
             raise RuntimeUnavailable(why)
 
-    @abstractmethod
-    def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
-        """Open ``artifact``.
+    @classmethod
+    def parse_options(cls, extra: Mapping[str, Any]) -> TypedOptions:
+        """``extra`` checked against :attr:`options_type`.
 
         Raises:
+            OptionError: for an unknown key, a wrong type or a bad value (names the known keys).
+        """
+        return cls.options_type.from_dict(cls.name, extra)
+
+    @classmethod
+    def tolerance(cls, precision: str, tf32: bool = False) -> Tolerance:
+        """The agreement band for a graph of ``precision`` run with TF32 allowed or not.
+
+        Raises:
+            KeyError: for a precision :attr:`tolerances` has no band for.
+        """
+        return band(cls.tolerances, precision, tf32)
+
+    @classmethod
+    def tuning_grid(cls) -> dict[str, RuntimeOptions]:
+        """Candidate configurations ``{config name: RuntimeOptions}`` for ``onnxbench run --tune``, besides the
+        defaults (which are always a candidate). Empty (the default): nothing to tune."""
+        return {}
+
+    def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
+        """Open ``artifact``: check the options, then the availability, then :meth:`_open`.
+
+        Raises:
+            OptionError: for an unknown or mistyped option (before anything is loaded).
             RuntimeUnavailable: if the runtime cannot run here, or opened on a different provider than
                 requested (a silent fallback is reported, never hidden).
-            ValueError: for an unsupported artifact or option.
+            ValueError: for an unsupported artifact.
         """
+        options = options or RuntimeOptions()
+        typed = self.parse_options(options.extra)
+        self.require_available()
+        return self._open(artifact, options, typed)
+
+    @abstractmethod
+    def _open(self, artifact: ExportArtifact, options: RuntimeOptions, typed: TypedOptions) -> Session:
+        """Open ``artifact`` with ``options`` whose ``extra`` is already checked and given as ``typed``
+        (an instance of :attr:`options_type`). Raises as :meth:`open` does."""

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
+import psutil
 
 from ..export import ExportArtifact, TensorSpec
-from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session
+from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session, TypedOptions, thread_counts
 
 GRAPH_OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -27,38 +29,48 @@ GRAPH_OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 EXECUTION_MODES = {"sequential": ort.ExecutionMode.ORT_SEQUENTIAL, "parallel": ort.ExecutionMode.ORT_PARALLEL}
-SESSION_OPTION_KEYS = {"graph_optimization_level", "execution_mode", "enable_profiling", "profile_prefix",
-                       "log_severity_level", "allow_spinning", "transformer_optimizer"}
 
 
-def session_options(options: RuntimeOptions) -> tuple[ort.SessionOptions, dict[str, Any]]:
-    """Translate :class:`RuntimeOptions` into ``ort.SessionOptions`` and the flat record of what was set.
+@dataclass(frozen=True)
+class OrtOptions(TypedOptions):
+    """Session options every ONNX Runtime EP takes (``RuntimeOptions.extra`` keys).
 
-    Raises:
-        ValueError: for an unknown graph optimization level or execution mode (lists the allowed values).
+    Attributes:
+        graph_optimization_level: ``SessionOptions.graph_optimization_level``.
+        execution_mode: ``SessionOptions.execution_mode``.
+        enable_profiling / profile_prefix: write ORT's profiler trace with this file prefix.
+        log_severity_level: ORT's log level (0 verbose .. 4 fatal).
+        allow_spinning: ``session.intra_op.allow_spinning``; None leaves ORT's default (spinning on).
+        transformer_optimizer: run ``onnxruntime.transformers``' fusions first (:mod:`.ort_transformers`).
     """
+
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+    enable_profiling: bool = False
+    profile_prefix: str = "ort_profile"
+    log_severity_level: int = 3
+    allow_spinning: bool | None = None
+    transformer_optimizer: bool = False
+
+
+def session_options(options: RuntimeOptions, typed: OrtOptions) -> tuple[ort.SessionOptions, dict[str, Any]]:
+    """Translate :class:`RuntimeOptions` (threads) and the checked ``typed`` options into ``ort.SessionOptions``
+    and the flat record of what was set."""
     so = ort.SessionOptions()
-    level = options.extra.get("graph_optimization_level", "all")
-    mode = options.extra.get("execution_mode", "sequential")
-    if level not in GRAPH_OPT_LEVELS:
-        raise ValueError(f"graph_optimization_level must be one of {list(GRAPH_OPT_LEVELS)}, got {level!r}")
-    if mode not in EXECUTION_MODES:
-        raise ValueError(f"execution_mode must be one of {list(EXECUTION_MODES)}, got {mode!r}")
-    so.graph_optimization_level = GRAPH_OPT_LEVELS[level]
-    so.execution_mode = EXECUTION_MODES[mode]
+    so.graph_optimization_level = GRAPH_OPT_LEVELS[typed.graph_optimization_level]
+    so.execution_mode = EXECUTION_MODES[typed.execution_mode]
     so.intra_op_num_threads = options.intra_op_threads
     so.inter_op_num_threads = options.inter_op_threads
-    so.log_severity_level = int(options.extra.get("log_severity_level", 3))
+    so.log_severity_level = typed.log_severity_level
     record_extra = {}
-    if "allow_spinning" in options.extra:
+    if typed.allow_spinning is not None:
         # Busy-waiting intra-op threads help on an idle machine and hurt on a shared one (ORT threading docs).
-        spin = bool(options.extra["allow_spinning"])
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        record_extra["allow_spinning"] = spin
-    if options.extra.get("enable_profiling"):
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if typed.allow_spinning else "0")
+        record_extra["allow_spinning"] = typed.allow_spinning
+    if typed.enable_profiling:
         so.enable_profiling = True
-        so.profile_file_prefix = str(options.extra.get("profile_prefix", "ort_profile"))
-    record = {"graph_optimization_level": level, "execution_mode": mode,
+        so.profile_file_prefix = typed.profile_prefix
+    record = {"graph_optimization_level": typed.graph_optimization_level, "execution_mode": typed.execution_mode,
               "intra_op_threads": options.intra_op_threads, "inter_op_threads": options.inter_op_threads,
               **record_extra}
     return so, record
@@ -72,21 +84,23 @@ class OrtSession(Session):
     """
 
     def __init__(self, runtime: str, artifact: ExportArtifact, providers: list, device: str,
-                 options: RuntimeOptions, device_id: int = 0) -> None:
+                 options: RuntimeOptions, device_id: int = 0, typed: OrtOptions | None = None) -> None:
         super().__init__()
         self.runtime = runtime
         self.device = device
         self.device_id = device_id
         requested = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
         self.provider_requested = requested
-        so, record = session_options(options)
+        typed = typed if typed is not None else OrtOptions.from_dict(runtime, options.extra)
+        so, record = session_options(options, typed)
         start = time.perf_counter()
         path = artifact.path
-        if options.extra.get("transformer_optimizer"):
+        if typed.transformer_optimizer:
             from .ort_transformers import optimized_path
 
             path = optimized_path(artifact)
             record["transformer_optimizer"] = True
+        self.model_path = path
         self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         self.build_s = time.perf_counter() - start
         actual = self.session.get_providers()
@@ -127,6 +141,13 @@ class OrtSession(Session):
         path = self.session.end_profiling()
         return path or None
 
+    def attention_placement(self, feeds: dict[str, np.ndarray]) -> str:
+        """The EP(s) that ran the attention cores, from one inference of a profiling twin of this session
+        (:func:`onnxbench.runtimes.ort_placement.profile_attention`)."""
+        from .ort_placement import profile_attention
+
+        return profile_attention(self.model_path, self.session, feeds).summary
+
     def close(self) -> None:
         self._binding = None
         self.session = None
@@ -139,9 +160,19 @@ def _np_dtype(onnx_type: str) -> str:
 
 
 class OrtCpu(Runtime):
-    """ONNX Runtime with the CPU execution provider."""
+    """ONNX Runtime with the CPU execution provider.
+
+    Tuning grid (ONNX Runtime threading and graph-optimisation docs:
+    https://onnxruntime.ai/docs/performance/tune-performance/threading.html,
+    https://onnxruntime.ai/docs/performance/model-optimizations/graph-optimizations.html): the transformer
+    optimizer's fusions (SkipLayerNorm, BiasGelu/FastGelu) on/off x intra-op spinning on/off, and intra-op
+    threads = 1, physical and logical cores (where not ORT's default of one per physical core). Left out after
+    trying them: the parallel execution mode (100x slower on this sequential graph, tiny preset) and graph
+    optimisation level ``extended`` (a subset of the default ``all``).
+    """
 
     name = "ort-cpu"
+    options_type = OrtOptions
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -153,5 +184,15 @@ class OrtCpu(Runtime):
             return False, f"CPUExecutionProvider missing from {providers}"
         return True, f"onnxruntime {ort.__version__}"
 
-    def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
-        return OrtSession(self.name, artifact, ["CPUExecutionProvider"], "cpu", options or RuntimeOptions())
+    @classmethod
+    def tuning_grid(cls) -> dict[str, RuntimeOptions]:
+        fused = {"transformer_optimizer": True}
+        grid = {"nospin": RuntimeOptions(extra={"allow_spinning": False}),
+                "fused": RuntimeOptions(extra=fused),
+                "fused-nospin": RuntimeOptions(extra={**fused, "allow_spinning": False})}
+        for threads in thread_counts(psutil.cpu_count(logical=False) or 0):
+            grid[f"fused-{threads}t"] = RuntimeOptions(intra_op_threads=threads, extra=fused)
+        return grid
+
+    def _open(self, artifact: ExportArtifact, options: RuntimeOptions, typed: OrtOptions) -> Session:
+        return OrtSession(self.name, artifact, ["CPUExecutionProvider"], "cpu", options, typed=typed)

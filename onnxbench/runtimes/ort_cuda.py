@@ -20,38 +20,54 @@ https://onnxruntime.ai/docs/api/python/api_summary.html#iobinding. A session tha
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
 
+from ..errors import OptionError
 from ..export import ExportArtifact
-from . import gpu
+from ..tolerance import CUDA_BANDS
+from . import probes
 from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session
-from .ort import SESSION_OPTION_KEYS, OrtSession
-
-CUDA_OPTION_KEYS = {"tf32", "cuda_graph", "device_id", "cudnn_conv_algo_search"}
-CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+from .ort import OrtOptions, OrtSession
 
 
-def cuda_provider_options(extra: dict[str, Any], allowed: set[str] = CUDA_OPTION_KEYS) -> dict[str, str]:
-    """CUDA EP provider options from ``RuntimeOptions.extra`` (strings, as ORT's Python API takes them).
+@dataclass(frozen=True)
+class CudaEpOptions(OrtOptions):
+    """ORT session options plus the CUDA EP's (see the module docstring): ``tf32``, ``device_id`` (>= 0),
+    ``cudnn_conv_algo_search``."""
 
-    Raises:
-        ValueError: for an unknown key or a bad ``cudnn_conv_algo_search`` (lists the allowed values).
-    """
-    unknown = set(extra) - allowed - SESSION_OPTION_KEYS
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; allowed: {sorted(allowed | SESSION_OPTION_KEYS)}")
-    algo = str(extra.get("cudnn_conv_algo_search", "EXHAUSTIVE")).upper()
-    if algo not in CONV_ALGO_SEARCH:
-        raise ValueError(f"cudnn_conv_algo_search must be one of {CONV_ALGO_SEARCH}, got {algo!r}")
+    tf32: bool = False
+    device_id: int = 0
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "EXHAUSTIVE"
+
+    def __post_init__(self) -> None:
+        if self.device_id < 0:
+            raise OptionError(f"device_id must be >= 0, got {self.device_id}")
+
+
+@dataclass(frozen=True)
+class OrtCudaOptions(CudaEpOptions):
+    """:class:`CudaEpOptions` plus ``cuda_graph`` (CUDA EP ``enable_cuda_graph``)."""
+
+    cuda_graph: bool = False
+
+
+def cuda_provider_options(typed: CudaEpOptions) -> dict[str, str]:
+    """CUDA EP provider options from the checked options (strings, as ORT's Python API takes them)."""
     return {
-        "device_id": str(int(extra.get("device_id", 0))),
-        "use_tf32": "1" if extra.get("tf32", False) else "0",
-        "enable_cuda_graph": "1" if extra.get("cuda_graph", False) else "0",
-        "cudnn_conv_algo_search": algo,
+        "device_id": str(typed.device_id),
+        "use_tf32": "1" if typed.tf32 else "0",
+        "enable_cuda_graph": "1" if getattr(typed, "cuda_graph", False) else "0",
+        "cudnn_conv_algo_search": typed.cudnn_conv_algo_search,
     }
+
+
+def tuning_grid() -> dict[str, RuntimeOptions]:
+    """The GPU EPs' grid: the transformer optimizer's fusions on (CPU threading does not apply)."""
+    return {"fused": RuntimeOptions(extra={"transformer_optimizer": True})}
 
 
 class OrtDeviceSession(OrtSession):
@@ -62,8 +78,8 @@ class OrtDeviceSession(OrtSession):
     """
 
     def __init__(self, runtime: str, artifact: ExportArtifact, providers: list, options: RuntimeOptions,
-                 device_id: int = 0, cuda_graph: bool = False) -> None:
-        super().__init__(runtime, artifact, providers, f"cuda:{device_id}", options, device_id)
+                 typed: CudaEpOptions, cuda_graph: bool = False) -> None:
+        super().__init__(runtime, artifact, providers, f"cuda:{typed.device_id}", options, typed.device_id, typed)
         self.cuda_graph = cuda_graph
         self._graphs = 0
         self._binding = None
@@ -137,16 +153,16 @@ class OrtDeviceSession(OrtSession):
 
 
 def open_device_session(runtime: str, artifact: ExportArtifact, providers: list, options: RuntimeOptions,
-                        device_id: int, cuda_graph: bool = False) -> OrtDeviceSession:
+                        typed: CudaEpOptions, cuda_graph: bool = False) -> OrtDeviceSession:
     """Open an :class:`OrtDeviceSession` after ``onnxruntime.preload_dlls()``; a fallback's
     :class:`RuntimeUnavailable` quotes what the preload could not find (e.g. ``libcublasLt.so.13``).
 
     Raises:
         RuntimeUnavailable: if ONNX Runtime did not run the first requested EP.
     """
-    preload = gpu.preload_cuda_libraries()
+    preload = probes.preload_cuda_libraries()
     try:
-        return OrtDeviceSession(runtime, artifact, providers, options, device_id, cuda_graph)
+        return OrtDeviceSession(runtime, artifact, providers, options, typed, cuda_graph)
     except RuntimeUnavailable as exc:
         if preload:
             raise RuntimeUnavailable(f"{exc}; onnxruntime.preload_dlls() said: {' '.join(preload.split())}") from exc
@@ -157,25 +173,30 @@ class OrtCuda(Runtime):
     """ONNX Runtime with the CUDA execution provider, IOBinding on the device, optional CUDA graphs."""
 
     name = "ort-cuda"
+    device = "cuda"
+    options_type = OrtCudaOptions
+    tolerances = CUDA_BANDS
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        probe = gpu.ort_cuda_ep()
+        probe = probes.ort_cuda_ep()
         return probe.ok, probe.detail
 
-    def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
-        options = options or RuntimeOptions()
-        cuda = cuda_provider_options(options.extra)
-        self.require_available()
+    @classmethod
+    def tuning_grid(cls) -> dict[str, RuntimeOptions]:
+        return tuning_grid()
+
+    def _open(self, artifact: ExportArtifact, options: RuntimeOptions, typed: OrtCudaOptions) -> Session:
+        cuda = cuda_provider_options(typed)
         session = open_device_session(self.name, artifact, [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"],
-                                      options, int(cuda["device_id"]), cuda["enable_cuda_graph"] == "1")
+                                      options, typed, typed.cuda_graph)
         applied = session.provider_options("CUDAExecutionProvider")
         session.options.update({
             "tf32": applied.get("use_tf32", cuda["use_tf32"]) == "1",
             "cuda_graph": applied.get("enable_cuda_graph", cuda["enable_cuda_graph"]) == "1",
             "cudnn_conv_algo_search": applied.get("cudnn_conv_algo_search", cuda["cudnn_conv_algo_search"]),
-            "device_id": int(cuda["device_id"]),
-            "gpu": gpu.gpu_name(int(cuda["device_id"])),
+            "device_id": typed.device_id,
+            "gpu": probes.gpu_name(typed.device_id),
             "iobinding": "cuda",
         })
         return session

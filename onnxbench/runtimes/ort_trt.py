@@ -18,10 +18,11 @@ from __future__ import annotations
 import os
 
 from ..export import ExportArtifact, default_cache_dir
-from . import gpu
+from ..tolerance import CUDA_BANDS
+from . import probes
 from .base import Runtime, RuntimeOptions, Session
-from .ort_cuda import CUDA_OPTION_KEYS, cuda_provider_options, open_device_session
-from .profile import input_profile, resolve_ranges, trt_shape_strings
+from .ort_cuda import CudaEpOptions, cuda_provider_options, open_device_session, tuning_grid
+from .trt_profiles import input_profile, resolve_ranges, trt_shape_strings
 
 
 def tensorrt_provider_options(artifact: ExportArtifact, options: RuntimeOptions, device_id: int) -> dict[str, str]:
@@ -47,24 +48,29 @@ class OrtTrt(Runtime):
     """ONNX Runtime's TensorRT execution provider with its engine cache."""
 
     name = "ort-trt"
+    device = "cuda"
+    options_type = CudaEpOptions
+    tolerances = CUDA_BANDS
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        probe = gpu.ort_tensorrt_ep()
+        probe = probes.ort_tensorrt_ep()
         return probe.ok, probe.detail
 
-    def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
-        options = options or RuntimeOptions()
-        cuda = cuda_provider_options(options.extra, allowed=CUDA_OPTION_KEYS - {"cuda_graph"})
-        self.require_available()
-        device_id = int(cuda["device_id"])
+    @classmethod
+    def tuning_grid(cls) -> dict[str, RuntimeOptions]:
+        return tuning_grid()
+
+    def _open(self, artifact: ExportArtifact, options: RuntimeOptions, typed: CudaEpOptions) -> Session:
+        cuda = cuda_provider_options(typed)
+        device_id = typed.device_id
         trt_options = tensorrt_provider_options(artifact, options, device_id)
         os.makedirs(trt_options["trt_engine_cache_path"], exist_ok=True)
-        linked = gpu.nvinfer(gpu.ort_tensorrt_major() or 10).detail
+        linked = probes.nvinfer(probes.ort_tensorrt_major() or 10).detail
         session = open_device_session(
             self.name, artifact,
             [("TensorrtExecutionProvider", trt_options), ("CUDAExecutionProvider", cuda), "CPUExecutionProvider"],
-            options, device_id)
+            options, typed)
         session.options.update({
             "tensorrt_linked": linked,
             "tf32": os.environ.get("NVIDIA_TF32_OVERRIDE") != "0",
@@ -73,7 +79,7 @@ class OrtTrt(Runtime):
             "profile_opt": trt_options["trt_profile_opt_shapes"],
             "profile_max": trt_options["trt_profile_max_shapes"],
             "device_id": device_id,
-            "gpu": gpu.gpu_name(device_id),
+            "gpu": probes.gpu_name(device_id),
             "iobinding": "cuda",
         })
         return session

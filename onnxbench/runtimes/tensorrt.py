@@ -4,7 +4,7 @@ Build (TensorRT Python API, https://docs.nvidia.com/deeplearning/tensorrt/latest
 python-api-docs.html): ``trt.Builder`` -> ``create_network`` with the ``STRONGLY_TYPED`` flag (TensorRT 10.x opts
 in with it; 11.x is always strongly typed and ignores it), so precision is the ONNX graph's own (fp32 / fp16 /
 bf16 export) and never a builder flag -> ``trt.OnnxParser.parse_from_file`` -> one optimization profile from
-the matrix's batch / sequence ranges (:mod:`onnxbench.runtimes.profile`) -> a timing cache loaded from and saved
+the matrix's batch / sequence ranges (:mod:`onnxbench.runtimes.trt_profiles`) -> a timing cache loaded from and saved
 to disk -> ``build_serialized_network``. TF32 is a builder flag that TensorRT sets by default; it is cleared
 unless ``tf32=True`` is asked, and recorded.
 
@@ -25,36 +25,53 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import OptionError
 from ..export import ExportArtifact, TensorSpec, default_cache_dir
-from . import gpu
-from .base import Runtime, RuntimeOptions, Session
-from .profile import ShapeRange, check_binding, input_profile, resolve_ranges
+from ..tolerance import CUDA_BANDS
+from . import probes
+from .base import Runtime, RuntimeOptions, Session, TypedOptions
+from .trt_profiles import ShapeRange, check_binding, input_profile, resolve_ranges
 
-BUILD_OPTION_KEYS = {"tf32", "device_id", "workspace_gb", "builder_optimization_level"}
 #: TensorRT DataType name -> torch / numpy dtype name.
 TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT32": "int32", "INT64": "int64",
               "BOOL": "bool", "INT8": "int8", "UINT8": "uint8"}
 
 
-def build_options(extra: dict[str, Any], profile: dict[str, ShapeRange]) -> dict[str, Any]:
-    """The options an engine is built with (all of them enter the engine cache key).
+@dataclass(frozen=True)
+class TensorrtOptions(TypedOptions):
+    """``RuntimeOptions.extra`` of the native runtime.
 
-    Raises:
-        ValueError: for an unknown option key (lists the allowed ones).
+    Attributes:
+        tf32: set the TF32 builder flag (cleared by default).
+        device_id: CUDA device index (>= 0).
+        workspace_gb: workspace memory pool limit in GiB (0: TensorRT's default).
+        builder_optimization_level: 0..5 (TensorRT's default 3).
     """
-    unknown = set(extra) - BUILD_OPTION_KEYS
-    if unknown:
-        raise ValueError(f"unknown tensorrt option(s) {sorted(unknown)}; allowed: {sorted(BUILD_OPTION_KEYS)}")
+
+    tf32: bool = False
+    device_id: int = 0
+    workspace_gb: float = 0.0
+    builder_optimization_level: int = 3
+
+    def __post_init__(self) -> None:
+        if self.device_id < 0 or self.workspace_gb < 0 or not 0 <= self.builder_optimization_level <= 5:
+            raise OptionError(f"tensorrt options out of range: {self}; need device_id >= 0, workspace_gb >= 0 and "
+                              "builder_optimization_level in 0..5")
+
+
+def build_options(typed: TensorrtOptions, profile: dict[str, ShapeRange]) -> dict[str, Any]:
+    """The options an engine is built with (all of them enter the engine cache key)."""
     return {
         "strongly_typed": True,
-        "tf32": bool(extra.get("tf32", False)),
-        "workspace_gb": float(extra.get("workspace_gb", 0)) or None,
-        "builder_optimization_level": int(extra.get("builder_optimization_level", 3)),
+        "tf32": typed.tf32,
+        "workspace_gb": float(typed.workspace_gb) or None,
+        "builder_optimization_level": typed.builder_optimization_level,
         "profile": {name: [list(r.min), list(r.opt), list(r.max)] for name, r in sorted(profile.items())},
     }
 
@@ -125,19 +142,19 @@ class TensorrtSession(Session):
     runtime = "tensorrt"
     provider_requested = "TensorRT"
 
-    def __init__(self, artifact: ExportArtifact, options: RuntimeOptions) -> None:
+    def __init__(self, artifact: ExportArtifact, options: RuntimeOptions, typed: TensorrtOptions) -> None:
         super().__init__()
         import tensorrt as trt
         import torch
 
         self._torch = torch
-        device_id = int(options.extra.get("device_id", 0))
+        device_id = typed.device_id
         self.device = f"cuda:{device_id}"
         torch.cuda.set_device(device_id)
         gpu_name = torch.cuda.get_device_name(device_id)
         ranges = resolve_ranges(options.axis_ranges, artifact.config.max_positions if artifact.config else None)
         profile = input_profile(artifact.inputs, ranges)
-        build = build_options(options.extra, profile)
+        build = build_options(typed, profile)
         key = engine_cache_key(artifact.sha256, trt.__version__, gpu_name, build)
         cache = default_cache_dir() / "tensorrt"
         cache.mkdir(parents=True, exist_ok=True)
@@ -261,14 +278,14 @@ class Tensorrt(Runtime):
     """Native TensorRT: engine build with an optimization profile from the matrix, engine and timing caches."""
 
     name = "tensorrt"
+    device = "cuda"
+    options_type = TensorrtOptions
+    tolerances = CUDA_BANDS
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        probe = gpu.native_tensorrt()
+        probe = probes.native_tensorrt()
         return probe.ok, probe.detail
 
-    def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
-        options = options or RuntimeOptions()
-        build_options(options.extra, {})  # reject unknown options before anything else
-        self.require_available()
-        return TensorrtSession(artifact, options)
+    def _open(self, artifact: ExportArtifact, options: RuntimeOptions, typed: TensorrtOptions) -> Session:
+        return TensorrtSession(artifact, options, typed)

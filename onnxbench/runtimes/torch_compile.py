@@ -13,23 +13,30 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
 from ..export import PRECISIONS, ExportArtifact, TensorSpec
 from ..models import build
-from .base import Runtime, RuntimeOptions, Session
+from .base import Runtime, RuntimeOptions, Session, TypedOptions
 from .torch_eager import require_torch_module
 
-MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+@dataclass(frozen=True)
+class TorchCompileOptions(TypedOptions):
+    """``mode``: ``torch.compile``'s mode."""
+
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
 
 
 class TorchCompileSession(Session):
     """The reference transformer compiled with TorchInductor, run under ``torch.inference_mode()``.
 
-    ``run({"input_ids": int64 (B, T)}) -> {"logits": float32 (B, T, vocab_size)}``. Options (``extra``):
-    ``mode`` (one of :data:`MODES`, default ``"default"``).
+    ``run({"input_ids": int64 (B, T)}) -> {"logits": float32 (B, T, vocab_size)}``. Options: see
+    :class:`TorchCompileOptions`.
 
     Attributes:
         compile_s: seconds spent compiling, per (B, T) shape.
@@ -40,14 +47,9 @@ class TorchCompileSession(Session):
     provider_actual = "cpu"
     device = "cpu"
 
-    def __init__(self, artifact: ExportArtifact, options: RuntimeOptions) -> None:
+    def __init__(self, artifact: ExportArtifact, options: RuntimeOptions, typed: TorchCompileOptions) -> None:
         super().__init__()
-        unknown = set(options.extra) - {"mode"}
-        if unknown:
-            raise ValueError(f"unknown torch-compile options {sorted(unknown)}; known: ['mode']")
-        mode = options.extra.get("mode", "default")
-        if mode not in MODES:
-            raise ValueError(f"torch-compile mode must be one of {MODES}, got {mode!r}")
+        mode = typed.mode
         start = time.perf_counter()
         dtype = PRECISIONS[artifact.precision]
         self.model = build(artifact.config, artifact.seed or 0, dtype=dtype)
@@ -99,10 +101,11 @@ class TorchCompileSession(Session):
 
 class TorchCompile(Runtime):
     """``torch.compile(backend="inductor")`` on the CPU. Not in the embedded default matrix (compiling
-    gpt2-small takes minutes on 2 cores); add it with ``--runtimes torch,torch-compile,ort-cpu``."""
+    gpt2-small takes minutes on 2 cores); add it with ``--runtimes torch,torch-compile,ort-cpu``. No tuning grid:
+    each configuration would cost a full compile per shape."""
 
     name = "torch-compile"
-    kind = "reference"
+    options_type = TorchCompileOptions
     in_default_matrix = False
 
     @classmethod
@@ -112,6 +115,6 @@ class TorchCompile(Runtime):
             return False, "TorchInductor on the CPU needs a C++ compiler; install g++ (apt-get install g++)"
         return True, f"torch {torch.__version__}, inductor, {compiler}"
 
-    def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
+    def _open(self, artifact: ExportArtifact, options: RuntimeOptions, typed: TorchCompileOptions) -> Session:
         require_torch_module(artifact)
-        return TorchCompileSession(artifact, options or RuntimeOptions())
+        return TorchCompileSession(artifact, options, typed)

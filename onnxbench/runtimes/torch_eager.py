@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..export import PRECISIONS, ExportArtifact, TensorSpec
 from ..models import build
-from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session
+from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session, TypedOptions, thread_counts
+
+
+@dataclass(frozen=True)
+class TorchEagerOptions(TypedOptions):
+    """``inference_mode``: run under ``torch.inference_mode()`` (True, the default) or ``torch.no_grad()``."""
+
+    inference_mode: bool = True
 
 
 class TorchEagerSession(Session):
@@ -30,7 +38,7 @@ class TorchEagerSession(Session):
     provider_actual = "cpu"
     device = "cpu"
 
-    def __init__(self, artifact: ExportArtifact, options: RuntimeOptions) -> None:
+    def __init__(self, artifact: ExportArtifact, options: RuntimeOptions, typed: TorchEagerOptions) -> None:
         super().__init__()
         start = time.perf_counter()
         dtype = PRECISIONS[artifact.precision]
@@ -52,7 +60,7 @@ class TorchEagerSession(Session):
             torch.set_num_threads(options.intra_op_threads)  # process-wide: restored in close()
         # inference_mode (default) also skips autograd's version-counter bookkeeping that no_grad keeps
         # (https://pytorch.org/docs/stable/generated/torch.autograd.grad_mode.inference_mode.html).
-        self.inference_mode = bool(options.extra.get("inference_mode", True))
+        self.inference_mode = typed.inference_mode
         self.options = {"threads": torch.get_num_threads(), "inference_mode": self.inference_mode,
                         "dtype": str(dtype).removeprefix("torch.")}
         self.build_s = time.perf_counter() - start
@@ -107,15 +115,25 @@ def require_torch_module(artifact: ExportArtifact) -> None:
 
 
 class TorchEager(Runtime):
-    """PyTorch eager mode on the CPU (the reference every other runtime is compared with)."""
+    """PyTorch eager mode on the CPU (the reference every other runtime is compared with).
+
+    Tuning grid: ``inference_mode`` vs ``no_grad``, and threads = 1, physical and logical cores.
+    """
 
     name = "torch"
-    kind = "reference"
+    options_type = TorchEagerOptions
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
         return True, f"torch {torch.__version__}"
 
-    def open(self, artifact: ExportArtifact, options: RuntimeOptions | None = None) -> Session:
+    @classmethod
+    def tuning_grid(cls) -> dict[str, RuntimeOptions]:
+        grid = {"no_grad": RuntimeOptions(extra={"inference_mode": False})}
+        for threads in thread_counts(torch.get_num_threads()):
+            grid[f"{threads}t"] = RuntimeOptions(intra_op_threads=threads)
+        return grid
+
+    def _open(self, artifact: ExportArtifact, options: RuntimeOptions, typed: TorchEagerOptions) -> Session:
         require_torch_module(artifact)
-        return TorchEagerSession(artifact, options or RuntimeOptions())
+        return TorchEagerSession(artifact, options, typed)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..export import TensorSpec
+from ..export import BATCH_AXES, SEQ_AXES, TensorSpec
 from .base import ShapeOutOfRange
 
 
@@ -82,8 +82,6 @@ def input_profile(inputs: Iterable[TensorSpec], ranges: dict[str, tuple[int, int
     Raises:
         ValueError: for a dynamic axis with no range (names the input and the axis).
     """
-    from ..benchmarks.inputs import BATCH_AXES, SEQ_AXES  # late: benchmarks imports runtimes
-
     profile = {}
     for spec in inputs:
         lo, opt, hi = [], [], []

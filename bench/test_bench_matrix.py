@@ -2,7 +2,7 @@
 
 Run it, then report it like any run directory (README "pytest-benchmark suite")::
 
-    pytest benchmarks/ --benchmark-enable --benchmark-json=bench.json
+    pytest bench/ --benchmark-enable --benchmark-json=bench.json
     onnxbench report bench.json            # report.md / report.html next to bench.json
 
 ``--benchmark-enable`` overrides the ``--benchmark-disable`` that pyproject.toml's addopts sets so that the unit
@@ -36,7 +36,7 @@ def _spec() -> MatrixSpec:
     path = os.environ.get("ONNXBENCH_BENCH_MATRIX")
     if path:
         return load_matrix(path)
-    return MatrixSpec(models=["tiny"], runtimes=list(runtimes.REGISTRY), batches=[1, 4], seq_lens=[32, 128])
+    return MatrixSpec(models=["tiny"], runtimes=list(runtimes.registry()), batches=[1, 4], seq_lens=[32, 128])
 
 
 SPEC = _spec()
