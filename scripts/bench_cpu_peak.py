@@ -1,11 +1,11 @@
-"""How close each CPU runtime gets to this machine's measured limits, for gpt2-small prefill (issue 8).
+"""How close each CPU runtime gets to this machine's measured limits, for gpt2-small prefill.
 
 Runs the real matrix (``onnxbench.benchmarks.run_matrix``) for gpt2-small, fp32, decomposed attention, batch 1,
 seq_len 128 and 512, under torch eager, torch-compile (Inductor) and ort-cpu, tuning ort-cpu (a ``tuned`` row: the
 best of ``onnxbench.benchmarks.tune.grid``; ``--tune-torch`` tunes torch eager too), after measuring the machine's
 ceilings with a larger GEMM than ``onnxbench run`` uses. Prints per seq_len: p50 of torch eager, torch-compile,
 ort-cpu default and ort-cpu tuned, their speed-ups over torch eager, achieved GFLOP/s and the fraction of the
-measured fp32 GEMM peak, and checks the issue's targets (best ort-cpu >= 1.5x torch eager; >= 70% of the GEMM
+measured fp32 GEMM peak, and checks the targets (best ort-cpu >= 1.5x torch eager; >= 70% of the GEMM
 peak at seq_len 512). The ceilings are probed at the start (stored in the run header) and again at the end; the
 printed fractions use the higher. Exit status 0 whatever the figures: targets are reported, not asserted.
 

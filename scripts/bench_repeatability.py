@@ -1,6 +1,6 @@
 """Repeatability benchmark: measure the same cell twice in one run and print the two medians and their ratio.
 
-Target (issue 5): the ratio within 5% of 1 on the tiny and gpt2-small presets. Also prints the timing harness's
+Target: the ratio within 5% of 1 on the tiny and gpt2-small presets. Also prints the timing harness's
 overhead (the cost of the timing loop around a no-op) against a cell of about 1 ms.
 
     python scripts/bench_repeatability.py                      # tiny and gpt2-small, ort-cpu, B=1, T=128

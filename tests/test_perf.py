@@ -1,4 +1,4 @@
-"""Machine ceilings, the work model, tuned configurations and the torch-compile peer (issue 8)."""
+"""Machine ceilings, the work model, tuned configurations and the torch-compile peer."""
 
 import json
 import subprocess

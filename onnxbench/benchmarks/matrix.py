@@ -224,7 +224,7 @@ class MatrixSpec:
 
 
 def load_matrix(path: str | Path, base: MatrixSpec | None = None) -> MatrixSpec:
-    """Read a matrix spec from a TOML file (format: ``onnxbench/benchmarks/default.toml``, README "Matrix
+    """Read a matrix spec from a TOML file (format: ``examples/matrix.toml``, README "Matrix
     files"); keys the file leaves out keep ``base``'s values (default :func:`default_matrix`).
 
     Raises:

@@ -15,8 +15,9 @@ torch's dynamo exporter emits it for ``F.scaled_dot_product_attention`` only at 
 ONNX Runtime's contrib ``MultiHeadAttention`` (https://github.com/microsoft/onnxruntime/blob/main/docs/
 ContribOperators.md) is produced by onnxscript's ORT fusions (``onnxscript.rewriter.ort_fusions.
 optimize_for_ort``) from the dynamo export of the SDPA implementation; ONNX Runtime's own transformer optimizer
-does not match this model's separate W^Q/W^K/W^V (DESIGN.md). The fusions leave an opset-23 ``Attention`` node
-alone, so ``ort-fused`` is exported below 23 (an asked-for 23 becomes 22).
+does not match this model's separate W^Q/W^K/W^V (docs/design.md, "Attention variants and fusions"). The
+fusions leave an opset-23 ``Attention`` node alone, so ``ort-fused`` is exported below 23 (an asked-for 23
+becomes 22).
 
 :func:`verify_variant` counts the attention cores after export and raises :class:`VariantMismatch` when the
 graph is not what the variant promises, so that no variant silently degrades into another.

@@ -5,8 +5,9 @@ Inputs and outputs are bound on the device with IOBinding (OrtValues in CUDA mem
 device-to-host split. Options (``RuntimeOptions.extra``):
 
 * ``tf32`` (default False): CUDA EP ``use_tf32``; ORT enables TF32 for fp32 GEMMs by default on SM >= 80
-  (onnxruntime PR #19357), which gives fp32 graphs fp16-like rounding, so "fp32" here means TF32 off unless
-  asked. The value in force is read back from ``get_provider_options()`` and recorded in the row.
+  (https://github.com/microsoft/onnxruntime/pull/19357), which gives fp32 graphs fp16-like rounding, so "fp32"
+  here means TF32 off unless asked (docs/design.md, "Tolerances"). The value in force is read back from
+  ``get_provider_options()`` and recorded in the row.
 * ``cuda_graph`` (default False): CUDA EP ``enable_cuda_graph``; each timed shape gets its own graph through the
   ``gpu_graph_id`` run option and outputs preallocated at fixed device addresses (as
   ``onnxruntime.transformers.io_binding_helper.GpuBindingManager`` does).

@@ -3,7 +3,7 @@ option of the ORT runtimes (``RuntimeOptions.extra["transformer_optimizer"] = Tr
 
 On this project's decomposed GPT-2-style graph it fuses LayerNorm + residual into ``SkipLayerNormalization`` and
 MatMul bias + GELU into ``BiasGelu``; it does not fuse the attention (separate W^Q/W^K/W^V with a causal
-``Where`` mask; see DESIGN.md). Docs: https://onnxruntime.ai/docs/performance/transformers-optimization.html
+``Where`` mask; docs/design.md, "Attention variants and fusions"). Docs: https://onnxruntime.ai/docs/performance/transformers-optimization.html
 
 ``onnxruntime.transformers`` puts its own directory at the *end* of ``sys.path`` and imports sibling modules by
 top-level name (``from onnx_utils import ...``), so any ``onnx_utils.py`` earlier on the path (a user's working

@@ -7,8 +7,8 @@ not trigger a silent engine rebuild. ``trt_fp16_enable`` stays off: the graph's 
 
 The EP links one TensorRT major version (ORT 1.31: ``libnvinfer.so.10``); the row records the library and
 version it found (``tensorrt_linked``). TF32: the EP sets TensorRT's TF32 builder flag and ORT 1.31 has no option
-to clear it (onnxruntime issue #26029); only ``NVIDIA_TF32_OVERRIDE=0`` in the environment turns it off, so the
-row records ``tf32`` from that variable.
+to clear it (https://github.com/microsoft/onnxruntime/issues/26029); only ``NVIDIA_TF32_OVERRIDE=0`` in the
+environment turns it off, so the row records ``tf32`` from that variable.
 
 Docs: https://onnxruntime.ai/docs/execution-providers/TensorRT-ExecutionProvider.html
 """
