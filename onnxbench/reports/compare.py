@@ -9,7 +9,6 @@ they usually mean a different machine, which the environment check reports.
 
 from __future__ import annotations
 
-import base64
 import html
 import re
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from ..schema import KEY_COLUMNS
 from . import tables
 from .format import Spec
 from .load import load, load_header
-from .render import CSS, Table, html_table, md_table
+from .markup import Table, html_figure, html_page, html_table, md_table, save_png
 
 #: Header env fields whose difference makes timings hard to compare (label, path in header["env"]).
 ENV_FIELDS = (("CPU", ("cpu",)), ("logical CPUs", ("cpu_count_logical",)), ("CPU affinity", ("cpu_affinity",)),
@@ -240,8 +239,6 @@ def render_markdown(c: Comparison) -> str:
 def change_plot(c: Comparison) -> bytes | None:
     """Horizontal bars of the p50 change per compared cell (red: regression, green: improvement), with the
     threshold as dashed lines. None when no cell was compared."""
-    import io
-
     import matplotlib.pyplot as plt
 
     from . import plots  # noqa: F401  (selects the headless backend)
@@ -264,17 +261,13 @@ def change_plot(c: Comparison) -> bytes | None:
     ax.set_xlabel("p50 change B vs A (%)")
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return save_png(fig)
 
 
 def render_html(c: Comparison) -> str:
     """The comparison as one self-contained HTML page (inline CSS, the change plot inlined as PNG)."""
-    title = html.escape(f"onnxbench compare: {c.run_a} → {c.run_b}")
-    parts = ["<!doctype html>", f"<html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
-             f"<style>{CSS}</style></head><body><h1>{title}</h1>"]
+    title = f"onnxbench compare: {c.run_a} → {c.run_b}"
+    parts = [f"<h1>{html.escape(title)}</h1>"]
     for line in _headline(c):
         cls = "note" if not line.startswith(("Result", "Warning")) else "meta"
         style = " style='color:#a11;font-weight:600'" if line.startswith("Warning") or (
@@ -284,11 +277,9 @@ def render_html(c: Comparison) -> str:
     for anchor, heading, table in _tables(c):
         parts.append(f"<section id='{anchor}'><h2>{html.escape(heading)}</h2>{html_table(table)}</section>")
         if anchor == "improvements" and png:
-            data = base64.b64encode(png).decode()
-            parts.append("<section id='plot'><h2>p50 change per cell</h2><figure><img alt='p50 change per cell' "
-                         f"src='data:image/png;base64,{data}'></figure></section>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+            parts.append("<section id='plot'><h2>p50 change per cell</h2>"
+                         f"{html_figure(png, 'p50 change per cell', caption=False)}</section>")
+    return html_page(title, parts)
 
 
 def write_comparison(c: Comparison, out_dir: str | Path) -> dict[str, Path]:

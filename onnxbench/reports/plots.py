@@ -5,8 +5,6 @@ PNGs are written without a software/version stamp, so the same run gives the sam
 
 from __future__ import annotations
 
-import io
-
 import matplotlib
 
 matplotlib.use("Agg")  # reports are written headless
@@ -14,18 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import StrMethodFormatter  # noqa: E402
 
+from .markup import save_png  # noqa: E402
 from .tables import ok_rows, runtime_labels, varying  # noqa: E402
 
 _LINESTYLES = ("-", "--", ":", "-.")
 #: A panel whose largest throughput exceeds its smallest by more than this gets a log y axis.
 LOG_Y_SPREAD = 30
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _title(keys: list[str], values: tuple) -> str:
@@ -60,7 +52,7 @@ def _panels(ok: pd.DataFrame, panel_keys: list[str], draw) -> bytes:
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
-    return _png(fig)
+    return save_png(fig)
 
 
 def _ok_throughput(df: pd.DataFrame) -> pd.DataFrame:
@@ -144,4 +136,4 @@ def roofline(df: pd.DataFrame) -> bytes | None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return save_png(fig)

@@ -8,7 +8,6 @@ ordering (the run's order, then sorted keys) and fixed number formats (:mod:`.fo
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from collections.abc import Callable
@@ -18,23 +17,13 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots, tables
-from .format import Spec, display, ms, speedup
+from .format import Spec, ms, speedup
 from .load import load, load_header
+from .markup import Table, html_figure, html_page, html_table, md_table
 from .tables import summary_table
 
 __all__ = ["PLOTS", "Plot", "Section", "Table", "build_sections", "env_rows", "make_plots", "render_html",
            "render_markdown", "summary_table", "write_report"]
-
-
-@dataclass
-class Table:
-    """One table of a section: raw values under schema/derived column names (see :mod:`.format`)."""
-
-    frame: pd.DataFrame
-    subtitle: str = ""
-    specs: dict[str, Spec] = field(default_factory=dict)
-    fail: list[bool] | None = None  # rows to mark as failures
-    empty: str = "none"
 
 
 @dataclass
@@ -207,46 +196,6 @@ def env_rows(header: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _prepare(table: Table) -> tuple[pd.DataFrame, list[bool], str, list[bool]]:
-    """Drop descriptive columns that are constant over the table (named in a note instead), format."""
-    frame = table.frame.reset_index(drop=True)
-    note = ""
-    if len(frame):
-        constant = [c for c in tables.DESCRIPTIVE if c in frame and c not in tables.varying(frame, [c])]
-        constant = [c for c in constant if frame[c].notna().all()]
-        if constant:
-            note = "All rows: " + "; ".join(f"{c.replace('_', ' ')} {frame[c].iloc[0]}" for c in constant) + "."
-            frame = frame.drop(columns=constant)
-    text, numeric = display(frame, table.specs)
-    fail = table.fail if table.fail is not None else [False] * len(text)
-    return text, numeric, note, fail
-
-
-#: Display labels of the columns emphasised on failure rows.
-MARK_LABELS = frozenset({"agreement", "status", "verdict"})
-
-
-def _md_cell(value: str) -> str:
-    return value.replace("|", "\\|").replace("\n", " ")
-
-
-def md_table(table: Table) -> list[str]:
-    if table.frame.empty:
-        return [f"_{table.empty}_", ""]
-    text, numeric, note, fail = _prepare(table)
-    labels = list(text.columns)
-    mark_idx = {i for i, label in enumerate(labels) if label in MARK_LABELS}
-    lines = [f"_{note}_", ""] if note else []
-    lines.append("| " + " | ".join(_md_cell(c) for c in labels) + " |")
-    lines.append("|" + "|".join("---:" if n else ":---" for n in numeric) + "|")
-    for i, row in enumerate(text.itertuples(index=False)):
-        cells = [_md_cell(v) for v in row]
-        if fail[i]:
-            cells = [f"**{c}**" if j in mark_idx else c for j, c in enumerate(cells)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
 def render_markdown(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> str:
     """The Markdown report; plot images are referenced by ``Plot.filename``, next to the report."""
     lines = [f"# onnxbench report: run {header.get('run_id', 'unknown')}", "", _counts_line(df), ""]
@@ -272,63 +221,11 @@ def _counts_line(df: pd.DataFrame) -> str:
             f"{int((agree == False).sum())} FAIL; reference runtime {tables.reference_runtime(df)}.")  # noqa: E712
 
 
-CSS = """
-:root{--fg:#1d2330;--muted:#5b6475;--line:#dde1e8;--head:#f3f5f8;--fail:#fde8e8;--failfg:#a11;--accent:#2b5fad}
-*{box-sizing:border-box}
-body{font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);margin:0;padding:1.5em 2em;
-max-width:1280px}
-h1{font-size:1.6em;margin:0 0 .2em}h2{font-size:1.25em;margin:1.6em 0 .4em;padding-bottom:.2em;
-border-bottom:2px solid var(--line)}h3{font-size:1.02em;margin:1.2em 0 .3em}
-p.intro,p.note,p.meta{color:var(--muted);margin:.2em 0 .6em}p.note{font-style:italic}
-nav ul{list-style:none;padding:0;margin:.6em 0 1em;display:flex;flex-wrap:wrap;gap:.3em 1.2em}
-nav a{color:var(--accent);text-decoration:none}nav a:hover{text-decoration:underline}
-.scroll{overflow-x:auto;margin-bottom:.8em}
-table.tbl{border-collapse:collapse;font-size:13px}
-table.tbl th,table.tbl td{border-bottom:1px solid var(--line);padding:4px 10px;text-align:left;white-space:nowrap}
-table.tbl th{background:var(--head);font-weight:600;position:sticky;top:0}
-table.tbl td.num,table.tbl th.num{text-align:right;font-variant-numeric:tabular-nums}
-table.tbl tbody tr:nth-child(even){background:#fafbfc}
-table.tbl tr.fail,table.tbl tbody tr.fail:nth-child(even){background:var(--fail)}
-table.tbl tr.fail td:first-child{box-shadow:inset 3px 0 0 var(--failfg)}
-td.mark{color:var(--failfg);font-weight:700}
-td.wrap{white-space:normal;min-width:18em}
-figure{margin:.5em 0 1.2em}figure img{max-width:100%;border:1px solid var(--line)}
-figcaption{color:var(--muted);font-size:.9em}
-"""
-
-
-def html_table(table: Table) -> str:
-    if table.frame.empty:
-        return f"<p class='note'>{html.escape(table.empty)}</p>"
-    text, numeric, note, fail = _prepare(table)
-    out = [f"<p class='note'>{html.escape(note)}</p>"] if note else []
-    out.append("<div class='scroll'><table class='tbl'><thead><tr>")
-    out += [f"<th{' class=num' if n else ''}>{html.escape(c)}</th>" for c, n in zip(text.columns, numeric,
-                                                                                     strict=True)]
-    out.append("</tr></thead><tbody>")
-    for i, row in enumerate(text.itertuples(index=False)):
-        out.append("<tr class='fail'>" if fail[i] else "<tr>")
-        for label, value, n in zip(text.columns, row, numeric, strict=True):
-            cls = ["num"] if n else []
-            if fail[i] and label in MARK_LABELS:
-                cls.append("mark")
-            if len(value) > 60:
-                cls.append("wrap")
-            attr = f" class='{' '.join(cls)}'" if cls else ""
-            out.append(f"<td{attr}>{html.escape(value)}</td>")
-        out.append("</tr>")
-    out.append("</tbody></table></div>")
-    return "".join(out)
-
-
 def render_html(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> str:
     """A single self-contained HTML page (inline CSS, images inlined as base64 PNG, no scripts)."""
     sections = build_sections(df, header, plot_list)
-    run_id = html.escape(str(header.get("run_id", "unknown")))
-    parts = ["<!doctype html>", "<html lang='en'><head><meta charset='utf-8'>",
-             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-             f"<title>onnxbench report: run {run_id}</title><style>{CSS}</style></head><body>",
-             f"<h1>onnxbench report: run {run_id}</h1><p class='meta'>{html.escape(_counts_line(df))}</p>",
+    run_id = str(header.get("run_id", "unknown"))
+    parts = [f"<h1>onnxbench report: run {html.escape(run_id)}</h1><p class='meta'>{html.escape(_counts_line(df))}</p>",
              "<nav><ul>" + "".join(f"<li><a href='#{s.anchor}'>{html.escape(s.title)}</a></li>" for s in sections)
              + "</ul></nav>"]
     for s in sections:
@@ -340,12 +237,9 @@ def render_html(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> str:
                 parts.append(f"<h3>{html.escape(table.subtitle)}</h3>")
             parts.append(html_table(table))
         for p in s.plots:
-            data = base64.b64encode(p.png).decode()
-            parts.append(f"<figure><img alt='{html.escape(p.title)}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{html.escape(p.title)}</figcaption></figure>")
+            parts.append(html_figure(p.png, p.title))
         parts.append("</section>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return html_page(f"onnxbench report: run {run_id}", parts)
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
