@@ -5,7 +5,11 @@ real worker processes once registered, with no other change to the package."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +108,26 @@ def test_a_plugin_module_that_fails_to_import_is_named(monkeypatch):
     monkeypatch.setattr(runtimes, "_plugins_loaded", False)
     with pytest.raises(runtimes.PluginError, match="'no_such_runtime_module' .*ONNXBENCH_RUNTIMES.* failed"):
         runtimes.registry()
+
+
+def _doctor(plugins: str):
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, runtimes.PLUGIN_ENV: plugins, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "onnxbench.cli", "doctor"], capture_output=True, text=True,
+                          timeout=300, cwd=root, env=env)
+
+
+def test_doctor_lists_a_plugin_named_in_the_environment_with_its_device():
+    proc = _doctor("tests.toy_runtime")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if "onnx-reference" in line)
+    assert "cpu" in line and "yes" in line
+    assert any("ort-cuda" in line and "cuda" in line.split("ort-cuda", 1)[1] for line in proc.stdout.splitlines())
+
+
+def test_cli_turns_a_package_error_into_one_line_and_exit_2():
+    proc = _doctor("no_such_runtime_module")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no_such_runtime_module" in errors[0] and "ONNXBENCH_RUNTIMES" in errors[0]
