@@ -15,7 +15,7 @@ Runtimes that cannot run here are skipped with the reason.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 
 import pytest
@@ -23,12 +23,10 @@ import pytest
 from onnxbench import runtimes
 from onnxbench.benchmarks import MatrixSpec, compare_outputs, tolerance_for
 from onnxbench.benchmarks.agreement import worst
-from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.benchmarks.matrix import ATTENTION_VARIANTS, load_matrix
+from onnxbench.benchmarks.matrix import load_matrix
+from onnxbench.benchmarks.rows import AgreementColumns, CellKey, ModelInfo, SessionInfo
 from onnxbench.benchmarks.timing import harness_overhead_ms
 from onnxbench.benchmarks.worker import ReferenceOutputs
-from onnxbench.export import to_onnx
-from onnxbench.models import get_preset
 from onnxbench.runtimes import RuntimeOptions, RuntimeUnavailable
 
 
@@ -40,7 +38,8 @@ def _spec() -> MatrixSpec:
 
 
 SPEC = _spec()
-CELLS = SPEC.expand()
+MATRIX = SPEC.build()
+CELLS = MATRIX.cells
 
 
 class _Sessions:
@@ -51,10 +50,7 @@ class _Sessions:
 
     def artifact(self, cell):
         if cell.artifact_key not in self.artifacts:
-            config = get_preset(cell.model, attention=ATTENTION_VARIANTS[cell.attention])
-            self.artifacts[cell.artifact_key] = to_onnx(config, seed=SPEC.seed, precision=cell.precision,
-                                                        opset=cell.opset, exporter=SPEC.exporter,
-                                                        model_name=cell.model)
+            self.artifacts[cell.artifact_key] = MATRIX.source(cell).artifact(cell)
         return self.artifacts[cell.artifact_key]
 
     def session(self, cell):
@@ -72,7 +68,7 @@ class _Sessions:
 
     def reference(self, cell):
         if cell.artifact_key not in self.references:
-            self.references[cell.artifact_key] = ReferenceOutputs(self.artifact(cell))
+            self.references[cell.artifact_key] = ReferenceOutputs(MATRIX.source(cell), self.artifact(cell))
         return self.references[cell.artifact_key]
 
     def close(self) -> None:
@@ -98,13 +94,13 @@ def overhead_ms():
 @pytest.mark.parametrize("cell", CELLS, ids=[f"{c.model}-{c.attention}-{c.precision}-op{c.opset}-{c.runtime}-"
                                              f"b{c.batch}-t{c.seq_len}" for c in CELLS])
 def test_latency(benchmark, cell, sessions, overhead_ms):
-    why = SPEC.unrunnable_reason(cell)
+    source = MATRIX.source(cell)
+    why = source.unrunnable_reason(cell)
     if why:
         pytest.skip(why)
     session = sessions.session(cell)
     artifact = sessions.artifact(cell)
-    feeds = make_feeds(session.inputs(), cell.batch, cell.seq_len, seed=SPEC.seed,
-                       int_high=artifact.config.vocab_size)
+    feeds = source.feeds(session.inputs(), cell.batch, cell.seq_len)
     reference = sessions.reference(cell).get((cell.batch, cell.seq_len), feeds)
     agreement = worst(compare_outputs(session.run(feeds), reference, tolerance_for(cell.precision, cell.runtime)))
     run = session.prepare(feeds)
@@ -115,14 +111,10 @@ def test_latency(benchmark, cell, sessions, overhead_ms):
 
     for _ in range(SPEC.timing.warmup_iters):  # warm-up at the timed shape
         once()
-    benchmark.extra_info.update(
-        {"onnxbench_cell": True, "cell_id": cell.cell_id, "model": cell.model, "part": cell.part,
-         "attention": cell.attention, "precision": cell.precision, "opset": cell.opset, "runtime": cell.runtime,
-         "config_id": cell.config_id, "batch": cell.batch, "seq_len": cell.seq_len,
-         "n_params": artifact.config.n_params, "provider_requested": session.provider_requested,
-         "provider_actual": session.provider_actual, "device": session.device,
-         "options": json.dumps(session.options, sort_keys=True, default=str), "build_s": session.build_s,
-         "onnx_sha256": artifact.sha256, "warmup_iters": SPEC.timing.warmup_iters,
-         "harness_overhead_ms": overhead_ms, "reference_runtime": "torch", **agreement.as_row()})
+    model = ModelInfo(source.n_params, source.reference_runtime, artifact.sha256, artifact.export_s)
+    benchmark.extra_info.update({"onnxbench_cell": True, "warmup_iters": SPEC.timing.warmup_iters,
+                                 "harness_overhead_ms": overhead_ms})
+    for part in (CellKey.of(cell), model, SessionInfo.of(session), AgreementColumns.of(agreement)):
+        benchmark.extra_info.update(dataclasses.asdict(part))
     benchmark(once)
-    assert agreement.agree, f"{cell.runtime} disagrees with the torch reference: {agreement}"
+    assert agreement.agree, f"{cell.runtime} disagrees with the {source.reference_runtime} reference: {agreement}"

@@ -72,23 +72,14 @@ def export(
     import shutil
 
     from .benchmarks.matrix import ATTENTION_VARIANTS
-    from .export import to_onnx
-    from .models import get_preset
+    from .benchmarks.sources import CheckpointSource, PresetSource
 
     if attention not in ATTENTION_VARIANTS:
         fail(f"unknown attention variant {attention!r}; known: {', '.join(ATTENTION_VARIANTS)}")
     try:
-        if checkpoint is not None:
-            from .benchmarks.foreign import model_name
-            from .models.gpt2 import checkpoint_config
-
-            preset = model_name(checkpoint)
-            config = checkpoint_config(checkpoint, attention=ATTENTION_VARIANTS[attention])
-        else:
-            config = get_preset(preset, attention=ATTENTION_VARIANTS[attention])
-        artifact = to_onnx(config, seed=seed, precision=precision, opset=opset, exporter=exporter,
-                           cache_dir=cache_dir, model_name=preset, force=force, checkpoint=checkpoint,
-                           variant=attention, part=part)
+        source = (CheckpointSource.at(checkpoint, seed, exporter) if checkpoint is not None
+                  else PresetSource.named(preset, seed, exporter))
+        artifact = source.export(attention, precision, opset, part, cache_dir, force)
     except (KeyError, ValueError, FileNotFoundError) as exc:
         fail(str(exc.args[0]) if exc.args else str(exc))
     path = artifact.path
@@ -101,7 +92,7 @@ def export(
             fail(f"cannot write {target}: {exc.strerror or exc}")
         path = target
     how = "cached" if artifact.cached else f"exported in {artifact.export_s:.1f} s"
-    console.print(f"{path}  ({preset}, {part}, {attention}, {precision}, opset {artifact.opset}, {how})")
+    console.print(f"{path}  ({source.name}, {part}, {attention}, {precision}, opset {artifact.opset}, {how})")
 
 
 @app.command()
@@ -147,8 +138,9 @@ def run(
 
     from .benchmarks import default_matrix, run_matrix
     from .benchmarks.matrix import load_matrix
-    from .benchmarks.runner import check_writable, read_rows, resume_spec
+    from .benchmarks.resume import done_cell_ids, resume_spec
     from .reports import write_report
+    from .rundir import check_writable
 
     spec = default_matrix()
     axis_flags = (models, runtimes, attention, precisions, opsets, batches, seq_lens, exporter, min_time,
@@ -189,19 +181,19 @@ def run(
     try:
         if timing:
             spec.timing = dataclasses.replace(spec.timing, **timing)
-        spec.validate()
+        built = spec.build()
         check_writable(out)
     except (ValueError, PermissionError, FileNotFoundError) as exc:
         fail(str(exc))
-    cells = spec.expand()
-    done = {r.get("cell_id") for r in read_rows(out)
-            if not (retry_failed and r.get("status") == "failed")} if resume is not None else set()
+    cells = built.cells
+    done = done_cell_ids(out, retry_failed) if resume is not None else set()
     todo = [c for c in cells if c.cell_id not in done]
-    unrunnable = [c for c in todo if spec.unrunnable_reason(c)]
     console.print(f"{len(cells)} cells -> {out}" + (f" ({len(todo)} left to run)" if resume is not None else ""))
-    for cell in unrunnable:
-        console.print(f"  cannot run, will be a skipped row: {cell.model} {cell.runtime} b{cell.batch} "
-                      f"t{cell.seq_len}: {spec.unrunnable_reason(cell)}", highlight=False)
+    for cell in todo:
+        why = built.unrunnable_reason(cell)
+        if why:
+            console.print(f"  cannot run, will be a skipped row: {cell.model} {cell.runtime} b{cell.batch} "
+                          f"t{cell.seq_len}: {why}", highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
         task = progress.add_task("starting", total=len(todo))
@@ -211,7 +203,7 @@ def run(
             progress.update(task, advance=1, description=label)
 
         try:
-            summary = _interruptible(lambda: run_matrix(spec, out, cache_dir=cache_dir, on_cell=on_cell,
+            summary = _interruptible(lambda: run_matrix(built, out, cache_dir=cache_dir, on_cell=on_cell,
                                                         resume=resume is not None, retry_failed=retry_failed,
                                                         ceilings=ceilings, tune=tune))
         except KeyboardInterrupt:
@@ -230,10 +222,10 @@ def run(
 
 
 def _warn_if_busy(run_dir: Path, limit_pct: float = 20.0) -> None:
-    import json
+    from .rundir import RunDir
 
     try:
-        busy = json.loads((run_dir / "header.json").read_text()).get("cpu_busy_pct_at_start")
+        busy = RunDir(run_dir).read_header().get("cpu_busy_pct_at_start")
     except (OSError, ValueError):
         return
     if busy is not None and busy > limit_pct:

@@ -13,22 +13,22 @@ the printed coefficient of variation says how noisy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
-from onnxbench.benchmarks import MatrixSpec, TimingConfig
-from onnxbench.benchmarks.matrix import Cell
-from onnxbench.benchmarks.runner import _export
+from onnxbench.benchmarks import Cell, Group, MatrixSpec, TimingConfig
+from onnxbench.benchmarks.messages import CellFinished
+from onnxbench.benchmarks.rows import assemble
 from onnxbench.benchmarks.timing import harness_overhead_ms
-from onnxbench.benchmarks.worker import run_group
+from onnxbench.benchmarks.worker import measure_group
 
 
 def measure_twice(cell: Cell, spec: MatrixSpec) -> list[dict]:
-    """Run ``cell`` twice on one session (the runner's own per-cell code) and return the two rows."""
-    artifact = _export(cell, spec, None)
-    rows: list[dict] = []
-    run_group([cell, cell], artifact, spec, lambda kind, payload, extra=None: rows.append(payload)
-              if kind == "row" else None)
-    return rows
+    """Run ``cell`` twice on one session (the runner's own per-cell code) and return the two rows' measured
+    columns."""
+    source = dataclasses.replace(spec, models=[cell.model]).build().sources[cell.model]
+    group = Group(source, source.artifact(cell), (cell, cell), spec)
+    return [assemble(*m.measurement.parts()) for m in measure_group(group) if isinstance(m, CellFinished)]
 
 
 def main() -> None:

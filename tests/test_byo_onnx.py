@@ -12,8 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from onnxbench.benchmarks.foreign import inspect_onnx, shape_axes
 from onnxbench.benchmarks.inputs import make_feeds
+from onnxbench.benchmarks.sources.onnx_file import inspect_onnx, shape_axes
 from onnxbench.export import TensorSpec
 
 # onnx 1.23 writes IR version 14 by default, newer than onnxruntime 1.31 reads (13)

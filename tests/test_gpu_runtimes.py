@@ -67,10 +67,10 @@ def test_profile_follows_the_matrix_axes_and_keeps_static_dims():
 
 
 def test_run_matrix_profile_covers_exactly_the_cells_of_one_session():
-    from onnxbench.benchmarks.runner import _axis_ranges
+    from onnxbench.benchmarks.worker import axis_ranges
 
     cells = MatrixSpec(models=["tiny"], runtimes=["tensorrt"], batches=[2, 1, 8], seq_lens=[16, 64]).expand()
-    assert _axis_ranges(cells) == {"batch": (1, 2, 8), "sequence": (16, 64, 64)}
+    assert axis_ranges(cells) == {"batch": (1, 2, 8), "sequence": (16, 64, 64)}
 
 
 def test_ranges_default_and_clip_to_max_positions():

@@ -6,7 +6,7 @@ inside the real worker process running the real ONNX Runtime / torch session; no
 
 import pytest
 
-from onnxbench.benchmarks import MatrixSpec, read_rows, run_matrix
+from onnxbench.benchmarks import Executor, InProcessExecutor, MatrixSpec, read_rows, run_matrix
 from onnxbench.benchmarks.timing import TimingConfig
 from onnxbench.benchmarks.worker import FAULT_ENV, inject_fault
 
@@ -77,3 +77,23 @@ def test_peak_rss_is_measured_per_cell_in_the_worker(tmp_path, cache_dir):
     # B=16, T=128 logits alone are 16*128*512*4 bytes = 4 MiB per copy, on top of the same session
     assert rows[16]["peak_rss_mb"] > rows[1]["peak_rss_mb"] > 50
     assert rows[1]["device_mem_mb"] is None  # CPU: no device memory column
+
+
+class _AllGroupsFirst(Executor):
+    """Pulls every group before measuring any, then measures them last-first in this process: the runner must not
+    depend on an executor's order or on it pulling groups lazily (a distributed executor does neither)."""
+
+    def run(self, groups):
+        pulled = list(groups)
+        for group in reversed(pulled):
+            yield from InProcessExecutor().run([group])
+
+
+def test_any_executor_gets_every_cell_its_row(tmp_path, cache_dir):
+    spec = _spec(seq_lens=[8, 16])
+    summary = run_matrix(spec, tmp_path, cache_dir=cache_dir, executor=_AllGroupsFirst())
+    rows = read_rows(tmp_path)
+    assert sorted(r["cell_id"] for r in rows) == sorted(c.cell_id for c in spec.expand())
+    assert [r["runtime"] for r in rows] == ["ort-cpu", "ort-cpu", "torch", "torch"]  # the executor's order
+    assert all(r["status"] == "ok" and r["agree"] and r["reference_runtime"] == "torch" for r in rows)
+    assert summary.session_s > 0 and summary.worker_start_s == 0  # in process: no worker started

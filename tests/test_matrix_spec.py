@@ -18,12 +18,13 @@ def test_the_shipped_example_loads_and_expands():
     spec.validate()
     assert spec.models == ["tiny", "gpt2-small"] and spec.attention == ["decomposed", "sdpa"]
     assert spec.timing.min_time_s == 1.0 and spec.shape_axes("gpt2-small") == ([1], [32, 128, 256])
-    cells = spec.expand()
+    matrix = spec.build()
+    cells = matrix.cells
     # tiny: 2 variants x 2 runtimes x 2 batches x 3 seq_lens; gpt2-small: 2 x 2 x 1 x 3
-    assert len(cells) == 24 + 12
-    skipped = [c for c in cells if spec.unrunnable_reason(c)]
+    assert len(cells) == 24 + 12 and cells == spec.expand()
+    skipped = [c for c in cells if matrix.unrunnable_reason(c)]
     assert {(c.model, c.seq_len) for c in skipped} == {("tiny", 256)}
-    assert "exceeds tiny's max_positions=128" in spec.unrunnable_reason(skipped[0])
+    assert "exceeds tiny's max_positions=128" in matrix.unrunnable_reason(skipped[0])
 
 
 def test_keys_left_out_keep_the_defaults(tmp_path):
@@ -55,8 +56,8 @@ def test_a_seq_len_no_model_accepts_is_an_error_but_one_some_accept_is_a_skipped
     with pytest.raises(ValueError, match="exceed tiny's max_positions=128"):
         MatrixSpec(models=["tiny"], seq_lens=[256]).validate()
     spec = MatrixSpec(models=["tiny", "small"], seq_lens=[256], batches=[1], runtimes=["ort-cpu"])
-    spec.validate()
-    reasons = {c.model: spec.unrunnable_reason(c) for c in spec.expand()}
+    matrix = spec.build()
+    reasons = {c.model: matrix.unrunnable_reason(c) for c in matrix.cells}
     assert reasons["small"] is None and "max_positions=128" in reasons["tiny"]
 
 
@@ -82,3 +83,28 @@ def test_cli_runs_a_matrix_file_with_flag_overrides_and_lists_cells_it_cannot_ru
     header = json.loads((out / "header.json").read_text())
     assert header["matrix"]["batches"] == [1] and header["matrix"]["exporter"] == "torchscript"
     assert all(rows["tiny"][k] is not None for k in KEY_COLUMNS)
+
+
+def test_each_model_kind_is_one_source_and_model_names_are_unique(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["batch", 4])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(path))
+    spec = MatrixSpec(models=["tiny"], onnx_models=[str(path)], runtimes=["ort-cpu"], batches=[1, 2],
+                      seq_lens=[8], attention=["decomposed", "sdpa"], precisions=["fp32", "fp16"])
+    matrix = spec.build()
+    assert [type(s).__name__ for s in matrix.sources.values()] == ["PresetSource", "OnnxFileSource"]
+    relu = [c for c in matrix.cells if c.model == "relu"]
+    # an ONNX file is run as it is: no attention/precision/opset axes; its batch axis takes the matrix's sizes
+    assert [(c.attention, c.precision, c.opset, c.batch, c.seq_len) for c in relu] == [
+        ("external", "fp16", 17, 1, 1), ("external", "fp16", 17, 2, 1)]
+    assert matrix.sources["relu"].reference_runtime == "ort-cpu" and matrix.sources["tiny"].reference_runtime == "torch"
+    assert len([c for c in matrix.cells if c.model == "tiny"]) == 2 * 2 * 2 * 1
+    clash = tmp_path / "tiny.onnx"
+    clash.write_bytes(path.read_bytes())
+    with pytest.raises(ValueError, match=r"share the model name 'tiny'; rename one of them"):
+        MatrixSpec(models=["tiny"], onnx_models=[str(clash)]).validate()

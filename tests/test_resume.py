@@ -9,7 +9,7 @@ import time
 import pandas as pd
 
 from onnxbench.benchmarks import MatrixSpec, read_rows, run_matrix
-from onnxbench.benchmarks.runner import resume_spec
+from onnxbench.benchmarks.resume import resume_spec
 from onnxbench.benchmarks.timing import TimingConfig
 from onnxbench.benchmarks.worker import FAULT_ENV
 from onnxbench.reports import load

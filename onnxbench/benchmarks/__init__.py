@@ -1,8 +1,13 @@
-"""Matrix spec and expansion, the agreement and timing harnesses, and the matrix runner."""
+"""Matrix spec and expansion, model sources, the agreement and timing harnesses, executors and the matrix runner."""
 
+from ..rundir import read_rows
 from .agreement import TOLERANCES, Agreement, Tolerance, compare, compare_outputs, tolerance_for
-from .matrix import ATTENTION_VARIANTS, Cell, MatrixSpec, default_matrix
-from .runner import RunSummary, read_rows, run_matrix
+from .cells import Cell
+from .executors import Executor, InProcessExecutor, ProcessPerGroupExecutor
+from .matrix import ATTENTION_VARIANTS, Matrix, MatrixSpec, default_matrix
+from .messages import Group
+from .runner import RunSummary, run_matrix
+from .sources import ModelSource
 from .timing import Timing, TimingConfig, measure
 
 __all__ = [
@@ -10,7 +15,13 @@ __all__ = [
     "TOLERANCES",
     "Agreement",
     "Cell",
+    "Executor",
+    "Group",
+    "InProcessExecutor",
+    "Matrix",
     "MatrixSpec",
+    "ModelSource",
+    "ProcessPerGroupExecutor",
     "RunSummary",
     "Timing",
     "TimingConfig",

@@ -1,11 +1,9 @@
-"""The benchmark matrix: axes, the embedded default, TOML matrix files, and expansion into cells."""
+"""The benchmark matrix: axes, the embedded default, TOML matrix files, and the built matrix (its model sources
+and cells)."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import itertools
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +16,8 @@ else:  # pragma: no cover - Python 3.10
 from ..errors import MatrixError
 from ..export import DEFAULT_OPSET, PRECISIONS
 from ..export.variants import VARIANTS
-from ..models import PRESETS
+from .cells import Cell
+from .sources import ModelSource, build_sources
 from .timing import TimingConfig
 
 #: Attention variants -> the reference config's ``attention`` implementation they are exported from
@@ -28,37 +27,12 @@ ATTENTION_VARIANTS = {name: v.implementation for name, v in VARIANTS.items()}
 PARTS = ("model", "attention")
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One measurement: a model part under a runtime at one (batch, seq_len)."""
-
-    model: str
-    attention: str
-    precision: str
-    opset: int
-    runtime: str
-    batch: int
-    seq_len: int
-    part: str = "model"
-    config_id: str = "default"
-
-    @property
-    def artifact_key(self) -> tuple:
-        """Cells with the same key share one exported artifact."""
-        return (self.model, self.part, self.attention, self.precision, self.opset)
-
-    @property
-    def cell_id(self) -> str:
-        payload = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
 @dataclass
 class MatrixSpec:
     """Axes of a benchmark matrix; the cells are their Cartesian product.
 
     Attributes:
-        models: preset names (see ``onnxbench.models.PRESETS``).
+        models: preset names (see ``onnxbench.models.PRESETS``; :class:`~.sources.PresetSource`).
         attention: attention variants (keys of :data:`ATTENTION_VARIANTS`).
         precisions: ``fp32`` / ``fp16`` / ``bf16``.
         opsets: ONNX opsets to export at.
@@ -70,11 +44,11 @@ class MatrixSpec:
         timing: the timing harness settings.
         shapes: optional per-model override ``{preset: {"batches": [...], "seq_lens": [...]}}``.
         checkpoints: local GPT-2-style checkpoint directories (``config.json`` + ``model.safetensors``); each is
-            a model named after its directory, exported with its own weights (see ``onnxbench.models.gpt2``).
-        onnx_models: paths of foreign ONNX models, each a model named after the file's stem, run on the ONNX
-            runtimes with ORT CPU as the reference (see ``onnxbench.benchmarks.foreign``).
-        dims: sizes of named dynamic axes of foreign models (``{"batch": 4, "sequence": 128}``).
-        int_ranges: ``{input name or "*": [lo, hi)}`` for integer inputs of foreign models.
+            a model named after its directory, exported with its own weights (:class:`~.sources.CheckpointSource`).
+        onnx_models: paths of users' ONNX files, each a model named after the file's stem, run on the ONNX
+            runtimes with ORT CPU as the reference (:class:`~.sources.OnnxFileSource`).
+        dims: sizes of named dynamic axes of the ONNX files (``{"batch": 4, "sequence": 128}``).
+        int_ranges: ``{input name or "*": [lo, hi)}`` for integer inputs of the ONNX files.
         parts: ``model`` and/or ``attention`` (block 0's attention exported alone).
         cell_timeout_s: a worker that produces no row for this many seconds (per cell; session creation
             counts as one cell) is killed and its remaining cells become ``failed`` rows.
@@ -87,7 +61,7 @@ class MatrixSpec:
     use (unknown name, size < 1, a sequence length above every model's ``max_positions``) is an error raised by
     :meth:`validate` before anything runs; a combination that only some cells cannot run (a sequence length
     above one model's ``max_positions`` when another model accepts it) is expanded and becomes a ``skipped`` row
-    whose reason is :meth:`unrunnable_reason`.
+    whose reason is :meth:`Matrix.unrunnable_reason`.
     """
 
     models: list[str] = field(default_factory=lambda: ["tiny", "gpt2-small"])
@@ -110,18 +84,23 @@ class MatrixSpec:
     cov_warn: float = 0.10
 
     def validate(self) -> None:
-        """Check every axis value.
+        """Check every axis value and every model (see :meth:`build`).
+
+        Raises:
+            MatrixError / ValueError / FileNotFoundError: naming the bad value and the allowed ones (or the limit it
+                breaks).
+        """
+        self.build()
+
+    def build(self) -> Matrix:
+        """Validate the axes, build the model sources once and expand the cells.
 
         Raises:
             MatrixError: (a ValueError) naming the bad value and the allowed ones (or the limit it breaks).
+            ValueError / FileNotFoundError: for a checkpoint directory or ONNX file that cannot be used.
         """
         from .. import runtimes
 
-        for m in self.models:
-            if m not in PRESETS:
-                raise MatrixError(f"unknown preset {m!r}; known presets: {', '.join(PRESETS)}")
-        if not (self.models or self.checkpoints or self.onnx_models):
-            raise MatrixError("nothing to run: give presets (--models), --checkpoint DIR or --onnx PATH")
         for a in self.attention:
             if a not in ATTENTION_VARIANTS:
                 raise MatrixError(f"unknown attention variant {a!r}; known: {', '.join(ATTENTION_VARIANTS)}")
@@ -141,34 +120,22 @@ class MatrixSpec:
                 raise MatrixError(f"unknown runtime {r!r}; registered: {', '.join(runtimes.registry())}")
         if self.cell_timeout_s <= 0:
             raise MatrixError(f"cell_timeout_s must be > 0 seconds, got {self.cell_timeout_s}")
-        from . import foreign
-
-        max_positions = self._max_positions()
-        foreign.validate_onnx_models(self.onnx_models, self.dims, self.int_ranges, set(max_positions), self.seed)
-        for model in max_positions:
-            batches, seq_lens = self.shape_axes(model)
+        sources = build_sources(self)
+        if not sources:
+            raise MatrixError("nothing to run: give presets (--models), --checkpoint DIR or --onnx PATH")
+        for source in sources.values():
+            source.validate(self)
+            batches, seq_lens = self.shape_axes(source.name)
             if any(b < 1 for b in batches) or any(t < 1 for t in seq_lens):
                 raise MatrixError("batch sizes and sequence lengths must be >= 1")
-        longest = max(max_positions.values(), default=0)
-        too_long = sorted({t for m in max_positions for t in self.shape_axes(m)[1] if t > longest})
+        limits = {name: s.max_positions for name, s in sources.items() if s.max_positions is not None}
+        longest = max(limits.values(), default=0)
+        too_long = sorted({t for m in limits for t in self.shape_axes(m)[1] if t > longest})
         if too_long:
-            names = ", ".join(f"{m}'s max_positions={n}" for m, n in max_positions.items())
+            names = ", ".join(f"{m}'s max_positions={n}" for m, n in limits.items())
             raise MatrixError(f"sequence lengths {too_long} exceed {names}; use --seq-lens up to {longest}")
-
-    def _max_positions(self) -> dict[str, int]:
-        """``{model name: max_positions}`` of the presets and checkpoints (foreign ONNX models have none)."""
-        from . import foreign
-
-        max_positions = {m: PRESETS[m].max_positions for m in self.models if m in PRESETS}
-        max_positions.update(foreign.checkpoint_max_positions(self.checkpoints, set(self.models)))
-        return max_positions
-
-    def unrunnable_reason(self, cell: Cell) -> str | None:
-        """Why ``cell`` cannot run (it becomes a ``skipped`` row), or ``None`` if it can."""
-        limit = self._max_positions().get(cell.model)
-        if limit is not None and cell.seq_len > limit:
-            return f"seq_len {cell.seq_len} exceeds {cell.model}'s max_positions={limit}"
-        return None
+        cells = [cell for source in sources.values() for cell in source.cells(self)]
+        return Matrix(self, sources, list(dict.fromkeys(cells)))
 
     def shape_axes(self, model: str) -> tuple[list[int], list[int]]:
         """(batches, seq_lens) for ``model``, with per-model overrides applied."""
@@ -176,21 +143,8 @@ class MatrixSpec:
         return list(override.get("batches", self.batches)), list(override.get("seq_lens", self.seq_lens))
 
     def expand(self) -> list[Cell]:
-        """All cells, grouped so that cells sharing an artifact and a runtime are adjacent."""
-        from . import foreign
-
-        cells = []
-        models = self.models + [foreign.model_name(d) for d in self.checkpoints]
-        for model, part, att, prec, opset, rt in itertools.product(
-            models, self.parts, self.attention, self.precisions, self.opsets, self.runtimes
-        ):
-            batches, seq_lens = self.shape_axes(model)
-            opset = VARIANTS[att].resolve_opset(opset) if att in VARIANTS else opset
-            for b, t in itertools.product(batches, seq_lens):
-                cells.append(Cell(model, att, prec, opset, rt, b, t, part=part))
-        cells += foreign.foreign_cells(self.onnx_models, self.runtimes, self.batches, self.seq_lens, self.dims,
-                                       self.shapes)
-        return list(dict.fromkeys(cells))
+        """All cells (of :meth:`build`), grouped so that cells sharing an artifact and a runtime are adjacent."""
+        return self.build().cells
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -223,9 +177,32 @@ class MatrixSpec:
         return spec
 
 
+@dataclass
+class Matrix:
+    """A validated matrix: its spec, its model sources (built once, by name) and its cells in run order.
+
+    Attributes:
+        spec: the axes.
+        sources: ``{model name: source}``.
+        cells: every cell, grouped so that cells sharing an artifact and a runtime are adjacent.
+    """
+
+    spec: MatrixSpec
+    sources: dict[str, ModelSource]
+    cells: list[Cell]
+
+    def source(self, cell: Cell) -> ModelSource:
+        """The source of ``cell``'s model."""
+        return self.sources[cell.model]
+
+    def unrunnable_reason(self, cell: Cell) -> str | None:
+        """Why ``cell`` cannot run (it becomes a ``skipped`` row), or ``None`` if it can."""
+        return self.source(cell).unrunnable_reason(cell)
+
+
 def load_matrix(path: str | Path, base: MatrixSpec | None = None) -> MatrixSpec:
-    """Read a matrix spec from a TOML file (format: ``examples/matrix.toml``, README "Matrix
-    files"); keys the file leaves out keep ``base``'s values (default :func:`default_matrix`).
+    """Read a matrix spec from a TOML file (format: ``examples/matrix.toml``, README "Matrix files"); keys the
+    file leaves out keep ``base``'s values (default :func:`default_matrix`).
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .. import runtimes
-from ..export import ExportArtifact
+from ..export import ExportArtifact, TensorSpec
 from ..runtimes import RuntimeOptions
 from .inputs import make_feeds
 from .timing import TimingConfig, measure
@@ -62,31 +65,39 @@ class TuneResult:
 
 def search(runtime: str, artifact: ExportArtifact, shapes: list[tuple[int, int]], *, seed: int = 0,
            timing: TimingConfig = SEARCH_TIMING, candidates: dict[str, RuntimeOptions] | None = None,
-           axis_ranges: dict[str, tuple[int, int, int]] | None = None) -> TuneResult:
+           axis_ranges: dict[str, tuple[int, int, int]] | None = None,
+           feeds: Callable[[tuple[TensorSpec, ...], int, int], dict[str, np.ndarray]] | None = None) -> TuneResult:
     """Time every candidate configuration of ``runtime`` on ``artifact`` at each (batch, seq_len) in ``shapes``
     and return the best (lowest geometric-mean p50). Candidates that fail are recorded, not raised.
 
     Args:
         runtime: registry name.
         artifact: the exported model.
-        shapes: (batch, seq_len) pairs; ``input_ids`` int64 (B, T) drawn like the matrix's feeds.
-        seed: input seed.
+        shapes: (batch, seq_len) pairs.
+        seed: input seed of the default ``feeds``.
         timing: timing-harness settings for each candidate and shape.
         candidates: override :func:`grid` (tests).
         axis_ranges: the shape ranges sessions must accept (``RuntimeOptions.axis_ranges``; TensorRT profiles).
+        feeds: ``feeds(input specs, batch, seq_len)`` -> inputs, e.g. the model source's
+            (:meth:`onnxbench.benchmarks.sources.ModelSource.feeds`); default: ``input_ids`` int64 (B, T) below the
+            artifact's ``vocab_size``.
     """
     result = TuneResult()
     candidates = grid(runtime) if candidates is None else candidates
-    vocab = artifact.config.vocab_size if artifact.config else 2
+    if feeds is None:
+        vocab = artifact.config.vocab_size if artifact.config else 2
+
+        def feeds(specs, batch, seq_len):
+            return make_feeds(specs, batch, seq_len, seed=seed, int_high=vocab)
     for name, options in candidates.items():
         try:
             opened = dataclasses.replace(options, axis_ranges=axis_ranges or options.axis_ranges)
             with runtimes.get(runtime).open(artifact, opened) as session:
                 per_shape = {}
                 for batch, seq_len in shapes:
-                    feeds = make_feeds(session.inputs(), batch, seq_len, seed=seed, int_high=vocab)
-                    session.run(feeds)  # the warm-up: first call at a shape (allocator, compilation)
-                    stats, _ = measure(session.prepare(feeds), session.synchronize, timing)
+                    inputs = feeds(session.inputs(), batch, seq_len)
+                    session.run(inputs)  # the warm-up: first call at a shape (allocator, compilation)
+                    stats, _ = measure(session.prepare(inputs), session.synchronize, timing)
                     per_shape[f"{batch}x{seq_len}"] = stats.latency_ms_p50
         except Exception as exc:  # a candidate the runtime rejects must not end the search
             result.errors[name] = f"{type(exc).__name__}: {exc}"

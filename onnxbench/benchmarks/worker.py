@@ -1,22 +1,17 @@
-"""The cell worker: measures the cells of one (artifact, runtime) group, in its own process.
+"""The cell worker: measures the cells of one :class:`~onnxbench.benchmarks.messages.Group` (one artifact on one
+runtime), in whatever process an executor runs it (:mod:`onnxbench.benchmarks.executors`).
 
-The runner (``onnxbench.benchmarks.runner``) starts one worker process (a fresh interpreter) per (artifact,
-runtime) group, so that a crash, a hang or an out-of-memory kill inside a runtime costs one cell and
-never the run. The worker opens one session, computes the fp32 torch eager reference per shape itself (cheaper
-than shipping logits between processes), measures each cell with :func:`measure_cell` and sends one message per
-event through a one-way pipe (``multiprocessing.connection.Connection`` framing):
-
-    ("started", pid)                       imports done
-    ("session", {"session_s": s})          session opened (or the group's skipped/failed rows follow)
-    ("begin", cell_id)                     about to measure this cell
-    ("row", {column: value}, {"timing_s": s, "reference_s": s})
-    ("done", None)
+The process-per-group executor starts one worker process (a fresh interpreter, :func:`main`) per group, so that
+a crash, a hang or an out-of-memory kill inside a runtime costs one cell and never the run. The worker opens one
+session, computes the reference outputs per shape itself (cheaper than shipping logits between processes),
+measures each cell with :func:`measure_cell` and emits the typed messages of
+:mod:`onnxbench.benchmarks.messages` (:func:`measure_group`).
 
 Fault injection (for tests and for checking a deployment's isolation; documented in README "Isolation"):
 set ``ONNXBENCH_FAULT=ACTION:FIELD=VALUE[,FIELD=VALUE...]`` in the environment of ``onnxbench run``, where ACTION
 is ``kill`` (the worker sends itself SIGKILL, as the out-of-memory killer would), ``hang`` (it sleeps forever,
 so the runner's ``cell_timeout_s`` fires), ``exit`` (``os._exit(3)``) or ``raise`` (a ``RuntimeError`` in the
-cell), and the FIELD=VALUE pairs select cells by :class:`~onnxbench.benchmarks.matrix.Cell` fields, e.g.
+cell), and the FIELD=VALUE pairs select cells by :class:`~onnxbench.benchmarks.cells.Cell` fields, e.g.
 ``ONNXBENCH_FAULT=kill:runtime=ort-cpu,seq_len=16``. The hook acts just before the selected cell is measured,
 in the real worker running the real runtime; nothing is mocked.
 """
@@ -24,13 +19,12 @@ in the real worker running the real runtime; nothing is mocked.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import resource
 import signal
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,27 +33,28 @@ from .. import runtimes
 from ..export import ExportArtifact
 from ..runtimes import RuntimeOptions, RuntimeUnavailable, Session
 from ..runtimes import trt_profiles as _trt_profiles
-from . import foreign
 from .agreement import compare_outputs, worst
-from .matrix import Cell, MatrixSpec
-from .timing import measure, measure_stages, throughput
+from .cells import Cell
+from .matrix import MatrixSpec
+from .messages import CellFinished, CellStarted, Group, GroupFinished, Message, SessionOpened, WorkerStarted
+from .rows import AgreementColumns, GpuStages, Measurement, Outcome, Resources, SessionInfo, Throughput
+from .sources import ModelSource
+from .timing import measure, measure_stages
 
-REFERENCE_RUNTIME = "torch"
 FAULT_ENV = "ONNXBENCH_FAULT"
-
-Send = Callable[..., None]
 
 
 class ReferenceOutputs:
-    """fp32 torch eager outputs of one artifact's model, computed once per shape and shared by the group's cells.
+    """Reference outputs of one artifact's cells, computed once per shape and shared by the group's cells.
 
-    The reference of an fp16/bf16 artifact is the fp32 module of the same (config, seed) or checkpoint; the
-    reference of a foreign ONNX model is ORT CPU running the file itself (``foreign.FOREIGN_REFERENCE``).
+    The source names the reference runtime and the artifact it opens (for the reference transformer: fp32 torch
+    eager with the same config and weights, whatever the graph's precision; for an ONNX file: ORT CPU running
+    the file itself).
     """
 
-    def __init__(self, artifact: ExportArtifact) -> None:
-        self.runtime = foreign.reference_runtime(artifact, REFERENCE_RUNTIME)
-        self.artifact = dataclasses.replace(artifact, precision="fp32") if artifact.config else artifact
+    def __init__(self, source: ModelSource, artifact: ExportArtifact) -> None:
+        self.runtime = source.reference_runtime
+        self.artifact = source.reference_artifact(artifact)
         self._session = None
         self._outputs: dict[tuple, dict[str, np.ndarray]] = {}
         self.seconds = 0.0
@@ -151,27 +146,25 @@ def inject_fault(cell: Cell) -> None:
         raise ValueError(f"{FAULT_ENV}: unknown action {action!r}; use kill, hang, exit or raise")
 
 
-def measure_cell(cell: Cell, session: Session, spec: MatrixSpec, references: ReferenceOutputs,
-                 artifact: ExportArtifact) -> tuple[dict, float]:
+def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: MatrixSpec,
+                 references: ReferenceOutputs) -> tuple[Measurement, float]:
     """Measure one cell on an open session: agreement with the reference, latency, throughput, memory.
 
-    This is the one place that turns a (cell, session) into result columns; extend it for new columns.
-
     Args:
-        cell: the cell; its (batch, seq_len) give the ``input_ids`` shape (B, T), int64 in [0, vocab_size)
-            (foreign models: inputs from their specs, ``spec.dims`` and ``spec.int_ranges``).
+        cell: the cell; its (batch, seq_len) shape the inputs, which come from ``source.feeds`` (the reference
+            transformer: ``input_ids`` int64 (B, T) in [0, vocab_size)).
         session: an open session of the cell's artifact on the cell's runtime.
-        spec: the matrix (seed, timing settings, ``cov_warn``).
+        source: the cell's model.
+        spec: the matrix (timing settings, ``cov_warn``).
         references: reference outputs, cached per shape.
-        artifact: the artifact the session runs.
 
     Returns:
-        (row columns, seconds spent in the timing harness).
+        (the ok measurement without its :class:`SessionInfo`, seconds spent in the timing harness).
 
     Raises:
-        Exception: whatever the runtime raises; the caller turns it into a ``failed`` row.
+        Exception: whatever the runtime raises; the caller turns it into a ``failed`` measurement.
     """
-    feeds = foreign.cell_feeds(session.inputs(), cell, artifact, spec.seed, spec.dims, spec.int_ranges)
+    feeds = source.feeds(session.inputs(), cell.batch, cell.seq_len)
     reference = references.get((cell.batch, cell.seq_len), feeds)
     reset_peak_rss()
     outputs = session.run(feeds)
@@ -179,18 +172,16 @@ def measure_cell(cell: Cell, session: Session, spec: MatrixSpec, references: Ref
     agreement = worst(compare_outputs(outputs, reference, tol))
     t0 = time.perf_counter()
     timing, _ = measure(session.prepare(feeds), session.synchronize, spec.timing)
-    split = split_timing(session, feeds, spec)
+    stages = split_timing(session, feeds, spec)
     timing_s = time.perf_counter() - t0
-    seq_s, tok_s = throughput(cell.batch, cell.seq_len, timing.latency_ms_p50)
     reason = ""
     if timing.cov > spec.cov_warn:
         reason = (f"warning: noisy timing, cov {timing.cov:.2f} > cov_warn {spec.cov_warn:g} "
                   "(a contended machine? rerun on a quiet one)")
-    row = {**agreement.as_row(), **timing.as_row(), **split, "status": "ok", "reason": reason,
-           "build_s": session.build_s,  # after the first run: includes a per-shape compile
-           "throughput_seq_s": seq_s, "throughput_tok_s": tok_s,
-           "peak_rss_mb": peak_rss_mb(), "device_mem_mb": device_mem_mb(session)}
-    return row, timing_s
+    return Measurement(Outcome("ok", reason), timing=timing,
+                       throughput=Throughput.of(cell.batch, cell.seq_len, timing.latency_ms_p50),
+                       agreement=AgreementColumns.of(agreement), stages=stages,
+                       resources=Resources(peak_rss_mb(), device_mem_mb(session))), timing_s
 
 
 def axis_ranges(cells: list[Cell]) -> dict[str, tuple[int, int, int]]:
@@ -199,21 +190,20 @@ def axis_ranges(cells: list[Cell]) -> dict[str, tuple[int, int, int]]:
     return _trt_profiles.axis_ranges([c.batch for c in cells], [c.seq_len for c in cells])
 
 
-def split_timing(session: Session, feeds: dict[str, np.ndarray], spec: MatrixSpec) -> dict[str, float]:
-    """``h2d_ms`` / ``compute_ms`` / ``d2h_ms`` for sessions that offer the stages (GPU runtimes), else {}."""
+def split_timing(session: Session, feeds: dict[str, np.ndarray], spec: MatrixSpec) -> GpuStages | None:
+    """``h2d_ms`` / ``compute_ms`` / ``d2h_ms`` for sessions that offer the stages (GPU runtimes), else None."""
     stages = session.prepare_stages(feeds)
     if not stages:
-        return {}
+        return None
     medians = measure_stages(stages, session.synchronize, spec.timing)
-    return {f"{name}_ms": ms for name, ms in medians.items()}
+    return GpuStages(**{f"{name}_ms": ms for name, ms in medians.items()})
 
 
-def _attention_provider(session: Session, artifact: ExportArtifact, cell: Cell, spec: MatrixSpec) -> str | None:
+def _attention_provider(session: Session, cell: Cell, source: ModelSource) -> str | None:
     """Where the attention cores ran (:meth:`Session.attention_placement`), or None for a runtime without
     the notion."""
     try:
-        feeds = foreign.cell_feeds(session.inputs(), cell, artifact, spec.seed, spec.dims, spec.int_ranges)
-        return session.attention_placement(feeds)
+        return session.attention_placement(source.feeds(session.inputs(), cell.batch, cell.seq_len))
     except Exception as exc:  # the measurement itself must not be lost to a profiling problem
         return f"unknown ({type(exc).__name__}: {exc})"
 
@@ -223,75 +213,72 @@ def _last_frame(exc: BaseException) -> str:
     return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
 
 
-def run_group(cells: list[Cell], artifact: ExportArtifact, spec: MatrixSpec, send: Send,
-              options: RuntimeOptions | None = None, label: dict | None = None) -> None:
-    """Open one session of ``artifact`` on the cells' runtime and measure every cell, reporting through
-    ``send(kind, payload[, extra])`` (the messages of the module docstring). A cell's exception becomes a
-    ``failed`` row; the runtime being unavailable or falling back makes every cell ``skipped``. ``options``
-    (e.g. a tuned configuration) are passed to the runtime; ``label`` is merged into the ``options`` column."""
-    name = cells[0].runtime
-    runtime = runtimes.get(name)
+def measure_group(group: Group) -> Iterator[Message]:
+    """Open one session of ``group.artifact`` on the group's runtime and measure every cell, yielding the
+    messages of :mod:`onnxbench.benchmarks.messages` (from :class:`SessionOpened` to :class:`GroupFinished`). A
+    cell's exception becomes a ``failed`` measurement; the runtime being unavailable or falling back makes every
+    cell ``skipped``. ``group.options`` (e.g. a tuned configuration) are passed to the runtime; ``group.label``
+    is merged into the ``options`` column."""
+    cells = group.cells
+    runtime = runtimes.get(group.runtime)
     ok, why = runtime.availability()
     if not ok:
-        for cell in cells:
-            send("row", {"cell_id": cell.cell_id, "status": "skipped", "reason": why}, {})
+        yield from _all(cells, Measurement.skipped(why))
         return
     t0 = time.perf_counter()
     try:
-        session = runtime.open(artifact, dataclasses.replace(options or RuntimeOptions(),
-                                                             axis_ranges=axis_ranges(cells)))
+        session = runtime.open(group.artifact, dataclasses.replace(group.options or RuntimeOptions(),
+                                                                   axis_ranges=axis_ranges(cells)))
     except RuntimeUnavailable as exc:
-        for cell in cells:
-            send("row", {"cell_id": cell.cell_id, "status": "skipped", "reason": str(exc)}, {})
+        yield from _all(cells, Measurement.skipped(str(exc)))
         return
     except Exception as exc:
-        for cell in cells:
-            send("row", {"cell_id": cell.cell_id, "status": "failed",
-                         "reason": f"session creation failed: {type(exc).__name__}: {exc}"}, {})
+        yield from _all(cells, Measurement.failed(f"session creation failed: {type(exc).__name__}: {exc}"))
         return
-    send("session", {"session_s": time.perf_counter() - t0})
-    attention_provider = _attention_provider(session, artifact, cells[0], spec)
-    references = ReferenceOutputs(artifact)
+    yield SessionOpened(time.perf_counter() - t0)
+    attention_provider = _attention_provider(session, cells[0], group.source)
+    references = ReferenceOutputs(group.source, group.artifact)
     try:
         with session:
-            provenance = {"provider_requested": session.provider_requested,
-                          "provider_actual": session.provider_actual, "device": session.device,
-                          "attention_provider": attention_provider,
-                          "options": json.dumps({**session.options, **(label or {})}, sort_keys=True, default=str),
-                          "build_s": session.build_s}
+            info = SessionInfo.of(session, attention_provider, group.label)
             for cell in cells:
-                send("begin", cell.cell_id)
+                yield CellStarted(cell.cell_id)
                 ref_before = references.seconds
                 try:
                     inject_fault(cell)
-                    values, timing_s = measure_cell(cell, session, spec, references, artifact)
+                    measured, timing_s = measure_cell(cell, session, group.source, group.spec, references)
+                    # after the first run: build_s then includes a per-shape compile
+                    measured = dataclasses.replace(measured, session=dataclasses.replace(info,
+                                                                                         build_s=session.build_s))
                 except Exception as exc:
-                    values, timing_s = {"status": "failed",
-                                        "reason": f"{type(exc).__name__}: {exc} @ {_last_frame(exc)}"}, 0.0
-                send("row", {**provenance, **values, "cell_id": cell.cell_id},
-                     {"timing_s": timing_s, "reference_s": references.seconds - ref_before})
+                    measured, timing_s = Measurement.failed(f"{type(exc).__name__}: {exc} @ {_last_frame(exc)}",
+                                                            info), 0.0
+                yield CellFinished(cell.cell_id, measured, timing_s, references.seconds - ref_before)
     finally:
         references.close()
+    yield GroupFinished()
+
+
+def _all(cells: tuple[Cell, ...], measurement: Measurement) -> Iterator[Message]:
+    for cell in cells:
+        yield CellFinished(cell.cell_id, measurement)
+    yield GroupFinished()
 
 
 def main(fd: int) -> None:
     """Entry point of the worker process (``python -c "...worker import main; main(FD)"``): read the pickled
-    ``(cells, artifact, spec)`` from stdin, ignore SIGINT (the parent handles Ctrl-C and ends the worker), run
-    the group, and send every message through the pipe ``fd``."""
+    :class:`Group` from stdin, ignore SIGINT (the parent handles Ctrl-C and ends the worker), measure the group,
+    and send every message through the pipe ``fd`` (``multiprocessing.connection.Connection`` framing)."""
     import pickle
     import sys
     from multiprocessing.connection import Connection
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(fd, readable=False)
-
-    def send(kind: str, payload, extra=None) -> None:
-        conn.send((kind, payload, extra or {}))
-
-    cells, artifact, spec, options, label = pickle.loads(sys.stdin.buffer.read())
-    send("started", os.getpid())
+    group = pickle.loads(sys.stdin.buffer.read())
+    conn.send(WorkerStarted(os.getpid()))
     try:
-        run_group(cells, artifact, spec, send, options, label)
-        send("done", None)
+        for message in measure_group(group):
+            conn.send(message)
     finally:
         conn.close()

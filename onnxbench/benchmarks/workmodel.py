@@ -92,11 +92,3 @@ def achieved(w: Work, latency_ms: float, ceilings: dict | None, device: str, pre
     if peak_gbs:
         row["frac_peak_bw"] = row["achieved_gbs"] / peak_gbs
     return row
-
-
-def cell_work_columns(config: TransformerConfig | None, part: str, batch: int, seq_len: int, precision: str,
-                      latency_ms: float, ceilings: dict | None, device: str) -> dict[str, float]:
-    """The work-model columns of one ok cell, or ``{}`` for a foreign model (no config, no analytic count)."""
-    if config is None:
-        return {}
-    return achieved(work(config, part, batch, seq_len, precision), latency_ms, ceilings, device, precision)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..rundir import RunDir
 from ..schema import COLUMNS, SCHEMA_VERSION
 
 _DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "str": "string"}
@@ -30,8 +31,7 @@ def load_header(run_dir: str | Path) -> dict:
     JSON file, a header built from its machine and commit info."""
     if is_pytest_benchmark_json(run_dir):
         return pytest_benchmark_header(run_dir)
-    path = Path(run_dir) / "header.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return RunDir(run_dir).read_header()
 
 
 def load(run_dir: str | Path) -> pd.DataFrame:
@@ -50,22 +50,7 @@ def load(run_dir: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{run_dir} does not exist; pass a run directory written by `onnxbench run`")
     if is_pytest_benchmark_json(run_dir):
         return load_pytest_benchmark(run_dir)
-    jsonl, parquet, csv = run_dir / "results.jsonl", run_dir / "results.parquet", run_dir / "results.csv"
-    if jsonl.is_file():
-        rows = []
-        for line in jsonl.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line of an interrupted run
-        frame = pd.DataFrame(rows)
-    elif parquet.is_file():
-        frame = pd.read_parquet(parquet)
-    elif csv.is_file():
-        frame = pd.read_csv(csv)
-    else:
-        raise FileNotFoundError(f"{run_dir} has no results.jsonl or results.csv (or results.parquet); is it a "
-                                "run directory?")
+    frame = RunDir(run_dir).read_frame()
     if len(frame) and "schema_version" in frame and frame["schema_version"].max() > SCHEMA_VERSION:
         raise ValueError(
             f"{run_dir} uses result schema {frame['schema_version'].max()}, newer than {SCHEMA_VERSION}; "

@@ -1,0 +1,234 @@
+"""One result row, assembled from typed parts.
+
+Each part is a dataclass whose field names are columns of :data:`onnxbench.schema.COLUMNS`; together the parts
+(:data:`ROW_PARTS`) hold every column exactly once (a test checks it). Where each part comes from:
+
+====================  ====================================================  ================================
+part                  columns                                               filled by
+====================  ====================================================  ================================
+:class:`RunStamp`     schema version, run id, harness overhead, timestamp   the runner, per row written
+:class:`CellKey`      cell id and the key columns                           the cell
+:class:`Outcome`      status, reason                                        the worker (or the runner)
+:class:`ModelInfo`    parameters, reference runtime, ONNX hash, export time the model source and its artifact
+:class:`SessionInfo`  options, providers, attention placement, device,      the open session
+                      build time
+:class:`Timing`       latency statistics                                    the timing harness
+:class:`Throughput`   sequences/s, tokens/s                                 the timing harness
+:class:`AgreementColumns` errors, cosine, top-1, tolerances, pass/fail      the agreement check
+:class:`GpuStages`    H2D / compute / D2H split                             the timing harness (GPU sessions)
+:class:`Resources`    peak RSS, device memory                               the worker process
+:class:`WorkColumns`  FLOPs, bytes, achieved rates, fractions of peak       the work model (ok rows)
+====================  ====================================================  ================================
+
+A new column goes into the schema and into exactly one part; :func:`assemble` is the only place that turns parts
+into a row dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ..schema import SCHEMA_VERSION, make_row
+from .agreement import Agreement
+from .cells import Cell
+from .timing import Timing, throughput
+
+if TYPE_CHECKING:
+    from ..runtimes import Session
+
+
+def now() -> str:
+    """UTC time as ISO-8601 with seconds (the ``timestamp`` column, the header's ``started``/``finished``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RunStamp:
+    """What every row of one run shares, and when the row was written."""
+
+    run_id: str
+    harness_overhead_ms: float | None = None
+    timestamp: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class CellKey:
+    """The cell: its id and key columns (:data:`onnxbench.schema.KEY_COLUMNS`)."""
+
+    cell_id: str
+    model: str
+    part: str
+    attention: str
+    precision: str
+    opset: int
+    runtime: str
+    config_id: str
+    batch: int
+    seq_len: int
+
+    @classmethod
+    def of(cls, cell: Cell) -> CellKey:
+        return cls(cell_id=cell.cell_id, **dataclasses.asdict(cell))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """``ok`` | ``skipped`` | ``failed`` and why (empty when ok; a warning for a noisy ok cell)."""
+
+    status: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model behind the cell: parameter count and reference runtime from its source, the artifact's
+    sha256 and export time (None where no artifact was made)."""
+
+    n_params: int | None = None
+    reference_runtime: str | None = None
+    onnx_sha256: str | None = None
+    export_s: float | None = None
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """The open session: options in force (JSON), execution providers requested and read back, where the
+    attention ran, device, and session creation time (s)."""
+
+    options: str | None = None
+    provider_requested: str | None = None
+    provider_actual: str | None = None
+    attention_provider: str | None = None
+    device: str | None = None
+    build_s: float | None = None
+
+    @classmethod
+    def of(cls, session: Session, attention_provider: str | None = None, label: dict | None = None) -> SessionInfo:
+        """``session``'s provenance now; ``label`` is merged into the options (e.g. the tuned config's name)."""
+        return cls(options=json.dumps({**session.options, **(label or {})}, sort_keys=True, default=str),
+                   provider_requested=session.provider_requested, provider_actual=session.provider_actual,
+                   attention_provider=attention_provider, device=session.device, build_s=session.build_s)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Sequences/s and tokens/s at the p50 latency (:func:`onnxbench.benchmarks.timing.throughput`)."""
+
+    throughput_seq_s: float | None = None
+    throughput_tok_s: float | None = None
+
+    @classmethod
+    def of(cls, batch: int, seq_len: int, latency_ms: float) -> Throughput:
+        return cls(*throughput(batch, seq_len, latency_ms))
+
+
+@dataclass(frozen=True)
+class AgreementColumns:
+    """Agreement of the worst output with the reference (:class:`onnxbench.benchmarks.agreement.Agreement`
+    without the output name and the cosine bound)."""
+
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    cosine: float | None = None
+    top1_agree: float | None = None
+    nan_count: int | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    agree: bool | None = None
+
+    @classmethod
+    def of(cls, agreement: Agreement) -> AgreementColumns:
+        return cls(**{f.name: getattr(agreement, f.name) for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
+class GpuStages:
+    """Median ms of the host-to-device copy, device compute and device-to-host copy of one inference."""
+
+    h2d_ms: float | None = None
+    compute_ms: float | None = None
+    d2h_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Peak resident memory of the measuring process and device memory it held (MiB)."""
+
+    peak_rss_mb: float | None = None
+    device_mem_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class WorkColumns:
+    """Work model of an ok cell (:mod:`onnxbench.benchmarks.workmodel`)."""
+
+    flops: float | None = None
+    bytes_moved: float | None = None
+    achieved_gflops: float | None = None
+    achieved_gbs: float | None = None
+    frac_peak_flops: float | None = None
+    frac_peak_bw: float | None = None
+
+
+#: Every part of a row; their fields together are exactly the schema's columns.
+ROW_PARTS = (RunStamp, CellKey, Outcome, ModelInfo, SessionInfo, Timing, Throughput, AgreementColumns,
+             GpuStages, Resources, WorkColumns)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What measuring one cell produced (in the worker): the outcome and whichever parts were measured.
+
+    A skipped or failed cell has an :class:`Outcome` and, where a session was open, its :class:`SessionInfo`.
+    """
+
+    outcome: Outcome
+    session: SessionInfo | None = None
+    timing: Timing | None = None
+    throughput: Throughput | None = None
+    agreement: AgreementColumns | None = None
+    stages: GpuStages | None = None
+    resources: Resources | None = None
+
+    @classmethod
+    def failed(cls, reason: str, session: SessionInfo | None = None) -> Measurement:
+        return cls(Outcome("failed", reason), session)
+
+    @classmethod
+    def skipped(cls, reason: str) -> Measurement:
+        return cls(Outcome("skipped", reason))
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome.status == "ok"
+
+    def parts(self) -> tuple:
+        """The measured parts that are present, in :data:`ROW_PARTS` order."""
+        return tuple(p for p in (self.outcome, self.session, self.timing, self.throughput, self.agreement,
+                                 self.stages, self.resources) if p is not None)
+
+
+def assemble(*parts: Any) -> dict[str, Any]:
+    """The row (every schema column, in schema order; absent parts leave their columns None) from ``parts``,
+    instances of :data:`ROW_PARTS` (``None`` entries are ignored).
+
+    Raises:
+        TypeError: for an object that is not a row part, or two parts of the same type.
+        ValueError: for a status outside :data:`onnxbench.schema.STATUSES` (from :func:`make_row`).
+    """
+    values: dict[str, Any] = {}
+    seen: set[type] = set()
+    for part in parts:
+        if part is None:
+            continue
+        if type(part) not in ROW_PARTS or type(part) in seen:
+            raise TypeError(f"{type(part).__name__} is not a row part or is given twice; parts: "
+                            f"{', '.join(p.__name__ for p in ROW_PARTS)}")
+        seen.add(type(part))
+        values.update(dataclasses.asdict(part))
+    return make_row(**values)

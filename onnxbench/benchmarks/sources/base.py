@@ -1,0 +1,118 @@
+"""The model-source contract: everything the matrix, the runner and the worker need to know about one model.
+
+A :class:`ModelSource` is one model of a matrix (a preset, a local checkpoint, a user's ONNX file, ...). It owns
+its name (the ``model`` column), its validation, its sequence-length limit, the cells it contributes for the
+matrix's axes, the ONNX artifact of a cell, the runtime that is its reference and the artifact that runtime
+opens, the inputs of a cell, its parameter count and work model, and its torch config where it has one.
+Nothing outside a source asks which kind of model it is: a new kind is one more subclass registered in
+:data:`onnxbench.benchmarks.sources.SOURCE_KINDS`.
+
+Sources are built once per matrix (:meth:`onnxbench.benchmarks.matrix.MatrixSpec.build`), are immutable, and
+are pickled into worker processes together with the group of cells they measure.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from ...export import ExportArtifact, TensorSpec
+from ..cells import Cell
+
+if TYPE_CHECKING:
+    from ...models import TransformerConfig
+    from ..matrix import MatrixSpec
+    from ..workmodel import Work
+
+
+class ModelSource(ABC):
+    """One model of the matrix. Subclasses are frozen dataclasses with a ``name`` field.
+
+    Class attributes:
+        spec_field: the :class:`~onnxbench.benchmarks.matrix.MatrixSpec` field listing models of this kind
+            (also the TOML key); :meth:`from_spec` reads it.
+        reference_runtime: registry name of the runtime whose outputs this model's cells are compared with.
+    """
+
+    name: str
+    spec_field: ClassVar[str] = ""
+    reference_runtime: ClassVar[str] = "torch"
+
+    @classmethod
+    @abstractmethod
+    def from_spec(cls, spec: MatrixSpec) -> list[ModelSource]:
+        """The sources of this kind that ``spec`` lists (``getattr(spec, cls.spec_field)``), in order.
+
+        Raises:
+            ValueError / FileNotFoundError: for an entry that does not name a usable model of this kind
+                (names the entry and the fix).
+        """
+
+    @abstractmethod
+    def describe(self) -> str:
+        """A short phrase naming the model for error messages, e.g. ``"preset 'tiny'"``."""
+
+    @property
+    def max_positions(self) -> int | None:
+        """Longest sequence the model accepts (tokens), or None where it has no such limit."""
+        return None
+
+    def validate(self, spec: MatrixSpec) -> None:
+        """Check the model against the matrix before anything runs (the default checks nothing).
+
+        Raises:
+            ValueError: naming the model, the problem and the fix.
+        """
+
+    @abstractmethod
+    def cells(self, spec: MatrixSpec) -> list[Cell]:
+        """This model's cells for ``spec``'s axes (which axes apply is the source's business), in matrix order:
+        cells sharing an artifact and a runtime adjacent."""
+
+    def unrunnable_reason(self, cell: Cell) -> str | None:
+        """Why ``cell`` cannot run (it becomes a ``skipped`` row), or None if it can. The default: a sequence
+        length above :attr:`max_positions`."""
+        limit = self.max_positions
+        if limit is not None and cell.seq_len > limit:
+            return f"seq_len {cell.seq_len} exceeds {self.name}'s max_positions={limit}"
+        return None
+
+    @abstractmethod
+    def artifact(self, cell: Cell, cache_dir: str | Path | None = None) -> ExportArtifact:
+        """The ONNX artifact ``cell`` runs (exported and cached, or read).
+
+        Raises:
+            Exception: whatever the export raises; the runner turns it into ``failed`` rows.
+        """
+
+    def reference_artifact(self, artifact: ExportArtifact) -> ExportArtifact:
+        """What :attr:`reference_runtime` opens to compute the reference outputs of ``artifact``'s cells
+        (default: the artifact itself)."""
+        return artifact
+
+    @abstractmethod
+    def feeds(self, specs: tuple[TensorSpec, ...], batch: int, seq_len: int) -> dict[str, np.ndarray]:
+        """Deterministic inputs for a session with input ``specs`` at (batch, seq_len), the same for every
+        runtime (see :func:`onnxbench.benchmarks.inputs.make_feeds`).
+
+        Raises:
+            ValueError: for an input the source cannot generate (names it and the fix).
+        """
+
+    @property
+    @abstractmethod
+    def n_params(self) -> int | None:
+        """Parameters of the model (the ``n_params`` column), or None where unknown."""
+
+    def work(self, cell: Cell) -> Work | None:
+        """FLOPs and bytes moved of one inference of ``cell`` (:mod:`onnxbench.benchmarks.workmodel`), or None
+        where the source has no analytic work model (the work columns then stay empty)."""
+        return None
+
+    def config(self, attention: str) -> TransformerConfig | None:
+        """The reference transformer's config for attention variant ``attention``, or None where the model is
+        not one."""
+        return None

@@ -1,0 +1,155 @@
+"""Sources of the reference transformer: a named preset, or a local GPT-2-style checkpoint.
+
+Both export the reference transformer (:mod:`onnxbench.export`) for every (part, attention variant, precision,
+opset) of the matrix and compare it with torch eager running the same weights in fp32. They differ only in where
+the config and the weights come from: :class:`PresetSource` takes a preset's config and the matrix's seed,
+:class:`CheckpointSource` reads ``config.json`` and ``model.safetensors`` from a directory
+(:mod:`onnxbench.models.gpt2`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from ...errors import MatrixError
+from ...export import ExportArtifact, TensorSpec, to_onnx
+from ...export.variants import VARIANTS
+from ...models import PRESETS, TransformerConfig
+from ..cells import Cell
+from ..inputs import make_feeds
+from ..workmodel import Work, work
+from .base import ModelSource
+
+if TYPE_CHECKING:
+    from ..matrix import MatrixSpec
+
+
+@dataclass(frozen=True)
+class TransformerSource(ModelSource):
+    """The reference transformer with ``base_config``'s shape (its ``attention`` is set per cell).
+
+    Attributes:
+        name: the ``model`` column.
+        base_config: the model's config.
+        seed: weight seed (unused when the weights come from a checkpoint) and input seed.
+        exporter: ``dynamo`` or ``torchscript``.
+        checkpoint: directory the weights come from (None: from ``seed``).
+    """
+
+    name: str
+    base_config: TransformerConfig
+    seed: int = 0
+    exporter: str = "dynamo"
+    checkpoint: str | None = None
+    reference_runtime: ClassVar[str] = "torch"
+
+    @property
+    def max_positions(self) -> int:
+        return self.base_config.max_positions
+
+    @property
+    def n_params(self) -> int:
+        return self.base_config.n_params
+
+    def config(self, attention: str) -> TransformerConfig:
+        """``base_config`` with the module implementation that attention variant ``attention`` is exported from.
+
+        Raises:
+            KeyError: for an unknown variant.
+        """
+        return self.base_config.replace(attention=VARIANTS[attention].implementation)
+
+    def cells(self, spec: MatrixSpec) -> list[Cell]:
+        """parts x attention variants x precisions x opsets x runtimes x batches x sequence lengths; a variant
+        that dictates its opset gets that opset (so some cells may coincide: the matrix keeps them once)."""
+        batches, seq_lens = spec.shape_axes(self.name)
+        cells = []
+        for part, att, prec, opset, rt in itertools.product(spec.parts, spec.attention, spec.precisions,
+                                                            spec.opsets, spec.runtimes):
+            opset = VARIANTS[att].resolve_opset(opset)
+            for b, t in itertools.product(batches, seq_lens):
+                cells.append(Cell(self.name, att, prec, opset, rt, b, t, part=part))
+        return cells
+
+    def export(self, attention: str = "decomposed", precision: str = "fp32", opset: int | None = None,
+               part: str = "model", cache_dir: str | Path | None = None, force: bool = False) -> ExportArtifact:
+        """Export (or take from the cache) this model with attention variant ``attention``; see
+        :func:`onnxbench.export.to_onnx` for the arguments and the errors raised."""
+        kwargs = {} if opset is None else {"opset": opset}
+        return to_onnx(self.config(attention), seed=self.seed, precision=precision, exporter=self.exporter,
+                       cache_dir=cache_dir, model_name=self.name, force=force, checkpoint=self.checkpoint,
+                       variant=attention, part=part, **kwargs)
+
+    def artifact(self, cell: Cell, cache_dir: str | Path | None = None) -> ExportArtifact:
+        return self.export(cell.attention, cell.precision, cell.opset, cell.part, cache_dir)
+
+    def reference_artifact(self, artifact: ExportArtifact) -> ExportArtifact:
+        """The fp32 module of the same config and weights: an fp16/bf16 graph is compared with fp32 torch."""
+        return dataclasses.replace(artifact, precision="fp32")
+
+    def feeds(self, specs: tuple[TensorSpec, ...], batch: int, seq_len: int) -> dict[str, np.ndarray]:
+        """``input_ids`` int64 (batch, seq_len) uniform in [0, vocab_size) (the attention part: hidden states
+        float (batch, seq_len, d_model) from N(0, 1))."""
+        return make_feeds(specs, batch, seq_len, seed=self.seed, int_high=self.base_config.vocab_size)
+
+    def work(self, cell: Cell) -> Work:
+        return work(self.config(cell.attention), cell.part, cell.batch, cell.seq_len, cell.precision)
+
+
+@dataclass(frozen=True)
+class PresetSource(TransformerSource):
+    """A named preset (:data:`onnxbench.models.PRESETS`) with weights drawn from the matrix's seed."""
+
+    spec_field: ClassVar[str] = "models"
+
+    @classmethod
+    def named(cls, name: str, seed: int = 0, exporter: str = "dynamo") -> PresetSource:
+        """The preset ``name``.
+
+        Raises:
+            MatrixError: (a ValueError) for an unknown preset (lists the known ones).
+        """
+        if name not in PRESETS:
+            raise MatrixError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+        return cls(name, PRESETS[name], seed=seed, exporter=exporter)
+
+    @classmethod
+    def from_spec(cls, spec: MatrixSpec) -> list[PresetSource]:
+        return [cls.named(name, spec.seed, spec.exporter) for name in spec.models]
+
+    def describe(self) -> str:
+        return f"preset {self.name!r}"
+
+
+@dataclass(frozen=True)
+class CheckpointSource(TransformerSource):
+    """A local GPT-2-style checkpoint directory (``config.json`` + ``model.safetensors``), named after the
+    directory; torch eager, the reference, loads the same weights."""
+
+    spec_field: ClassVar[str] = "checkpoints"
+
+    @classmethod
+    def at(cls, directory: str | Path, seed: int = 0, exporter: str = "dynamo") -> CheckpointSource:
+        """The checkpoint in ``directory``.
+
+        Raises:
+            FileNotFoundError: for a missing directory or file.
+            ValueError: for an unsupported config.
+        """
+        from ...models.gpt2 import checkpoint_config
+
+        return cls(Path(directory).resolve().name, checkpoint_config(directory), seed=seed, exporter=exporter,
+                   checkpoint=str(directory))
+
+    @classmethod
+    def from_spec(cls, spec: MatrixSpec) -> list[CheckpointSource]:
+        return [cls.at(directory, spec.seed, spec.exporter) for directory in spec.checkpoints]
+
+    def describe(self) -> str:
+        return f"checkpoint {self.checkpoint}"
