@@ -14,6 +14,14 @@ Two attention implementations compute the same function and are chosen by ``Tran
 (never by probing what the runtime supports): ``"explicit"`` writes the math above out op by op, ``"sdpa"``
 calls :func:`torch.nn.functional.scaled_dot_product_attention` with ``is_causal=True``.
 
+Generation (SLP3 §10.2 autoregressive decoding) reuses the keys and values of earlier tokens: ``forward`` takes
+``past_key_values`` (per block, K and V of the T_past tokens already seen) and an ``attention_mask`` over all
+T_past + T key positions (1 = token, 0 = left padding), and with ``use_cache=True`` also returns the present keys
+and values (past and new, concatenated). Query i of a step (0-based) attends key j iff j <= T_past + i and key j
+is not padding; positions are counted over the mask's tokens (``cumsum - 1``, as Hugging Face GPT-2 generation
+does), so a left-padded prompt gets the same positions, and the same logits, as the unpadded one.
+See docs/generation.md.
+
 Parameter names follow a GPT-2-like layout (``wte``, ``wpe``, ``blocks.N.ln_1``...) so that a mapping to the
 Hugging Face ``GPT2LMHeadModel`` layout is a rename plus a concatenation of W^Q, W^K, W^V.
 """
@@ -32,6 +40,36 @@ from torch import nn
 
 ATTENTION_IMPLEMENTATIONS = ("explicit", "sdpa")
 GELU_APPROXIMATIONS = ("none", "tanh")
+
+#: One block's cache entry: (keys, values), each (B, n_heads, T_past, d_head).
+KeyValue = tuple[torch.Tensor, torch.Tensor]
+
+
+def mask_fill_value(dtype: torch.dtype) -> float:
+    """Additive attention-bias value for a masked key: half the dtype's most negative finite value.
+
+    -inf would make a fully masked row (a query over left padding only) -inf everywhere, and softmax of it NaN;
+    ``finfo(float16).min`` saturates in fp16 (score + min rounds to -inf for any negative score). Half of it
+    keeps ``score + fill`` finite for |score| <= |fill|, and exp(fill - max) is exactly 0 in every float dtype,
+    so the softmax over the unmasked keys is unchanged. For float16 this is -32752, the value the fp16 mask
+    sanitising of exported graphs writes (``onnxbench.export.variants.SAFE_FP16_FILL``).
+    """
+    return torch.finfo(dtype).min / 2
+
+
+def causal_mask(past_length: int, length: int, device: torch.device | None = None) -> torch.Tensor:
+    """Bool (T, T_past + T): entry (i, j) is True iff query i of the step (absolute position T_past + i) may
+    attend key j, i.e. j <= T_past + i. For T_past = 0 this is the lower triangle (SLP3 §9.1, Fig. 9.4)."""
+    query_pos = torch.arange(past_length, past_length + length, device=device)  # (T,)
+    key_pos = torch.arange(past_length + length, device=device)  # (T_past + T,)
+    return key_pos[None, :] <= query_pos[:, None]
+
+
+def _eager() -> bool:
+    """True outside torch.export / torch.compile / tracing: shape checks that raise run only then (an export
+    carries the limits as dynamic-shape bounds instead)."""
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()  # torch >= 2.7
+    return not (torch.compiler.is_compiling() or exporting or torch.jit.is_tracing())
 
 
 @dataclass(frozen=True)
@@ -118,7 +156,17 @@ class TransformerConfig:
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with separate W^Q, W^K, W^V and W^O (SLP3 §9.1, eq. 9.11-9.14).
 
-    Input and output: float tensor (B, T, d_model), dtype of the module's parameters.
+    ``forward(x, mask=None, past=None, use_cache=False)``:
+
+    - ``x``: float (B, T, d_model), dtype of the module's parameters.
+    - ``mask``: bool (B or 1, 1, T, T_past + T), True where query i may attend key j; ``None`` means the causal
+      mask alone (:func:`causal_mask`).
+    - ``past``: (keys, values) of earlier tokens, each (B, n_heads, T_past, d_head); T_past may be 0.
+    - returns (B, T, d_model), and with ``use_cache`` also the present (keys, values), each
+      (B, n_heads, T_past + T, d_head).
+
+    A query row with no key allowed (left padding only) gives a finite output (a select or additive fill of
+    :func:`mask_fill_value`, never -inf); it belongs to a padded position whose logits are not used.
     """
 
     def __init__(self, config: TransformerConfig) -> None:
@@ -131,23 +179,36 @@ class CausalSelfAttention(nn.Module):
         self.v_proj = nn.Linear(config.d_model, config.d_model)  # W^V
         self.o_proj = nn.Linear(config.d_model, config.d_model)  # W^O
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, past: KeyValue | None = None,
+                use_cache: bool = False) -> torch.Tensor | tuple[torch.Tensor, KeyValue]:
         B, T, C = x.shape
         # (B, T, d_model) -> (B, n_heads, T, d_head)
         q = self.q_proj(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)  # (B, H, T_past + T, d_head)
+            v = torch.cat([past[1], v], dim=2)
+            if mask is None:
+                mask = causal_mask(k.shape[2] - T, T, x.device)  # (T, T_past + T)
         if self.implementation == "sdpa":
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, d_head)
+            if mask is None:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, d_head)
+            else:
+                # An additive bias with a finite fill, not a bool mask: a bool mask becomes -inf, and a fully
+                # padded row then gives NaN (in torch and in the exported graph alike).
+                bias = torch.where(mask, 0.0, mask_fill_value(q.dtype)).to(q.dtype)  # (B|1, 1, T, T_past + T)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, H, T, d_head)
         else:
-            scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))  # (B, H, T, T)
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # keys j <= i
-            # A select, not an additive mask: the diagonal is always kept, so no row is fully masked,
-            # and the fill value is the dtype's own finite minimum, so fp16 never sees -inf - -inf = NaN.
-            scores = torch.where(causal, scores, torch.finfo(scores.dtype).min)
+            scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))  # (B, H, T, T_past + T)
+            # A select, not an additive mask, with the dtype's own finite minimum as the fill: fp16 never sees
+            # -inf - -inf = NaN, and a row with every key masked (left padding) becomes uniform, not NaN.
+            if mask is None:
+                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # keys j <= i
+            scores = torch.where(mask, scores, torch.finfo(scores.dtype).min)
             y = torch.softmax(scores, dim=-1) @ v  # (B, H, T, d_head)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, d_model)
-        return self.o_proj(y)
+        y = self.o_proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, d_model)
+        return (y, (k, v)) if use_cache else y
 
 
 class FeedForward(nn.Module):
@@ -173,10 +234,14 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.mlp = FeedForward(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, past: KeyValue | None = None,
+                use_cache: bool = False) -> torch.Tensor | tuple[torch.Tensor, KeyValue]:
+        """``mask``, ``past`` and ``use_cache`` as in :class:`CausalSelfAttention`."""
+        a = self.attn(self.ln_1(x), mask, past, use_cache)
+        a, present = a if use_cache else (a, None)
+        x = x + a
         x = x + self.mlp(self.ln_2(x))
-        return x
+        return (x, present) if use_cache else x
 
 
 class Transformer(nn.Module):
@@ -185,9 +250,22 @@ class Transformer(nn.Module):
     ``forward(input_ids)``: ``input_ids`` int64 (B, T) with values in [0, vocab_size) and
     1 <= T <= max_positions; returns ``logits`` (B, T, vocab_size) in the parameters' dtype.
 
+    ``forward(input_ids, attention_mask=None, past_key_values=None, use_cache=False)`` (a prefill when
+    ``past_key_values`` is None or T_past = 0, a decode step otherwise):
+
+    - ``attention_mask``: int64 or bool (B, T_past + T), 1 for a token, 0 for (left) padding; ``None`` means
+      all ones. Positions are ``clamp(cumsum(mask) - 1, min=0)`` over the whole row, the last T of them for this
+      step (Hugging Face ``GPT2LMHeadModel.prepare_inputs_for_generation`` uses ``cumsum - 1`` too, and fills
+      padded positions with 1 instead of 0; a padded position's logits are meaningless either way).
+    - ``past_key_values``: one (keys, values) per block, each (B, n_heads, T_past, d_head), T_past >= 0.
+    - returns ``logits`` (B, T, vocab_size); with ``use_cache=True`` the tuple ``(logits, present)``, where
+      ``present`` holds one (keys, values) per block, each (B, n_heads, T_past + T, d_head).
+
     Raises:
-        ValueError: if T exceeds ``max_positions`` (checked eagerly; an ONNX export instead carries the
-            limit as the size of the positional table).
+        ValueError: if T is 0 (an empty prompt), T_past + T exceeds ``max_positions``, the mask is not
+            (B, T_past + T), or ``past_key_values`` does not hold n_layers (keys, values) pairs of shape
+            (B, n_heads, T_past, d_head). Checked eagerly; an ONNX export instead carries the limits as the
+            size of the positional table and its dynamic-axis bounds.
     """
 
     def __init__(self, config: TransformerConfig) -> None:
@@ -198,16 +276,56 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                past_key_values: list[KeyValue] | tuple[KeyValue, ...] | None = None,
+                use_cache: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[KeyValue]]:
         B, T = input_ids.shape
-        if not torch.compiler.is_compiling() and not torch.jit.is_tracing() and T > self.config.max_positions:
-            raise ValueError(f"sequence length {T} exceeds max_positions={self.config.max_positions}")
-        positions = torch.arange(T, device=input_ids.device)  # (T,)
+        past_length = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+        if _eager():
+            self._check_inputs(input_ids, attention_mask, past_key_values, past_length)
+        if attention_mask is None and past_key_values is None:
+            positions = torch.arange(T, device=input_ids.device)  # (T,)
+            mask = None  # causal only: built in each attention
+        else:
+            if attention_mask is None:
+                attention_mask = torch.ones(B, past_length + T, dtype=torch.int64, device=input_ids.device)
+            tokens = attention_mask.to(torch.int64)  # (B, T_past + T)
+            positions = (tokens.cumsum(-1) - 1).clamp(min=0)[:, past_length:]  # (B, T)
+            # (1, 1, T, T_past + T) causal & (B, 1, 1, T_past + T) not padding -> (B, 1, T, T_past + T)
+            mask = causal_mask(past_length, T, input_ids.device)[None, None] & tokens.bool()[:, None, None, :]
         x = self.wte(input_ids) + self.wpe(positions)  # (B, T, d_model)
-        for block in self.blocks:
-            x = block(x)
+        present = []
+        for n, block in enumerate(self.blocks):
+            past = None if past_key_values is None else past_key_values[n]
+            x = block(x, mask, past, use_cache)
+            if use_cache:
+                x, kv = x
+                present.append(kv)  # each (B, H, T_past + T, d_head)
         x = self.ln_f(x)
-        return x @ self.wte.weight.T  # tied unembedding: (B, T, vocab_size)
+        logits = x @ self.wte.weight.T  # tied unembedding: (B, T, vocab_size)
+        return (logits, present) if use_cache else logits
+
+    def _check_inputs(self, input_ids, attention_mask, past_key_values, past_length: int) -> None:
+        config = self.config
+        B, T = input_ids.shape
+        if T == 0:
+            raise ValueError("input_ids has no tokens (T = 0): a prompt or a decode step needs at least one token")
+        if past_length + T > config.max_positions:
+            what = f"past {past_length} + new {T} tokens" if past_length else f"sequence length {T}"
+            raise ValueError(f"{what} exceeds max_positions={config.max_positions}")
+        if past_key_values is not None:
+            expected = (B, config.n_heads, past_length, config.d_head)
+            if len(past_key_values) != config.n_layers:
+                raise ValueError(f"past_key_values holds {len(past_key_values)} entries; the model has "
+                                 f"n_layers={config.n_layers} (one (keys, values) pair per block)")
+            for n, kv in enumerate(past_key_values):
+                if len(kv) != 2 or any(tuple(t.shape) != expected for t in kv):
+                    shapes = [tuple(t.shape) for t in kv]
+                    raise ValueError(f"past_key_values[{n}] has shapes {shapes}; expected (keys, values), each "
+                                     f"(B, n_heads, T_past, d_head) = {expected}")
+        if attention_mask is not None and tuple(attention_mask.shape) != (B, past_length + T):
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected (B, T_past + T) = "
+                             f"({B}, {past_length + T}): one entry per past and new token")
 
     def num_parameters(self) -> int:
         """Unique parameters (the tied E counted once)."""
