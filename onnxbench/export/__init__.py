@@ -1,9 +1,11 @@
 """ONNX export of the reference transformer, artifacts and the export cache."""
 
+from .decoder_with_past import DECODER_WITH_PAST, DecoderWithPast, empty_past, present_as_past, verify_past
 from .onnx_export import (
     BATCH_AXES,
     DEFAULT_OPSET,
     EXPORTERS,
+    PARTS,
     PRECISIONS,
     SEQ_AXES,
     ExportArtifact,
@@ -17,6 +19,12 @@ from .variants import VARIANTS, VariantMismatch, census, get_variant, verify_var
 
 __all__ = [
     "BATCH_AXES",
+    "DECODER_WITH_PAST",
+    "DecoderWithPast",
+    "empty_past",
+    "present_as_past",
+    "verify_past",
+    "PARTS",
     "DEFAULT_OPSET",
     "EXPORTERS",
     "PRECISIONS",

@@ -23,6 +23,7 @@ import onnx
 import torch
 
 from ..models import TransformerConfig, build
+from .decoder_with_past import DECODER_WITH_PAST, export_decoder_with_past, finish_decoder_with_past
 from .variants import finish_variant, get_variant
 
 DEFAULT_OPSET = 18
@@ -178,6 +179,8 @@ def _annotate_and_check(path: Path, metadata: dict[str, str], transform=None) ->
 #: Graph input and output names by part: the full model maps token ids to logits; the standalone attention maps
 #: hidden states (B, T, d_model) to the attention output (B, T, d_model) (the forward argument is ``x``).
 PART_IO = {"model": ("input_ids", "logits", "input_ids"), "attention": ("hidden_states", "attention_output", "x")}
+#: Every exportable part: the two above and the decoder with a KV cache (:mod:`.decoder_with_past`).
+PARTS = (*PART_IO, DECODER_WITH_PAST)
 
 
 def _torch_export(module: torch.nn.Module, example: torch.Tensor, path: Path, opset: int,
@@ -249,8 +252,11 @@ def to_onnx(
         variant: attention variant (see :mod:`onnxbench.export.variants`); it overrides ``config.attention``
             and may dictate the opset (``onnx-attention`` is always opset 23; the artifact's ``opset`` says
             which one was used). ``None`` keeps ``config.attention`` (``explicit`` -> ``decomposed``).
-        part: ``"model"`` (``input_ids`` -> ``logits``) or ``"attention"``: block 0's attention alone,
-            ``hidden_states`` (batch, sequence, d_model) -> ``attention_output`` (batch, sequence, d_model).
+        part: ``"model"`` (``input_ids`` -> ``logits``), ``"attention"``: block 0's attention alone,
+            ``hidden_states`` (batch, sequence, d_model) -> ``attention_output`` (batch, sequence, d_model), or
+            ``"decoder-with-past"``: the model with a KV cache, ``input_ids``, ``attention_mask`` and
+            ``past_key_values.{i}.key/value`` -> ``logits`` and ``present.{i}.key/value`` (one graph for prefill
+            and decode; names and shapes in :mod:`onnxbench.export.decoder_with_past`).
 
     Returns:
         An :class:`ExportArtifact`; ``cached`` tells whether the export was skipped.
@@ -271,8 +277,8 @@ def to_onnx(
     if variant is None:
         variant = "sdpa" if config.attention == "sdpa" else "decomposed"
     recipe = get_variant(variant)
-    if part not in PART_IO:
-        raise ValueError(f"part must be one of {list(PART_IO)}, got {part!r}")
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {list(PARTS)}, got {part!r}")
     if recipe.dynamo_only and exporter != "dynamo":
         raise ValueError(f"attention variant {variant!r} needs the dynamo exporter (got {exporter!r})")
     config = config.replace(attention=recipe.implementation)
@@ -302,14 +308,17 @@ def to_onnx(
         module = load_checkpoint(checkpoint, dtype=PRECISIONS[precision], attention=config.attention)
     else:
         module = build(config, seed, dtype=PRECISIONS[precision])
-    if part == "attention":
-        module = module.blocks[0].attn
-        example = torch.randn(EXAMPLE_BATCH, EXAMPLE_SEQ, config.d_model, dtype=PRECISIONS[precision])
-    else:
-        example = torch.randint(0, config.vocab_size, (EXAMPLE_BATCH, EXAMPLE_SEQ), dtype=torch.int64)
     start = time.perf_counter()
     tmp = directory / f"model.tmp{os.getpid()}.onnx"  # concurrent exporters never share a temp file
-    _torch_export(module, example, tmp, opset, exporter, part, config.max_positions)
+    if part == DECODER_WITH_PAST:
+        export_decoder_with_past(module, tmp, opset, exporter)
+    else:
+        if part == "attention":
+            module = module.blocks[0].attn
+            example = torch.randn(EXAMPLE_BATCH, EXAMPLE_SEQ, config.d_model, dtype=PRECISIONS[precision])
+        else:
+            example = torch.randint(0, config.vocab_size, (EXAMPLE_BATCH, EXAMPLE_SEQ), dtype=torch.int64)
+        _torch_export(module, example, tmp, opset, exporter, part, config.max_positions)
     metadata = {
         "onnxbench.model": model_name or "custom",
         "onnxbench.config": json.dumps(config.to_dict(), sort_keys=True),
@@ -323,8 +332,9 @@ def to_onnx(
     }
     if checkpoint is not None:
         metadata.update({"onnxbench.checkpoint": checkpoint, "onnxbench.checkpoint_sha256": digest})
-    n_blocks = config.n_layers if part == "model" else 1
-    _annotate_and_check(tmp, metadata, lambda m, meta: finish_variant(m, variant, precision, n_blocks, meta))
+    finish = finish_decoder_with_past if part == DECODER_WITH_PAST else finish_variant
+    n_blocks = 1 if part == "attention" else config.n_layers
+    _annotate_and_check(tmp, metadata, lambda m, meta: finish(m, variant, precision, n_blocks, meta))
     os.replace(tmp, path)
     export_s = time.perf_counter() - start
     (directory / "done").write_text(json.dumps({"export_s": export_s}))

@@ -30,9 +30,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import torch
 from onnx import numpy_helper
 
 from ..errors import OnnxbenchError
+from ..models.transformer import mask_fill_value
 
 #: Contrib attention operators of ONNX Runtime (domain com.microsoft) that count as "fused attention".
 ORT_FUSED_OPS = ("MultiHeadAttention", "Attention", "GroupQueryAttention", "PackedAttention",
@@ -188,8 +190,9 @@ def fuse_for_ort(model: onnx.ModelProto) -> onnx.ModelProto:
 # fp16 masks. An additive mask plane filled with -inf or finfo(float16).min saturates: score + (-65504) rounds
 # to -inf for any negative score, and a row whose entries are all -inf gives exp(-inf - -inf) = NaN. Half the
 # fp16 range keeps the masked logits finite (score + fill >= -65504 for |score| <= 32752) and exp(fill) is
-# still exactly 0 in fp16 and fp32, so the softmax is unchanged.
-SAFE_FP16_FILL = -float(np.finfo(np.float16).max) / 2
+# still exactly 0 in fp16 and fp32, so the softmax is unchanged. The reference model's own additive masks
+# (attention_mask / KV cache) use the same value.
+SAFE_FP16_FILL = mask_fill_value(torch.float16)
 
 
 def _constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:

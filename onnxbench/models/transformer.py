@@ -187,8 +187,10 @@ class CausalSelfAttention(nn.Module):
         k = self.k_proj(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)
         if past is not None:
-            k = torch.cat([past[0], k], dim=2)  # (B, H, T_past + T, d_head)
-            v = torch.cat([past[1], v], dim=2)
+            # dim=-2, not 2: onnxscript's past-aware MultiHeadAttention fusion matches Concat(axis=-2) only
+            # (docs/generation.md)
+            k = torch.cat([past[0], k], dim=-2)  # (B, H, T_past + T, d_head)
+            v = torch.cat([past[1], v], dim=-2)
             if mask is None:
                 mask = causal_mask(k.shape[2] - T, T, x.device)  # (T, T_past + T)
         if self.implementation == "sdpa":
