@@ -14,7 +14,8 @@ import inspect
 import pytest
 import torch
 
-from onnxbench.models import build, check_generation, get_preset, greedy_generate, left_pad
+from onnxbench.errors import OnnxbenchError
+from onnxbench.models import GenerationError, build, check_generation, get_preset, greedy_generate, left_pad
 
 ATTENTIONS = ["explicit", "sdpa"]
 CACHE_ATOL = 1e-5
@@ -183,8 +184,9 @@ def test_generation_requests_are_refused_before_any_work(ids_shape, new, mask_sh
     model = _model("explicit", perturb=False)
     ids = torch.zeros(ids_shape, dtype=torch.int64)
     mask = None if mask_shape is None else torch.ones(mask_shape, dtype=torch.int64)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(GenerationError, match=message) as error:
         check_generation(model.config, ids, new, mask)
+    assert isinstance(error.value, ValueError) and isinstance(error.value, OnnxbenchError)  # CLI: exit 2
     calls = []
     model.register_forward_pre_hook(lambda *a: calls.append(1))
     with pytest.raises(ValueError, match=message):

@@ -1,6 +1,6 @@
 """Reference transformer (SLP3 ch. 9 decoder) and its presets."""
 
-from .generation import Generation, check_generation, greedy_generate, left_pad
+from .generation import Generation, GenerationError, check_generation, greedy_generate, left_pad
 from .presets import PRESETS, get_preset
 from .transformer import (
     ATTENTION_IMPLEMENTATIONS,
@@ -18,6 +18,7 @@ from .transformer import (
 __all__ = [
     "ATTENTION_IMPLEMENTATIONS",
     "Generation",
+    "GenerationError",
     "KeyValue",
     "PRESETS",
     "Transformer",

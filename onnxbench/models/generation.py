@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import OnnxbenchError
 from .transformer import Transformer, TransformerConfig
+
+
+class GenerationError(OnnxbenchError, ValueError):
+    """A generation request that cannot run (empty prompt, no new tokens, longer than ``max_positions``, a mask
+    of the wrong shape, token ids out of range); the message names the limit or the fix."""
 
 
 @dataclass(frozen=True)
@@ -44,26 +50,27 @@ def check_generation(config: TransformerConfig, input_ids: torch.Tensor, max_new
         attention_mask: int64 or bool (B, T0) or None.
 
     Raises:
-        ValueError: one per problem, naming the limit or the fix: an empty prompt (T0 = 0 or B = 0), N < 1,
-            T0 + N > ``max_positions``, a mask that is not (B, T0), token ids outside [0, vocab_size).
+        GenerationError: (a ``ValueError``) one per problem, naming the limit or the fix: an empty prompt
+            (T0 = 0 or B = 0), N < 1, T0 + N > ``max_positions``, a mask that is not (B, T0), token ids outside
+            [0, vocab_size).
     """
     if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be (B, T0), got shape {tuple(input_ids.shape)}")
+        raise GenerationError(f"input_ids must be (B, T0), got shape {tuple(input_ids.shape)}")
     B, T0 = input_ids.shape
     if B == 0 or T0 == 0:
-        raise ValueError(f"empty prompt: input_ids has shape {(B, T0)}; generation needs at least one prompt "
+        raise GenerationError(f"empty prompt: input_ids has shape {(B, T0)}; generation needs at least one prompt "
                          "token per row (left-pad shorter prompts and mark the padding 0 in attention_mask)")
     if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        raise GenerationError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if T0 + max_new_tokens > config.max_positions:
-        raise ValueError(f"prompt length {T0} + {max_new_tokens} new tokens = {T0 + max_new_tokens} exceeds "
+        raise GenerationError(f"prompt length {T0} + {max_new_tokens} new tokens = {T0 + max_new_tokens} exceeds "
                          f"max_positions={config.max_positions}; shorten the prompt or generate at most "
                          f"{max(config.max_positions - T0, 0)} tokens")
     if attention_mask is not None and tuple(attention_mask.shape) != (B, T0):
-        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; it must match input_ids "
+        raise GenerationError(f"attention_mask has shape {tuple(attention_mask.shape)}; it must match input_ids "
                          f"{(B, T0)} (1 for a prompt token, 0 for left padding)")
     if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= config.vocab_size):
-        raise ValueError(f"token ids must lie in [0, {config.vocab_size}), got [{int(input_ids.min())}, "
+        raise GenerationError(f"token ids must lie in [0, {config.vocab_size}), got [{int(input_ids.min())}, "
                          f"{int(input_ids.max())}]")
 
 
@@ -74,10 +81,10 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.T
         (input_ids, attention_mask), both int64 (B, max length): ``pad_id`` and 0 on the left padding.
 
     Raises:
-        ValueError: for no prompts or an empty prompt.
+        GenerationError: for no prompts or an empty prompt.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("left_pad needs at least one prompt and no empty prompt")
+        raise GenerationError("left_pad needs at least one prompt and no empty prompt")
     width = max(len(p) for p in prompts)
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.int64)
     attention_mask = torch.zeros((len(prompts), width), dtype=torch.int64)
@@ -104,7 +111,7 @@ def greedy_generate(model: Transformer, input_ids: torch.Tensor, max_new_tokens:
         A :class:`Generation`.
 
     Raises:
-        ValueError: see :func:`check_generation` (checked before the prefill).
+        GenerationError: see :func:`check_generation` (checked before the prefill).
     """
     check_generation(model.config, input_ids, max_new_tokens, attention_mask)
     B, _ = input_ids.shape
