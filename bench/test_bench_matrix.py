@@ -26,7 +26,7 @@ from onnxbench.benchmarks.agreement import worst
 from onnxbench.benchmarks.matrix import load_matrix
 from onnxbench.benchmarks.rows import AgreementColumns, CellKey, ModelInfo, SessionInfo
 from onnxbench.benchmarks.timing import harness_overhead_ms
-from onnxbench.benchmarks.worker import ReferenceOutputs
+from onnxbench.benchmarks.worker import ReferenceOutputs, axis_ranges
 from onnxbench.runtimes import RuntimeOptions, RuntimeUnavailable
 
 
@@ -58,8 +58,12 @@ class _Sessions:
         if key not in self.sessions:
             runtime = runtimes.get(cell.runtime)
             ok, why = runtime.availability()
+            # As `onnxbench run` opens it: one session per (artifact, runtime) whose optimization profile spans
+            # exactly the shapes of that group's cells.
+            group = [c for c in CELLS if (c.artifact_key, c.runtime) == key]
+            options = RuntimeOptions(axis_ranges=axis_ranges(group or [cell]))
             try:
-                self.sessions[key] = runtime.open(self.artifact(cell), RuntimeOptions()) if ok else why
+                self.sessions[key] = runtime.open(self.artifact(cell), options) if ok else why
             except RuntimeUnavailable as exc:
                 self.sessions[key] = str(exc)
         if isinstance(self.sessions[key], str):
@@ -102,7 +106,9 @@ def test_latency(benchmark, cell, sessions, overhead_ms):
     artifact = sessions.artifact(cell)
     feeds = source.feeds(session.inputs(), cell.batch, cell.seq_len)
     reference = sessions.reference(cell).get((cell.batch, cell.seq_len), feeds)
-    agreement = worst(compare_outputs(session.run(feeds), reference, tolerance_for(cell.precision, cell.runtime)))
+    # The tolerance as `onnxbench run` picks it: by runtime, precision and the TF32 the session really used.
+    tol = tolerance_for(cell.precision, cell.runtime, bool(session.options.get("tf32", False)))
+    agreement = worst(compare_outputs(session.run(feeds), reference, tol))
     run = session.prepare(feeds)
 
     def once():

@@ -9,7 +9,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import psutil
+try:  # optional at import: a bare GPU test machine may lack it; the fallbacks below say less, never wrong
+    import psutil
+except ImportError:  # pragma: no cover - exercised by scripts/gpu_check.py on such machines
+    psutil = None
 
 LIBRARIES = ("onnxbench", "torch", "onnx", "onnxscript", "onnx-ir", "onnxruntime-gpu", "onnxruntime",
              "tensorrt", "tensorrt-cu13", "polygraphy", "numpy", "pandas", "transformers")
@@ -53,6 +56,28 @@ def gpus() -> list[dict[str, str]]:
     return rows
 
 
+def cpu_counts() -> tuple[int | None, int | None]:
+    """(logical, physical) CPU counts: psutil's, or ``os.cpu_count()`` and None without psutil."""
+    if psutil is None:
+        return os.cpu_count(), None
+    return psutil.cpu_count(logical=True), psutil.cpu_count(logical=False)
+
+
+def memory_gb() -> float | None:
+    """Physical memory in GiB (psutil, else ``sysconf``), rounded to 0.1."""
+    if psutil is not None:
+        return round(psutil.virtual_memory().total / 2**30, 1)
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def cpu_busy_pct(interval: float = 0.5) -> float | None:
+    """System-wide CPU utilisation (%) over ``interval`` seconds (``psutil.cpu_percent``); None without psutil."""
+    return psutil.cpu_percent(interval=interval) if psutil is not None else None
+
+
 def versions() -> dict[str, str]:
     """Installed versions of the libraries that matter to the numbers (absent ones left out)."""
     found = {}
@@ -73,10 +98,10 @@ def collect() -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": _cpu_model(),
-        "cpu_count_logical": psutil.cpu_count(logical=True),
-        "cpu_count_physical": psutil.cpu_count(logical=False),
+        "cpu_count_logical": cpu_counts()[0],
+        "cpu_count_physical": cpu_counts()[1],
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "memory_gb": memory_gb(),
         "torch_threads": torch.get_num_threads(),
         "gpus": gpus(),
         "versions": versions(),

@@ -25,7 +25,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "attention": ("str", "attention variant: decomposed | sdpa | onnx-attention | ort-fused | external"),
     "precision": ("str", "fp32 | fp16 | bf16 (the graph's compute precision)"),
     "opset": ("int", "default-domain ONNX opset"),
-    "runtime": ("str", "registry name: torch | ort-cpu | ort-cuda | ort-trt | tensorrt | torch-compile"),
+    "runtime": ("str", "registry name: torch | ort-cpu | ort-cuda | ort-trt | tensorrt | torch-compile | torch-cuda | "
+                       "torch-compile-cuda"),
     "config_id": ("str", "'default' or the name of a tuned runtime configuration"),
     "options": ("str", "JSON of the runtime options in force (threads, optimisation level, TF32, ...)"),
     "provider_requested": ("str", "execution provider / device asked for"),
@@ -47,9 +48,12 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "ci95_p50_lo_ms": ("float", "ms, lower end of a distribution-free 95% CI of the median"),
     "ci95_p50_hi_ms": ("float", "ms, upper end of that CI"),
     "cov": ("float", "coefficient of variation std/mean (unitless)"),
-    "h2d_ms": ("float", "ms, host-to-device copy per inference (GPU runtimes)"),
-    "compute_ms": ("float", "ms, device compute per inference (GPU runtimes)"),
-    "d2h_ms": ("float", "ms, device-to-host copy per inference (GPU runtimes)"),
+    "h2d_ms": ("float", "ms, host-to-device copy of the inputs from page-locked host memory, device time between "
+                        "CUDA events on the session's stream (GPU runtimes)"),
+    "compute_ms": ("float", "ms, device time of one inference between CUDA events on the session's stream, as "
+                            "trtexec's GPU Compute Time (GPU runtimes)"),
+    "d2h_ms": ("float", "ms, device-to-host copy of the outputs into page-locked host memory, CUDA-event device "
+                        "time (GPU runtimes)"),
     "throughput_seq_s": ("float", "sequences/s = batch / p50"),
     "throughput_tok_s": ("float", "tokens/s = batch * seq_len / p50"),
     "max_abs_err": ("float", "max |y - y_ref| over the compared output"),
@@ -68,7 +72,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "frac_peak_flops": ("float", "achieved_gflops / measured GEMM peak of the run"),
     "frac_peak_bw": ("float", "achieved_gbs / measured memory bandwidth of the run"),
     "peak_rss_mb": ("float", "MiB, peak resident memory of the process that ran the cell"),
-    "device_mem_mb": ("float", "MiB, peak device memory (GPU runtimes)"),
+    "device_mem_mb": ("float", "MiB, device memory the session added: device-level used memory (cuMemGetInfo) after "
+                               "the cell minus before the session opened; weights, activations, workspaces, "
+                               "engines and pool reservations, not the CUDA context; other processes on the same "
+                               "GPU count too (GPU runtimes)"),
     "export_s": ("float", "s, export time of the artifact (0 when cached)"),
     "build_s": ("float", "s, session creation / engine build / compile"),
     "harness_overhead_ms": ("float", "ms, timing-loop cost around a no-op (per iteration)"),

@@ -86,7 +86,7 @@ def test_attention_provider_is_read_from_the_profile(cache_dir, variant):
     art = artifact(cache_dir, variant, "fp32", "model")
     with get("ort-cpu").open(art) as session:
         feeds = make_feeds(session.inputs(), 1, 6, int_high=512)
-        placement = profile_attention(art.path, session.session, feeds)
+        placement = profile_attention(session, feeds)
     assert placement.summary == "CPUExecutionProvider"
     assert sum(placement.by_provider.values()) == get_preset("tiny").n_layers
     core = {"ort-fused": "MultiHeadAttention", "onnx-attention": "Attention"}.get(variant, "Softmax")

@@ -5,7 +5,7 @@ import pytest
 from onnxbench import runtimes
 from onnxbench.benchmarks import TOLERANCES, compare
 from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.runtimes import RuntimeUnavailable
+from onnxbench.runtimes import RuntimeUnavailable, probes
 from onnxbench.runtimes.ort import OrtSession
 
 
@@ -29,13 +29,9 @@ def test_iobinding_fast_path_computes_the_same_logits(tiny_artifact):
 def test_session_reports_a_provider_fallback_instead_of_hiding_it(tiny_artifact):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime build has no CUDA EP to fall back from (CPU-only wheel)")
-    try:
-        import torch
-
-        has_gpu = torch.cuda.is_available()
-    except ImportError:
-        has_gpu = False
-    if has_gpu:
+    # The driver decides whether there is a GPU: a CPU build of torch on a GPU machine would say "no GPU" and
+    # this test would then fail for a CUDA EP that really ran.
+    if probes.cuda_driver().ok:
         pytest.skip("a CUDA GPU is present here, so the CUDA EP does not fall back")
     # onnxruntime-gpu lists CUDA as available on this GPU-less machine; the session falls back to CPU.
     with pytest.raises(RuntimeUnavailable, match="fell back"):

@@ -6,7 +6,8 @@ What is measured (through the timing harness, :func:`onnxbench.benchmarks.timing
 - **GEMM peak** (GFLOP/s): a square ``(n, n) @ (n, n)`` fp32 product, ``2 n^3`` FLOPs, through each runtime's own
   kernels — ``torch.matmul`` and a one-node ONNX ``MatMul`` in ONNX Runtime's CPU EP (MLAS); the higher is kept
   as the ceiling, both are recorded. On a CUDA device (when ``torch.cuda.is_available()``): fp32 with TF32 off,
-  fp16 and bf16 ``torch.matmul``.
+  fp32 with TF32 on (``gemm_gflops_tf32``, the roof of cells that ran with TF32 allowed), fp16 and bf16
+  ``torch.matmul``, each timed with CUDA events on the current stream (device time, as the cells' split is).
 - **Memory bandwidth** (GB/s): a copy of a buffer much larger than the last-level cache, counting the bytes read
   plus the bytes written (``2 * nbytes``), as STREAM's *Copy* kernel does (McCalpin, STREAM benchmark,
   https://www.cs.virginia.edu/stream/ref.html; write-allocate traffic is not counted).
@@ -30,29 +31,43 @@ from .timing import TimingConfig, measure
 QUICK_TIMING = TimingConfig(warmup_iters=2, min_iters=5, min_time_s=0.2, max_iters=50, max_time_s=1.5)
 
 
-def _rates(work: float, fn, synchronize=lambda: None, timing: TimingConfig = QUICK_TIMING) -> tuple[float, float]:
+def _rates(work: float, fn, synchronize=lambda: None, timing: TimingConfig = QUICK_TIMING,
+           device_timer=None) -> tuple[float, float]:
     """(best, median) rate in units of ``work`` per second for one call of ``fn``."""
-    result, _ = measure(fn, synchronize, timing)
+    result, _ = measure(fn, synchronize, timing, device_timer)
     return work / (result.latency_ms_min / 1e3), work / (result.latency_ms_p50 / 1e3)
 
 
+def _cuda_clock(device: str):
+    """(synchronize, device timer) for ``device``: CUDA events on its current stream, or host time on the CPU."""
+    if not device.startswith("cuda"):
+        return (lambda: None), None
+    import torch
+
+    from ..runtimes.torch_cuda import TorchEventTimer
+
+    stream = torch.cuda.current_stream(device)
+    return stream.synchronize, TorchEventTimer(stream)
+
+
 def torch_gemm_gflops(n: int = 1024, dtype: str = "float32", device: str = "cpu",
-                      timing: TimingConfig = QUICK_TIMING) -> tuple[float, float]:
+                      timing: TimingConfig = QUICK_TIMING, tf32: bool = False) -> tuple[float, float]:
     """(best, median) GFLOP/s of ``torch.matmul`` on two ``(n, n)`` ``dtype`` matrices on ``device``
-    (``2 n^3`` FLOPs per product). On CUDA, TF32 is switched off for the duration so that fp32 means fp32."""
+    (``2 n^3`` FLOPs per product). On CUDA, TF32 is set to ``tf32`` for the duration (fp32 means fp32 unless
+    asked) and each product is timed with CUDA events."""
     import torch
 
     gen = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=getattr(torch, dtype))
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=getattr(torch, dtype))
     out = torch.empty_like(a)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
+    sync, timer = _cuda_clock(device)
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     try:
-        best, median = _rates(2 * n**3 / 1e9, lambda: torch.matmul(a, b, out=out), sync, timing)
+        best, median = _rates(2 * n**3 / 1e9, lambda: torch.matmul(a, b, out=out), sync, timing, timer)
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = before
     return best, median
 
 
@@ -91,8 +106,8 @@ def copy_gbs(nbytes: int = 256 * 2**20, device: str = "cpu", timing: TimingConfi
 
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    return _rates(2 * nbytes / 1e9, lambda: dst.copy_(src), sync, timing)
+    sync, timer = _cuda_clock(device)
+    return _rates(2 * nbytes / 1e9, lambda: dst.copy_(src), sync, timing, timer)
 
 
 def measure_ceilings(*, gemm_n: int = 1024, copy_bytes: int = 128 * 2**20, cuda: bool | None = None,
@@ -109,7 +124,8 @@ def measure_ceilings(*, gemm_n: int = 1024, copy_bytes: int = 128 * 2**20, cuda:
         ``{"cpu": {...}, "cuda:0": {...}, "measure_s": s}``. Each device entry has ``gemm_gflops`` (the fp32 GEMM
         ceiling, GFLOP/s), ``gemm_gflops_by_backend`` (``{"torch": ..., "ort": ...}``), ``gemm_source`` (the
         backend that set it), ``mem_bw_gbs`` (GB/s, 1 GB = 1e9 bytes) and the probe sizes; a CUDA entry also has
-        ``gemm_gflops_fp16`` and ``gemm_gflops_bf16``. A probe that fails is recorded under ``errors``.
+        ``gemm_gflops_tf32``, ``gemm_gflops_fp16`` and ``gemm_gflops_bf16`` (device time from CUDA events). A
+        probe that fails is recorded under its device's ``errors`` and the others still run.
     """
     import torch
 
@@ -130,27 +146,63 @@ def measure_ceilings(*, gemm_n: int = 1024, copy_bytes: int = 128 * 2**20, cuda:
     cpu["mem_bw_gbs"], cpu["mem_bw_gbs_median"] = copy_gbs(copy_bytes, timing=timing)
     out["cpu"] = cpu
     if cuda is None:
-        cuda = torch.cuda.is_available()
+        try:
+            cuda = torch.cuda.is_available()
+        except Exception:
+            cuda = False
     if cuda:
-        for index in range(torch.cuda.device_count()):
-            device = f"cuda:{index}"
-            gpu: dict[str, Any] = {"name": torch.cuda.get_device_name(index), "gemm_n": 4 * gemm_n,
-                                   "copy_bytes": 4 * copy_bytes, "gemm_source": "torch", "tf32": False}
-            gpu["gemm_gflops"], _ = torch_gemm_gflops(4 * gemm_n, "float32", device, timing)
-            gpu["gemm_gflops_fp16"], _ = torch_gemm_gflops(4 * gemm_n, "float16", device, timing)
-            gpu["gemm_gflops_bf16"], _ = torch_gemm_gflops(4 * gemm_n, "bfloat16", device, timing)
-            gpu["mem_bw_gbs"], gpu["mem_bw_gbs_median"] = copy_gbs(4 * copy_bytes, device, timing)
-            out[device] = gpu
+        out.update(_cuda_ceilings(4 * gemm_n, 4 * copy_bytes, timing))
     out["measure_s"] = time.perf_counter() - start
     return out
 
 
-def peak_for(ceilings: dict | None, device: str, precision: str) -> tuple[float | None, float | None]:
+def _cuda_ceilings(gemm_n: int, copy_bytes: int, timing: TimingConfig) -> dict[str, Any]:
+    """Ceilings of every CUDA device, each probe guarded: a failing one (out of memory, a broken CUDA install)
+    is recorded under the device's ``errors`` and the others still run; a failure to enumerate devices is
+    recorded under ``"cuda"``."""
+    import torch
+
+    out: dict[str, Any] = {}
+    try:
+        count = torch.cuda.device_count()
+    except Exception as exc:
+        return {"cuda": {"errors": {"device_count": f"{type(exc).__name__}: {exc}"}}}
+    for index in range(count):
+        device = f"cuda:{index}"
+        gpu: dict[str, Any] = {"gemm_n": gemm_n, "copy_bytes": copy_bytes, "gemm_source": "torch", "tf32": False,
+                               "clock": "cuda-events", "errors": {}}
+        probes = {
+            "name": lambda index=index: torch.cuda.get_device_name(index),
+            "gemm_gflops": lambda d=device: torch_gemm_gflops(gemm_n, "float32", d, timing)[0],
+            "gemm_gflops_tf32": lambda d=device: torch_gemm_gflops(gemm_n, "float32", d, timing, tf32=True)[0],
+            "gemm_gflops_fp16": lambda d=device: torch_gemm_gflops(gemm_n, "float16", d, timing)[0],
+            "gemm_gflops_bf16": lambda d=device: torch_gemm_gflops(gemm_n, "bfloat16", d, timing)[0],
+            "mem_bw": lambda d=device: copy_gbs(copy_bytes, d, timing),
+        }
+        for key, probe in probes.items():
+            try:
+                value = probe()
+            except Exception as exc:  # recorded, never fatal: the run's cells matter more than a ceiling
+                gpu["errors"][key] = f"{type(exc).__name__}: {exc}"
+                continue
+            if key == "mem_bw":
+                gpu["mem_bw_gbs"], gpu["mem_bw_gbs_median"] = value
+            else:
+                gpu[key] = value
+        out[device] = gpu
+    return out
+
+
+def peak_for(ceilings: dict | None, device: str, precision: str,
+             tf32: bool = False) -> tuple[float | None, float | None]:
     """(GEMM peak GFLOP/s, bandwidth GB/s) that a cell on ``device`` at ``precision`` is read against.
 
     On the CPU the fp32 peak is used for every precision (ONNX Runtime's CPU EP computes fp16 graphs through
-    fp32 casts). On CUDA, fp16/bf16 cells use the matching tensor-core peak. ``(None, None)`` without ceilings.
+    fp32 casts). On CUDA, fp16/bf16 cells use the matching tensor-core peak, and fp32 cells that ran with TF32
+    allowed (``tf32``) the TF32 peak, so that a TF32 cell is not read against the far lower fp32 roof (and a
+    fraction cannot exceed 1 for that reason). ``(None, None)`` without ceilings.
     """
     entry = (ceilings or {}).get(device) or (ceilings or {}).get(device.split(":")[0]) or {}
-    flops = entry.get(f"gemm_gflops_{precision}") or entry.get("gemm_gflops")
+    key = "tf32" if precision == "fp32" and tf32 else precision
+    flops = entry.get(f"gemm_gflops_{key}") or entry.get("gemm_gflops")
     return flops, entry.get("mem_bw_gbs")

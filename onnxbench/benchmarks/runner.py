@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-
-import psutil
 
 from .. import env, runtimes
 from ..export import ExportArtifact
@@ -109,7 +108,7 @@ def run_matrix(
                   "harness_overhead_ms": harness_overhead_ms(),
                   # Other processes on the CPUs distort every timing (torch's OpenMP threads worst of all);
                   # recorded so that the report and the CLI can say so.
-                  "cpu_busy_pct_at_start": psutil.cpu_percent(interval=0.5),
+                  "cpu_busy_pct_at_start": env.cpu_busy_pct(0.5),
                   "ceilings": (ceilings if isinstance(ceilings, dict) else measure_ceilings()) if ceilings else None}
         done = set()
     header["interrupted"] = True  # until the run ends normally: a killed parent leaves it marked
@@ -165,8 +164,10 @@ class _Run:
         if work is None:
             return None
         device = (measurement.session.device if measurement.session else None) or "cpu"
+        options = json.loads(measurement.session.options or "{}") if measurement.session else {}
+        tf32 = bool(options.get("tf32", False))  # an fp32 cell with TF32 is read against the TF32 peak
         return WorkColumns(**achieved(work, measurement.timing.latency_ms_p50, self.header.get("ceilings"),
-                                      device, cell.precision))
+                                      device, cell.precision, tf32))
 
     def groups(self, cells: list[Cell]) -> Iterator[Group]:
         """The (artifact, runtime) groups of ``cells``, exporting each artifact when its groups are pulled; cells

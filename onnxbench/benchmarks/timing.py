@@ -4,6 +4,12 @@ Method: warm up at the shape being timed (allocators, kernel selection and engin
 then time single iterations with ``time.perf_counter_ns`` until both a minimum count and a minimum total
 duration are reached, calling the session's ``synchronize`` inside every timed region so that asynchronous
 devices are measured to completion.
+
+Two clocks: the latency columns are host time (``perf_counter_ns`` around launch + synchronize, what a caller
+waits). Where a session offers a device clock (CUDA events on its stream, ``Session.device_timer``), the GPU
+split (``h2d_ms``, ``compute_ms``, ``d2h_ms``) and the CUDA ceilings are device time between two events, as
+trtexec reports "GPU Compute Time" and its H2D / D2H latencies
+(https://docs.nvidia.com/deeplearning/tensorrt/latest/performance/best-practices.html).
 """
 
 from __future__ import annotations
@@ -98,26 +104,38 @@ def summarize(samples_ns: np.ndarray, warmup_iters: int) -> Timing:
                   std / mean if mean > 0 else float("nan"))
 
 
+def _timed_ns(fn: Callable[[], object], synchronize: Callable[[], None], device_timer) -> int:
+    """One timed region in ns: host ``perf_counter_ns`` around ``fn(); synchronize()``, or with ``device_timer``
+    the device time between events recorded before and after ``fn`` (read after ``synchronize``)."""
+    if device_timer is None:
+        t0 = time.perf_counter_ns()
+        fn()
+        synchronize()
+        return time.perf_counter_ns() - t0
+    device_timer.start()
+    fn()
+    device_timer.stop()
+    synchronize()
+    return int(device_timer.elapsed_ms() * 1e6)
+
+
 def measure(fn: Callable[[], object], synchronize: Callable[[], None] = lambda: None,
-            config: TimingConfig | None = None) -> tuple[Timing, np.ndarray]:
+            config: TimingConfig | None = None, device_timer=None) -> tuple[Timing, np.ndarray]:
     """Time ``fn`` (one inference on already-bound inputs).
 
-    Each timed region is ``fn(); synchronize()``. Returns the statistics and the raw per-iteration
-    durations in nanoseconds (int64 array).
+    Each timed region is ``fn(); synchronize()`` on the host clock, or, with ``device_timer`` (a
+    :class:`onnxbench.runtimes.base.DeviceTimer`), the device time between CUDA events around ``fn`` (used for
+    the GPU ceilings). Returns the statistics and the raw per-iteration durations in nanoseconds (int64 array).
     """
     config = config or TimingConfig()
     for _ in range(config.warmup_iters):
         fn()
         synchronize()
     samples: list[int] = []
-    clock = time.perf_counter_ns
     total = 0
     min_ns, max_ns = int(config.min_time_s * 1e9), int(config.max_time_s * 1e9)
     while len(samples) < config.max_iters:
-        t0 = clock()
-        fn()
-        synchronize()
-        dt = clock() - t0
+        dt = _timed_ns(fn, synchronize, device_timer)
         samples.append(dt)
         total += dt
         if (len(samples) >= config.min_iters and total >= min_ns) or total >= max_ns:
@@ -127,7 +145,7 @@ def measure(fn: Callable[[], object], synchronize: Callable[[], None] = lambda: 
 
 
 def measure_stages(stages: dict[str, Callable[[], object]], synchronize: Callable[[], None] = lambda: None,
-                   config: TimingConfig | None = None) -> dict[str, float]:
+                   config: TimingConfig | None = None, device_timer=None) -> dict[str, float]:
     """Median milliseconds of each stage of an inference, the split trtexec reports (H2D latency, GPU compute
     time, D2H latency; https://docs.nvidia.com/deeplearning/tensorrt/latest/performance/best-practices.html).
 
@@ -135,6 +153,8 @@ def measure_stages(stages: dict[str, Callable[[], object]], synchronize: Callabl
     ``stage(); synchronize()``, so device work is measured to completion and stages do not overlap (unlike
     trtexec's default, which overlaps copies of one iteration with compute of the next). Warm-up runs every
     stage ``config.warmup_iters`` times; then ``config.min_iters`` iterations (or until ``config.max_time_s``).
+    With ``device_timer`` (CUDA events on the session's stream) each stage's time is the device time between an
+    event recorded before and one after it, as trtexec measures; without, host time around it.
 
     Returns ``{stage name: median ms}``.
 
@@ -153,10 +173,7 @@ def measure_stages(stages: dict[str, Callable[[], object]], synchronize: Callabl
     start = clock()
     for _ in range(config.min_iters):
         for name, fn in stages.items():
-            t0 = clock()
-            fn()
-            synchronize()
-            samples[name].append(clock() - t0)
+            samples[name].append(_timed_ns(fn, synchronize, device_timer))
         if clock() - start >= config.max_time_s * 1e9:
             break
     return {name: float(np.median(ns)) / 1e6 for name, ns in samples.items()}

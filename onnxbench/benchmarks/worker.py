@@ -95,24 +95,30 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def device_mem_mb(session: Session) -> float | None:
-    """Device memory (MiB) this process holds on the session's GPU after a cell, from NVML's per-process
-    accounting (nvidia-ml-py, ``nvmlDeviceGetComputeRunningProcesses``); runtimes' memory pools keep their peak
-    reservation, so this is the peak they reserved. ``None`` on the CPU or without NVML."""
-    if not session.device.startswith("cuda"):
+def device_memory_used(device: str) -> int | None:
+    """Bytes in use on the whole CUDA device ``device`` (``"cuda:N"``) from the driver's ``cuMemGetInfo``
+    (total - free), or None on the CPU or without a driver. Device-level rather than NVML's per-process
+    accounting, whose PIDs are the host's and never match inside a container."""
+    if not device.startswith("cuda"):
         return None
-    try:
-        import pynvml
+    from ..runtimes import cuda_driver
 
-        pynvml.nvmlInit()
-        index = int(session.device.split(":")[1]) if ":" in session.device else 0
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-            if proc.pid == os.getpid() and proc.usedGpuMemory is not None:
-                return proc.usedGpuMemory / 2**20
-    except Exception:  # NVML absent or not permitted: the column stays empty rather than wrong
+    try:
+        return cuda_driver.memory_used(int(device.split(":")[1]) if ":" in device else 0)
+    except Exception:  # no driver or not permitted: the column stays empty rather than wrong
         return None
-    return None
+
+
+def device_mem_mb(session: Session, baseline: int | None) -> float | None:
+    """Device memory (MiB) the session added on its GPU: device-level used memory after the cell minus
+    ``baseline``, the same measure taken before the session was opened (with the CUDA context already created,
+    so the context itself is not counted). It covers weights, activations, workspaces, engines and what the
+    runtimes' memory pools reserved (pools keep their peak, so this is close to the peak reservation); on a GPU
+    shared with other processes their allocations in the interval count too. None on the CPU."""
+    used = device_memory_used(session.device)
+    if used is None or baseline is None:
+        return None
+    return (used - baseline) / 2**20
 
 
 def inject_fault(cell: Cell) -> None:
@@ -147,7 +153,7 @@ def inject_fault(cell: Cell) -> None:
 
 
 def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: MatrixSpec,
-                 references: ReferenceOutputs) -> tuple[Measurement, float]:
+                 references: ReferenceOutputs, mem_baseline: int | None = None) -> tuple[Measurement, float]:
     """Measure one cell on an open session: agreement with the reference, latency, throughput, memory.
 
     Args:
@@ -157,6 +163,7 @@ def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: Matrix
         source: the cell's model.
         spec: the matrix (timing settings, ``cov_warn``).
         references: reference outputs, cached per shape.
+        mem_baseline: device memory in use (bytes) before the session was opened (:func:`device_mem_mb`).
 
     Returns:
         (the ok measurement without its :class:`SessionInfo`, seconds spent in the timing harness).
@@ -169,19 +176,24 @@ def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: Matrix
     reset_peak_rss()
     outputs = session.run(feeds)
     tol = runtimes.runtime_class(cell.runtime).tolerance(cell.precision, bool(session.options.get("tf32", False)))
-    agreement = worst(compare_outputs(outputs, reference, tol))
+    agreements = compare_outputs(outputs, reference, tol)
     t0 = time.perf_counter()
     timing, _ = measure(session.prepare(feeds), session.synchronize, spec.timing)
     stages = split_timing(session, feeds, spec)
     timing_s = time.perf_counter() - t0
-    reason = ""
+    # The timed path (IOBinding, a replayed CUDA graph) must agree too, not only run().
+    fast = session.fetch_outputs()
+    if fast is not None:
+        agreements += compare_outputs(fast, reference, tol)
+    agreement = worst(agreements)
+    warnings = list(session.notes)  # e.g. compute nodes that left the requested EP
     if timing.cov > spec.cov_warn:
-        reason = (f"warning: noisy timing, cov {timing.cov:.2f} > cov_warn {spec.cov_warn:g} "
-                  "(a contended machine? rerun on a quiet one)")
-    return Measurement(Outcome("ok", reason), timing=timing,
+        warnings.append(f"warning: noisy timing, cov {timing.cov:.2f} > cov_warn {spec.cov_warn:g} "
+                        "(a contended machine? rerun on a quiet one)")
+    return Measurement(Outcome("ok", "; ".join(warnings)), timing=timing,
                        throughput=Throughput.of(cell.batch, cell.seq_len, timing.latency_ms_p50),
                        agreement=AgreementColumns.of(agreement), stages=stages,
-                       resources=Resources(peak_rss_mb(), device_mem_mb(session))), timing_s
+                       resources=Resources(peak_rss_mb(), device_mem_mb(session, mem_baseline))), timing_s
 
 
 def axis_ranges(cells: list[Cell]) -> dict[str, tuple[int, int, int]]:
@@ -195,7 +207,7 @@ def split_timing(session: Session, feeds: dict[str, np.ndarray], spec: MatrixSpe
     stages = session.prepare_stages(feeds)
     if not stages:
         return None
-    medians = measure_stages(stages, session.synchronize, spec.timing)
+    medians = measure_stages(stages, session.synchronize, spec.timing, session.device_timer())
     return GpuStages(**{f"{name}_ms": ms for name, ms in medians.items()})
 
 
@@ -206,6 +218,17 @@ def _attention_provider(session: Session, cell: Cell, source: ModelSource) -> st
         return session.attention_placement(source.feeds(session.inputs(), cell.batch, cell.seq_len))
     except Exception as exc:  # the measurement itself must not be lost to a profiling problem
         return f"unknown ({type(exc).__name__}: {exc})"
+
+
+def unavailable(runtime: str, reason: str) -> Measurement:
+    """The measurement of a cell whose runtime cannot run here: ``skipped`` with ``reason``, or ``failed`` when
+    ``$ONNXBENCH_REQUIRE_GPU`` requires this GPU runtime (a GPU check must not pass by skipping)."""
+    from ..runtimes.probes import REQUIRE_GPU_ENV, required_gpu_runtimes
+
+    gpu_names = [n for n, cls in runtimes.registry().items() if cls.device == "cuda"]
+    if runtime in required_gpu_runtimes(gpu_names):
+        return Measurement.failed(f"{REQUIRE_GPU_ENV} requires {runtime}, which would be skipped: {reason}")
+    return Measurement.skipped(reason)
 
 
 def _last_frame(exc: BaseException) -> str:
@@ -223,14 +246,16 @@ def measure_group(group: Group) -> Iterator[Message]:
     runtime = runtimes.get(group.runtime)
     ok, why = runtime.availability()
     if not ok:
-        yield from _all(cells, Measurement.skipped(why))
+        yield from _all(cells, unavailable(group.runtime, why))
         return
+    device_id = int((group.options or RuntimeOptions()).extra.get("device_id", 0))
+    mem_baseline = device_memory_used(f"cuda:{device_id}") if runtime.device == "cuda" else None
     t0 = time.perf_counter()
     try:
         session = runtime.open(group.artifact, dataclasses.replace(group.options or RuntimeOptions(),
                                                                    axis_ranges=axis_ranges(cells)))
     except RuntimeUnavailable as exc:
-        yield from _all(cells, Measurement.skipped(str(exc)))
+        yield from _all(cells, unavailable(group.runtime, str(exc)))
         return
     except Exception as exc:
         yield from _all(cells, Measurement.failed(f"session creation failed: {type(exc).__name__}: {exc}"))
@@ -246,7 +271,8 @@ def measure_group(group: Group) -> Iterator[Message]:
                 ref_before = references.seconds
                 try:
                     inject_fault(cell)
-                    measured, timing_s = measure_cell(cell, session, group.source, group.spec, references)
+                    measured, timing_s = measure_cell(cell, session, group.source, group.spec, references,
+                                                      mem_baseline)
                     # after the first run: build_s then includes a per-shape compile
                     measured = dataclasses.replace(measured, session=dataclasses.replace(info,
                                                                                          build_s=session.build_s))

@@ -99,19 +99,28 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
     for p in plot_list:
         by_section.setdefault(p.section, []).append(p)
     summary = summary_table(df, ref)
-    summary = summary.drop(columns=[c for c in ("faster_but_disagreeing",) if summary[c].isna().all()])
+    gpu = tables.has_gpu_rows(df)
+    # One baseline for every row (a CPU-only run): it is named in the headings, the column would repeat it.
+    summary = summary.drop(columns=[c for c in ("faster_but_disagreeing",) if summary[c].isna().all()]
+                           + ([] if gpu else ["baseline"]))
+    vs = f"its baseline ({ref} for CPU runtimes, {tables.GPU_BASELINE} for GPU runtimes)" if gpu else ref
+    base = "baseline" if gpu else ref  # what the speed-up columns are against
     agreement = tables.agreement_table(df)
     not_ok = tables.not_ok_table(df)
     out = [
         Section("summary", "Summary",
                 f"Per model, precision and shape: the fastest runtime whose outputs agreed with the reference "
-                f"({ref}), its p50 latency and throughput, and its speed-up over {ref} (reference p50 / p50).",
-                [Table(summary, specs={"reference_p50": Spec(f"{ref} p50 (ms)", ms, True),
-                                       "speedup": Spec(f"speed-up vs {ref}", speedup, True)})]),
+                f"({ref}), its p50 latency and throughput, and its speed-up over {vs} "
+                f"({'baseline' if gpu else 'reference'} p50 / p50).",
+                [Table(summary, specs={"reference_p50": Spec(f"{base} p50 (ms)", ms, True),
+                                       "speedup": Spec(f"speed-up vs {base}", speedup, True)})]),
         Section("latency", "Latency", "Milliseconds per inference (one forward pass over batch × seq len "
                 "tokens): median (p50) and 99th percentile (p99) of the timed iterations.",
                 _grids(df, ("latency_ms_p50", "latency_ms_p99"))),
-        Section("speedup", f"Speed-up vs {ref}", f"{ref} p50 / runtime p50 at the same cell; above 1 is faster.",
+        Section("speedup", f"Speed-up vs {base}",
+                f"{base} p50 / runtime p50 at the same cell; above 1 is faster."
+                + (f" The baseline is {ref} for CPU runtimes and {tables.GPU_BASELINE} (PyTorch eager on the same "
+                   "GPU) for GPU runtimes, chosen by each row's device." if gpu else ""),
                 _grids(df, ("speedup",))),
     ]
     if "throughput" in by_section:

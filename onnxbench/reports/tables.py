@@ -15,6 +15,30 @@ GROUP = ["model", "part", "attention", "precision"]
 #: Key columns that describe *what* was run (shown as a note when constant over a table).
 DESCRIPTIVE = ["model", "part", "attention", "precision", "opset", "config_id"]
 DEFAULT_REFERENCE = "torch"
+#: Speed-up baseline of rows that ran on a CUDA device: PyTorch eager on the same GPU, so that a GPU runtime's
+#: ratio answers "how much faster than PyTorch on this GPU" (CPU rows keep the CPU reference).
+GPU_BASELINE = "torch-cuda"
+
+
+def on_gpu(device) -> bool:
+    """Whether a row's ``device`` column names a CUDA device (``"cuda:N"``)."""
+    return isinstance(device, str) and device.startswith("cuda")
+
+
+def baseline_for(device, reference: str = DEFAULT_REFERENCE) -> str:
+    """The runtime a row's speed-up is computed against, chosen by the row's ``device`` column alone:
+    :data:`GPU_BASELINE` for CUDA rows, ``reference`` (the run's CPU reference, torch) otherwise."""
+    return GPU_BASELINE if on_gpu(device) else reference
+
+
+def has_gpu_rows(df: pd.DataFrame) -> bool:
+    """Whether any ok row ran on a CUDA device."""
+    return bool(ok_rows(df)["device"].map(on_gpu).any()) if len(df) else False
+
+
+def _device(rows: pd.DataFrame):
+    devices = rows["device"].dropna()
+    return devices.mode().iloc[0] if len(devices) else None
 
 
 def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -62,13 +86,22 @@ def latency_table(df: pd.DataFrame, stat: str = "latency_ms_p50") -> pd.DataFram
     return ok.pivot_table(index=GROUP + SHAPE, columns="runtime", values=stat, aggfunc="first")
 
 
-def speedup_table(df: pd.DataFrame, baseline: str = DEFAULT_REFERENCE) -> pd.DataFrame:
-    """Speed-up of each runtime over ``baseline`` at equal cell keys: baseline p50 / runtime p50 (> 1 is
-    faster). Empty when the baseline has no ok rows."""
+def speedup_table(df: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
+    """Speed-up of each runtime at equal cell keys: baseline p50 / runtime p50 (> 1 is faster). The baseline is
+    ``baseline`` for every runtime when given, else chosen per runtime by its rows' ``device``
+    (:func:`baseline_for`: torch-cuda for GPU runtimes, the CPU reference for CPU ones); a runtime whose baseline
+    has no ok rows gets NaN. Empty when no baseline has ok rows."""
     lat = latency_table(df)
-    if lat.empty or baseline not in lat.columns:
+    if lat.empty:
         return pd.DataFrame()
-    return lat.rdiv(lat[baseline], axis=0)
+    ok = ok_rows(df)
+    reference = reference_runtime(df)
+    out = {}
+    for runtime in lat.columns:
+        base = baseline or baseline_for(_device(ok[ok["runtime"] == runtime]), reference)
+        if base in lat.columns:
+            out[runtime] = lat[base] / lat[runtime]
+    return pd.DataFrame(out, index=lat.index) if out else pd.DataFrame()
 
 
 def latency_grid(df: pd.DataFrame, stats: tuple[str, ...] = ("latency_ms_p50", "latency_ms_p99"),
@@ -76,8 +109,9 @@ def latency_grid(df: pd.DataFrame, stats: tuple[str, ...] = ("latency_ms_p50", "
     """Latency of ok cells laid out runtime × (batch, seq_len), one table per (model, part, precision).
 
     Rows: the varying of (attention, opset), then batch and seq_len. Columns: ``(runtime label, stat)`` for each
-    stat in ``stats`` (ms), or ``(runtime label, "speedup")`` when ``stats == ("speedup",)``: reference p50 /
-    runtime p50 at the same row (> 1 is faster than ``reference``).
+    stat in ``stats`` (ms), or ``(runtime label, "speedup")`` when ``stats == ("speedup",)``: baseline p50 /
+    runtime p50 at the same row (> 1 is faster), the baseline chosen by the runtime's ``device``
+    (:func:`baseline_for`: ``reference`` for CPU runtimes, torch-cuda for GPU runtimes).
 
     Returns:
         [(group as {column: value}, frame with flat MultiIndex-free columns named "label|stat")].
@@ -100,7 +134,8 @@ def latency_grid(df: pd.DataFrame, stats: tuple[str, ...] = ("latency_ms_p50", "
                 continue
             merged = frame[row_keys].merge(sub, on=row_keys, how="left")
             if stats == ("speedup",):
-                ref = frame[row_keys].merge(g[g["runtime"] == reference], on=row_keys, how="left")
+                base = baseline_for(_device(sub), reference)
+                ref = frame[row_keys].merge(g[g["runtime"] == base], on=row_keys, how="left")
                 frame[f"{label}|speedup"] = ref["latency_ms_p50"].to_numpy() / merged["latency_ms_p50"].to_numpy()
             else:
                 for stat in stats:
@@ -113,14 +148,16 @@ def summary_table(df: pd.DataFrame, reference: str | None = None) -> pd.DataFram
     """Per (model, part, precision, batch, seq_len): the fastest runtime (by p50) whose agreement passed.
 
     Columns: model, part, precision, batch, seq_len, ``fastest`` (runtime label), attention, latency_ms_p50,
-    throughput_tok_s, ``reference_p50`` (ms; the reference runtime with the same attention variant, else its
-    fastest), ``speedup`` (reference p50 / fastest p50) and ``faster_but_disagreeing`` (faster runtimes whose
-    outputs failed the agreement check). ``fastest`` is "none agreed" when no cell passed.
+    throughput_tok_s, ``baseline`` (the runtime the speed-up is against, chosen by the fastest row's ``device``:
+    torch-cuda for a GPU row, ``reference`` for a CPU row), ``reference_p50`` (ms; that baseline with the same
+    attention variant, else its fastest), ``speedup`` (baseline p50 / fastest p50) and
+    ``faster_but_disagreeing`` (faster runtimes whose outputs failed the agreement check). ``fastest`` is
+    "none agreed" when no cell passed.
     """
     ok = ok_rows(df).copy()
     keys = ["model", "part", "precision", "batch", "seq_len"]
-    columns = keys + ["fastest", "attention", "latency_ms_p50", "throughput_tok_s", "reference_p50", "speedup",
-                      "faster_but_disagreeing"]
+    columns = keys + ["fastest", "attention", "latency_ms_p50", "throughput_tok_s", "baseline", "reference_p50",
+                      "speedup", "faster_but_disagreeing"]
     if ok.empty:
         return pd.DataFrame(columns=columns)
     reference = reference or reference_runtime(df)
@@ -130,18 +167,19 @@ def summary_table(df: pd.DataFrame, reference: str | None = None) -> pd.DataFram
     for key, g in ok.groupby(keys, sort=True, dropna=False):
         g = g.sort_values("latency_ms_p50", kind="stable")
         agreeing = g[g["_agree"]]
-        refs = g[g["runtime"] == reference]
         row = dict(zip(keys, key, strict=True))
         if agreeing.empty:
             row.update(fastest="none agreed", faster_but_disagreeing=", ".join(_ordered(g["_label"])))
             rows.append(row)
             continue
         best = agreeing.iloc[0]
+        base = baseline_for(best["device"], reference)
+        refs = g[g["runtime"] == base]
         same = refs[refs["attention"] == best["attention"]]
         ref_p50 = (same if len(same) else refs)["latency_ms_p50"].min() if len(refs) else float("nan")
         worse = g[(~g["_agree"]) & (g["latency_ms_p50"] < best["latency_ms_p50"])]
         row.update(fastest=best["_label"], attention=best["attention"], latency_ms_p50=best["latency_ms_p50"],
-                   throughput_tok_s=best["throughput_tok_s"], reference_p50=ref_p50,
+                   throughput_tok_s=best["throughput_tok_s"], baseline=base, reference_p50=ref_p50,
                    speedup=ref_p50 / best["latency_ms_p50"],
                    faster_but_disagreeing=", ".join(_ordered(worse["_label"])) or pd.NA)
         rows.append(row)

@@ -31,7 +31,8 @@ from .ort import OrtCpu
 from .ort_cuda import OrtCuda
 from .ort_trt import OrtTrt
 from .tensorrt import Tensorrt
-from .torch_compile import TorchCompile
+from .torch_compile import TorchCompile, TorchCompileCuda
+from .torch_cuda import TorchCuda
 from .torch_eager import TorchEager
 
 #: Environment variable: comma-separated modules that register runtimes when imported.
@@ -39,7 +40,8 @@ PLUGIN_ENV = "ONNXBENCH_RUNTIMES"
 #: Entry-point group whose entries are :class:`Runtime` subclasses.
 ENTRY_POINT_GROUP = "onnxbench.runtimes"
 
-_BUILTIN: tuple[type[Runtime], ...] = (TorchEager, OrtCpu, OrtCuda, Tensorrt, OrtTrt, TorchCompile)
+_BUILTIN: tuple[type[Runtime], ...] = (TorchEager, OrtCpu, OrtCuda, Tensorrt, OrtTrt, TorchCompile, TorchCuda,
+                                      TorchCompileCuda)
 _REGISTRY: dict[str, type[Runtime]] = {cls.name: cls for cls in _BUILTIN}
 _plugins_loaded = False
 

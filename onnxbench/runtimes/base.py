@@ -17,11 +17,11 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
-import psutil
 
+from ..env import cpu_counts
 from ..errors import OptionError
 from ..export import ExportArtifact, TensorSpec
 from ..tolerance import CPU_BANDS, Bands, Tolerance, band
@@ -127,7 +127,7 @@ def thread_counts(default: int) -> list[int]:
 
     1 thread too: on a shared machine a single thread can beat a team whose barriers wait on descheduled peers.
     """
-    counts = {1, psutil.cpu_count(logical=False) or 0, psutil.cpu_count(logical=True) or 0}
+    counts = {1, *(n or 0 for n in cpu_counts())}
     return sorted(c for c in counts if c > 0 and c != default)
 
 
@@ -140,6 +140,7 @@ class Session(ABC):
         provider_actual: the one that really runs, read back from the library after opening.
         device: ``"cpu"`` or ``"cuda:N"``.
         options: the settings in force, flat str -> JSON-able values (recorded in the result row).
+        notes: warnings recorded in every row's ``reason``.
         build_s: seconds spent creating the session (engine build, graph optimisation).
     """
 
@@ -151,6 +152,9 @@ class Session(ABC):
 
     def __init__(self) -> None:
         self.options: dict[str, Any] = {}
+        #: warnings about the session that every row of it carries in ``reason`` (e.g. compute nodes that left
+        #: the requested execution provider, found by :meth:`attention_placement`'s profiled inference)
+        self.notes: list[str] = []
 
     @abstractmethod
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -189,6 +193,17 @@ class Session(ABC):
         """
         return None
 
+    def device_timer(self) -> DeviceTimer | None:
+        """A device clock on the stream the session's work runs on (CUDA events), for the harness to time device
+        work as trtexec's "GPU Compute Time" does; None (the default) where there is none (CPU runtimes)."""
+        return None
+
+    def fetch_outputs(self) -> dict[str, np.ndarray] | None:
+        """Host copies (float32 where bfloat16) of the outputs of the last call made through :meth:`prepare`'s
+        callable, so that the fast path itself (IOBinding, a replayed CUDA graph) is checked for agreement, not
+        only :meth:`run`. None (the default): the fast path is :meth:`run` itself or cannot be read back."""
+        return None
+
     def close(self) -> None:
         """Free the session's resources."""
 
@@ -197,6 +212,18 @@ class Session(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class DeviceTimer(Protocol):
+    """Device time of the work queued between ``start()`` and ``stop()`` on a session's stream, in ms, read by
+    ``elapsed_ms()`` after the stream is synchronised (CUDA events: ``torch.cuda.Event`` or
+    :class:`onnxbench.runtimes.cuda_driver.EventTimer`)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def elapsed_ms(self) -> float: ...
 
 
 class Runtime(ABC):

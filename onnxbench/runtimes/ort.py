@@ -5,6 +5,16 @@ Runtime silently drops an EP it cannot load (onnxruntime-gpu on a machine withou
 only logs it), so a session whose first provider is not the requested one raises
 :class:`~onnxbench.runtimes.base.RuntimeUnavailable` instead of producing numbers under the wrong name.
 
+Sessions are created with the Python API's retry disabled (``enable_fallback=0``): otherwise a session whose
+creation *raises* (a graph the EP cannot partition, an engine build failure, a bad provider option) is
+silently re-created on ``['CPUExecutionProvider']`` (``onnxruntime_inference_collection.py``,
+``InferenceSession.__init__``), and the real error would read as "libraries missing". With the retry off the
+error propagates and becomes a ``failed`` row quoting it.
+
+Outputs come back as OrtValues (``run_with_ort_values``) and are converted to numpy here, bfloat16 ones through
+DLPack into torch and widened to float32 (numpy has no bfloat16, and ``InferenceSession.run`` raises "No
+corresponding Numpy type" for them).
+
 Docs: https://onnxruntime.ai/docs/api/python/api_summary.html (InferenceSession, SessionOptions, IOBinding).
 """
 
@@ -17,8 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
-import psutil
 
+from ..env import cpu_counts
 from ..export import ExportArtifact, TensorSpec
 from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session, TypedOptions, thread_counts
 
@@ -100,8 +110,9 @@ class OrtSession(Session):
 
             path = optimized_path(artifact)
             record["transformer_optimizer"] = True
-        self.model_path = path
-        self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        #: what the session was created from, so that a twin (the profiling one) is created identically
+        self.creation = {"path": str(path), "options": options, "typed": typed, "providers": providers}
+        self.session = create_session(str(path), so, providers)
         self.build_s = time.perf_counter() - start
         actual = self.session.get_providers()
         self.provider_actual = actual[0] if actual else "none"
@@ -121,9 +132,21 @@ class OrtSession(Session):
     def inputs(self) -> tuple[TensorSpec, ...]:
         return self._inputs
 
+    def _host_run_options(self) -> ort.RunOptions | None:
+        """Run options of :meth:`run` (host feeds); subclasses keep CUDA graphs out of it."""
+        return None
+
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = self.session.run(self._output_names, feeds)
-        return dict(zip(self._output_names, values, strict=True))
+        values = self.session.run_with_ort_values(self._output_names, ort_values(feeds), self._host_run_options())
+        return {name: to_numpy(value) for name, value in zip(self._output_names, values, strict=True)}
+
+    def profiling_twin(self, prefix: str) -> ort.InferenceSession:
+        """A new session created exactly as this one was (same file, :class:`RuntimeOptions`, providers and
+        provider options as passed, not as read back) with ORT's profiler on, writing to ``prefix``*.json."""
+        so, _ = session_options(self.creation["options"], self.creation["typed"])
+        so.enable_profiling = True
+        so.profile_file_prefix = prefix
+        return create_session(self.creation["path"], so, self.creation["providers"])
 
     def prepare(self, feeds: dict[str, np.ndarray]) -> Callable[[], None]:
         binding = self.session.io_binding()
@@ -143,14 +166,52 @@ class OrtSession(Session):
 
     def attention_placement(self, feeds: dict[str, np.ndarray]) -> str:
         """The EP(s) that ran the attention cores, from one inference of a profiling twin of this session
-        (:func:`onnxbench.runtimes.ort_placement.profile_attention`)."""
+        (:func:`onnxbench.runtimes.ort_placement.profile_attention`). The same profile counts the nodes per EP
+        (``options["nodes_by_provider"]``) and adds a note when float compute nodes left a GPU EP for the CPU EP."""
         from .ort_placement import profile_attention
 
-        return profile_attention(self.model_path, self.session, feeds).summary
+        placement = profile_attention(self, feeds)
+        self.options["nodes_by_provider"] = placement.nodes_by_provider
+        left = placement.left_ep(self.provider_requested)
+        if left and left not in self.notes:
+            self.notes.append(left)
+        return placement.summary
 
     def close(self) -> None:
         self._binding = None
         self.session = None
+
+
+def ort_values(feeds: dict[str, np.ndarray]) -> dict[str, ort.OrtValue]:
+    """Host numpy feeds as CPU OrtValues (for ``run_with_ort_values``)."""
+    return {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value)) for name, value in feeds.items()}
+
+
+def create_session(path: str, so: ort.SessionOptions, providers: list) -> ort.InferenceSession:
+    """``ort.InferenceSession(path, so, providers)`` with the Python API's fallback retry disabled
+    (``enable_fallback=0``), so that a creation error is raised rather than retried on the CPU EP.
+
+    Raises:
+        onnxruntime's exception (``Fail``, ``RuntimeException``, ``InvalidArgument``...) when creation fails.
+    """
+    return ort.InferenceSession(path, sess_options=so, providers=providers, enable_fallback=0)
+
+
+#: ONNX TensorProto.BFLOAT16, as ``OrtValue.element_type()`` returns it.
+_BFLOAT16 = 16
+
+
+def to_numpy(value: ort.OrtValue) -> np.ndarray:
+    """A host OrtValue as numpy; bfloat16 through DLPack into torch (CPU) and widened exactly to float32.
+
+    Raises:
+        RuntimeError: for an OrtValue that is not on the CPU (copy it to the host first).
+    """
+    if value.element_type() == _BFLOAT16:
+        import torch
+
+        return torch.from_dlpack(value).float().numpy()
+    return value.numpy()
 
 
 def _np_dtype(onnx_type: str) -> str:
@@ -190,7 +251,7 @@ class OrtCpu(Runtime):
         grid = {"nospin": RuntimeOptions(extra={"allow_spinning": False}),
                 "fused": RuntimeOptions(extra=fused),
                 "fused-nospin": RuntimeOptions(extra={**fused, "allow_spinning": False})}
-        for threads in thread_counts(psutil.cpu_count(logical=False) or 0):
+        for threads in thread_counts(cpu_counts()[1] or cpu_counts()[0] or 0):
             grid[f"fused-{threads}t"] = RuntimeOptions(intra_op_threads=threads, extra=fused)
         return grid
 

@@ -11,6 +11,7 @@ EP (usually the CPU EP); the summary names every EP seen, so the row shows it.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import tempfile
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 #: Op types (any domain) that are an attention core: a fused attention kernel, or the Softmax of the
 #: decomposed form (each block has exactly one).
@@ -37,6 +37,18 @@ class AttentionPlacement:
 
     by_provider: dict[str, int]
     by_op: dict[str, int]
+    nodes_by_provider: dict[str, int] = dataclasses.field(default_factory=dict)
+    cpu_compute_ops: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def left_ep(self, requested: str) -> str | None:
+        """A warning naming the float compute nodes that ran on the CPU EP although ``requested`` (a GPU EP)
+        was asked for, or None. Shape computations (integer outputs) on the CPU EP are expected: ONNX Runtime
+        places them there on purpose (``GetCpuPreferredNodes``)."""
+        if requested == "CPUExecutionProvider" or not self.cpu_compute_ops:
+            return None
+        n = sum(self.cpu_compute_ops.values())
+        ops = ", ".join(f"{op}×{k}" for op, k in sorted(self.cpu_compute_ops.items()))
+        return f"warning: {n} compute node(s) left {requested} for the CPU EP ({ops})"
 
     @property
     def summary(self) -> str:
@@ -69,34 +81,40 @@ def parse_profile(path: str | Path, ops: frozenset[str] = ATTENTION_CORE_OPS) ->
         cores = [("Softmax(expanded)", a["provider"]) for a in kernels if a.get("op_name") == "Exp"]
     providers = collections.Counter(ep for _, ep in cores)
     by_op = collections.Counter(f"{op}@{ep}" for op, ep in cores)
-    return AttentionPlacement(dict(providers), dict(by_op))
+    nodes = collections.Counter(a["provider"] for a in kernels)
+    cpu_compute = collections.Counter(a.get("op_name", "?") for a in kernels
+                                      if a["provider"] == "CPUExecutionProvider" and _float_output(a))
+    return AttentionPlacement(dict(providers), dict(by_op), dict(nodes), dict(cpu_compute))
 
 
-def profile_attention(model_path: str | Path, session: ort.InferenceSession,
-                      feeds: dict[str, np.ndarray]) -> AttentionPlacement:
-    """Open a profiling twin of ``session`` (same providers, provider options and graph optimisation level),
-    run ``feeds`` once and return where the attention cores ran. The twin keeps profiling out of the timed
-    session.
+FLOAT_TYPES = frozenset({"float", "float16", "bfloat16", "double"})
+
+
+def _float_output(args: dict) -> bool:
+    """Whether a profiled node produced a floating-point tensor (``output_type_shape``: [{"float": [2, 3]}])."""
+    return any(t in FLOAT_TYPES for shape in args.get("output_type_shape") or [] for t in shape)
+
+
+def profile_attention(session, feeds: dict[str, np.ndarray]) -> AttentionPlacement:
+    """Open a profiling twin of ``session`` (an :class:`onnxbench.runtimes.ort.OrtSession`: same file, session
+    options, providers and provider options *as the session was created with*, not as read back), run ``feeds``
+    once and return where the attention cores and the float compute nodes ran. The twin keeps profiling out of
+    the timed session.
 
     Args:
-        model_path: the ``.onnx`` file ``session`` was created from.
         session: the session to mirror.
         feeds: one inference's inputs (host numpy arrays keyed by input name).
 
     Raises:
         onnxruntime exceptions if the twin cannot be created or run.
     """
-    so = ort.SessionOptions()
-    base = session.get_session_options()
-    so.graph_optimization_level = base.graph_optimization_level
-    so.intra_op_num_threads = base.intra_op_num_threads
-    so.log_severity_level = 3
-    so.enable_profiling = True
     with tempfile.TemporaryDirectory(prefix="onnxbench-prof-") as tmp:
-        so.profile_file_prefix = os.path.join(tmp, "ort")
-        options = session.get_provider_options()
-        providers = session.get_providers()
-        twin = ort.InferenceSession(str(model_path), sess_options=so, providers=providers,
-                                    provider_options=[options.get(p, {}) for p in providers])
-        twin.run(None, feeds)
+        twin = session.profiling_twin(os.path.join(tmp, "ort"))
+        twin.run_with_ort_values(None, {k: _ortvalue(v) for k, v in feeds.items()})
         return parse_profile(twin.end_profiling())
+
+
+def _ortvalue(value: np.ndarray):
+    import onnxruntime as ort
+
+    return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))

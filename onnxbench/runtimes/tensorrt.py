@@ -70,6 +70,8 @@ def build_options(typed: TensorrtOptions, profile: dict[str, ShapeRange]) -> dic
     return {
         "strongly_typed": True,
         "tf32": typed.tf32,
+        # NVIDIA_TF32_OVERRIDE=0 forbids TF32 in TensorRT whatever the builder flag says: part of the engine.
+        "tf32_override": os.environ.get("NVIDIA_TF32_OVERRIDE"),
         "workspace_gb": float(typed.workspace_gb) or None,
         "builder_optimization_level": typed.builder_optimization_level,
         "profile": {name: [list(r.min), list(r.opt), list(r.max)] for name, r in sorted(profile.items())},
@@ -124,7 +126,10 @@ def build_engine(trt, logger, onnx_path: Path, profile: dict[str, ShapeRange], o
         opt_profile.set_shape(name, r.min, r.opt, r.max)
     config.add_optimization_profile(opt_profile)
     cached = timing_cache_path.read_bytes() if timing_cache_path.exists() else b""
-    config.set_timing_cache(config.create_timing_cache(cached), False)
+    # set_timing_cache returns False when the cache does not match this TensorRT / device (ignore_mismatch=False)
+    if not config.set_timing_cache(config.create_timing_cache(cached), False):
+        raise RuntimeError(f"TensorRT refused the timing cache {timing_cache_path} (made by another TensorRT "
+                           "version or GPU?); delete it to rebuild")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
@@ -189,7 +194,9 @@ class TensorrtSession(Session):
         self.provider_actual = f"TensorRT {trt.__version__}"
         self.options = {"tensorrt": trt.__version__, "gpu": gpu_name, "device_id": device_id,
                         "engine_cache": "hit" if hit else "miss", "engine": str(engine_path),
-                        "timing_cache": str(timing_path), "tf32": build["tf32"],
+                        "timing_cache": str(timing_path),
+                        "tf32": build["tf32"] and build["tf32_override"] != "0",
+                        "copies": "pinned-async", "compute_clock": "cuda-events",
                         "strongly_typed": True, "builder_optimization_level": build["builder_optimization_level"],
                         "profile": {n: r.describe() for n, r in self._profile.items()}}
         self._keep: list = []
@@ -211,13 +218,20 @@ class TensorrtSession(Session):
         for name in self._input_names:
             tensor = device_inputs[name]
             self._check(name, str(tensor.dtype), tuple(tensor.shape))
-            self.context.set_input_shape(name, tuple(tensor.shape))
-            self.context.set_tensor_address(name, tensor.data_ptr())
+            # Both return False (and log) on a shape outside the profile or a bad address; never run on that.
+            if not self.context.set_input_shape(name, tuple(tensor.shape)):
+                raise RuntimeError(f"TensorRT set_input_shape({name!r}, {tuple(tensor.shape)}) failed "
+                                   f"(profile {self._profile[name].describe()}; see the TensorRT log)")
+            if not self.context.set_tensor_address(name, tensor.data_ptr()):
+                raise RuntimeError(f"TensorRT set_tensor_address({name!r}) failed (see the TensorRT log)")
         outputs = {}
         for name in self._output_names:
             shape = tuple(self.context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise RuntimeError(f"TensorRT left output {name!r} with unresolved shape {shape}")
             outputs[name] = torch.empty(shape, dtype=getattr(torch, self._dtypes[name]), device=self.device)
-            self.context.set_tensor_address(name, outputs[name].data_ptr())
+            if not self.context.set_tensor_address(name, outputs[name].data_ptr()):
+                raise RuntimeError(f"TensorRT set_tensor_address({name!r}) failed (see the TensorRT log)")
         return outputs
 
     def _to_device(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -231,18 +245,33 @@ class TensorrtSession(Session):
         if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
 
+    def _host(self, outputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {n: (t.float() if t.dtype == self._torch.bfloat16 else t).cpu().numpy() for n, t in outputs.items()}
+
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         device_inputs = self._to_device(feeds)
         outputs = self._bind(device_inputs)
         self._execute()
         self.stream.synchronize()
-        return {n: (t.float() if t.dtype == self._torch.bfloat16 else t).cpu().numpy() for n, t in outputs.items()}
+        self._keep = []  # the addresses bound for a prepared call are gone now
+        return self._host(outputs)
 
     def prepare(self, feeds: dict[str, np.ndarray]) -> Callable[[], None]:
         device_inputs = self._to_device(feeds)
         outputs = self._bind(device_inputs)
         self._keep = [device_inputs, outputs]  # the bound addresses must stay alive
         return self._execute
+
+    def fetch_outputs(self) -> dict[str, np.ndarray] | None:
+        if not self._keep:
+            return None
+        self.stream.synchronize()
+        return self._host(self._keep[1])
+
+    def device_timer(self):
+        from .torch_cuda import TorchEventTimer
+
+        return TorchEventTimer(self.stream)
 
     def prepare_stages(self, feeds: dict[str, np.ndarray]) -> dict[str, Callable[[], Any]]:
         torch = self._torch
