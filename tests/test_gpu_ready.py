@@ -15,12 +15,12 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 from onnx import TensorProto, helper
-from onnxbench.benchmarks.sources.onnx_file import inspect_onnx
 
 from onnxbench import runtimes
 from onnxbench.benchmarks import MatrixSpec, TimingConfig, run_matrix
 from onnxbench.benchmarks.ceilings import measure_ceilings, peak_for
 from onnxbench.benchmarks.inputs import make_feeds
+from onnxbench.benchmarks.sources.onnx_file import inspect_onnx
 from onnxbench.benchmarks.timing import measure, measure_stages
 from onnxbench.benchmarks.worker import device_memory_used
 from onnxbench.reports import tables
