@@ -75,18 +75,20 @@ def work(config: TransformerConfig, part: str, batch: int, seq_len: int, precisi
     return Work(float(flops), float(nbytes))
 
 
-def achieved(w: Work, latency_ms: float, ceilings: dict | None, device: str, precision: str) -> dict[str, float]:
+def achieved(w: Work, latency_ms: float, ceilings: dict | None, device: str, precision: str,
+             tf32: bool = False) -> dict[str, float]:
     """Result-row columns for a cell of work ``w`` that took ``latency_ms`` (its p50) on ``device``:
     ``flops``, ``bytes_moved``, ``achieved_gflops`` (= flops / p50 / 1e9), ``achieved_gbs`` (= bytes / p50 / 1e9)
     and ``frac_peak_flops`` / ``frac_peak_bw`` against the run's measured ceilings (None without ceilings; see
-    :func:`onnxbench.benchmarks.ceilings.peak_for` for which ceiling applies)."""
+    :func:`onnxbench.benchmarks.ceilings.peak_for` for which ceiling applies; ``tf32``: the cell ran with TF32
+    allowed, so an fp32 cell on CUDA is read against the TF32 peak)."""
     row: dict[str, float] = {"flops": w.flops, "bytes_moved": w.bytes_moved}
     if not latency_ms or latency_ms <= 0 or math.isnan(latency_ms):
         return row
     seconds = latency_ms / 1e3
     row["achieved_gflops"] = w.flops / seconds / 1e9
     row["achieved_gbs"] = w.bytes_moved / seconds / 1e9
-    peak_gflops, peak_gbs = peak_for(ceilings, device, precision)
+    peak_gflops, peak_gbs = peak_for(ceilings, device, precision, tf32)
     if peak_gflops:
         row["frac_peak_flops"] = row["achieved_gflops"] / peak_gflops
     if peak_gbs:
