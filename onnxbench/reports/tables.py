@@ -33,7 +33,7 @@ def baseline_for(device, reference: str = DEFAULT_REFERENCE) -> str:
 
 def has_gpu_rows(df: pd.DataFrame) -> bool:
     """Whether any ok row ran on a CUDA device."""
-    return bool(ok_rows(df)["device"].map(on_gpu).any()) if len(df) else False
+    return any(on_gpu(d) for d in ok_rows(df)["device"]) if len(df) else False
 
 
 def _device(rows: pd.DataFrame):
