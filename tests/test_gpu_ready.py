@@ -340,3 +340,16 @@ def test_speedups_compare_gpu_rows_with_torch_cuda_and_cpu_rows_with_torch():
     cpu_only = tables.summary_table(df[df["device"] == "cpu"]).iloc[0]
     assert cpu_only["baseline"] == "torch" and cpu_only["speedup"] == 2.0
     assert tables.has_gpu_rows(df) and not tables.has_gpu_rows(df[df["device"] == "cpu"])
+
+
+def test_native_tensorrt_engine_key_follows_nvidia_tf32_override(monkeypatch):
+    from onnxbench.runtimes.tensorrt import Tensorrt, build_options, engine_cache_key
+
+    typed = Tensorrt.parse_options({"tf32": True})
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
+    allowed = build_options(typed, {})
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
+    forbidden = build_options(typed, {})
+    assert forbidden["tf32_override"] == "0" and allowed["tf32_override"] is None
+    assert engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200", allowed) != \
+        engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200", forbidden)
