@@ -117,7 +117,11 @@ def run(
     onnx: list[Path] | None = typer.Option(
         None, help="any ONNX model to run on the ONNX runtimes, ORT CPU as reference (repeatable; model = stem)"),
     dim: list[str] | None = typer.Option(
-        None, help="NAME=SIZE for a dynamic axis of an --onnx model (repeatable), e.g. --dim batch=4"),
+        None, help="NAME=SIZE or NAME=MIN:OPT:MAX for a dynamic axis of an --onnx model (repeatable; inputs are "
+        "fed at OPT, TensorRT optimization profiles span MIN..MAX), e.g. --dim batch=4 --dim past=1:3:8"),
+    shape: list[str] | None = typer.Option(
+        None, help="NAME=d0,d1,... shape of an --onnx model's input (sizes or axis names; repeatable; needed "
+        "where the graph declares no shape), e.g. --shape x=batch,16"),
     int_range: list[str] | None = typer.Option(
         None, help="[INPUT=]LO:HI range [LO, HI) of integer inputs of an --onnx model (repeatable), "
         "e.g. --int-range input_ids=0:30522"),
@@ -146,7 +150,7 @@ def run(
     axis_flags = (models, runtimes, attention, precisions, opsets, batches, seq_lens, exporter, min_time,
                   min_iters, matrix)
     if resume is not None:
-        if any(v is not None for v in axis_flags) or checkpoint or onnx or dim or int_range:
+        if any(v is not None for v in axis_flags) or checkpoint or onnx or dim or int_range or shape:
             fail("--resume continues the matrix recorded in RUN_DIR/header.json; drop --matrix and the axis "
                  "and timing flags (only --cell-timeout, --retry-failed and --cache-dir apply)")
         try:
@@ -172,7 +176,8 @@ def run(
         spec.models = []
         spec.checkpoints = [str(p) for p in checkpoint or []]
         spec.onnx_models = [str(p) for p in onnx or []]
-        spec.dims = _key_values(dim, "--dim", "NAME=SIZE", int)
+        spec.dims = _key_values(dim, "--dim", "NAME=SIZE or NAME=MIN:OPT:MAX", _dim)
+        spec.input_shapes = _key_values(shape, "--shape", "NAME=d0,d1,... (sizes or axis names)", _shape)
         spec.int_ranges = _key_values(int_range, "--int-range", "[INPUT=]LO:HI", _range, default_key="*")
     for key, value in overrides.items():
         if value is not None:
@@ -232,6 +237,20 @@ def _warn_if_busy(run_dir: Path, limit_pct: float = 20.0) -> None:
         console.print(f"[yellow]warning:[/] the CPUs were {busy:.0f}% busy with other work when the run started "
                       "(cpu_busy_pct_at_start in header.json); these timings, torch's above all, are unreliable: "
                       "rerun on a quiet machine", highlight=False, soft_wrap=True)
+
+
+def _dim(text: str) -> int | list[int]:
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) not in (1, 3):
+        raise ValueError(text)
+    return parts[0] if len(parts) == 1 else parts
+
+
+def _shape(text: str) -> list[int | str]:
+    dims = [int(d) if d.strip().lstrip("-").isdigit() else d.strip() for d in text.split(",")]
+    if not text or any(d == "" for d in dims):
+        raise ValueError(text)
+    return dims
 
 
 def _range(text: str) -> list[int]:

@@ -181,3 +181,72 @@ def test_shape_axes_bind_batch_and_sequence(tmp_path):
     assert shape_axes(artifact, [1, 4], [8, 16], {"batch_size": 2}) == ([2], [8, 16])
     static = _identity_model(tmp_path / "s.onnx", [("x", TensorProto.FLOAT, [2, 3])])
     assert shape_axes(inspect_onnx(static)[0], [1, 4], [8], {}) == ([1], [1])
+
+
+def test_input_of_unknown_rank_is_refused_until_shape_gives_it(tmp_path):
+    path = _identity_model(tmp_path / "unranked.onnx", [("x", TensorProto.FLOAT, None)])
+    out = tmp_path / "refused"
+    proc = run_cli("run", "--onnx", str(path), "--runtimes", "ort-cpu", "--out", str(out))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "unknown rank" in proc.stdout and "--shape x=" in proc.stdout and "Traceback" not in proc.stdout
+    assert not out.exists()
+    out = tmp_path / "run"
+    proc = run_cli("run", "--onnx", str(path), "--runtimes", "ort-cpu", "--shape", "x=batch,3", "--batches", "2",
+                   "--min-time", "0.02", "--min-iters", "3", "--no-ceilings", "--no-report", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["status"], r["batch"]) for r in rows] == [("ok", 2)]
+
+
+def test_input_shapes_matrix_key_shapes_the_feeds(tmp_path):
+    from onnxbench.benchmarks.matrix import load_matrix
+
+    path = _identity_model(tmp_path / "unranked.onnx", [("x", TensorProto.FLOAT, None)])
+    toml = tmp_path / "m.toml"
+    toml.write_text(f'onnx_models = ["{path}"]\nmodels = []\nruntimes = ["ort-cpu"]\nbatches = [4]\n'
+                    'input_shapes = {{ x = ["batch", 5, 2] }}\n'.replace("{{", "{").replace("}}", "}"))
+    built = load_matrix(toml).build()
+    source = built.sources["unranked"]
+    assert [c.batch for c in built.cells] == [4]
+    assert source.feeds(source.model.inputs, 4, 1)["x"].shape == (4, 5, 2)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(toml.read_text().replace('"batch", 5, 2', "0, 5"))
+    with pytest.raises(ValueError, match="sizes must be >= 1"):
+        load_matrix(bad).build()
+
+
+def _past_model(tmp_path):
+    return _identity_model(tmp_path / "past.onnx", [("ids", TensorProto.INT64, ["batch", "sequence"]),
+                                                    ("past", TensorProto.FLOAT, ["batch", "past_sequence_length", 4]),
+                                                    ("extra", TensorProto.FLOAT, [None, 2])])
+
+
+@pytest.mark.parametrize("past, want", [(3, ((1, 3, 4), (2, 3, 4), (2, 3, 4))),
+                                        ([1, 3, 8], ((1, 1, 4), (2, 3, 4), (2, 8, 4)))])
+def test_every_dim_bound_axis_gets_an_optimization_profile_range(tmp_path, past, want):
+    from onnxbench.benchmarks.matrix import MatrixSpec
+    from onnxbench.benchmarks.worker import axis_ranges
+    from onnxbench.runtimes.trt_profiles import input_profile, trt_shape_strings
+
+    spec = MatrixSpec(models=[], onnx_models=[str(_past_model(tmp_path))], runtimes=["ort-cpu"], batches=[1, 2],
+                      seq_lens=[8], dims={"past_sequence_length": past, "extra.0": 5})
+    built = spec.build()
+    source = built.sources["past"]
+    profile = input_profile(source.model.inputs, axis_ranges(built.cells, source))
+    assert (profile["past"].min, profile["past"].opt, profile["past"].max) == want
+    assert profile["extra"].min == profile["extra"].max == (5, 2)
+    strings = trt_shape_strings(profile)
+    assert strings["trt_profile_max_shapes"] == f"ids:2x8,past:2x{want[2][1]}x4,extra:5x2"
+    assert source.feeds(source.model.inputs, 2, 8)["past"].shape == (2, want[1][1], 4)  # fed at OPT
+
+
+def test_dim_range_flag_and_bad_ranges(tmp_path):
+    path = _past_model(tmp_path)
+    base = ["run", "--onnx", str(path), "--runtimes", "ort-cpu", "--dim", "extra.0=2", "--no-ceilings",
+            "--no-report", "--min-time", "0.02", "--min-iters", "3", "--seq-lens", "4"]
+    proc = run_cli(*base, "--dim", "past_sequence_length=1:3:8", "--out", str(tmp_path / "ok"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for bad in ("past_sequence_length=8:3:1", "past_sequence_length=1:3"):
+        out = tmp_path / "bad"
+        proc = run_cli(*base, "--dim", bad, "--out", str(out))
+        assert proc.returncode == 2 and "MIN:OPT:MAX" in proc.stdout and not out.exists(), proc.stdout

@@ -47,8 +47,11 @@ class MatrixSpec:
             a model named after its directory, exported with its own weights (:class:`~.sources.CheckpointSource`).
         onnx_models: paths of users' ONNX files, each a model named after the file's stem, run on the ONNX
             runtimes with ORT CPU as the reference (:class:`~.sources.OnnxFileSource`).
-        dims: sizes of named dynamic axes of the ONNX files (``{"batch": 4, "sequence": 128}``).
+        dims: sizes of named dynamic axes of the ONNX files (``{"batch": 4, "past": [1, 3, 8]}``): a size, or
+            ``[min, opt, max]`` (inputs are fed at opt; optimization profiles span min..max).
         int_ranges: ``{input name or "*": [lo, hi)}`` for integer inputs of the ONNX files.
+        input_shapes: ``{input name: [d0, d1, ...]}`` shapes (sizes or axis names) of ONNX-file inputs, required
+            for an input whose graph declares no shape (``--shape NAME=d0,d1,...``).
         parts: ``model`` and/or ``attention`` (block 0's attention exported alone).
         cell_timeout_s: a worker that produces no row for this many seconds (per cell; session creation
             counts as one cell) is killed and its remaining cells become ``failed`` rows.
@@ -77,8 +80,9 @@ class MatrixSpec:
     shapes: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     checkpoints: list[str] = field(default_factory=list)
     onnx_models: list[str] = field(default_factory=list)
-    dims: dict[str, int] = field(default_factory=dict)
+    dims: dict[str, int | list[int]] = field(default_factory=dict)
     int_ranges: dict[str, list[int]] = field(default_factory=dict)
+    input_shapes: dict[str, list[int | str]] = field(default_factory=dict)
     parts: list[str] = field(default_factory=lambda: ["model"])
     cell_timeout_s: float = 600.0
     cov_warn: float = 0.10

@@ -207,7 +207,7 @@ class _Run:
             shapes = list(dict.fromkeys((c.batch, c.seq_len) for c in cells))
             t0 = time.perf_counter()
             result = tuning.search(name, group.artifact, shapes, feeds=group.source.feeds,
-                                   axis_ranges=axis_ranges(list(cells)))
+                                   axis_ranges=axis_ranges(list(cells), group.source))
             self.summary.timing_s += time.perf_counter() - t0
             first = cells[0]
             self.header.setdefault("tuning", []).append(

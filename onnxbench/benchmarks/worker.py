@@ -196,10 +196,12 @@ def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: Matrix
                        resources=Resources(peak_rss_mb(), device_mem_mb(session, mem_baseline))), timing_s
 
 
-def axis_ranges(cells: list[Cell]) -> dict[str, tuple[int, int, int]]:
-    """(min, opt, max) of the batch sizes and sequence lengths one session will run (its optimization
-    profile, for runtimes that build for a shape range)."""
-    return _trt_profiles.axis_ranges([c.batch for c in cells], [c.seq_len for c in cells])
+def axis_ranges(cells: list[Cell], source: ModelSource | None = None) -> dict[str, tuple[int, int, int]]:
+    """(min, opt, max) of the batch sizes and sequence lengths one session will run, plus every axis the
+    model's source binds itself (``--dim``): its optimization profile, for runtimes that build for a shape
+    range."""
+    extra = source.axis_ranges() if source is not None else {}
+    return {**extra, **_trt_profiles.axis_ranges([c.batch for c in cells], [c.seq_len for c in cells])}
 
 
 def split_timing(session: Session, feeds: dict[str, np.ndarray], spec: MatrixSpec) -> GpuStages | None:
@@ -253,7 +255,7 @@ def measure_group(group: Group) -> Iterator[Message]:
     t0 = time.perf_counter()
     try:
         session = runtime.open(group.artifact, dataclasses.replace(group.options or RuntimeOptions(),
-                                                                   axis_ranges=axis_ranges(cells)))
+                                                                   axis_ranges=axis_ranges(cells, group.source)))
     except RuntimeUnavailable as exc:
         yield from _all(cells, unavailable(group.runtime, str(exc)))
         return

@@ -77,7 +77,9 @@ def resolve_ranges(ranges: dict[str, tuple[int, int, int]] | None,
 def input_profile(inputs: Iterable[TensorSpec], ranges: dict[str, tuple[int, int, int]]) -> dict[str, ShapeRange]:
     """Per-input :class:`ShapeRange` for specs whose dynamic axes are named like batch or sequence.
 
-    Static axes (ints) are the same in min, opt and max; an axis named in ``ranges`` directly takes that range.
+    Static axes (ints) are the same in min, opt and max; an axis named in ``ranges`` directly takes that range
+    (an unnamed dynamic axis ``i`` of input ``x`` is looked up as ``"x.i"``, as ``--dim`` names it); so every
+    axis a ``--dim`` binds gets a range, ``(s, s, s)`` for a fixed size.
 
     Raises:
         ValueError: for a dynamic axis with no range (names the input and the axis).
@@ -85,18 +87,21 @@ def input_profile(inputs: Iterable[TensorSpec], ranges: dict[str, tuple[int, int
     profile = {}
     for spec in inputs:
         lo, opt, hi = [], [], []
-        for axis in spec.shape:
+        for index, axis in enumerate(spec.shape):
             if isinstance(axis, int) and axis > 0:
                 rng = (axis, axis, axis)
             elif axis in ranges:
                 rng = ranges[axis]
+            elif f"{spec.name}.{index}" in ranges:
+                rng = ranges[f"{spec.name}.{index}"]
             elif axis in BATCH_AXES and "batch" in ranges:
                 rng = ranges["batch"]
             elif axis in SEQ_AXES and "sequence" in ranges:
                 rng = ranges["sequence"]
             else:
                 raise ValueError(f"input {spec.name!r}: dynamic axis {axis!r} has no (min, opt, max) range; "
-                                 f"known ranges: {sorted(ranges)}")
+                                 f"known ranges: {sorted(ranges)}; bind it with --dim {axis}=SIZE or "
+                                 f"--dim {axis}=MIN:OPT:MAX")
             lo.append(rng[0])
             opt.append(rng[1])
             hi.append(rng[2])

@@ -102,6 +102,11 @@ class ModelSource(ABC):
             ValueError: for an input the source cannot generate (names it and the fix).
         """
 
+    def axis_ranges(self) -> dict[str, tuple[int, int, int]]:
+        """``{axis name: (min, opt, max)}`` the source binds itself (beyond the matrix's batch and sequence
+        axes), for optimization profiles (:mod:`onnxbench.runtimes.trt_profiles`); default none."""
+        return {}
+
     @property
     @abstractmethod
     def n_params(self) -> int | None:

@@ -8,8 +8,10 @@ It has no torch module, so:
   ``attention`` = :data:`ATTENTION_LABEL`, ``opset`` read from the graph and ``precision`` from the graph's first
   floating-point output;
 - its inputs are generated from the graph's input specs (:func:`onnxbench.benchmarks.inputs.make_feeds`):
-  dynamic dims are bound from ``MatrixSpec.dims`` (``--dim NAME=SIZE``) or, for axes named like a batch or a
-  sequence, from the matrix's batch sizes and sequence lengths; integer inputs are drawn from
+  dynamic dims are bound from ``MatrixSpec.dims`` (``--dim NAME=SIZE`` or ``--dim NAME=MIN:OPT:MAX``, fed at
+  OPT) or, for axes named like a batch or a sequence, from the matrix's batch sizes and sequence lengths; an
+  input whose graph declares no shape at all (unknown rank) must be given one with ``MatrixSpec.input_shapes``
+  (``--shape NAME=d0,d1,...``), else the matrix is refused; integer inputs are drawn from
   ``MatrixSpec.int_ranges`` (``--int-range [INPUT=]LO:HI``);
 - its rows have ``model`` = the file's stem, ``batch`` = the size bound to the batch axis and ``seq_len`` = the
   size bound to the sequence axis (1 where the graph has no such axis, so that tokens/s is then sequences/s),
@@ -18,6 +20,7 @@ It has no torch module, so:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from dataclasses import dataclass, field
@@ -42,7 +45,7 @@ _PRECISION_OF = {"float16": "fp16", "bfloat16": "bf16"}
 
 
 @functools.lru_cache(maxsize=64)
-def _inspect(path: str, mtime_ns: int) -> tuple[ExportArtifact, int]:
+def _inspect(path: str, mtime_ns: int) -> tuple[ExportArtifact, int, tuple[str, ...]]:
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, OSError, ... depending on the damage
@@ -58,7 +61,10 @@ def _inspect(path: str, mtime_ns: int) -> tuple[ExportArtifact, int]:
     artifact = read_artifact(path)
     for spec in artifact.inputs:
         _check_dtype(path, spec)
-    return artifact, n_params
+    # no `shape` field at all is an unknown rank (ONNX IR spec, "Static tensor shapes"); an empty one is a scalar
+    unranked = tuple(v.name for v in model.graph.input
+                     if v.name not in initializers and not v.type.tensor_type.HasField("shape"))
+    return artifact, n_params, unranked
 
 
 def _check_dtype(path: str, spec: TensorSpec) -> None:
@@ -81,14 +87,81 @@ def inspect_onnx(path: str | Path) -> tuple[ExportArtifact, int]:
         ValueError: if the file is not a loadable ONNX model, or an input is not a numeric tensor (string
             tensors, sequences, maps, optionals, bfloat16 and other element types numpy cannot make).
     """
+    return _inspect_file(path)[:2]
+
+
+def _inspect_file(path: str | Path) -> tuple[ExportArtifact, int, tuple[str, ...]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path} not found")
     return _inspect(str(path.resolve()), path.stat().st_mtime_ns)
 
 
+def with_input_shapes(path: str | Path, artifact: ExportArtifact, unranked: tuple[str, ...],
+                      input_shapes: dict[str, list[int | str]]) -> ExportArtifact:
+    """``artifact`` with the shapes of ``input_shapes`` (``--shape NAME=d0,d1,...``) in place of the graph's.
+
+    An entry may be an int (a fixed size) or an axis name (bound like any dynamic axis, e.g. ``batch``).
+
+    Raises:
+        ValueError: for an input of unknown rank that ``input_shapes`` leaves out (a 0-d scalar would be fed
+            and the cell reported ok at a shape the model was never meant for), a name that is no input, a
+            size < 1, or a shape contradicting the graph's rank or static sizes.
+    """
+    names = {s.name for s in artifact.inputs}
+    unknown = sorted(set(input_shapes) - names)
+    if unknown:
+        raise ValueError(f"--shape names {unknown}, which are not inputs of {path}; its inputs: {sorted(names)}")
+    missing = [n for n in unranked if n not in input_shapes]
+    if missing:
+        raise ValueError(f"{path}: input {missing[0]!r} declares no shape (unknown rank), so onnxbench cannot "
+                         f"generate it; give its shape with --shape {missing[0]}=d0,d1,... (sizes or axis names, "
+                         "e.g. --shape x=batch,16; TOML: input_shapes = { x = [\"batch\", 16] })")
+    inputs = []
+    for spec in artifact.inputs:
+        shape = input_shapes.get(spec.name)
+        if shape is None:
+            inputs.append(spec)
+            continue
+        shape = tuple(shape)
+        if any(isinstance(d, int) and d < 1 for d in shape):
+            raise ValueError(f"--shape {spec.name}: sizes must be >= 1, got {list(shape)}")
+        if spec.name not in unranked:
+            if len(shape) != len(spec.shape):
+                raise ValueError(f"--shape {spec.name} has rank {len(shape)} but the graph declares rank "
+                                 f"{len(spec.shape)} ({list(spec.shape)})")
+            clash = [(g, d) for g, d in zip(spec.shape, shape, strict=True)
+                     if isinstance(g, int) and g > 0 and g != d]
+            if clash:
+                raise ValueError(f"--shape {spec.name}={list(shape)} contradicts the graph's static sizes "
+                                 f"{list(spec.shape)}")
+        inputs.append(dataclasses.replace(spec, shape=shape))
+    return dataclasses.replace(artifact, inputs=tuple(inputs))
+
+
+def dim_sizes(dims: dict[str, int | list[int]]) -> dict[str, int]:
+    """The size each bound axis is fed at: ``SIZE``, or OPT of ``[MIN, OPT, MAX]``."""
+    return {k: int(v[1]) if isinstance(v, (list, tuple)) else int(v) for k, v in dims.items()}
+
+
+def dim_ranges(dims: dict[str, int | list[int]]) -> dict[str, tuple[int, int, int]]:
+    """The optimization-profile range of each bound axis: ``(s, s, s)`` for a fixed size, else (MIN, OPT, MAX).
+
+    Raises:
+        ValueError: for a range that is not three sizes with 1 <= MIN <= OPT <= MAX.
+    """
+    out = {}
+    for key, value in dims.items():
+        rng = tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),) * 3
+        if len(rng) != 3 or not 1 <= rng[0] <= rng[1] <= rng[2]:
+            raise ValueError(f"--dim {key}: expected SIZE or MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, "
+                             f"got {':'.join(map(str, rng))}")
+        out[key] = rng
+    return out
+
+
 def shape_axes(artifact: ExportArtifact, batches: list[int], seq_lens: list[int],
-               dims: dict[str, int]) -> tuple[list[int], list[int]]:
+               dims: dict[str, int | list[int]]) -> tuple[list[int], list[int]]:
     """The (batch, seq_len) values an ONNX file's cells take.
 
     A batch-like dynamic axis (``batch``, ``batch_size``, ``N``) bound in ``dims`` fixes the batch to that size,
@@ -99,7 +172,7 @@ def shape_axes(artifact: ExportArtifact, batches: list[int], seq_lens: list[int]
     out = []
     for names, values in ((BATCH_AXES, batches), (SEQ_AXES, seq_lens)):
         present = [a for a in names if a in axes]
-        bound = [dims[a] for a in present if a in dims]
+        bound = [dim_sizes(dims)[a] for a in present if a in dims]
         out.append([int(bound[0])] if bound else (list(values) if present else [1]))
     return out[0], out[1]
 
@@ -124,8 +197,9 @@ class OnnxFileSource(ModelSource):
         model: the file read as an artifact (``export_s`` 0).
         param_count: initializer elements.
         seed: input seed.
-        dims: sizes of named (or ``input.index``) dynamic axes.
+        dims: sizes (or ``[min, opt, max]`` ranges) of named (or ``input.index``) dynamic axes.
         int_ranges: ``{input name or "*": [lo, hi)}`` for integer inputs.
+        input_shapes: shapes given to inputs (``--shape``), already applied to ``model.inputs``.
     """
 
     name: str
@@ -133,25 +207,29 @@ class OnnxFileSource(ModelSource):
     model: ExportArtifact
     param_count: int
     seed: int = 0
-    dims: dict[str, int] = field(default_factory=dict)
+    dims: dict[str, int | list[int]] = field(default_factory=dict)
     int_ranges: dict[str, list[int]] = field(default_factory=dict)
+    input_shapes: dict[str, list[int | str]] = field(default_factory=dict)
     spec_field: ClassVar[str] = "onnx_models"
     reference_runtime: ClassVar[str] = "ort-cpu"
 
     @classmethod
-    def at(cls, path: str | Path, seed: int = 0, dims: dict[str, int] | None = None,
-           int_ranges: dict[str, list[int]] | None = None) -> OnnxFileSource:
+    def at(cls, path: str | Path, seed: int = 0, dims: dict[str, int | list[int]] | None = None,
+           int_ranges: dict[str, list[int]] | None = None,
+           input_shapes: dict[str, list[int | str]] | None = None) -> OnnxFileSource:
         """The ONNX file at ``path``.
 
         Raises:
-            FileNotFoundError / ValueError: see :func:`inspect_onnx`.
+            FileNotFoundError / ValueError: see :func:`inspect_onnx` and :func:`with_input_shapes`.
         """
-        artifact, n_params = inspect_onnx(path)
-        return cls(Path(path).stem, str(path), artifact, n_params, seed, dict(dims or {}), dict(int_ranges or {}))
+        artifact, n_params, unranked = _inspect_file(path)
+        artifact = with_input_shapes(path, artifact, unranked, dict(input_shapes or {}))
+        return cls(Path(path).stem, str(path), artifact, n_params, seed, dict(dims or {}), dict(int_ranges or {}),
+                   dict(input_shapes or {}))
 
     @classmethod
     def from_spec(cls, spec: MatrixSpec) -> list[OnnxFileSource]:
-        return [cls.at(path, spec.seed, spec.dims, spec.int_ranges) for path in spec.onnx_models]
+        return [cls.at(path, spec.seed, spec.dims, spec.int_ranges, spec.input_shapes) for path in spec.onnx_models]
 
     def describe(self) -> str:
         return str(self.path)
@@ -167,6 +245,7 @@ class OnnxFileSource(ModelSource):
             MatrixError: (a ValueError) naming the file, the input or the axis, and the flag that fixes it.
         """
         try:
+            dim_ranges(self.dims)
             self.feeds(self.model.inputs, 1, 1)
         except ValueError as exc:
             raise MatrixError(f"{self.path}: {exc}") from None
@@ -183,5 +262,13 @@ class OnnxFileSource(ModelSource):
         return self.model
 
     def feeds(self, specs: tuple[TensorSpec, ...], batch: int, seq_len: int) -> dict[str, np.ndarray]:
-        """The graph's inputs with ``dims`` and ``int_ranges`` applied (see :func:`make_feeds`)."""
-        return make_feeds(specs, batch, seq_len, seed=self.seed, dims=self.dims, int_ranges=self.int_ranges)
+        """The graph's inputs with ``input_shapes``, ``dims`` (at OPT) and ``int_ranges`` applied (see
+        :func:`make_feeds`)."""
+        specs = tuple(dataclasses.replace(s, shape=tuple(self.input_shapes[s.name])) if s.name in self.input_shapes
+                      else s for s in specs)
+        return make_feeds(specs, batch, seq_len, seed=self.seed, dims=dim_sizes(self.dims),
+                          int_ranges=self.int_ranges)
+
+    def axis_ranges(self) -> dict[str, tuple[int, int, int]]:
+        """Every ``--dim`` axis's (min, opt, max) for optimization profiles (see :func:`dim_ranges`)."""
+        return dim_ranges(self.dims)
