@@ -71,7 +71,11 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "achieved_gbs": ("float", "GB/s = bytes_moved / p50"),
     "frac_peak_flops": ("float", "achieved_gflops / measured GEMM peak of the run"),
     "frac_peak_bw": ("float", "achieved_gbs / measured memory bandwidth of the run"),
-    "peak_rss_mb": ("float", "MiB, peak resident memory of the process that ran the cell"),
+    "peak_rss_mb": ("float", "MiB, peak resident memory (VmHWM) of the worker process while the cell ran (its "
+                    "agreement run and timing), reset after the memory kept for earlier cells' shapes (ONNX "
+                    "Runtime's arena, earlier reference outputs, freed heap) was given back: so it counts the "
+                    "process baseline (interpreter, weights, sessions, this cell's inputs and reference outputs) "
+                    "plus this cell's own working memory, whatever cells ran before it in the worker"),
     "device_mem_mb": ("float", "MiB, device memory the session added: device-level used memory (cuMemGetInfo) after "
                                "the cell minus before the session opened; weights, activations, workspaces, "
                                "engines and pool reservations, not the CUDA context; other processes on the same "

@@ -4,6 +4,9 @@ Faults are injected through the documented hook ``ONNXBENCH_FAULT`` (onnxbench/b
 inside the real worker process running the real ONNX Runtime / torch session; nothing is mocked.
 """
 
+import subprocess
+import sys
+
 import pytest
 
 from onnxbench.benchmarks import Executor, InProcessExecutor, MatrixSpec, read_rows, run_matrix
@@ -97,3 +100,38 @@ def test_any_executor_gets_every_cell_its_row(tmp_path, cache_dir):
     assert [r["runtime"] for r in rows] == ["ort-cpu", "ort-cpu", "torch", "torch"]  # the executor's order
     assert all(r["status"] == "ok" and r["agree"] and r["reference_runtime"] == "torch" for r in rows)
     assert summary.session_s > 0 and summary.worker_start_s == 0  # in process: no worker started
+
+
+def test_peak_rss_of_a_cell_does_not_depend_on_the_cells_before_it(tmp_path):
+    """A B=1 cell measured after B=16 cells of the same session reports (within 10%) the peak it reports alone:
+    ORT's arena, earlier reference outputs and freed heap are given back before each cell's peak is reset."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    # y[b, i] = sum_j x[b, i] * x[b, j]: a (B, T, T) float32 intermediate, 268 MB at B=16, T=2048
+    nodes = [helper.make_node("Unsqueeze", ["x", "ax2"], ["a"]), helper.make_node("Unsqueeze", ["x", "ax1"], ["b"]),
+             helper.make_node("Mul", ["a", "b"], ["c"]), helper.make_node("ReduceSum", ["c", "ax2"], ["y"],
+                                                                            keepdims=0)]
+    graph = helper.make_graph(
+        nodes, "outer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "sequence"])],
+        [helper.make_tensor("ax1", TensorProto.INT64, [1], [1]),
+         helper.make_tensor("ax2", TensorProto.INT64, [1], [2])])
+    path = tmp_path / "outer.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(path))
+
+    def peak_of_b1_t8(batches, seq_lens, out):
+        proc = subprocess.run([sys.executable, "-m", "onnxbench.cli", "run", "--onnx", str(path), "--runtimes",
+                               "ort-cpu", "--batches", batches, "--seq-lens", seq_lens, "--min-time", "0.01",
+                               "--min-iters", "2", "--no-ceilings", "--no-report", "--out", str(out)],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        assert [r["status"] for r in rows] == ["ok"] * len(rows), rows
+        return next(r["peak_rss_mb"] for r in rows if (r["batch"], r["seq_len"]) == (1, 8))
+
+    after_big = peak_of_b1_t8("16,1", "2048,8", tmp_path / "after")
+    alone = peak_of_b1_t8("1", "8", tmp_path / "alone")
+    assert abs(after_big - alone) <= 0.10 * alone, (after_big, alone)

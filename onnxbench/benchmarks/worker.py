@@ -18,6 +18,7 @@ in the real worker running the real runtime; nothing is mocked.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import resource
@@ -60,6 +61,10 @@ class ReferenceOutputs:
         self.seconds = 0.0
 
     def get(self, key: tuple, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The reference outputs at shape ``key``; outputs of other shapes are dropped (a group measures each
+        shape once, and keeping them would count in later cells' ``peak_rss_mb``)."""
+        for other in [k for k in self._outputs if k != key]:
+            del self._outputs[other]
         if key not in self._outputs:
             t0 = time.perf_counter()
             if self._session is None:
@@ -80,6 +85,15 @@ def reset_peak_rss() -> None:
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
+        pass
+
+
+def trim_heap() -> None:
+    """Return the C heap's free memory to the OS (glibc ``malloc_trim(0)``, malloc_trim(3)), so that memory
+    freed after earlier cells is not resident when the next cell's peak is reset. Elsewhere a no-op."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
         pass
 
 
@@ -173,6 +187,9 @@ def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: Matrix
     """
     feeds = source.feeds(session.inputs(), cell.batch, cell.seq_len)
     reference = references.get((cell.batch, cell.seq_len), feeds)
+    # memory held for earlier cells' shapes goes back first, so the peak is this cell's alone (docs/schema.md)
+    session.release_memory(feeds)
+    trim_heap()
     reset_peak_rss()
     outputs = session.run(feeds)
     tol = runtimes.runtime_class(cell.runtime).tolerance(cell.precision, bool(session.options.get("tf32", False)))

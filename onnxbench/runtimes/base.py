@@ -183,6 +183,11 @@ class Session(ABC):
     def synchronize(self) -> None:
         """Wait until work launched by this session has finished (no-op on the CPU)."""
 
+    def release_memory(self, feeds: dict[str, np.ndarray]) -> None:
+        """Give back host memory the session keeps from earlier shapes (memory pools, bound outputs) before a
+        cell at ``feeds``' shape is measured, so that the cell's ``peak_rss_mb`` does not depend on the cells
+        run before it (docs/schema.md). The default keeps nothing and does nothing."""
+
     def attention_placement(self, feeds: dict[str, np.ndarray]) -> str | None:
         """Where the attention cores ran for one inference on ``feeds``, as the ``attention_provider`` column
         shows it (e.g. ``"CPUExecutionProvider"``, or ``"EP_A:n,EP_B:m"`` when split). None (the default): the

@@ -159,6 +159,16 @@ class OrtSession(Session):
         self._binding = binding  # keep the bound OrtValues alive while the callable is in use
         return lambda: self.session.run_with_iobinding(binding)
 
+    def release_memory(self, feeds: dict[str, np.ndarray]) -> None:
+        """Drop the previous IOBinding (its outputs live in the arena) and run once with arena shrinkage
+        (run option ``memory.enable_memory_arena_shrinkage``, onnxruntime.ai/docs/performance/tune-performance/
+        memory.html): ORT's BFC arena otherwise keeps the largest shape's chunks for the session's lifetime."""
+        self._binding = None
+        arenas = "cpu:0" + (f";gpu:{self.device_id}" if self.device.startswith("cuda") else "")
+        run_options = ort.RunOptions()
+        run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", arenas)
+        self.session.run(self._output_names, feeds, run_options)
+
     def end_profiling(self) -> str | None:
         """Stop ORT's profiler and return the JSON trace path (None when profiling was off)."""
         path = self.session.end_profiling()
