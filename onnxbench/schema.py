@@ -73,7 +73,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "frac_peak_bw": ("float", "achieved_gbs / measured memory bandwidth of the run"),
     "peak_rss_mb": ("float", "MiB, peak resident memory (VmHWM) of the worker process while the cell ran (its "
                     "agreement run and timing), reset after the memory kept for earlier cells' shapes (ONNX "
-                    "Runtime's arena, earlier reference outputs, freed heap) was given back: so it counts the "
+                    "Runtime's bound buffers, earlier reference outputs, freed heap; ORT's CPU arena is off unless "
+                    "enable_cpu_mem_arena is set) was given back: so it counts the "
                     "process baseline (interpreter, weights, sessions, this cell's inputs and reference outputs) "
                     "plus this cell's own working memory, whatever cells ran before it in the worker"),
     "device_mem_mb": ("float", "MiB, device memory the session added: device-level used memory (cuMemGetInfo) after "

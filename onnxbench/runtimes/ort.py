@@ -52,6 +52,10 @@ class OrtOptions(TypedOptions):
         log_severity_level: ORT's log level (0 verbose .. 4 fatal).
         allow_spinning: ``session.intra_op.allow_spinning``; None leaves ORT's default (spinning on).
         transformer_optimizer: run ``onnxruntime.transformers``' fusions first (:mod:`.ort_transformers`).
+        enable_cpu_mem_arena: ``SessionOptions.enable_cpu_mem_arena``. Off by default: the arena keeps the largest
+            shape's buffers for the session's lifetime (arena shrinkage did not give them back, measured with
+            onnxruntime 1.31), so a cell's ``peak_rss_mb`` would depend on the cells run before it
+            (docs/schema.md); with it off, freed buffers go back to the OS.
     """
 
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
@@ -61,6 +65,7 @@ class OrtOptions(TypedOptions):
     log_severity_level: int = 3
     allow_spinning: bool | None = None
     transformer_optimizer: bool = False
+    enable_cpu_mem_arena: bool = False
 
 
 def session_options(options: RuntimeOptions, typed: OrtOptions) -> tuple[ort.SessionOptions, dict[str, Any]]:
@@ -72,7 +77,10 @@ def session_options(options: RuntimeOptions, typed: OrtOptions) -> tuple[ort.Ses
     so.intra_op_num_threads = options.intra_op_threads
     so.inter_op_num_threads = options.inter_op_threads
     so.log_severity_level = typed.log_severity_level
+    so.enable_cpu_mem_arena = typed.enable_cpu_mem_arena
     record_extra = {}
+    if typed.enable_cpu_mem_arena:
+        record_extra["enable_cpu_mem_arena"] = True
     if typed.allow_spinning is not None:
         # Busy-waiting intra-op threads help on an idle machine and hurt on a shared one (ORT threading docs).
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if typed.allow_spinning else "0")
@@ -160,14 +168,9 @@ class OrtSession(Session):
         return lambda: self.session.run_with_iobinding(binding)
 
     def release_memory(self, feeds: dict[str, np.ndarray]) -> None:
-        """Drop the previous IOBinding (its outputs live in the arena) and run once with arena shrinkage
-        (run option ``memory.enable_memory_arena_shrinkage``, onnxruntime.ai/docs/performance/tune-performance/
-        memory.html): ORT's BFC arena otherwise keeps the largest shape's chunks for the session's lifetime."""
+        """Drop the previous cell's IOBinding (its bound inputs and outputs); with the CPU arena off
+        (:class:`OrtOptions`) nothing else of an earlier shape stays resident."""
         self._binding = None
-        arenas = "cpu:0" + (f";gpu:{self.device_id}" if self.device.startswith("cuda") else "")
-        run_options = ort.RunOptions()
-        run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", arenas)
-        self.session.run(self._output_names, feeds, run_options)
 
     def end_profiling(self) -> str | None:
         """Stop ORT's profiler and return the JSON trace path (None when profiling was off)."""
