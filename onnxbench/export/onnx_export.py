@@ -165,6 +165,35 @@ def read_artifact(path: str | Path, **fields) -> ExportArtifact:
     )
 
 
+def artifact_dir(key: str, cache_dir: str | Path | None = None) -> Path:
+    """Cache directory of the artifact with cache key ``key``: ``<cache_dir>/artifacts/<key>`` (``cache_dir``
+    defaults to :func:`default_cache_dir`); the model is ``model.onnx`` in it."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / "artifacts" / key
+
+
+def cached_model(directory: Path) -> Path | None:
+    """``directory/model.onnx`` if a finished artifact is there (its ``done`` marker is written only after the
+    model was moved into place), else None."""
+    path = directory / "model.onnx"
+    return path if path.is_file() and (directory / "done").is_file() else None
+
+
+def temp_model_path(directory: Path) -> Path:
+    """A file name in ``directory`` that only this process writes (concurrent writers never share one)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"model.tmp{os.getpid()}.onnx"
+
+
+def publish(tmp: Path, directory: Path, build_s: float) -> Path:
+    """Move the finished model ``tmp`` to ``directory/model.onnx`` (atomic rename: readers see the old file or
+    the new one, never half of one), then write the ``done`` marker with the build time in seconds."""
+    path = directory / "model.onnx"
+    os.replace(tmp, path)
+    (directory / "done").write_text(json.dumps({"export_s": build_s}))
+    return path
+
+
 def _annotate_and_check(path: Path, metadata: dict[str, str], transform=None) -> None:
     model = onnx.load(str(path))
     if transform is not None:
@@ -293,15 +322,12 @@ def to_onnx(
                              "onnxbench.models.gpt2.checkpoint_config(directory) to get it")
         digest = checkpoint_sha256(checkpoint)
     key = cache_key(config, seed, variant, precision, opset, exporter, part, weights_sha256=digest)
-    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    directory = directory / "artifacts" / key
-    path = directory / "model.onnx"
+    directory = artifact_dir(key, cache_dir)
     fields = {"config": config, "seed": seed, "variant": variant, "precision": precision, "part": part,
               "checkpoint": checkpoint, "checkpoint_sha256": digest}
-    if path.is_file() and (directory / "done").is_file() and not force:
-        return dataclasses.replace(read_artifact(path, **fields), cached=True)
+    if (done := cached_model(directory)) is not None and not force:
+        return dataclasses.replace(read_artifact(done, **fields), cached=True)
 
-    directory.mkdir(parents=True, exist_ok=True)
     if checkpoint is not None:
         from ..models.gpt2 import load_checkpoint
 
@@ -309,7 +335,7 @@ def to_onnx(
     else:
         module = build(config, seed, dtype=PRECISIONS[precision])
     start = time.perf_counter()
-    tmp = directory / f"model.tmp{os.getpid()}.onnx"  # concurrent exporters never share a temp file
+    tmp = temp_model_path(directory)
     if part == DECODER_WITH_PAST:
         export_decoder_with_past(module, tmp, opset, exporter)
     else:
@@ -335,7 +361,6 @@ def to_onnx(
     finish = finish_decoder_with_past if part == DECODER_WITH_PAST else finish_variant
     n_blocks = 1 if part == "attention" else config.n_layers
     _annotate_and_check(tmp, metadata, lambda m, meta: finish(m, variant, precision, n_blocks, meta))
-    os.replace(tmp, path)
     export_s = time.perf_counter() - start
-    (directory / "done").write_text(json.dumps({"export_s": export_s}))
+    path = publish(tmp, directory, export_s)
     return dataclasses.replace(read_artifact(path, **fields), export_s=export_s, cached=False)
