@@ -1,8 +1,10 @@
-"""Shared fixtures: one export cache per test session so that each tiny artifact is exported once."""
+"""Shared fixtures: one export cache per test session so that each tiny artifact is exported once; a small BERT
+exported by torch from transformers as an example of a user's ONNX file."""
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,35 @@ def require_runtime(name: str) -> None:
     if name in required_gpu_runtimes(gpu_names):
         pytest.fail(f"{REQUIRE_GPU_ENV} requires {name}, which cannot run here: {why}")
     pytest.skip(f"{name} unavailable: {why}")
+
+
+@pytest.fixture(scope="session")
+def bert_onnx(tmp_path_factory):
+    """A small BERT from transformers (random weights, local config, no download) exported to ONNX."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers", reason="transformers is in the `test` extra")
+    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=64, attn_implementation="eager")
+    torch.manual_seed(0)
+    bert = transformers.BertModel(config).eval()
+
+    class Outputs(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+            return out.last_hidden_state, out.pooler_output
+
+    path = tmp_path_factory.mktemp("bert") / "tiny-bert.onnx"
+    example = (torch.randint(0, 100, (2, 8)), torch.ones(2, 8, dtype=torch.int64))
+    axes = {0: "batch", 1: "sequence"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Outputs(bert), example, str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"],
+                          output_names=["last_hidden_state", "pooler_output"],
+                          dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes,
+                                        "pooler_output": {0: "batch"}})
+    return path

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import onnx
@@ -36,38 +35,6 @@ def _identity_model(path, inputs, opset=18):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
     onnx.save(model, str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def bert_onnx(tmp_path_factory):
-    """A small BERT from transformers (random weights, local config, no download) exported to ONNX."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers", reason="transformers is in the `test` extra")
-    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=64, attn_implementation="eager")
-    torch.manual_seed(0)
-    bert = transformers.BertModel(config).eval()
-
-    class Outputs(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask):
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
-            return out.last_hidden_state, out.pooler_output
-
-    path = tmp_path_factory.mktemp("bert") / "tiny-bert.onnx"
-    example = (torch.randint(0, 100, (2, 8)), torch.ones(2, 8, dtype=torch.int64))
-    axes = {0: "batch", 1: "sequence"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Outputs(bert), example, str(path), dynamo=False, opset_version=17,
-                          input_names=["input_ids", "attention_mask"],
-                          output_names=["last_hidden_state", "pooler_output"],
-                          dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes,
-                                        "pooler_output": {0: "batch"}})
     return path
 
 

@@ -27,11 +27,11 @@ def make_feeds(specs: tuple[TensorSpec, ...], batch: int, seq_len: int, *, seed:
             generated (strings, bfloat16, complex).
     """
     rng = np.random.default_rng(seed)
-    dims = dict(dims or {})
     int_ranges = dict(int_ranges or {})
+    shapes = bind_shapes(specs, batch, seq_len, dims)
     feeds = {}
     for spec in specs:
-        shape = [_axis_size(spec, i, axis, batch, seq_len, dims) for i, axis in enumerate(spec.shape)]
+        shape = shapes[spec.name]
         dtype = _dtype(spec)
         if dtype == np.bool_:
             feeds[spec.name] = np.ones(shape, dtype=np.bool_)
@@ -41,6 +41,18 @@ def make_feeds(specs: tuple[TensorSpec, ...], batch: int, seq_len: int, *, seed:
         else:
             feeds[spec.name] = rng.standard_normal(size=shape).astype(dtype)
     return feeds
+
+
+def bind_shapes(specs: tuple[TensorSpec, ...], batch: int, seq_len: int,
+                dims: dict[str, int] | None = None) -> dict[str, tuple[int, ...]]:
+    """Concrete shape of every input at (batch, seq_len), by the axis rules of :func:`make_feeds`.
+
+    Raises:
+        ValueError: for a dynamic axis that no rule binds (names the axis and the ``--dim`` fix) or a size < 1.
+    """
+    dims = dict(dims or {})
+    return {spec.name: tuple(_axis_size(spec, i, axis, batch, seq_len, dims) for i, axis in enumerate(spec.shape))
+            for spec in specs}
 
 
 def _axis_size(spec: TensorSpec, index: int, axis, batch: int, seq_len: int, dims: dict[str, int]) -> int:
