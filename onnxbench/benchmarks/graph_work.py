@@ -25,6 +25,8 @@ node's tensor) read once at its own dtype (int8 weights 1 byte, int4 half a byte
 the outputs written once. Nodes that may hold heavy work but cannot be counted (an operator outside the list above
 such as LSTM or GroupQueryAttention, a shape that inference could not determine, a control-flow subgraph) are
 listed in :attr:`GraphWork.uncounted`, so that a partial count never passes for a full one.
+
+Agreement with the analytic model on onnxbench's exports, and checks against hand counts: docs/work_model.md.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import onnx
 import onnx.inliner
 from onnx import TensorProto
 
-from ..export import read_artifact
+from ..export.onnx_export import tensor_specs
 from .inputs import bind_shapes
 from .workmodel import Work
 
@@ -104,9 +106,13 @@ def graph_work(path: str | Path, batch: int = 1, seq_len: int = 1, dims: dict[st
         ValueError: if the file is not a loadable ONNX model, or a dynamic axis is left unbound (names it and the
             ``--dim`` fix).
     """
-    artifact = read_artifact(path)
-    shapes_in = bind_shapes(artifact.inputs, batch, seq_len, dims)
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, OSError, ... depending on the damage
+        raise ValueError(f"{path} is not a loadable ONNX model: {exc}") from exc
+    initializer_names = {i.name for i in model.graph.initializer}
+    inputs = tensor_specs([i for i in model.graph.input if i.name not in initializer_names])
+    shapes_in = bind_shapes(inputs, batch, seq_len, dims)
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
     weight_bytes = _weight_bytes(model)
@@ -131,7 +137,7 @@ def graph_work(path: str | Path, batch: int = 1, seq_len: int = 1, dims: dict[st
     if missing:
         uncounted["output shape unknown"] += len(missing)
     io_bytes = sum(math.prod(s) * _itemsize(spec.dtype) for spec, s in
-                   ((spec, shapes_in[spec.name]) for spec in artifact.inputs))
+                   ((spec, shapes_in[spec.name]) for spec in inputs))
     io_bytes += sum(math.prod(shapes[o.name]) * _elem_bytes(o.type.tensor_type.elem_type)
                     for o in model.graph.output if shapes.get(o.name) is not None)
     return GraphWork(

@@ -39,8 +39,12 @@ class QuantThresholds:
     max_kl_max: float
 
 
-#: int8-dynamic (ONNX Runtime dynamic quantization of the MatMul weights), measured in docs/quantization.md.
-INT8_DYNAMIC_THRESHOLDS = QuantThresholds(min_cosine=0.99, min_top1=0.80, max_kl_mean=5e-3, max_kl_max=5e-2)
+#: int8-dynamic (ONNX Runtime dynamic quantization of the MatMul weights). Measured on tiny and gpt2-small at
+#: B in {1, 4}, T in {32, 128} (docs/quantization.md): clean quantizations reach cosine >= 0.998, top-1 >= 0.87,
+#: KL mean <= 5e-4 and KL max <= 2e-2 nats; every broken one measured (a weight scale x2, per-tensor weights with an
+#: outlier, outliers inside a column) misses at least one limit. KL mean 1e-2 nats is about a 1% rise in perplexity,
+#: a bound that also holds for trained checkpoints, whose peaked distributions give larger KL than random weights.
+INT8_DYNAMIC_THRESHOLDS = QuantThresholds(min_cosine=0.99, min_top1=0.70, max_kl_mean=1e-2, max_kl_max=1e-1)
 
 
 @dataclass(frozen=True)

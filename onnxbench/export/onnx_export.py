@@ -118,7 +118,8 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _specs(values) -> tuple[TensorSpec, ...]:
+def tensor_specs(values) -> tuple[TensorSpec, ...]:
+    """:class:`TensorSpec` of each ``onnx.ValueInfoProto`` in ``values`` (e.g. ``model.graph.output``)."""
     out = []
     for v in values:
         t = v.type.tensor_type
@@ -160,8 +161,8 @@ def read_artifact(path: str | Path, **fields) -> ExportArtifact:
     }
     defaults.update(fields)
     return ExportArtifact(
-        path=path, sha256=file_sha256(path), opset=opset, inputs=_specs(inputs),
-        outputs=_specs(model.graph.output), metadata=meta, config=config, seed=seed, **defaults,
+        path=path, sha256=file_sha256(path), opset=opset, inputs=tensor_specs(inputs),
+        outputs=tensor_specs(model.graph.output), metadata=meta, config=config, seed=seed, **defaults,
     )
 
 

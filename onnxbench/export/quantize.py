@@ -38,6 +38,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -241,13 +242,21 @@ def _preprocess(source: Path, target: Path, large: bool) -> tuple[Path, list[str
     external = {"save_as_external_data": large, "all_tensors_to_one_file": True,
                 "external_data_location": target.name + ".data"} if large else {}
     steps = ["symbolic_shape_inference", "ort_basic_optimization", "onnx_shape_inference"]
+    source, target = source.resolve(), target.resolve()
+    # On an incomplete inference, ONNX Runtime's symbolic shape inference saves its partial model and a weights
+    # file into the current directory before raising; run it from the private work directory instead.
+    cwd = os.getcwd()
+    os.chdir(target.parent)
     try:
-        quant_pre_process(str(source), str(target), **external)
-    except Exception as exc:  # symbolic_shape_infer raises AssertionError / Exception on operators it lacks
-        logging.getLogger(__name__).info("symbolic shape inference failed on %s (%s); preprocessing without it",
-                                         source, exc)
-        steps = [f"symbolic_shape_inference skipped ({type(exc).__name__}: {str(exc)[:80]})", *steps[1:]]
-        quant_pre_process(str(source), str(target), skip_symbolic_shape=True, **external)
+        try:
+            quant_pre_process(str(source), str(target), **external)
+        except Exception as exc:  # symbolic_shape_infer raises AssertionError / Exception on operators it lacks
+            logging.getLogger(__name__).info("symbolic shape inference failed on %s (%s); preprocessing without it",
+                                             source, exc)
+            steps = [f"symbolic_shape_inference skipped ({type(exc).__name__}: {str(exc)[:80]})", *steps[1:]]
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=True, **external)
+    finally:
+        os.chdir(cwd)
     return target, steps
 
 
