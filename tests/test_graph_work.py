@@ -134,3 +134,10 @@ def test_unbound_axis_and_bad_file_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="not a loadable ONNX model"):
         graph_work(tmp_path / "junk.onnx")
     assert math.isclose(graph_work(path, batch=2, dims={"features": 7}).flops, 0.0)
+    unranked = _save(tmp_path, "unranked", [helper.make_node("MatMul", ["x", "w"], ["y"])],
+                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                     [numpy_helper.from_array(np.ones((16, 4), np.float32), "w")])
+    with pytest.raises(ValueError, match="unknown rank.*--shape x="):
+        graph_work(unranked)
+    assert graph_work(unranked, batch=3, input_shapes={"x": ("batch", 16)}).flops == 2 * 3 * 4 * 16

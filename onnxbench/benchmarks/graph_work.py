@@ -32,6 +32,7 @@ Agreement with the analytic model on onnxbench's exports, and checks against han
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +94,8 @@ class GraphWork:
         return not self.uncounted
 
 
-def graph_work(path: str | Path, batch: int = 1, seq_len: int = 1, dims: dict[str, int] | None = None) -> GraphWork:
+def graph_work(path: str | Path, batch: int = 1, seq_len: int = 1, dims: dict[str, int] | None = None,
+               input_shapes: dict[str, tuple[int | str, ...]] | None = None) -> GraphWork:
     """Count the FLOPs and bytes of one inference of the ONNX model at ``path`` with its inputs bound at
     (``batch``, ``seq_len``) and ``dims`` (see the module docstring for the method and what is counted).
 
@@ -101,17 +103,26 @@ def graph_work(path: str | Path, batch: int = 1, seq_len: int = 1, dims: dict[st
         path: an ONNX file; external data is not read (sizes come from the tensors' dims).
         batch / seq_len: sizes of batch-like and sequence-like dynamic axes (as in the benchmark matrix).
         dims: sizes of other dynamic axes by name (``--dim NAME=SIZE``; ``"input.i"`` for an unnamed one).
+        input_shapes: shapes that replace the graph's for the named inputs (``--shape NAME=d0,d1,...``; a str
+            entry is an axis name bound like the graph's own); needed for an input of unknown rank.
 
     Raises:
-        ValueError: if the file is not a loadable ONNX model, or a dynamic axis is left unbound (names it and the
-            ``--dim`` fix).
+        ValueError: if the file is not a loadable ONNX model, an input of unknown rank has no ``input_shapes``
+            entry, or a dynamic axis is left unbound (names it and the ``--dim`` fix).
     """
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, OSError, ... depending on the damage
         raise ValueError(f"{path} is not a loadable ONNX model: {exc}") from exc
     initializer_names = {i.name for i in model.graph.initializer}
-    inputs = tensor_specs([i for i in model.graph.input if i.name not in initializer_names])
+    graph_inputs = [i for i in model.graph.input if i.name not in initializer_names]
+    given = dict(input_shapes or {})
+    for value in graph_inputs:
+        if not value.type.tensor_type.HasField("shape") and value.name not in given:
+            raise ValueError(f"{path}: input {value.name!r} declares no shape (unknown rank); give it one with "
+                             f"input_shapes (--shape {value.name}=d0,d1,...)")
+    inputs = tuple(dataclasses.replace(spec, shape=tuple(given[spec.name])) if spec.name in given else spec
+                   for spec in tensor_specs(graph_inputs))
     shapes_in = bind_shapes(inputs, batch, seq_len, dims)
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
