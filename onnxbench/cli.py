@@ -22,10 +22,10 @@ from .errors import OnnxbenchError
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
-def fail(message: str) -> None:
-    """Print one error line and exit with status 2."""
+def fail(message: str, code: int = 2) -> None:
+    """Print one error line and exit with status ``code`` (2: bad input)."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 class _Commands(TyperGroup):
@@ -58,41 +58,58 @@ def export(
         "decomposed", help="attention variant: decomposed | sdpa | onnx-attention (opset 23) | ort-fused"),
     part: str = typer.Option("model", help="model (input_ids -> logits) | attention (block 0's attention)"),
     precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16"),
-    opset: int = typer.Option(18, help="ONNX opset"),
+    opset: int = typer.Option(18, help="ONNX opset (supported range per exporter and attention: docs/export.md)"),
     exporter: str = typer.Option("dynamo", help="dynamo | torchscript"),
     seed: int = typer.Option(0, help="weight seed"),
-    out: Path | None = typer.Option(None, help="copy model.onnx here (default: print the cache path)"),
+    out: Path | None = typer.Option(None, help="copy model.onnx (and its external data) to this file, or into "
+                                    "this existing folder; its folder must exist (default: print the cache path)"),
     cache_dir: Path | None = typer.Option(None, help="artifact cache (default ~/.cache/onnxbench)"),
     force: bool = typer.Option(False, help="export again even if cached"),
+    overwrite: bool = typer.Option(False, help="replace --out even if it is a file that is not an onnxbench "
+                                   "artifact"),
     checkpoint: Path | None = typer.Option(
         None, help="local GPT-2-style checkpoint directory (config.json + model.safetensors) to take the shape "
         "and weights from instead of --preset/--seed"),
 ) -> None:
     """Export the reference transformer to ONNX (cached) and print where it is."""
-    import shutil
-
     from .benchmarks.matrix import ATTENTION_VARIANTS
     from .benchmarks.sources import CheckpointSource, PresetSource
+    from .export.onnx_export import check_copy_target, copy_artifact
 
     if attention not in ATTENTION_VARIANTS:
         fail(f"unknown attention variant {attention!r}; known: {', '.join(ATTENTION_VARIANTS)}")
+    target = None
+    if out is not None:  # checked before exporting: a bad --out must not cost an export
+        target = out / "model.onnx" if out.is_dir() else out
+        try:
+            check_copy_target(target, overwrite)
+        except (FileNotFoundError, FileExistsError) as exc:
+            fail(str(exc))
     try:
         source = (CheckpointSource.at(checkpoint, seed, exporter) if checkpoint is not None
                   else PresetSource.named(preset, seed, exporter))
         artifact = source.export(attention, precision, opset, part, cache_dir, force)
+    except OnnxbenchError:
+        raise  # bad input: one line and exit 2, in _Commands
     except (KeyError, ValueError, FileNotFoundError) as exc:
         fail(str(exc.args[0]) if exc.args else str(exc))
+    except Exception as exc:  # noqa: BLE001 - the exporter's own failure: one line (nothing was left in the cache)
+        fail(f"export failed: {type(exc).__name__}: {_first_line(exc)}", code=1)
     path = artifact.path
-    if out is not None:
-        target = out / "model.onnx" if out.is_dir() else out
+    if target is not None:
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(artifact.path, target)
+            path = copy_artifact(artifact.path, target, overwrite)[0]
+        except FileExistsError as exc:
+            fail(str(exc))
         except OSError as exc:
             fail(f"cannot write {target}: {exc.strerror or exc}")
-        path = target
     how = "cached" if artifact.cached else f"exported in {artifact.export_s:.1f} s"
     console.print(f"{path}  ({source.name}, {part}, {attention}, {precision}, opset {artifact.opset}, {how})")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
 
 
 @app.command()
@@ -217,13 +234,22 @@ def run(
                           f"`onnxbench run --resume {out}`", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
     _print_summary(summary.rows)
-    console.print(f"wall time: export {summary.export_s:.1f} s, worker start-up {summary.worker_start_s:.1f} s, "
+    console.print(f"wall time: {_export_time(summary)}, worker start-up {summary.worker_start_s:.1f} s, "
                   f"reference {summary.reference_s:.1f} s, sessions {summary.session_s:.1f} s, "
                   f"timing {summary.timing_s:.1f} s")
     _warn_if_busy(out)
     if report:
         paths = write_report(out)
         console.print("report: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _export_time(summary) -> str:
+    """``export cached`` when every artifact came from the cache, else the export wall time (and how many of the
+    artifacts were cached): a cached export is not a 0.0 s export."""
+    if summary.exports and summary.exports_cached == summary.exports:
+        return "export cached"
+    cached = f" ({summary.exports_cached} of {summary.exports} artifacts cached)" if summary.exports_cached else ""
+    return f"export {summary.export_s:.1f} s{cached}"
 
 
 def _warn_if_busy(run_dir: Path, limit_pct: float = 20.0) -> None:
@@ -395,8 +421,10 @@ def inspect(
                   f"IR {info.ir_version}, {info.n_nodes} nodes; variant {info.variant}, part {info.part}, "
                   f"precision {info.precision}", highlight=False)
     console.print(f"inputs {info.inputs}; outputs {info.outputs}", highlight=False)
-    console.print(f"parameters: {info.n_params:,} in initializers"
-                  + (f", {info.n_params_config:,} in the reference module" if info.n_params_config else ""))
+    console.print(f"parameters (initializer elements): {info.n_params:,}  [dim]({info.n_params_note})[/]",
+                  highlight=False)
+    if info.n_params_config:
+        console.print(f"parameters ({info.n_params_config_label}): {info.n_params_config:,}", highlight=False)
     ops = Table("op", "count", title="op histogram")
     for op, n in info.op_histogram.items():
         ops.add_row(op, str(n))

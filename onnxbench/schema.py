@@ -24,7 +24,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "part": ("str", "'model' (full transformer) or 'attention' (one block's attention)"),
     "attention": ("str", "attention variant: decomposed | sdpa | onnx-attention | ort-fused | external"),
     "precision": ("str", "fp32 | fp16 | bf16 (the graph's compute precision)"),
-    "opset": ("int", "default-domain ONNX opset"),
+    "opset": ("int", "default-domain ONNX opset of the file that ran (its opset_import); the opset asked for "
+                     "when the cell got no file"),
     "runtime": ("str", "registry name: torch | ort-cpu | ort-cuda | ort-trt | tensorrt | torch-compile | torch-cuda | "
                        "torch-compile-cuda"),
     "config_id": ("str", "'default' or the name of a tuned runtime configuration"),
@@ -81,10 +82,13 @@ COLUMNS: dict[str, tuple[str, str]] = {
                                "the cell minus before the session opened; weights, activations, workspaces, "
                                "engines and pool reservations, not the CUDA context; other processes on the same "
                                "GPU count too (GPU runtimes)"),
-    "export_s": ("float", "s, export time of the artifact (0 when cached)"),
+    "export_s": ("float", "s, export time of the artifact; empty when it came from the export cache or was not "
+                          "exported (a foreign ONNX file)"),
     "build_s": ("float", "s, session creation / engine build / compile"),
     "harness_overhead_ms": ("float", "ms, timing-loop cost around a no-op (per iteration)"),
-    "onnx_sha256": ("str", "sha256 of the ONNX file run"),
+    "onnx_sha256": ("str", "content hash of the ONNX model run: sha256 over the graph file and every "
+                           "external-data file it references (the file's plain sha256 when it has none; "
+                           "docs/export.md)"),
     "timestamp": ("str", "UTC ISO-8601 time the row was written"),
 }
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import pytest
 
@@ -82,3 +83,19 @@ def test_cli_inspect(tiny_artifact, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "onnxbench.cli", "inspect", str(tmp_path / "none.onnx")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "does not exist" in missing.stdout
+
+
+def test_cli_inspect_labels_the_two_parameter_counts(tiny_artifact):
+    """The two counts differ (the exporter stores the identical zero biases / unit LayerNorm weights once and
+    adds scalar constants), so each says what it counts."""
+    model = onnx.load(str(tiny_artifact.path))
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE)
+    stored = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type in floats)
+    scalars = sum(1 for t in model.graph.initializer if t.data_type in floats and not t.dims)
+    config = get_preset("tiny")
+    assert stored != config.n_params and scalars > 0, "premise: the two counts differ"
+    out = subprocess.run([sys.executable, "-m", "onnxbench.cli", "inspect", str(tiny_artifact.path)],
+                         capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "200"}).stdout
+    assert f"parameters (initializer elements): {stored:,}" in out
+    assert "identical tensors such as zero biases kept once" in out
+    assert f"parameters (model, tied unembedding counted once): {config.n_params:,}" in out

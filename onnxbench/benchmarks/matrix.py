@@ -15,6 +15,7 @@ else:  # pragma: no cover - Python 3.10
 
 from ..errors import MatrixError
 from ..export import DEFAULT_OPSET, PRECISIONS
+from ..export.opsets import describe, supported_opsets, unsupported_reason
 from ..export.variants import VARIANTS
 from .cells import Cell
 from .sources import ModelSource, build_sources
@@ -58,7 +59,9 @@ class MatrixSpec:
         cov_warn: a cell whose coefficient of variation exceeds this gets a warning in its ``reason``.
 
     A variant that dictates its opset (``onnx-attention``: 23; ``ort-fused``: at most 22) gets that opset in
-    its cells, and cells that become identical are kept once.
+    its cells, and cells that become identical are kept once. An opset the exporter cannot produce for a
+    variant (measured: docs/export.md) makes that variant's cells ``skipped`` rows, and an error when no variant
+    of the matrix can use it.
 
     Which combinations are errors and which are ``skipped`` rows: an axis value that no cell of the matrix can
     use (unknown name, size < 1, a sequence length above every model's ``max_positions``) is an error raised by
@@ -116,6 +119,8 @@ class MatrixSpec:
             if needs:
                 raise MatrixError(f"attention variants {needs} need the dynamo exporter; drop them or use "
                                  "--exporter dynamo")
+        if self.models or self.checkpoints:
+            self._validate_opsets()
         for p in self.precisions:
             if p not in PRECISIONS:
                 raise MatrixError(f"unknown precision {p!r}; known: {', '.join(PRECISIONS)}")
@@ -140,6 +145,16 @@ class MatrixSpec:
             raise MatrixError(f"sequence lengths {too_long} exceed {names}; use --seq-lens up to {longest}")
         cells = [cell for source in sources.values() for cell in source.cells(self)]
         return Matrix(self, sources, list(dict.fromkeys(cells)))
+
+    def _validate_opsets(self) -> None:
+        """An opset that the exporter cannot produce for any of the matrix's attention variants is an error; one
+        that only some variants cannot use becomes skipped rows (``TransformerSource.unrunnable_reason``). The
+        table is measured (:mod:`onnxbench.export.opsets`, docs/export.md)."""
+        for opset in self.opsets:
+            if all(unsupported_reason(self.exporter, a, VARIANTS[a].resolve_opset(opset)) for a in self.attention):
+                ranges = "; ".join(f"{a}: {describe(supported_opsets(self.exporter, a))}" for a in self.attention)
+                raise MatrixError(f"the {self.exporter} exporter cannot produce opset {opset} for the attention "
+                                 f"variants asked for (supported opsets: {ranges}; measured, docs/export.md)")
 
     def shape_axes(self, model: str) -> tuple[list[int], list[int]]:
         """(batches, seq_lens) for ``model``, with per-model overrides applied."""

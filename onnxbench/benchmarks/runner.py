@@ -38,11 +38,15 @@ def new_run_id() -> str:
 
 @dataclass
 class RunSummary:
-    """What a finished run produced and where the wall time went (seconds)."""
+    """What a finished run produced and where the wall time went (seconds). ``exports`` counts the artifacts
+    the run asked the exporter for (ONNX files given by the user are read, not exported), ``exports_cached``
+    those served from the export cache."""
 
     run_dir: Path
     rows: list[dict] = field(default_factory=list)
     export_s: float = 0.0
+    exports: int = 0
+    exports_cached: int = 0
     session_s: float = 0.0
     timing_s: float = 0.0
     reference_s: float = 0.0
@@ -148,9 +152,14 @@ class _Run:
     def emit(self, cell: Cell, source: ModelSource, artifact: ExportArtifact | None,
              measurement: Measurement) -> None:
         """Assemble ``cell``'s row from its parts, append it to ``results.jsonl`` and report it."""
+        # A cached or read (not exported) artifact has no export time: empty, not 0.0 s.
+        exported = artifact is not None and source.exported and not artifact.cached
         model = ModelInfo(source.n_params if artifact else None, source.reference_runtime,
-                          artifact.sha256 if artifact else None, artifact.export_s if artifact else None)
-        row = assemble(dataclasses.replace(self.stamp, timestamp=now()), CellKey.of(cell), model,
+                          artifact.sha256 if artifact else None, artifact.export_s if exported else None)
+        key = CellKey.of(cell)
+        if artifact is not None:  # the opset of the file that ran, never the axis value asked for
+            key = dataclasses.replace(key, opset=artifact.opset)
+        row = assemble(dataclasses.replace(self.stamp, timestamp=now()), key, model,
                        *measurement.parts(), self._work(cell, source, measurement))
         self.writer.write(row)
         self.summary.rows.append(row)
@@ -188,6 +197,9 @@ class _Run:
                 t0 = time.perf_counter()
                 artifact = source.artifact(runnable[0], self.cache_dir)
                 self.summary.export_s += time.perf_counter() - t0
+                if source.exported:
+                    self.summary.exports += 1
+                    self.summary.exports_cached += artifact.cached
             except Exception as exc:
                 for cell in runnable:
                     self.emit(cell, source, None, Measurement.failed(f"export failed: {type(exc).__name__}: {exc}"))

@@ -11,10 +11,13 @@ from .onnx_export import (
     ExportArtifact,
     TensorSpec,
     cache_key,
+    content_sha256,
     default_cache_dir,
+    external_data_files,
     read_artifact,
     to_onnx,
 )
+from .opsets import UnsupportedOpset, check_opset, supported_opsets, unsupported_reason
 from .variants import VARIANTS, VariantMismatch, census, get_variant, verify_variant
 
 __all__ = [
@@ -32,9 +35,15 @@ __all__ = [
     "ExportArtifact",
     "TensorSpec",
     "cache_key",
+    "content_sha256",
     "default_cache_dir",
+    "external_data_files",
     "read_artifact",
     "to_onnx",
+    "UnsupportedOpset",
+    "check_opset",
+    "supported_opsets",
+    "unsupported_reason",
     "VARIANTS",
     "VariantMismatch",
     "census",

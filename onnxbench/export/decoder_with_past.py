@@ -247,10 +247,11 @@ def verify_past(model: onnx.ModelProto, variant: str, n_layers: int) -> dict[str
 
 
 def finish_decoder_with_past(model: onnx.ModelProto, variant: str, precision: str, n_layers: int,
-                             metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+                             metadata: dict[str, str] | None = None, base_dir: str | None = None) -> onnx.ModelProto:
     """Post-export steps of a decoder-with-past graph: name ``total_sequence``, fold the past into ONNX
     ``Attention`` nodes, :func:`onnxbench.export.variants.finish_variant` (ORT fusion, fp16 mask sanitising,
-    variant check), then :func:`verify_past`. Records ``onnxbench.past_consumers`` in ``metadata``.
+    variant check), then :func:`verify_past`. Records ``onnxbench.past_consumers`` in ``metadata``. ``base_dir``:
+    the model's folder when it was loaded without its external data.
 
     Raises:
         VariantMismatch: if the attention core or the route of the past is not the variant's.
@@ -259,7 +260,7 @@ def finish_decoder_with_past(model: onnx.ModelProto, variant: str, precision: st
     model = name_total_sequence(model)
     if census(model).onnx_attention:
         model, _ = fold_past_into_attention(model)
-    model = finish_variant(model, variant, precision, n_layers, metadata)
+    model = finish_variant(model, variant, precision, n_layers, metadata, base_dir)
     readers = verify_past(model, variant, n_layers)
     if metadata is not None:
         metadata["onnxbench.past_consumers"] = ", ".join(sorted(set(readers.values())))

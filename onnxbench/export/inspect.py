@@ -45,11 +45,16 @@ class ModelInspection:
         attention_blocks: block label (``blocks.N``) -> op histogram of that block's attention nodes.
         attention_cores: block label -> attention-core op types in it (Softmax / Attention / com.microsoft).
         block_source: how blocks were found: ``name_scopes``, ``node_names``, ``standalone`` or ``order``.
-        n_params: elements of floating-point initializers. The exporter folds identical constants into one
-            (e.g. the zero-initialised biases) and may store a tied weight twice, so this can differ a little
-            from the module's count.
+        n_params: elements of the floating-point initializers: what the file stores. It differs from
+            ``n_params_config`` because torch's dynamo exporter stores identical tensors once (with seeded
+            weights every zero-initialised bias and every unit LayerNorm weight of one size share one
+            initializer) and adds the graph's scalar constants (attention scale, GELU coefficients, mask fill);
+            the tied unembedding is the embedding's initializer, not a second copy. See ``n_params_note``.
+        n_params_note: what ``n_params`` counts, in words (printed by ``onnxbench inspect``).
         n_params_config: the reference module's parameter count from the ``onnxbench.config`` metadata
-            (the full model, or one attention block's W^Q, W^K, W^V, W^O and biases), if known.
+            (the full model with the tied unembedding counted once, or one attention block's W^Q, W^K, W^V, W^O
+            and biases), if known.
+        n_params_config_label: what ``n_params_config`` counts, in words.
         variant / part / precision: from ``onnxbench.*`` metadata (None for foreign models).
         flops_per_token: seq_len -> forward matmul FLOPs per token (Kaplan et al. 2020, Table 1); empty
             when the model shape is unknown (see ``flops_note``).
@@ -69,6 +74,8 @@ class ModelInspection:
     block_source: str
     n_params: int
     n_params_config: int | None = None
+    n_params_note: str = ""
+    n_params_config_label: str = ""
     variant: str | None = None
     part: str | None = None
     precision: str | None = None
@@ -194,7 +201,12 @@ def inspect_model(path: str | Path, seq_lens: tuple[int, ...] = DEFAULT_SEQ_LENS
         attention_blocks={b: dict(blocks[b].most_common()) for b in order},
         attention_cores={b: cores[b] for b in order},
         block_source="+".join(sorted(sources)) or "none", n_params=n_params,
-        n_params_config=_reference_params(config, part), variant=meta.get("onnxbench.variant"),
+        n_params_note=("values stored in the file: identical tensors such as zero biases kept once, scalar constants "
+                       "included"),
+        n_params_config=_reference_params(config, part),
+        n_params_config_label=("model: block 0's attention, W^Q, W^K, W^V, W^O and biases" if part == "attention"
+                               else "model, tied unembedding counted once") if config is not None else "",
+        variant=meta.get("onnxbench.variant"),
         part=part, precision=meta.get("onnxbench.precision"), flops_per_token=flops, flops_note=note,
     )
 

@@ -51,7 +51,9 @@ from .onnx_export import (
     _annotate_and_check,
     artifact_dir,
     cached_model,
-    file_sha256,
+    content_sha256,
+    discard,
+    external_data_files,
     publish,
     read_artifact,
     temp_model_path,
@@ -92,8 +94,9 @@ class Int8DynamicOptions:
 
 
 def model_sha256(path: str | Path) -> str:
-    """sha256 over an ONNX file and the external data files it references (sorted by location), so that a model
-    whose weights live beside it is identified by its weights too.
+    """The content hash of an ONNX model: the file and the external data files it references
+    (:func:`onnxbench.export.content_sha256`, the ``onnx_sha256`` of result rows), so that a model whose
+    weights live beside it is identified by its weights too.
 
     Raises:
         FileNotFoundError: if the file or one of its external data files is missing (names it).
@@ -101,21 +104,7 @@ def model_sha256(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path} not found")
-    h = hashlib.sha256(file_sha256(path).encode())
-    for location in _external_locations(path):
-        data = path.parent / location
-        if not data.is_file():
-            raise FileNotFoundError(f"{path} keeps weights in {data}, which is missing")
-        h.update(location.encode())
-        h.update(file_sha256(data).encode())
-    return h.hexdigest()
-
-
-def _external_locations(path: Path) -> list[str]:
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    model = onnx.load(str(path), load_external_data=False)
-    return sorted({ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)})
+    return content_sha256(path)
 
 
 def quantization_cache_key(source_sha256: str, options: Int8DynamicOptions) -> str:
@@ -194,7 +183,7 @@ def quantize_int8_dynamic(
         shutil.move(quantized, tmp)
         _annotate_and_check(tmp, metadata)
     except BaseException:
-        tmp.unlink(missing_ok=True)  # no partial file is left behind
+        discard(tmp)  # no partial file is left behind
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -232,7 +221,8 @@ def _source_metadata(path: Path) -> dict[str, str]:
 
 def _weight_bytes(path: Path) -> int:
     total = path.stat().st_size
-    return total + sum((path.parent / loc).stat().st_size for loc in _external_locations(path))
+    graph = onnx.load(str(path), load_external_data=False)
+    return total + sum((path.parent / loc).stat().st_size for loc in external_data_files(graph))
 
 
 def _preprocess(source: Path, target: Path, large: bool) -> tuple[Path, list[str]]:

@@ -173,16 +173,19 @@ def verify_variant(model: onnx.ModelProto, variant: str, n_blocks: int) -> Atten
     return found
 
 
-def fuse_for_ort(model: onnx.ModelProto) -> onnx.ModelProto:
+def fuse_for_ort(model: onnx.ModelProto, base_dir: str | None = None) -> onnx.ModelProto:
     """Apply onnxscript's ONNX Runtime fusions (MultiHeadAttention, SkipLayerNormalization, BiasGelu, ...).
 
     Source: ``onnxscript.rewriter.ort_fusions.optimize_for_ort`` (onnxscript >= 0.3), which works on an
-    ``onnx_ir`` model in place.
+    ``onnx_ir`` model in place. ``base_dir`` is the folder external-data locations are relative to, for a
+    model loaded without its external data (the tensors stay references).
     """
     import onnx_ir as ir
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
     ir_model = ir.serde.deserialize_model(model)
+    if base_dir is not None:
+        ir.external_data.set_base_dir(ir_model.graph, base_dir)
     optimize_for_ort(ir_model)
     return ir.serde.serialize_model(ir_model)
 
@@ -281,18 +284,19 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> None:
 
 
 def finish_variant(model: onnx.ModelProto, variant: str, precision: str, n_blocks: int,
-                   metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+                   metadata: dict[str, str] | None = None, base_dir: str | None = None) -> onnx.ModelProto:
     """Post-export steps of ``variant`` on a freshly exported graph: ORT fusion where the variant asks for
     it, fp16 mask sanitising (:func:`sanitize_fp16_masks`), then :func:`verify_variant`. Records the census
     and the number of replaced mask fills in ``metadata`` (``onnxbench.attention_census``,
-    ``onnxbench.fp16_mask_fills_replaced``).
+    ``onnxbench.fp16_mask_fills_replaced``). ``base_dir``: the model's folder when it was loaded without its
+    external data (see :func:`fuse_for_ort`).
 
     Raises:
         VariantMismatch: if the result does not hold the variant's attention once per block.
     """
     recipe = get_variant(variant)
     if recipe.fuse_for_ort:
-        model = fuse_for_ort(model)
+        model = fuse_for_ort(model, base_dir)
         _drop_unused_initializers(model)  # the fusion leaves the fp32 mask fill behind
     replaced = sanitize_fp16_masks(model) if precision == "fp16" else 0
     found = verify_variant(model, variant, n_blocks)

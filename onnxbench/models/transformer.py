@@ -352,7 +352,9 @@ def init_weights(model: Transformer, seed: int) -> Transformer:
                 std = 0.02
                 if name.endswith(("o_proj.weight", "fc_out.weight")):
                     std = 0.02 / math.sqrt(2 * n_layers)
-                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * std)
+                # In place: a temporary as large as the weight would double the peak memory of building a
+                # large model (e.g. a 2.4 GB embedding); the values are those of randn(...) * std.
+                torch.randn(p.shape, generator=gen, dtype=torch.float32, out=p.data).mul_(std)
     return model
 
 

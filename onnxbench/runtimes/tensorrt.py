@@ -79,8 +79,9 @@ def build_options(typed: TensorrtOptions, profile: dict[str, ShapeRange]) -> dic
 
 
 def engine_cache_key(model_sha256: str, trt_version: str, gpu_name: str, options: dict[str, Any]) -> str:
-    """Hex key of a serialized engine: any change of model bytes, TensorRT version, GPU or build options
-    (profile, TF32, ...) gives a new key, so a stale engine is never loaded."""
+    """Hex key of a serialized engine: any change of the model's content hash (``ExportArtifact.sha256``: the
+    graph and its external data), TensorRT version, GPU or build options (profile, TF32, ...) gives a new key, so
+    a stale engine is never loaded."""
     payload = json.dumps({"model": model_sha256, "tensorrt": trt_version, "gpu": gpu_name, "options": options,
                           "format": 1}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]

@@ -35,11 +35,14 @@ class ModelSource(ABC):
         spec_field: the :class:`~onnxbench.benchmarks.matrix.MatrixSpec` field listing models of this kind
             (also the TOML key); :meth:`from_spec` reads it.
         reference_runtime: registry name of the runtime whose outputs this model's cells are compared with.
+        exported: whether :meth:`artifact` exports the model (True) or reads a file as given (False); only
+            exports have an export time and count in the run's export summary.
     """
 
     name: str
     spec_field: ClassVar[str] = ""
     reference_runtime: ClassVar[str] = "torch"
+    exported: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

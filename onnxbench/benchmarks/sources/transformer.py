@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ...errors import MatrixError
-from ...export import ExportArtifact, TensorSpec, to_onnx
+from ...export import ExportArtifact, TensorSpec, to_onnx, unsupported_reason
 from ...export.variants import VARIANTS
 from ...models import PRESETS, TransformerConfig
 from ..cells import Cell
@@ -48,6 +48,7 @@ class TransformerSource(ModelSource):
     exporter: str = "dynamo"
     checkpoint: str | None = None
     reference_runtime: ClassVar[str] = "torch"
+    exported: ClassVar[bool] = True
 
     @property
     def max_positions(self) -> int:
@@ -76,6 +77,11 @@ class TransformerSource(ModelSource):
             for b, t in itertools.product(batches, seq_lens):
                 cells.append(Cell(self.name, att, prec, opset, rt, b, t, part=part))
         return cells
+
+    def unrunnable_reason(self, cell: Cell) -> str | None:
+        """A sequence length above ``max_positions``, or an opset the exporter cannot produce for the cell's
+        attention variant (measured: :mod:`onnxbench.export.opsets`, docs/export.md)."""
+        return super().unrunnable_reason(cell) or unsupported_reason(self.exporter, cell.attention, cell.opset)
 
     def export(self, attention: str = "decomposed", precision: str = "fp32", opset: int | None = None,
                part: str = "model", cache_dir: str | Path | None = None, force: bool = False) -> ExportArtifact:
