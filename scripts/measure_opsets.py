@@ -33,6 +33,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             for variant, row in by_variant.items():
                 merged = {**row, **outcomes.get(exporter, {}).get(variant, {})}
                 outcomes.setdefault(exporter, {})[variant] = dict(sorted(merged.items(), key=lambda kv: int(kv[0])))
+    order = {name: i for i, name in enumerate([*EXPORTERS, *VARIANTS])}
+    outcomes = {e: dict(sorted(by_variant.items(), key=lambda kv: order.get(kv[0], len(order))))
+                for e, by_variant in sorted(outcomes.items(), key=lambda kv: order.get(kv[0], len(order)))}
     supported = {e: {v: [int(o) for o, what in row.items() if what in SUPPORTED] for v, row in by_variant.items()}
                  for e, by_variant in outcomes.items()}
     print(f"Measured with {', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}.\n")
@@ -138,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         data = {"measured_with": versions,
                 "command": "python scripts/measure_opsets.py --write onnxbench/export/opsets.json",
                 "supported": supported, "outcomes": outcomes}
-        args.write.write_text(json.dumps(data, indent=1) + "\n")
+        text = json.dumps(data, indent=1)
+        text = re.sub(r"\[\s*([0-9,\s]*?)\s*\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+        args.write.write_text(text + "\n")
         print(f"\nwrote {args.write}", file=sys.stderr)
     return 0
 
