@@ -150,6 +150,8 @@ def run(
     resume: Path | None = typer.Option(None, help="continue the run in this directory: cells with a row are "
                                        "skipped, the matrix comes from its header.json"),
     retry_failed: bool = typer.Option(False, help="with --resume: run the `failed` cells again"),
+    overwrite: bool = typer.Option(False, help="if --out already holds a run, move it aside to "
+                                   "OUT.replaced-<run id> (nothing is deleted) and start a new run there"),
     cell_timeout: float | None = typer.Option(None, help="seconds a cell may run before its worker is killed"),
 ) -> None:
     """Run the benchmark matrix (embedded default or --matrix FILE, narrowed by the flags) and write a run
@@ -161,7 +163,7 @@ def run(
     from .benchmarks.matrix import load_matrix
     from .benchmarks.resume import done_cell_ids, resume_spec
     from .reports import write_report
-    from .rundir import check_writable
+    from .rundir import check_writable, refuse_existing_run, set_aside
 
     spec = default_matrix()
     axis_flags = (models, runtimes, attention, precisions, opsets, batches, seq_lens, exporter, min_time,
@@ -170,6 +172,10 @@ def run(
         if any(v is not None for v in axis_flags) or checkpoint or onnx or dim or int_range or shape:
             fail("--resume continues the matrix recorded in RUN_DIR/header.json; drop --matrix and the axis "
                  "and timing flags (only --cell-timeout, --retry-failed and --cache-dir apply)")
+        if overwrite:
+            fail("--overwrite starts a new run and --resume continues one; give one of them")
+        if not resume.is_dir():
+            fail(f"{resume} does not exist: nothing to resume (start a run with `onnxbench run --out {resume}`)")
         try:
             spec = resume_spec(resume)
         except (FileNotFoundError, ValueError) as exc:
@@ -204,18 +210,29 @@ def run(
         if timing:
             spec.timing = dataclasses.replace(spec.timing, **timing)
         built = spec.build()
+        if resume is None and not overwrite:
+            refuse_existing_run(out)
         check_writable(out)
-    except (ValueError, PermissionError, FileNotFoundError) as exc:
+    except (ValueError, PermissionError, FileNotFoundError, FileExistsError) as exc:
         fail(str(exc))
+    if resume is None and overwrite:
+        try:
+            moved = set_aside(out)
+        except PermissionError as exc:
+            fail(str(exc))
+        if moved is not None:
+            console.print(f"--overwrite: moved the run that was in {out} to {moved} (nothing deleted)",
+                          highlight=False, soft_wrap=True)
+        check_writable(out)
     cells = built.cells
     done = done_cell_ids(out, retry_failed) if resume is not None else set()
     todo = [c for c in cells if c.cell_id not in done]
     console.print(f"{len(cells)} cells -> {out}" + (f" ({len(todo)} left to run)" if resume is not None else ""))
-    for cell in todo:
-        why = built.unrunnable_reason(cell)
-        if why:
-            console.print(f"  cannot run, will be a skipped row: {cell.model} {cell.runtime} b{cell.batch} "
-                          f"t{cell.seq_len}: {why}", highlight=False)
+    # cells that differ only in an axis the line does not name (attention, precision, ...) share one line
+    unrunnable = [(c, built.unrunnable_reason(c)) for c in todo]
+    for line in dict.fromkeys(f"  cannot run, will be a skipped row: {c.model} {c.runtime} b{c.batch} "
+                              f"t{c.seq_len}: {why}" for c, why in unrunnable if why):
+        console.print(line, highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
         task = progress.add_task("starting", total=len(todo))
@@ -237,7 +254,7 @@ def run(
     console.print(f"wall time: {_export_time(summary)}, worker start-up {summary.worker_start_s:.1f} s, "
                   f"reference {summary.reference_s:.1f} s, sessions {summary.session_s:.1f} s, "
                   f"timing {summary.timing_s:.1f} s")
-    _warn_if_busy(out)
+    _warn_if_unreliable(out, summary.rows, spec.noise_limit)
     if report:
         paths = write_report(out)
         console.print("report: " + ", ".join(str(p) for p in paths.values()))
@@ -252,17 +269,27 @@ def _export_time(summary) -> str:
     return f"export {summary.export_s:.1f} s{cached}"
 
 
-def _warn_if_busy(run_dir: Path, limit_pct: float = 20.0) -> None:
+def _warn_if_unreliable(run_dir: Path, rows: list[dict], limit: float) -> None:
+    """End-of-run warnings about the timings: a busy machine at start, noisy cells (the report's banner applies
+    the same rule, onnxbench.noise)."""
+    from .noise import BUSY_LIMIT_PCT, busy_pct, is_noisy
     from .rundir import RunDir
 
     try:
-        busy = RunDir(run_dir).read_header().get("cpu_busy_pct_at_start")
+        header = RunDir(run_dir).read_header()
     except (OSError, ValueError):
-        return
-    if busy is not None and busy > limit_pct:
+        header = {}
+    busy = busy_pct(header)
+    if busy is not None:
         console.print(f"[yellow]warning:[/] the CPUs were {busy:.0f}% busy with other work when the run started "
-                      "(cpu_busy_pct_at_start in header.json); these timings, torch's above all, are unreliable: "
-                      "rerun on a quiet machine", highlight=False, soft_wrap=True)
+                      f"(above {BUSY_LIMIT_PCT:.0f}%; cpu_busy_pct_at_start in header.json); these timings, "
+                      "torch's above all, are unreliable: rerun on a quiet machine", highlight=False, soft_wrap=True)
+    ok = [r for r in rows if r["status"] == "ok"]
+    noisy = [r for r in ok if is_noisy(r, limit)]
+    if noisy:
+        console.print(f"[yellow]warning:[/] {len(noisy)} of {len(ok)} measured cells have noisy timings (95% CI of "
+                      f"p50 wider than {limit:.0%} of p50; marked in the report): differences smaller than that "
+                      "are not meaningful", highlight=False, soft_wrap=True)
 
 
 def _dim(text: str) -> int | list[int]:
@@ -315,16 +342,18 @@ def _interruptible(fn):
 
 
 def _print_summary(rows: list[dict]) -> None:
-    table = Table("model", "runtime", "config", "B", "T", "status", "p50 ms", "tok/s", "GFLOP/s", "% peak",
+    ok = [r for r in rows if r["status"] == "ok"]
+    # axes other than the shape that vary over the rows get a column, or rows look duplicated
+    axes = [k for k in ("part", "attention", "precision") if len({r.get(k) for r in ok}) > 1]
+    table = Table("model", *axes, "runtime", "config", "B", "T", "status", "p50 ms", "tok/s", "GFLOP/s", "% peak",
                   "max abs err", "agree")
-    for r in rows:
-        if r["status"] == "ok":
-            frac = r.get("frac_peak_flops")
-            table.add_row(r["model"], r["runtime"], r["config_id"], str(r["batch"]), str(r["seq_len"]), "ok",
-                          f"{r['latency_ms_p50']:.3f}", f"{r['throughput_tok_s']:.0f}",
-                          f"{r['achieved_gflops']:.2f}" if r.get("achieved_gflops") else "",
-                          f"{100 * frac:.0f}" if frac else "",
-                          f"{r['max_abs_err']:.2e}", "pass" if r["agree"] else "[red]FAIL[/]")
+    for r in ok:
+        frac = r.get("frac_peak_flops")
+        table.add_row(r["model"], *(str(r.get(k)) for k in axes), r["runtime"], r["config_id"], str(r["batch"]),
+                      str(r["seq_len"]), "ok", f"{r['latency_ms_p50']:.3f}", f"{r['throughput_tok_s']:.0f}",
+                      f"{r['achieved_gflops']:.2f}" if r.get("achieved_gflops") else "",
+                      ("[red]> peak (measurement problem)[/]" if frac > 1 else f"{100 * frac:.0f}") if frac else "",
+                      f"{r['max_abs_err']:.2e}", "pass" if r["agree"] else "[red]FAIL[/]")
     console.print(table)
     # Skipped/failed reasons repeat over a runtime's cells: one line each. A warning on an ok row concerns
     # that cell alone, so it names the cell.
@@ -385,7 +414,7 @@ def compare(
             fail(f"cannot write the comparison: {exc}")
         console.print("compare: " + ", ".join(str(p) for p in paths.values()), highlight=False)
     n = result.counts
-    if not any(n.get(k, 0) for k in ("regression", "improvement", "unchanged")):
+    if not any(n.get(k, 0) for k in ("regression", "improvement", "within noise", "unchanged")):
         fail(f"{run_a} and {run_b} share no measured cell (cells are matched on model, part, attention, "
              "precision, opset, runtime, batch, seq_len, config_id); nothing was compared")
     status = Console(stderr=True)  # stdout may carry the Markdown
@@ -393,8 +422,9 @@ def compare(
         status.print(f"[yellow]warning:[/] environments differ: {field}: {a} -> {b}", highlight=False,
                      soft_wrap=True)
     status.print(f"{n.get('regression', 0)} regression(s) beyond {result.threshold:.1%}, "
-                 f"{n.get('improvement', 0)} improvement(s), {n.get('unchanged', 0)} unchanged, "
-                 f"{n.get('not compared', 0)} not compared", highlight=False)
+                 f"{n.get('improvement', 0)} improvement(s), {n.get('within noise', 0)} change(s) beyond the "
+                 f"threshold but within noise, {n.get('unchanged', 0)} unchanged, "
+                 f"{n.get('not compared', 0)} not compared", highlight=False, soft_wrap=True)
     raise typer.Exit(result.exit_code)
 
 

@@ -59,6 +59,62 @@ def check_writable(directory: str | Path) -> None:
         ) from exc
 
 
+#: Files whose presence means a directory holds a run (a second run must not be appended to it silently).
+RUN_FILES = (HEADER, RESULTS, CSV, PARQUET)
+
+
+def holds_run(directory: str | Path) -> bool:
+    """Whether ``directory`` already holds a run (its header or results)."""
+    return any((Path(directory) / name).is_file() for name in RUN_FILES)
+
+
+def _run_id_of(directory: Path) -> str:
+    try:
+        return str(RunDir(directory).read_header().get("run_id") or "unknown")
+    except (OSError, ValueError):
+        return "unknown"
+
+
+def refuse_existing_run(directory: str | Path) -> None:
+    """Raise unless ``directory`` is free for a new run: appending a second run's rows to a first's and rewriting
+    its header would report both under one run id and matrix (docs/measurement.md, "One run per directory").
+
+    Raises:
+        FileExistsError: naming the run it holds and the ways on (``--resume``, ``--overwrite``, another ``--out``).
+    """
+    if holds_run(directory):
+        raise FileExistsError(
+            f"{directory} already holds run {_run_id_of(Path(directory))}; continue it with `onnxbench run "
+            f"--resume {directory}`, or pass --overwrite to move it aside and start a new run there, or choose "
+            "another --out")
+
+
+def set_aside(directory: str | Path) -> Path | None:
+    """Move the run in ``directory`` (the whole directory) to a sibling ``<name>.replaced-<run id>`` (with a
+    numeric suffix if that exists) so that a new run can start there without losing the old one.
+
+    Returns:
+        where the old run now is, or None if ``directory`` held no run.
+
+    Raises:
+        PermissionError: if the directory cannot be moved.
+    """
+    directory = Path(directory)
+    if not holds_run(directory):
+        return None
+    stem = f"{directory.name}.replaced-{_run_id_of(directory)}"
+    target, n = directory.with_name(stem), 1
+    while target.exists():
+        n += 1
+        target = directory.with_name(f"{stem}-{n}")
+    try:
+        directory.rename(target)
+    except OSError as exc:
+        raise PermissionError(f"cannot move the run in {directory} aside to {target} ({exc.strerror or exc}); "
+                              "move or delete it yourself, or choose another --out") from exc
+    return target
+
+
 class ResultWriter:
     """Appends rows to ``results.jsonl``, flushed and fsynced per row so that a crash loses nothing.
     Use as a context manager (or call :meth:`close`)."""

@@ -37,7 +37,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "batch": ("int", "sequences per inference (B)"),
     "seq_len": ("int", "tokens per sequence (T); prefill of T tokens"),
     "status": ("str", "ok | skipped | failed"),
-    "reason": ("str", "why a cell was skipped or failed (empty when ok)"),
+    "reason": ("str", "why a cell was skipped or failed; on an ok row, '; '-separated warnings (noisy timing, "
+                      "above the measured peak) or empty"),
     "warmup_iters": ("int", "untimed iterations before timing, at this shape"),
     "iters": ("int", "timed iterations"),
     "latency_ms_mean": ("float", "ms per inference, mean"),
@@ -70,8 +71,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "bytes_moved": ("float", "bytes per inference from the work model (weights + activations)"),
     "achieved_gflops": ("float", "GFLOP/s = flops / p50"),
     "achieved_gbs": ("float", "GB/s = bytes_moved / p50"),
-    "frac_peak_flops": ("float", "achieved_gflops / measured GEMM peak of the run"),
-    "frac_peak_bw": ("float", "achieved_gbs / measured memory bandwidth of the run"),
+    "frac_peak_flops": ("float", "achieved_gflops / measured GEMM peak of the run (above 1: a measurement "
+                        "problem, warned in reason)"),
+    "frac_peak_bw": ("float", "achieved_gbs / measured memory bandwidth of the run (above 1: a measurement "
+                     "problem, warned in reason)"),
     "peak_rss_mb": ("float", "MiB, peak resident memory (VmHWM) of the worker process while the cell ran (its "
                     "agreement run and timing), reset after the memory kept for earlier cells' shapes (ONNX "
                     "Runtime's bound buffers, earlier reference outputs, freed heap; ORT's CPU arena is off unless "

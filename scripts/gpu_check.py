@@ -100,6 +100,7 @@ def main() -> int:
         status |= run_tests()
 
     from onnxbench.benchmarks import MatrixSpec, TimingConfig, run_matrix
+    from onnxbench.rundir import set_aside
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     timing = TimingConfig(warmup_iters=10, min_iters=50 if args.min_time else 2, min_time_s=args.min_time,
@@ -116,6 +117,9 @@ def main() -> int:
     if slow:
         specs.append((args.out / "compiled", MatrixSpec(models=models, precisions=["fp32", "fp16"], runtimes=slow,
                                                         batches=[1], seq_lens=[128], timing=timing)))
+    moved = set_aside(args.out)  # a rerun keeps the earlier run beside the new one
+    if moved:
+        print(f"   (moved the earlier run in {args.out} to {moved})")
     rows = []
     for i, (out, spec) in enumerate(specs):
         print(f"\n== Matrix: {len(spec.expand())} cells of {', '.join(spec.runtimes)} -> {out}", flush=True)

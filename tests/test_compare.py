@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from onnxbench.cli import app
 from onnxbench.reports import load, load_header
-from onnxbench.reports.compare import compare, compare_runs, parse_threshold, render_markdown
+from onnxbench.reports.compare import compare, compare_runs, env_differences, parse_threshold, render_markdown
 
 from .conftest import DATA
 from .derived_runs import derive_run_small_b
@@ -93,6 +93,76 @@ def test_parse_threshold(text, value):
 def test_parse_threshold_rejects_ambiguous_or_bad_input(text):
     with pytest.raises(ValueError, match="threshold"):
         parse_threshold(text)
+
+
+@pytest.mark.parametrize(("text", "fix"), [("-5%", "write e.g. 5%"), ("-0.05", "write e.g. 0.05"),
+                                           ("0%", "write e.g. 5%")])
+def test_a_negative_or_zero_threshold_is_named_as_such(text, fix):
+    with pytest.raises(ValueError, match="must be positive") as info:
+        parse_threshold(text)
+    assert fix in str(info.value) and "not a number" not in str(info.value)
+    cli = runner.invoke(app, ["compare", str(RUN_A), str(RUN_B), "--threshold", text])
+    assert cli.exit_code == 2 and "must be positive" in cli.output
+
+
+def _with_cell(df, runtime, batch, seq_len, **values):
+    df = df.copy()
+    at = (df.runtime == runtime) & (df.batch == batch) & (df.seq_len == seq_len)
+    for column, value in values.items():
+        df.loc[at, column] = value
+    return df
+
+
+def test_a_change_beyond_the_threshold_within_noise_does_not_fail_the_gate(tmp_path):
+    """ort-cpu b4 t64: p50 +8 % (beyond 5 %) but B's median is so uncertain that the two CIs overlap."""
+    a = load(RUN_A)
+    p50 = a[(a.runtime == "ort-cpu") & (a.batch == 4) & (a.seq_len == 64)].latency_ms_p50.iloc[0]
+    b = _with_cell(a, "ort-cpu", 4, 64, latency_ms_p50=p50 * 1.08, ci95_p50_lo_ms=p50 * 0.98,
+                   ci95_p50_hi_ms=p50 * 1.4)
+    c = compare(a, b, threshold=0.05)
+    cell = c.cells[(c.cells.runtime == "ort-cpu") & (c.cells.batch == 4) & (c.cells.seq_len == 64)].iloc[0]
+    assert cell.p50_change == pytest.approx(0.08) and cell.ci_overlap == "yes"
+    assert cell.verdict == "within noise" and c.exit_code == 0 and c.regressions.empty
+    assert "within noise 1" in render_markdown(c)
+    # the same change with intervals that do not overlap is a regression; without intervals the threshold decides
+    tight = _with_cell(b, "ort-cpu", 4, 64, ci95_p50_lo_ms=p50 * 1.07, ci95_p50_hi_ms=p50 * 1.09)
+    assert compare(a, tight, threshold=0.05).exit_code == 1
+    unknown = _with_cell(b, "ort-cpu", 4, 64, ci95_p50_lo_ms=None, ci95_p50_hi_ms=None)
+    assert list(compare(a, unknown, threshold=0.05).regressions.runtime) == ["ort-cpu"]
+    # through the CLI: exit 0, and the count of changes within noise is printed
+    for name, frame in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        shutil.copy(RUN_A / "header.json", tmp_path / name)
+        frame.to_json(tmp_path / name / "results.jsonl", orient="records", lines=True)
+    result = runner.invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--threshold", "5%"])
+    assert result.exit_code == 0, result.output
+    assert "0 regression(s)" in result.stderr and "1 change(s) beyond the threshold but within noise" in result.stderr
+
+
+def _pytest_benchmark_json(path, *, python, sha, node="vm", cpu="AMD EPYC"):
+    path.write_text(json.dumps({
+        "machine_info": {"node": node, "python_version": python, "cpu": {"brand_raw": cpu, "count": 2},
+                         "python_implementation": "CPython"},
+        "commit_info": {"id": sha, "dirty": False}, "benchmarks": [], "datetime": "2026-11-29T08:00:00",
+        "version": "5.1.0"}))
+    return path
+
+
+def test_environment_differences_ignore_absent_fields_and_sha_forms(tmp_path):
+    """A run against a pytest-benchmark JSON of the same commit on the same machine: no difference."""
+    run = tmp_path / "run"
+    shutil.copytree(RUN_A, run)
+    header = json.loads((run / "header.json").read_text())
+    header["env"]["git_sha"] = "0123456789ab"
+    (run / "header.json").write_text(json.dumps(header))
+    sha = "0123456789ab" + "cdef" * 7
+    same = _pytest_benchmark_json(tmp_path / "same.json", python="3.11.7", sha=sha)
+    assert env_differences(load_header(run), load_header(same)) == []
+    # real differences still show, under one name per field
+    other = _pytest_benchmark_json(tmp_path / "other.json", python="3.12.1", sha="fedcba987654" + "0" * 28)
+    diffs = env_differences(load_header(run), load_header(other))
+    assert [d[0] for d in diffs] == ["Python", "git sha"]
+    assert diffs[0] == ("Python", "3.11.7", "3.12.1")
 
 
 def test_compare_markdown_matches_golden():

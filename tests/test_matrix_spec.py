@@ -18,13 +18,35 @@ def test_the_shipped_example_loads_and_expands():
     spec.validate()
     assert spec.models == ["tiny", "gpt2-small"] and spec.attention == ["decomposed", "sdpa"]
     assert spec.timing.min_time_s == 1.0 and spec.shape_axes("gpt2-small") == ([1], [32, 128, 256])
+    assert spec.noise_limit == 0.10
     matrix = spec.build()
     cells = matrix.cells
-    # tiny: 2 variants x 2 runtimes x 2 batches x 3 seq_lens; gpt2-small: 2 x 2 x 1 x 3
-    assert len(cells) == 24 + 12 and cells == spec.expand()
-    skipped = [c for c in cells if matrix.unrunnable_reason(c)]
-    assert {(c.model, c.seq_len) for c in skipped} == {("tiny", 256)}
-    assert "exceeds tiny's max_positions=128" in matrix.unrunnable_reason(skipped[0])
+    # tiny: 2 variants x 2 runtimes x 2 batches x 2 seq_lens; gpt2-small: 2 x 2 x 1 x 3
+    assert len(cells) == 16 + 12 and cells == spec.expand()
+    assert not [c for c in cells if matrix.unrunnable_reason(c)]
+
+
+def test_the_shipped_example_narrowed_to_tiny_is_valid():
+    """README: `onnxbench run --matrix examples/matrix.toml --models tiny` must not fail on tiny's limits."""
+    spec = load_matrix(EXAMPLE)
+    spec.models = ["tiny"]
+    spec.validate()
+    assert {c.seq_len for c in spec.expand()} == {32, 128}
+
+
+def test_a_single_value_for_a_list_key_is_a_one_element_list(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text('models = "tiny"\nruntimes = "ort-cpu"\nbatches = 4\nseq_lens = 16\nopsets = 18\n')
+    spec = load_matrix(path)
+    assert (spec.models, spec.runtimes, spec.batches, spec.seq_lens, spec.opsets) == (
+        ["tiny"], ["ort-cpu"], [4], [16], [18])
+    spec.validate()
+
+
+def test_the_old_cov_warn_key_still_sets_the_noise_limit(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text("cov_warn = 0.2\n")
+    assert load_matrix(path).noise_limit == 0.2
 
 
 def test_keys_left_out_keep_the_defaults(tmp_path):
@@ -70,13 +92,19 @@ def test_round_trip_through_a_run_header():
 def test_cli_runs_a_matrix_file_with_flag_overrides_and_lists_cells_it_cannot_run(tmp_path, cache_dir):
     path = tmp_path / "m.toml"
     path.write_text('models = ["tiny", "small"]\nruntimes = ["ort-cpu"]\nbatches = [1, 2]\nseq_lens = [200]\n'
+                    'attention = ["decomposed", "sdpa"]\n'
                     'exporter = "torchscript"\n[timing]\nmin_time_s = 0.02\nmin_iters = 3\n')
     out = tmp_path / "run"
     proc = run_cli("run", "--matrix", str(path), "--batches", "1", "--out", str(out), "--no-report",
-                   "--cache-dir", str(cache_dir))
+                   "--no-ceilings", "--cache-dir", str(cache_dir))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "cannot run, will be a skipped row: tiny ort-cpu b1 t200" in proc.stdout
-    rows = {r["model"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    # two tiny cells (one per attention variant) cannot run; the line naming them is printed once
+    assert proc.stdout.count("cannot run, will be a skipped row: tiny ort-cpu b1 t200") == 1, proc.stdout
+    by_model = {}
+    for r in map(json.loads, (out / "results.jsonl").read_text().splitlines()):
+        by_model.setdefault(r["model"], []).append(r)
+    assert sorted(r["attention"] for r in by_model["tiny"]) == ["decomposed", "sdpa"]
+    rows = {model: rs[0] for model, rs in by_model.items()}
     assert set(rows) == {"tiny", "small"}  # --batches 1 overrode the file's [1, 2]
     assert rows["tiny"]["status"] == "skipped" and "max_positions=128" in rows["tiny"]["reason"]
     assert rows["small"]["status"] == "ok" and rows["small"]["seq_len"] == 200

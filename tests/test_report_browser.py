@@ -4,6 +4,7 @@ Needs the system's Chromium (Debian: `apt-get install chromium`; .ci/run install
 skipped with that reason, unless ONNXBENCH_REQUIRE_CHROMIUM=1 (set by .ci/run), where they fail instead.
 """
 
+import json
 import os
 import shutil
 
@@ -76,3 +77,40 @@ def test_a_broken_image_is_detected(tmp_path):
     seen = browser.inspect_html(page, CHROMIUM)
     assert seen["images"] == [{"alt": "gone", "complete": True, "width": 0, "height": 0}]
     assert seen["tables"][0]["rows"] == 1
+
+
+def _run_with_long_texts(run):
+    """run_small plus what makes the skipped-cells and environment tables wide on a CPU machine: every GPU
+    runtime skipped at every shape of two models with the real no-driver reasons, a failed cell whose reason holds
+    a long path without spaces, and a header with ceilings, tuning and a busy CPU."""
+    src = DATA / "run_small"
+    run.mkdir(parents=True)
+    header = json.loads((src / "header.json").read_text())
+    rows = [json.loads(line) for line in (src / "results.jsonl").read_text().splitlines()]
+    no_gpu = ("no NVIDIA driver (libcuda.so.1 not found): this machine has no usable CUDA GPU; onnxruntime-gpu "
+              "would silently run on the CPU")
+    for r in rows[:4]:
+        for runtime in ("ort-cuda", "tensorrt", "ort-trt"):
+            for model in ("tiny", "gpt2-small"):
+                rows.append({**r, "model": model, "runtime": runtime, "status": "skipped", "reason": no_gpu,
+                             "latency_ms_p50": None})
+    rows.append({**rows[0], "runtime": "torch-compile", "status": "failed", "latency_ms_p50": None,
+                 "reason": "RuntimeError: /root/.cache/onnxbench/tiny-decomposed-fp32-opset18-dynamo-" + "0" * 64
+                 + "/model.onnx @ torch/_inductor/compile_fx.py:1234"})
+    header.update(cpu_busy_pct_at_start=63.0, tuning=[{"runtime": "ort-cpu", "best": "fused"}],
+                  ceilings={"cpu": {"gemm_gflops": 80.1, "gemm_gflops_by_backend": {"torch": 80.1, "ort": 60.2},
+                                    "gemm_source": "torch", "mem_bw_gbs": 9.1, "gemm_n": 1024,
+                                    "copy_bytes": 128 * 2**20, "threads": 2, "errors": {}}})
+    (run / "header.json").write_text(json.dumps(header))
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def test_skipped_cells_and_environment_fit_a_1400_px_window(tmp_path):
+    """Long reasons, paths and version lists wrap inside their table instead of widening it past the page."""
+    paths = write_report(_run_with_long_texts(tmp_path / "run"))
+    page = browser.inspect_html(paths["html"], CHROMIUM, width=1400)
+    assert page["viewport_width"] == 1400
+    tables = {t["heading"]: t for t in page["tables"]}
+    for heading in ("Skipped and failed cells", "Environment", "Machine ceilings"):
+        assert tables[heading]["width"] <= tables[heading]["room"], (heading, tables[heading])

@@ -2,17 +2,20 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
 
 import pandas as pd
+import pytest
 
 from onnxbench.benchmarks import MatrixSpec, read_rows, run_matrix
 from onnxbench.benchmarks.resume import resume_spec
 from onnxbench.benchmarks.timing import TimingConfig
 from onnxbench.benchmarks.worker import FAULT_ENV
 from onnxbench.reports import load
+from tests.conftest import DATA
 from tests.test_cli import CLI, run_cli
 
 ARGS = ["--models", "tiny", "--runtimes", "ort-cpu", "--batches", "1,2", "--seq-lens", "8,16,32",
@@ -62,6 +65,12 @@ def test_ctrl_c_then_resume_runs_every_cell_exactly_once(tmp_path, cache_dir):
     assert all(r["status"] == "ok" for r in rows)
     header = json.loads((out / "header.json").read_text())
     assert header["interrupted"] is False and header["finished"] and len(header["resumed"]) == 1
+    # the ceilings were probed at the start and again when the resumed run ended; the higher bounds every row
+    ceilings = header["ceilings"]
+    assert len(ceilings["probes"]) == 2
+    assert ceilings["cpu"]["gemm_gflops"] == max(p["cpu"]["gemm_gflops"] for p in ceilings["probes"])
+    for r in rows:
+        assert r["frac_peak_flops"] == pytest.approx(r["achieved_gflops"] / ceilings["cpu"]["gemm_gflops"])
     assert len(pd.read_parquet(out / "results.parquet")) == len(expected)
 
 
@@ -84,3 +93,39 @@ def test_resume_refuses_axis_flags_and_non_run_directories(tmp_path):
     assert proc.returncode == 2 and "drop --matrix and the axis" in proc.stdout
     proc = run_cli("run", "--resume", str(tmp_path))
     assert proc.returncode == 2 and "has no header.json" in proc.stdout
+    missing = tmp_path / "no-such-run"
+    proc = run_cli("run", "--resume", str(missing))
+    assert proc.returncode == 2 and f"{missing} does not exist" in proc.stdout and "header.json" not in proc.stdout
+    assert not missing.exists()
+
+
+def _files(directory):
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_directory_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    shutil.copytree(DATA / "run_small", out)
+    before = _files(out)
+    old_id = json.loads((out / "header.json").read_text())["run_id"]
+    args = ["run", "--models", "tiny", "--runtimes", "ort-cpu", "--batches", "1", "--seq-lens", "8",
+            "--min-time", "0.01", "--min-iters", "3", "--no-ceilings", "--no-report", "--out", str(out),
+            "--cache-dir", str(cache_dir)]
+    refused = run_cli(*args)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    message = refused.stdout.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in refused.stdout + refused.stderr
+    assert f"already holds run {old_id}" in message and "--resume" in message and "--overwrite" in message
+    assert _files(out) == before, "the old run must be untouched"
+    with pytest.raises(FileExistsError, match="already holds run"):
+        run_matrix(MatrixSpec(models=["tiny"], runtimes=["ort-cpu"]), out)
+    assert _files(out) == before
+
+    replaced = run_cli(*args, "--overwrite")
+    assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+    aside = tmp_path / f"run.replaced-{old_id}"
+    assert f"moved the run that was in {out} to {aside}" in replaced.stdout
+    assert _files(aside) == before, "the old run is kept, whole, beside the new one"
+    rows = read_rows(out)
+    new_id = json.loads((out / "header.json").read_text())["run_id"]
+    assert new_id != old_id and [r["run_id"] for r in rows] == [new_id]

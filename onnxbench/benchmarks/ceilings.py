@@ -12,14 +12,18 @@ What is measured (through the timing harness, :func:`onnxbench.benchmarks.timing
   plus the bytes written (``2 * nbytes``), as STREAM's *Copy* kernel does (McCalpin, STREAM benchmark,
   https://www.cs.virginia.edu/stream/ref.html; write-allocate traffic is not counted).
 
-Each ceiling is computed from the **fastest** timed iteration (a ceiling is the best the machine did, not a
-typical iteration); the median is recorded beside it. These are the two roofs of the roofline model (Williams,
-Waterman & Patterson, *Roofline: an insightful visual performance model for multicore architectures*, CACM 52(4),
-2009).
+A ceiling must be an **upper bound** by construction, or a cell's fraction of it can exceed 100 %: each is
+computed from the **fastest** timed iteration of its probe (the best of the repeats, not a typical iteration; the
+median is recorded beside it), and a run probes again at its end (and at the end of every ``--resume``) and keeps,
+per ceiling, the higher of all its probes (:func:`best_of`, :func:`reprobe`): a probe met by contention from other
+processes reads low, never high. docs/measurement.md ("Ceilings") gives the rule. These are the two roofs of the
+roofline model (Williams, Waterman & Patterson, *Roofline: an insightful visual performance model for multicore
+architectures*, CACM 52(4), 2009).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -125,7 +129,9 @@ def measure_ceilings(*, gemm_n: int = 1024, copy_bytes: int = 128 * 2**20, cuda:
         ceiling, GFLOP/s), ``gemm_gflops_by_backend`` (``{"torch": ..., "ort": ...}``), ``gemm_source`` (the
         backend that set it), ``mem_bw_gbs`` (GB/s, 1 GB = 1e9 bytes) and the probe sizes; a CUDA entry also has
         ``gemm_gflops_tf32``, ``gemm_gflops_fp16`` and ``gemm_gflops_bf16`` (device time from CUDA events). A
-        probe that fails is recorded under its device's ``errors`` and the others still run.
+        probe that fails is recorded under its device's ``errors`` and the others still run. ``probe`` holds the
+        arguments (so that :func:`reprobe` repeats the same probe); ``probes`` lists each probe's headline
+        figures (one entry here; :func:`best_of` concatenates).
     """
     import torch
 
@@ -153,6 +159,9 @@ def measure_ceilings(*, gemm_n: int = 1024, copy_bytes: int = 128 * 2**20, cuda:
     if cuda:
         out.update(_cuda_ceilings(4 * gemm_n, 4 * copy_bytes, timing))
     out["measure_s"] = time.perf_counter() - start
+    out["probe"] = {"gemm_n": gemm_n, "copy_bytes": copy_bytes, "cuda": bool(cuda),
+                    "timing": dataclasses.asdict(timing)}
+    out["probes"] = [{device: {k: entry[k] for k in RATES if k in entry} for device, entry in _devices(out).items()}]
     return out
 
 
@@ -191,6 +200,62 @@ def _cuda_ceilings(gemm_n: int, copy_bytes: int, timing: TimingConfig) -> dict[s
                 gpu[key] = value
         out[device] = gpu
     return out
+
+
+#: The ceilings of a device entry (GFLOP/s or GB/s): merged by keeping the highest.
+RATES = ("gemm_gflops", "gemm_gflops_tf32", "gemm_gflops_fp16", "gemm_gflops_bf16", "mem_bw_gbs")
+
+
+def _devices(ceilings: dict) -> dict[str, dict]:
+    return {k: v for k, v in ceilings.items() if isinstance(v, dict) and k not in ("probe",)}
+
+
+def _max_merge(a, b):
+    """Deep merge of two probe results: the larger of two numbers, dicts merged key by key, otherwise ``a``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _max_merge(a[k], b[k]) if k in a and k in b else a.get(k, b.get(k)) for k in {**a, **b}}
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return max(a, b)
+    return a
+
+
+def best_of(*measured: dict | None) -> dict | None:
+    """Ceilings that bound every probe given: per device, each rate (GEMM GFLOP/s per backend and precision,
+    copy GB/s, and their medians) is the highest any probe reached, ``gemm_source`` the backend of the highest
+    GEMM; ``probes`` lists every probe's figures in order, ``measure_s`` is their total. ``None`` entries are
+    ignored (``None`` if all are).
+
+    The probes must come from :func:`measure_ceilings` (dicts shaped like its result; a hand-written dict with
+    only ``{"cpu": {"gemm_gflops": ..., "mem_bw_gbs": ...}}`` works too).
+    """
+    given = [m for m in measured if m]
+    if not given:
+        return None
+    out: dict[str, Any] = {}
+    for m in given:
+        for device, entry in _devices(m).items():
+            out[device] = _max_merge(out[device], entry) if device in out else dict(entry)
+    for entry in out.values():
+        backends = entry.get("gemm_gflops_by_backend")
+        if backends:
+            entry["gemm_source"], entry["gemm_gflops"] = max(backends.items(), key=lambda kv: kv[1])
+    out["probes"] = [p for m in given for p in m.get("probes", [])]
+    out["measure_s"] = sum(m.get("measure_s", 0.0) for m in given)
+    if "probe" in given[0]:
+        out["probe"] = given[0]["probe"]
+    return out
+
+
+def reprobe(ceilings: dict | None) -> dict | None:
+    """``ceilings`` merged (:func:`best_of`) with a new probe of the same kind (the ``probe`` arguments
+    :func:`measure_ceilings` recorded), so that a run's ceilings bound what the machine did at its start and at
+    its end. Ceilings without recorded probe arguments (given by hand, e.g. a vendor's peak) are returned as they
+    are; so is ``None``."""
+    if not ceilings or "probe" not in ceilings:
+        return ceilings
+    args = dict(ceilings["probe"])
+    args["timing"] = TimingConfig(**args["timing"])
+    return best_of(ceilings, measure_ceilings(**args))
 
 
 def peak_for(ceilings: dict | None, device: str, precision: str,

@@ -17,6 +17,7 @@ from ..errors import MatrixError
 from ..export import DEFAULT_OPSET, PRECISIONS
 from ..export.opsets import describe, supported_opsets, unsupported_reason
 from ..export.variants import VARIANTS
+from ..noise import NOISE_LIMIT
 from .cells import Cell
 from .sources import ModelSource, build_sources
 from .timing import TimingConfig
@@ -56,7 +57,9 @@ class MatrixSpec:
         parts: ``model`` and/or ``attention`` (block 0's attention exported alone).
         cell_timeout_s: a worker that produces no row for this many seconds (per cell; session creation
             counts as one cell) is killed and its remaining cells become ``failed`` rows.
-        cov_warn: a cell whose coefficient of variation exceeds this gets a warning in its ``reason``.
+        noise_limit: a cell whose median is noisier than this (:func:`onnxbench.noise.is_noisy`: 95 % CI of the
+            median wider than this fraction of p50) gets a warning in its ``reason``; the report and the CLI use
+            the same limit. ``cov_warn``, its name before, is read as this key.
 
     A variant that dictates its opset (``onnx-attention``: 23; ``ort-fused``: at most 22) gets that opset in
     its cells, and cells that become identical are kept once. An opset the exporter cannot produce for a
@@ -88,7 +91,7 @@ class MatrixSpec:
     input_shapes: dict[str, list[int | str]] = field(default_factory=dict)
     parts: list[str] = field(default_factory=lambda: ["model"])
     cell_timeout_s: float = 600.0
-    cov_warn: float = 0.10
+    noise_limit: float = NOISE_LIMIT
 
     def validate(self) -> None:
         """Check every axis value and every model (see :meth:`build`).
@@ -177,11 +180,15 @@ class MatrixSpec:
             MatrixError: (a ValueError) for an unknown key (naming the known ones) or a bad ``timing`` entry.
         """
         spec = dataclasses.replace(base) if base is not None else cls()
+        data = {LEGACY_KEYS.get(k, k): v for k, v in data.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise MatrixError(f"unknown matrix keys {unknown}; known: {', '.join(sorted(known))}")
+        lists = {f.name for f in dataclasses.fields(cls) if isinstance(getattr(cls(), f.name), list)}
         for key, value in data.items():
+            if key in lists and not isinstance(value, list):
+                value = [value]  # `models = "tiny"` means ["tiny"], not the characters of the string
             if key == "timing":
                 timing_keys = {f.name for f in dataclasses.fields(TimingConfig)}
                 bad = sorted(set(value) - timing_keys)
@@ -217,6 +224,10 @@ class Matrix:
     def unrunnable_reason(self, cell: Cell) -> str | None:
         """Why ``cell`` cannot run (it becomes a ``skipped`` row), or ``None`` if it can."""
         return self.source(cell).unrunnable_reason(cell)
+
+
+#: Keys renamed since runs were first recorded -> their current name (old headers and matrix files still load).
+LEGACY_KEYS = {"cov_warn": "noise_limit"}
 
 
 def load_matrix(path: str | Path, base: MatrixSpec | None = None) -> MatrixSpec:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from .. import env, runtimes
 from ..export import ExportArtifact
-from ..rundir import ResultWriter, RunDir, check_writable
+from ..rundir import ResultWriter, RunDir, check_writable, refuse_existing_run
 from . import resume as resuming
 from . import tune as tuning
-from .ceilings import measure_ceilings
+from .ceilings import measure_ceilings, reprobe
 from .cells import Cell
 from .executors import Executor, InProcessExecutor, ProcessPerGroupExecutor
 from .matrix import Matrix, MatrixSpec
@@ -29,7 +29,7 @@ from .rows import CellKey, Measurement, ModelInfo, RunStamp, WorkColumns, assemb
 from .sources import ModelSource
 from .timing import harness_overhead_ms
 from .worker import axis_ranges
-from .workmodel import achieved
+from .workmodel import above_peak_reason, achieved, row_fractions
 
 
 def new_run_id() -> str:
@@ -95,25 +95,36 @@ def run_matrix(
             runtimes named in it.
         executor: measures the groups (overrides ``isolate``).
 
+    Ceilings the run measured are probed again when it ends (also after a resume) and the higher kept
+    (:func:`onnxbench.benchmarks.ceilings.reprobe`); every row's ``frac_peak_*`` is then recomputed against them,
+    and a row still above a ceiling carries a warning in its ``reason``
+    (:func:`onnxbench.benchmarks.workmodel.above_peak_reason`).
+
     Raises:
         ValueError: for an invalid matrix (before anything runs).
         PermissionError: if ``run_dir`` is not writable.
         FileNotFoundError: if ``resume`` and ``run_dir`` has no ``header.json``.
+        FileExistsError: if not ``resume`` and ``run_dir`` already holds a run
+            (:func:`onnxbench.rundir.set_aside` moves it).
     """
     matrix = spec if isinstance(spec, Matrix) else spec.build()
     spec = matrix.spec
     run_dir = Path(run_dir)
+    if not resume:
+        refuse_existing_run(run_dir)
     check_writable(run_dir)
     directory = RunDir(run_dir)
     if resume:
         header, done = resuming.reopen(run_dir, retry_failed)
+        header.setdefault("n_cells", len(matrix.cells))  # runs recorded before the count was
     else:
         header = {"run_id": new_run_id(), "started": now(), "env": env.collect(), "matrix": spec.to_dict(),
                   "harness_overhead_ms": harness_overhead_ms(),
                   # Other processes on the CPUs distort every timing (torch's OpenMP threads worst of all);
                   # recorded so that the report and the CLI can say so.
                   "cpu_busy_pct_at_start": env.cpu_busy_pct(0.5),
-                  "ceilings": (ceilings if isinstance(ceilings, dict) else measure_ceilings()) if ceilings else None}
+                  "ceilings": (ceilings if isinstance(ceilings, dict) else measure_ceilings()) if ceilings else None,
+                  "n_cells": len(matrix.cells)}  # so that a report can tell how many cells never ran
         done = set()
     header["interrupted"] = True  # until the run ends normally: a killed parent leaves it marked
     header.pop("finished", None)
@@ -126,6 +137,8 @@ def run_matrix(
             run.execute(executor, run.groups([c for c in matrix.cells if c.cell_id not in done]))
             if tune:
                 run.execute(executor, run.tuned_groups(tune))
+            writer.close()
+            _reprobe_ceilings(directory, header, run.summary)
         except KeyboardInterrupt:
             interrupted = True
             raise
@@ -161,6 +174,7 @@ class _Run:
             key = dataclasses.replace(key, opset=artifact.opset)
         row = assemble(dataclasses.replace(self.stamp, timestamp=now()), key, model,
                        *measurement.parts(), self._work(cell, source, measurement))
+        row["reason"] = above_peak_reason(row)
         self.writer.write(row)
         self.summary.rows.append(row)
         if self.on_cell:
@@ -249,6 +263,25 @@ class _Run:
         elif isinstance(message, CellFinished):
             self.summary.timing_s += message.timing_s
             self.summary.reference_s += message.reference_s
+
+
+def _reprobe_ceilings(directory: RunDir, header: dict, summary: RunSummary) -> None:
+    """Probe the ceilings again (keeping the higher) and recompute every row's fractions of them; rows of
+    earlier parts of a resumed run included, so that all rows are read against the same ceilings."""
+    before = header.get("ceilings")
+    after = reprobe(before)
+    if after is before:
+        return
+    header["ceilings"] = after
+    rows = directory.read_rows()
+    for row in rows:
+        if row.get("status") == "ok" and (row.get("achieved_gflops") or row.get("achieved_gbs")):
+            row.update(row_fractions(row, after))
+            row["reason"] = above_peak_reason(row)
+    directory.rewrite_rows(rows)
+    by_id = {r.get("cell_id"): r for r in rows}
+    for row in summary.rows:
+        row.update(by_id.get(row.get("cell_id"), {}))
 
 
 def _group(items: Iterable, key) -> list[list]:

@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import runtimes
 from ..export import ExportArtifact
+from ..noise import noise_reason
 from ..runtimes import RuntimeOptions, RuntimeUnavailable, Session
 from ..runtimes import trt_profiles as _trt_profiles
 from .agreement import compare_outputs, worst
@@ -175,7 +176,7 @@ def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: Matrix
             transformer: ``input_ids`` int64 (B, T) in [0, vocab_size)).
         session: an open session of the cell's artifact on the cell's runtime.
         source: the cell's model.
-        spec: the matrix (timing settings, ``cov_warn``).
+        spec: the matrix (timing settings, ``noise_limit``).
         references: reference outputs, cached per shape.
         mem_baseline: device memory in use (bytes) before the session was opened (:func:`device_mem_mb`).
 
@@ -204,9 +205,9 @@ def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: Matrix
         agreements += compare_outputs(fast, reference, tol)
     agreement = worst(agreements)
     warnings = list(session.notes)  # e.g. compute nodes that left the requested EP
-    if timing.cov > spec.cov_warn:
-        warnings.append(f"warning: noisy timing, cov {timing.cov:.2f} > cov_warn {spec.cov_warn:g} "
-                        "(a contended machine? rerun on a quiet one)")
+    noisy = noise_reason(timing.as_row(), spec.noise_limit)
+    if noisy:
+        warnings.append(noisy)
     return Measurement(Outcome("ok", "; ".join(warnings)), timing=timing,
                        throughput=Throughput.of(cell.batch, cell.seq_len, timing.latency_ms_p50),
                        agreement=AgreementColumns.of(agreement), stages=stages,

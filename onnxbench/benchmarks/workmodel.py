@@ -21,6 +21,7 @@ bound. A real run moves at least this many bytes, so ``achieved_gbs`` is a lower
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -88,9 +89,47 @@ def achieved(w: Work, latency_ms: float, ceilings: dict | None, device: str, pre
     seconds = latency_ms / 1e3
     row["achieved_gflops"] = w.flops / seconds / 1e9
     row["achieved_gbs"] = w.bytes_moved / seconds / 1e9
-    peak_gflops, peak_gbs = peak_for(ceilings, device, precision, tf32)
-    if peak_gflops:
-        row["frac_peak_flops"] = row["achieved_gflops"] / peak_gflops
-    if peak_gbs:
-        row["frac_peak_bw"] = row["achieved_gbs"] / peak_gbs
+    row.update(fractions(row["achieved_gflops"], row["achieved_gbs"], ceilings, device, precision, tf32))
     return row
+
+
+def fractions(achieved_gflops: float | None, achieved_gbs: float | None, ceilings: dict | None, device: str,
+              precision: str, tf32: bool = False) -> dict[str, float | None]:
+    """``frac_peak_flops`` = achieved GFLOP/s / GEMM peak and ``frac_peak_bw`` = achieved GB/s / bandwidth
+    against ``ceilings`` (:func:`onnxbench.benchmarks.ceilings.peak_for` picks the peak for ``device``,
+    ``precision`` and ``tf32``); None where a figure is missing. A value above 1 means the ceiling was not an
+    upper bound (see :func:`above_peak_reason`)."""
+    peak_gflops, peak_gbs = peak_for(ceilings, device, precision, tf32)
+    return {"frac_peak_flops": achieved_gflops / peak_gflops if peak_gflops and achieved_gflops else None,
+            "frac_peak_bw": achieved_gbs / peak_gbs if peak_gbs and achieved_gbs else None}
+
+
+def row_fractions(row: dict, ceilings: dict | None) -> dict[str, float | None]:
+    """:func:`fractions` of a result row's achieved rates against ``ceilings`` (device, precision and the TF32 in
+    force read from the row's ``device``, ``precision`` and ``options`` columns)."""
+    try:
+        tf32 = bool(json.loads(row.get("options") or "{}").get("tf32", False))
+    except (ValueError, AttributeError):
+        tf32 = False
+    return fractions(row.get("achieved_gflops"), row.get("achieved_gbs"), ceilings, row.get("device") or "cpu",
+                     row.get("precision") or "fp32", tf32)
+
+
+#: Start of the warning a row carries in its ``reason`` when it exceeds a measured ceiling.
+ABOVE_PEAK = "warning: above the measured peak"
+
+
+def above_peak_reason(row: dict) -> str:
+    """The row's ``reason`` with the above-peak warning set or cleared: a fraction of a ceiling above 1 is a
+    measurement problem, never a result (docs/measurement.md, "Ceilings"). For the GEMM peak it means the probe
+    read low (contention from other processes); for the copy bandwidth it usually means the cell's bytes stayed
+    in the caches, which a DRAM copy does not bound. Other warnings in the reason are kept ("; "-separated)."""
+    parts = [p for p in (row.get("reason") or "").split("; ") if p and not p.startswith(ABOVE_PEAK)]
+    causes = {"frac_peak_flops": "GEMM peak probed under contention?",
+              "frac_peak_bw": "bytes cache-resident, beyond what the DRAM copy bandwidth bounds?"}
+    over = [f"{col} {row[col]:.2f}: {cause}" for col, cause in causes.items()
+            if row.get(col) is not None and row[col] > 1]
+    if over:
+        parts.append(f"{ABOVE_PEAK} ({' and '.join(over)}), a measurement problem, not a result")
+    return "; ".join(parts)
+

@@ -34,10 +34,13 @@ window.addEventListener('load', () => {
       heading: heading(t.closest('.scroll') || t),
       columns: [...t.querySelectorAll('thead th')].map(th => th.textContent),
       rows: t.tBodies.length ? t.tBodies[0].rows.length : 0,
-      fail_rows: t.querySelectorAll('tr.fail').length})),
+      fail_rows: t.querySelectorAll('tr.fail').length,
+      width: Math.ceil(t.getBoundingClientRect().width),
+      room: (t.closest('.scroll') || t.parentElement).clientWidth})),
     images: [...document.images].map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth,
                                              height: i.naturalHeight})),
     scroll_height: document.documentElement.scrollHeight,
+    viewport_width: window.innerWidth,
   };
   const pre = document.createElement('pre');
   pre.id = 'onnxbench-probe';
@@ -76,15 +79,18 @@ def _run(binary: str, args: list[str], timeout: float) -> subprocess.CompletedPr
     return proc
 
 
-def inspect_html(path: str | Path, chromium: str | None = None, timeout: float = 60) -> dict:
+def inspect_html(path: str | Path, chromium: str | None = None, timeout: float = 60,
+                 width: int | None = None) -> dict:
     """Load ``path`` in headless Chromium and report what it rendered.
 
     The page is loaded from a temporary copy with a probe script appended (the report itself has no scripts).
+    ``width`` sets the window width in px (default: Chromium's headless default).
 
     Returns:
-        {"title", "headings": [h2 text], "tables": [{"heading", "columns", "rows", "fail_rows"}],
-         "images": [{"alt", "complete", "width", "height"}] (natural size in px; 0 for a broken image),
-         "scroll_height": px}.
+        {"title", "headings": [h2 text], "tables": [{"heading", "columns", "rows", "fail_rows", "width",
+         "room"}] (``width``: the table's rendered width in px; ``room``: the width its container offers, so a
+         table wider than its room overflows it), "images": [{"alt", "complete", "width", "height"}] (natural
+         size in px; 0 for a broken image), "scroll_height": px, "viewport_width": px}.
 
     Raises:
         FileNotFoundError: no Chromium binary (see :func:`find_chromium`).
@@ -97,7 +103,8 @@ def inspect_html(path: str | Path, chromium: str | None = None, timeout: float =
     with tempfile.TemporaryDirectory(prefix="onnxbench-probe-") as tmp:
         copy = Path(tmp) / Path(path).name
         copy.write_text(probed, encoding="utf-8")
-        proc = _run(binary, ["--virtual-time-budget=10000", "--dump-dom", copy.as_uri()], timeout)
+        size = [f"--window-size={width},900"] if width else []
+        proc = _run(binary, ["--virtual-time-budget=10000", *size, "--dump-dom", copy.as_uri()], timeout)
     found = re.search(r'<pre id="onnxbench-probe">(.*?)</pre>', proc.stdout, re.S)
     if not found:
         raise RuntimeError(f"the page did not finish loading in Chromium (no probe output); stderr: "

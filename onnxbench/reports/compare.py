@@ -1,10 +1,18 @@
 """Run-to-run comparison: join two runs on their cell keys, flag p50 regressions beyond a threshold.
 
 A cell is compared when both runs measured it (``status == "ok"``). With relative change
-``(p50_B − p50_A) / p50_A``: above ``+threshold`` is a *regression*, below ``−threshold`` an *improvement*,
-anything else *unchanged*. A cell that was ok in A and failed in B, or whose outputs agreed in A and not in B, is
-a regression too (it gates CI like a slowdown). Cells skipped or missing in one run are listed, not judged:
-they usually mean a different machine, which the environment check reports.
+``(p50_B − p50_A) / p50_A``, a change beyond ``±threshold`` is judged only if it is also statistically
+distinguishable: the two medians' 95 % confidence intervals (the harness's distribution-free intervals,
+``ci95_p50_lo_ms``/``ci95_p50_hi_ms``) do not overlap. Then above ``+threshold`` is a *regression*, below
+``−threshold`` an *improvement*; a change beyond the threshold whose intervals overlap is *within noise* and does
+not fail the gate; anything smaller is *unchanged*. Where either run recorded no interval the threshold alone
+decides (and the table says the intervals are unknown). Non-overlap of two 95 % intervals is a conservative test
+of a difference (Schenker & Gentleman, *On judging the significance of differences by examining the overlap
+between confidence intervals*, The American Statistician 55(3), 2001): it calls fewer regressions than a test on
+the raw samples would, which runs do not keep. A cell that was ok in A and failed in B, or whose outputs agreed
+in A and not in B, is a regression whatever the timings (it gates CI like a slowdown). Cells skipped or missing
+in one run are listed, not judged: they usually mean a different machine, which the environment check reports.
+The rule is documented for users in README.md ("Comparing two runs") and docs/measurement.md.
 """
 
 from __future__ import annotations
@@ -27,23 +35,29 @@ ENV_FIELDS = (("CPU", ("cpu",)), ("logical CPUs", ("cpu_count_logical",)), ("CPU
               ("memory (GB)", ("memory_gb",)), ("torch threads", ("torch_threads",)), ("host", ("host",)),
               ("platform", ("platform",)), ("Python", ("python",)), ("git sha", ("git_sha",)))
 
-REGRESSION, IMPROVEMENT, UNCHANGED = "regression", "improvement", "unchanged"
+REGRESSION, IMPROVEMENT, UNCHANGED, NOISE = "regression", "improvement", "unchanged", "within noise"
 
 
 def parse_threshold(text: str) -> float:
-    """``"5%"`` or ``"0.05"`` -> 0.05.
+    """``"5%"`` or ``"0.05"`` -> 0.05: the size of a p50 change, in either direction, that counts.
 
     Raises:
-        ValueError: for anything else, or a bare number >= 1 (ambiguous: write "5%" or "0.05").
+        ValueError: for anything else: a negative or zero threshold (naming the positive form), a bare number
+            >= 1 (ambiguous: write "5%" or "0.05"), text that is not a number.
     """
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%?)\s*", text)
+    m = re.fullmatch(r"\s*([-+]?)\s*([0-9]*\.?[0-9]+)\s*(%?)\s*", text)
     if not m:
         raise ValueError(f"threshold {text!r} is not a number; write e.g. 5% or 0.05")
-    value = float(m.group(1))
-    if m.group(2):
+    sign, number, percent = m.groups()
+    value = float(number)
+    if sign == "-" or value == 0:
+        example = f"{number}{percent}" if value else "5%"
+        raise ValueError(f"threshold {text!r} must be positive: it is the size of a p50 change in either direction "
+                         f"(growth beyond it is a regression, a drop beyond it an improvement); write e.g. {example}")
+    if percent:
         return value / 100
     if value >= 1:
-        raise ValueError(f"threshold {text!r} is ambiguous; write {text}% or a fraction such as 0.05")
+        raise ValueError(f"threshold {text!r} is ambiguous; write {number}% or a fraction such as 0.05")
     return value
 
 
@@ -54,8 +68,10 @@ class Comparison:
     Attributes:
         cells: one row per cell key in either run: the key columns, status_a/b, p50_a/b (ms), p50_change
             (fraction), tok_s_a/b (tokens/s), tok_s_change (fraction), ci_overlap ("yes" when the two 95 % CIs
-            of p50 overlap, i.e. the change is within noise; NA without CIs), verdict.
-        env_diffs: (field, value in A, value in B) for each environment field that differs.
+            of p50 overlap, i.e. the change is within noise; NA without CIs), verdict (regression,
+            improvement, within noise, unchanged, not compared; see the module docstring).
+        env_diffs: (field, value in A, value in B) for each environment field that differs (a field recorded
+            by one run only is not a difference).
         threshold: fraction, e.g. 0.05.
     """
 
@@ -87,21 +103,37 @@ def _env_value(header: dict, path: tuple[str, ...]):
     return value
 
 
+def _same(label: str, a, b) -> bool:
+    """Whether two recorded values of a field agree: a value absent on either side is not a difference, and git
+    shas agree when one is a prefix of the other (short and full forms of one commit)."""
+    if a is None or b is None:
+        return True
+    if label == "git sha":
+        a, b = str(a).lower(), str(b).lower()
+        return a.startswith(b) or b.startswith(a)
+    return a == b
+
+
 def env_differences(header_a: dict, header_b: dict) -> list[tuple[str, str, str]]:
-    """Environment fields (CPU, cores, memory, threads, host, GPUs, library versions, git sha) that differ."""
+    """Environment fields (CPU, cores, memory, threads, host, GPUs, library versions, git sha) that differ.
+
+    A field recorded by one run only (e.g. a pytest-benchmark JSON has no thread count) is not a difference, and
+    git shas are compared by prefix."""
     diffs = []
     for label, path in ENV_FIELDS:
         a, b = _env_value(header_a, path), _env_value(header_b, path)
-        if a != b:
-            diffs.append((label, "unknown" if a is None else str(a), "unknown" if b is None else str(b)))
-    gpus = [", ".join(" ".join(str(v) for v in g.values()) for g in h.get("env", {}).get("gpus", [])) or "none"
-            for h in (header_a, header_b)]
-    if gpus[0] != gpus[1]:
-        diffs.append(("GPUs", gpus[0], gpus[1]))
-    va, vb = header_a.get("env", {}).get("versions", {}), header_b.get("env", {}).get("versions", {})
-    for lib in sorted(set(va) | set(vb)):
-        if va.get(lib) != vb.get(lib):
-            diffs.append((f"{lib} version", str(va.get(lib, "absent")), str(vb.get(lib, "absent"))))
+        if not _same(label, a, b):
+            diffs.append((label, str(a), str(b)))
+    env_a, env_b = header_a.get("env", {}), header_b.get("env", {})
+    if "gpus" in env_a and "gpus" in env_b:
+        gpus = [", ".join(" ".join(str(v) for v in g.values()) for g in env["gpus"]) or "none"
+                for env in (env_a, env_b)]
+        if gpus[0] != gpus[1]:
+            diffs.append(("GPUs", gpus[0], gpus[1]))
+    va, vb = env_a.get("versions") or {}, env_b.get("versions") or {}
+    for lib in sorted(set(va) & set(vb)):
+        if not _same(lib, va[lib], vb[lib]):
+            diffs.append((f"{lib} version", str(va[lib]), str(vb[lib])))
     return diffs
 
 
@@ -158,12 +190,12 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, header_a: dict | None = None
             verdicts.append("not compared")
         elif agree_a[i] and not agree_b[i]:
             verdicts.append(f"{REGRESSION}: agreement lost")
-        elif row["p50_change"] > threshold:
-            verdicts.append(REGRESSION)
-        elif row["p50_change"] < -threshold:
-            verdicts.append(IMPROVEMENT)
-        else:
+        elif abs(row["p50_change"]) <= threshold:
             verdicts.append(UNCHANGED)
+        elif row["ci_overlap"] is not pd.NA and row["ci_overlap"] == "yes":
+            verdicts.append(NOISE)
+        else:
+            verdicts.append(REGRESSION if row["p50_change"] > 0 else IMPROVEMENT)
     out["verdict"] = verdicts
     for col in ("opset", "batch", "seq_len"):
         out[col] = pd.to_numeric(out[col], errors="coerce").astype("Int64")
@@ -194,6 +226,7 @@ def _tables(c: Comparison) -> list[tuple[str, str, Table]]:
     other = cells[cells["verdict"] == "not compared"]
     reg = compared[compared["verdict"].str.startswith(REGRESSION)]
     imp = compared[compared["verdict"] == IMPROVEMENT]
+    noise = compared[compared["verdict"] == NOISE]
 
     def table(frame: pd.DataFrame, columns: list[str], empty: str) -> Table:
         frame = frame[keep + columns].reset_index(drop=True)
@@ -206,6 +239,7 @@ def _tables(c: Comparison) -> list[tuple[str, str, Table]]:
                                                         "library versions and git sha")),
         ("regressions", "Regressions", table(reg, judged, "none")),
         ("improvements", "Improvements", table(imp, judged, "none")),
+        ("noise", "Changes beyond the threshold but within noise", table(noise, judged, "none")),
         ("all", "All compared cells", table(compared, judged, "no cell was measured in both runs")),
         ("not-compared", "Cells not measured in both runs", table(other, ["status_a", "status_b"], "none")),
     ]
@@ -213,11 +247,14 @@ def _tables(c: Comparison) -> list[tuple[str, str, Table]]:
 
 def _headline(c: Comparison) -> list[str]:
     n = c.counts
-    verdict = ", ".join(f"{k} {n.get(k, 0)}" for k in (REGRESSION, IMPROVEMENT, UNCHANGED, "not compared"))
+    verdict = ", ".join(f"{k} {n.get(k, 0)}" for k in (REGRESSION, IMPROVEMENT, NOISE, UNCHANGED,
+                                                          "not compared"))
     lines = [f"A = run {c.run_a} (before), B = run {c.run_b} (after). A cell regresses when its p50 grows by "
-             f"more than {c.threshold:.1%} (or it now fails, or its outputs no longer agree); it improves when "
-             f"p50 shrinks by more than {c.threshold:.1%}. Changes are relative: B / A − 1. Where the 95 % CIs "
-             "of the two medians overlap, the change is within the timing noise of the runs.",
+             f"more than {c.threshold:.1%} and the 95 % CIs of the two medians do not overlap (or it now fails, "
+             f"or its outputs no longer agree); it improves when p50 shrinks by more than {c.threshold:.1%} "
+             "and the CIs do not overlap. A change beyond the threshold whose CIs overlap is within the timing "
+             "noise of the runs and does not fail the gate; where a run recorded no CI the threshold alone "
+             "decides. Changes are relative: B / A − 1.",
              f"Result: {verdict}; exit status {c.exit_code}."]
     if c.env_diffs:
         lines.append(f"Warning: the environments differ in {len(c.env_diffs)} field(s) "

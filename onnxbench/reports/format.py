@@ -61,6 +61,18 @@ def percent(value: float) -> str:
     return f"{float(value):.1%}"
 
 
+#: Shown instead of a fraction of a measured ceiling above 1: the ceiling was not an upper bound.
+ABOVE_PEAK = "> peak (measurement problem)"
+#: Appended to a summary figure whose timing is noisy (onnxbench.noise.is_noisy).
+NOISE_MARK = " †"
+
+
+def fraction_of_peak(value: float) -> str:
+    """A fraction of a measured ceiling as a percentage; above 1 it is a measurement problem, not a figure."""
+    v = float(value)
+    return ABOVE_PEAK if v > 1 else f"{v:.1%}"
+
+
 def change(value: float) -> str:
     """A relative change, signed: +12.3%, -4.0%."""
     return f"{float(value):+.1%}"
@@ -149,8 +161,8 @@ SPECS: dict[str, Spec] = {
     "bytes_moved": _n("MB moved", lambda v: sig3(float(v) / 1e6)),
     "achieved_gflops": _n("GFLOP/s", sig3),
     "achieved_gbs": _n("GB/s", sig3),
-    "frac_peak_flops": _n("% of peak FLOP/s", percent),
-    "frac_peak_bw": _n("% of peak bandwidth", percent),
+    "frac_peak_flops": _n("% of peak FLOP/s", fraction_of_peak),
+    "frac_peak_bw": _n("% of peak bandwidth", fraction_of_peak),
     "peak_rss_mb": _n("peak RSS (MiB)", mib),
     "device_mem_mb": _n("device memory (MiB)", mib),
     "export_s": _n("export (s)", seconds),

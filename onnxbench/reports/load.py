@@ -119,7 +119,9 @@ def load_pytest_benchmark(path: str | Path) -> pd.DataFrame:
 
 
 def pytest_benchmark_header(path: str | Path) -> dict:
-    """A run header (as in ``header.json``) from a pytest-benchmark JSON file's machine and commit info."""
+    """A run header (as in ``header.json``) from a pytest-benchmark JSON file's machine and commit info, under the
+    same field names as :func:`onnxbench.env.collect` (``env.python``, not a "python" library version), so that
+    :func:`onnxbench.reports.compare.env_differences` compares like with like."""
     data = _read_json(Path(path))
     machine, commit = data.get("machine_info", {}), data.get("commit_info", {})
     overheads = [b.get("extra_info", {}).get("harness_overhead_ms") for b in data.get("benchmarks", [])]
@@ -127,9 +129,10 @@ def pytest_benchmark_header(path: str | Path) -> dict:
     return {
         "run_id": f"pytest-benchmark-{data.get('datetime', '')}", "started": data.get("datetime"),
         "source": "pytest-benchmark " + str(data.get("version", "")),
-        "env": {"host": machine.get("node"), "cpu": (machine.get("cpu") or {}).get("brand_raw"),
+        "env": {"host": machine.get("node"), "python": machine.get("python_version"),
+                "cpu": (machine.get("cpu") or {}).get("brand_raw"),
                 "cpu_count_logical": (machine.get("cpu") or {}).get("count"),
-                "versions": {"python": machine.get("python_version"), "pytest-benchmark": data.get("version")},
+                "versions": {"pytest-benchmark": data.get("version")},
                 "git_sha": commit.get("id")},
         "harness_overhead_ms": overheads[0] if overheads else float("nan"),
     }

@@ -98,7 +98,9 @@ table.tbl tbody tr:nth-child(even){background:#fafbfc}
 table.tbl tr.fail,table.tbl tbody tr.fail:nth-child(even){background:var(--fail)}
 table.tbl tr.fail td:first-child{box-shadow:inset 3px 0 0 var(--failfg)}
 td.mark{color:var(--failfg);font-weight:700}
-td.wrap{white-space:normal;min-width:18em}
+p.warn{background:var(--fail);color:var(--failfg);font-weight:600;padding:.4em .7em;margin:.4em 0;
+border-left:3px solid var(--failfg)}
+table.tbl td.wrap{white-space:normal;min-width:18em;overflow-wrap:anywhere}
 figure{margin:.5em 0 1.2em}figure img{max-width:100%;border:1px solid var(--line)}
 figcaption{color:var(--muted);font-size:.9em}
 """
@@ -120,7 +122,7 @@ def html_table(table: Table) -> str:
             cls = ["num"] if n else []
             if fail[i] and label in MARK_LABELS:
                 cls.append("mark")
-            if len(value) > 60:
+            if len(value) > 60:  # long reasons, paths and lists wrap instead of widening the table past the page
                 cls.append("wrap")
             attr = f" class='{' '.join(cls)}'" if cls else ""
             out.append(f"<td{attr}>{html.escape(value)}</td>")

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import noise
 from . import plots, tables
-from .format import Spec, ms, speedup
+from .format import ABOVE_PEAK, MISSING, NOISE_MARK, Spec, ms, rate, sig3, spec_for, speedup
 from .load import load, load_header
 from .markup import Table, html_figure, html_page, html_table, md_table
 from .tables import summary_table
 
-__all__ = ["PLOTS", "Plot", "Section", "Table", "build_sections", "env_rows", "make_plots", "render_html",
-           "render_markdown", "summary_table", "write_report"]
+__all__ = ["PLOTS", "Plot", "Section", "Table", "build_sections", "ceiling_rows", "env_rows", "make_plots",
+           "render_html", "render_markdown", "summary_table", "warnings", "write_report"]
 
 
 @dataclass
@@ -91,6 +92,74 @@ def _agree_fail(frame: pd.DataFrame) -> list[bool]:
     return [v is False or v == False for v in frame["agree"].astype("object").fillna(True)]  # noqa: E712
 
 
+def _marked(values: pd.Series, flags, fmt) -> list:
+    """``values`` formatted with ``fmt``, :data:`~.format.NOISE_MARK` appended where ``flags`` is true."""
+    return [v if v is None or v is pd.NA or (isinstance(v, float) and pd.isna(v))
+            else fmt(v) + (NOISE_MARK if f is True else "") for v, f in zip(values, flags, strict=True)]
+
+
+def _summary(df: pd.DataFrame, header: dict, ref: str) -> Table:
+    """The summary table; figures from a noisy timing carry :data:`~.format.NOISE_MARK`."""
+    summary = summary_table(df, ref, (header.get("matrix") or {}).get("runtimes"), noise.run_limit(header))
+    gpu = tables.has_gpu_rows(df)
+    # One baseline for every row (a CPU-only run): it is named in the headings, the column would repeat it.
+    summary = summary.drop(columns=[c for c in ("faster_but_disagreeing",) if summary[c].isna().all()]
+                           + ([] if gpu else ["baseline"]))
+    base = "baseline" if gpu else ref  # what the speed-up columns are against
+    fastest, reference = summary.pop("noisy").tolist(), summary.pop("reference_noisy").tolist()
+    either = [a is True or b is True for a, b in zip(fastest, reference, strict=True)]
+    specs = {}
+    for col, flags, fmt, label in (("latency_ms_p50", fastest, ms, spec_for("latency_ms_p50").label),
+                                   ("throughput_tok_s", fastest, rate, spec_for("throughput_tok_s").label),
+                                   ("reference_p50", reference, ms, f"{base} p50 (ms)"),
+                                   ("speedup", either, speedup, f"speed-up vs {base}")):
+        summary[col] = _marked(summary[col].astype("object"), flags, fmt)
+        specs[col] = Spec(label, numeric=True)
+    return Table(summary, specs=specs)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.0f} %"
+
+
+def warnings(df: pd.DataFrame, header: dict) -> list[str]:
+    """The report's first lines: what makes its figures less than they look. An incomplete run (interrupted,
+    matrix cells without a row, requested runtimes without any row), a busy CPU at run start, noisy cells
+    (:func:`onnxbench.noise.is_noisy`), fractions of a measured ceiling above 1. Empty for a clean run."""
+    df = tables.latest(df)
+    lines = []
+    done = tables.run_completeness(df, header)
+    if done["interrupted"] or done["missing"] or done["runtimes_without_rows"]:
+        parts = ["Incomplete run" + (" (interrupted; `onnxbench run --resume` continues it)"
+                                     if done["interrupted"] else "")]
+        if done["missing"] is not None:
+            parts.append(f"{done['missing']} of the matrix's {done['expected']} cells did not run")
+        if done["runtimes_without_rows"]:
+            parts.append(f"no row at all for the requested runtime(s) {', '.join(done['runtimes_without_rows'])}")
+        lines.append(": ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if parts[1:] else "")
+                     + ". The summary names no winner where a requested runtime has no row.")
+    busy = noise.busy_pct(header)
+    if busy is not None:
+        lines.append(f"Busy machine: the CPUs were {busy:.0f} % busy with other work when the run started (above "
+                     f"{noise.BUSY_LIMIT_PCT:.0f} %); every timing, torch's above all, is unreliable: rerun on a "
+                     "quiet machine.")
+    ok = tables.ok_rows(df)
+    limit = noise.run_limit(header)
+    n_noisy = int(tables.noisy_mask(ok, limit).sum()) if len(ok) else 0
+    if n_noisy:
+        lines.append(f"Noisy timings: {n_noisy} of {len(ok)} measured cells have a 95 % CI of the median wider "
+                     f"than {_pct(limit)} of p50 (summary figures from them are marked{NOISE_MARK}; see \"Noisy "
+                     "timings\"); differences smaller than that interval are not meaningful.")
+    above = [c for c in ("frac_peak_flops", "frac_peak_bw") if c in ok and (ok[c] > 1).any()]
+    if above:
+        n = int(ok[above].gt(1).any(axis=1).sum())
+        lines.append(f"Measurement problem: {n} cell(s) exceed a measured ceiling ({ABOVE_PEAK} in the roofline "
+                     "table): the ceiling did not bound them (a GEMM peak probed under contention, or bytes that "
+                     "stayed in the caches, which the DRAM copy bandwidth does not bound); those fractions of peak "
+                     "are not results.")
+    return lines
+
+
 def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> list[Section]:
     """The report's sections in order; optional ones only when the data has them."""
     df = tables.latest(df)
@@ -98,22 +167,22 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
     by_section: dict[str, list[Plot]] = {}
     for p in plot_list:
         by_section.setdefault(p.section, []).append(p)
-    summary = summary_table(df, ref)
     gpu = tables.has_gpu_rows(df)
-    # One baseline for every row (a CPU-only run): it is named in the headings, the column would repeat it.
-    summary = summary.drop(columns=[c for c in ("faster_but_disagreeing",) if summary[c].isna().all()]
-                           + ([] if gpu else ["baseline"]))
     vs = f"its baseline ({ref} for CPU runtimes, {tables.GPU_BASELINE} for GPU runtimes)" if gpu else ref
     base = "baseline" if gpu else ref  # what the speed-up columns are against
     agreement = tables.agreement_table(df)
     not_ok = tables.not_ok_table(df)
+    limit = noise.run_limit(header)
+    summary = _summary(df, header, ref)
     out = [
         Section("summary", "Summary",
                 f"Per model, precision and shape: the fastest runtime whose outputs agreed with the reference "
                 f"({ref}), its p50 latency and throughput, and its speed-up over {vs} "
-                f"({'baseline' if gpu else 'reference'} p50 / p50).",
-                [Table(summary, specs={"reference_p50": Spec(f"{base} p50 (ms)", ms, True),
-                                       "speedup": Spec(f"speed-up vs {base}", speedup, True)})]),
+                f"({'baseline' if gpu else 'reference'} p50 / p50)."
+                + (f" A figure marked{NOISE_MARK} comes from a noisy timing (95 % CI of the median wider than "
+                   f"{_pct(limit)} of p50)." if summary.frame.map(lambda v: NOISE_MARK in str(v)).any().any()
+                   else ""),
+                [summary]),
         Section("latency", "Latency", "Milliseconds per inference (one forward pass over batch × seq len "
                 "tokens): median (p50) and 99th percentile (p99) of the timed iterations.",
                 _grids(df, ("latency_ms_p50", "latency_ms_p99"))),
@@ -148,9 +217,9 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
          tables.resources_table(df)),
     ]
     optional.append(
-        ("noise", "Noisy timings", "Cells whose 95 % confidence interval of the median is wider than 10 % of p50 "
-         "(a busy or throttling machine); differences smaller than the interval are not meaningful.",
-         tables.noisy_table(df)))
+        ("noise", "Noisy timings", f"Cells whose 95 % confidence interval of the median is wider than {_pct(limit)} "
+         "of p50 (a busy or throttling machine; the rule is in docs/measurement.md); differences smaller than the "
+         "interval are not meaningful.", tables.noisy_table(df, limit)))
     for anchor, title, intro, frame in optional:
         if not frame.empty:
             fail = _agree_fail(frame) if "agree" in frame else None
@@ -161,9 +230,48 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
                        [Table(not_ok, fail=fails, empty="none: every cell ran")]))
     for anchor, plot_group in by_section.items():  # plots of sections this renderer does not know
         out.append(Section(anchor, plot_group[0].title, plots=plot_group))
+    ceilings = pd.DataFrame(ceiling_rows(header.get("ceilings")))
+    if not ceilings.empty:
+        out.append(Section("ceilings", "Machine ceilings", "The peaks the fractions of peak are read against, "
+                           "measured on the run's machine: each the fastest iteration of its probe, probed at the "
+                           "start and the end of the run (and of every resume) with the highest kept, so that "
+                           "each bounds what the machine did (docs/measurement.md).",
+                           [Table(ceilings)]))
     env = pd.DataFrame(env_rows(header), columns=["field", "value"])
     out.append(Section("environment", "Environment", "From the run's header.json.", [Table(env)]))
     return out
+
+
+def ceiling_rows(ceilings: dict | None) -> list[dict]:
+    """One row per device of a run's ``header["ceilings"]`` (:mod:`onnxbench.benchmarks.ceilings`): GEMM peak
+    (GFLOP/s) with the backend that set it and each backend's figure, fp16/bf16 GEMM peaks where measured,
+    copy bandwidth (GB/s), the probe sizes and how many probes the figures are the best of. [] without
+    ceilings."""
+    rows = []
+    for device, entry in (ceilings or {}).items():
+        if not isinstance(entry, dict) or device == "probe":
+            continue
+        backends = entry.get("gemm_gflops_by_backend") or {}
+        probes = [p for p in (ceilings.get("probes") or []) if device in p]
+        gemm = entry.get("gemm_gflops")
+        row = {"device": device + (f" ({entry['name']})" if entry.get("name") else ""),
+               "GEMM peak (GFLOP/s)": MISSING if gemm is None else sig3(gemm) + (
+                   f" ({entry['gemm_source']})" if entry.get("gemm_source") else ""),
+               "GEMM by backend (GFLOP/s)": ", ".join(f"{k} {sig3(v)}" for k, v in backends.items()) or MISSING}
+        for precision in ("fp16", "bf16"):
+            if entry.get(f"gemm_gflops_{precision}") is not None:
+                row[f"GEMM {precision} (GFLOP/s)"] = sig3(entry[f"gemm_gflops_{precision}"])
+        bw = entry.get("mem_bw_gbs")
+        row["copy bandwidth (GB/s)"] = MISSING if bw is None else sig3(bw)
+        sizes = [f"GEMM n={entry['gemm_n']}" if entry.get("gemm_n") else "",
+                 f"copy {entry['copy_bytes'] / 2**20:.0f} MiB" if entry.get("copy_bytes") else "",
+                 f"{entry['threads']} threads" if entry.get("threads") else ""]
+        row["probe"] = ", ".join(x for x in sizes if x) or MISSING
+        row["best of"] = f"{len(probes)} probe(s)" if probes else "given"
+        if entry.get("errors"):
+            row["errors"] = "; ".join(f"{k}: {v}" for k, v in entry["errors"].items())
+        rows.append(row)
+    return rows
 
 
 def _fmt_value(value) -> str:
@@ -199,7 +307,9 @@ def env_rows(header: dict) -> list[tuple[str, str]]:
         rows.append(("harness overhead", f"{overhead:.3g} ms per timed iteration"))
     for key, value in header.get("matrix", {}).items():
         rows.append((f"matrix: {key}", _fmt_value(value)))
-    known = {"run_id", "started", "finished", "env", "harness_overhead_ms", "matrix"}
+    if header.get("n_cells") is not None:
+        rows.append(("matrix cells", str(header["n_cells"])))
+    known = {"run_id", "started", "finished", "env", "harness_overhead_ms", "matrix", "ceilings", "n_cells"}
     rows += [(k, _fmt_value(v) if not isinstance(v, dict) else json.dumps(v, sort_keys=True))
              for k, v in sorted(header.items()) if k not in known]
     return rows
@@ -207,7 +317,10 @@ def env_rows(header: dict) -> list[tuple[str, str]]:
 
 def render_markdown(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> str:
     """The Markdown report; plot images are referenced by ``Plot.filename``, next to the report."""
-    lines = [f"# onnxbench report: run {header.get('run_id', 'unknown')}", "", _counts_line(df), ""]
+    lines = [f"# onnxbench report: run {header.get('run_id', 'unknown')}", ""]
+    for line in warnings(df, header):
+        lines += [f"**Warning — {line}**", ""]
+    lines += [_counts_line(df), ""]
     for section in build_sections(df, header, plot_list):
         lines += [f"## {section.title}", ""]
         if section.intro:
@@ -234,7 +347,9 @@ def render_html(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> str:
     """A single self-contained HTML page (inline CSS, images inlined as base64 PNG, no scripts)."""
     sections = build_sections(df, header, plot_list)
     run_id = str(header.get("run_id", "unknown"))
-    parts = [f"<h1>onnxbench report: run {html.escape(run_id)}</h1><p class='meta'>{html.escape(_counts_line(df))}</p>",
+    parts = [f"<h1>onnxbench report: run {html.escape(run_id)}</h1>",
+             *(f"<p class='warn'>Warning — {html.escape(line)}</p>" for line in warnings(df, header)),
+             f"<p class='meta'>{html.escape(_counts_line(df))}</p>",
              "<nav><ul>" + "".join(f"<li><a href='#{s.anchor}'>{html.escape(s.title)}</a></li>" for s in sections)
              + "</ul></nav>"]
     for s in sections:

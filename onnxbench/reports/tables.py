@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..noise import NOISE_LIMIT, ci95_width, is_noisy
 from ..schema import KEY_COLUMNS
 
 SHAPE = ["batch", "seq_len"]
@@ -144,30 +145,48 @@ def latency_grid(df: pd.DataFrame, stats: tuple[str, ...] = ("latency_ms_p50", "
     return out
 
 
-def summary_table(df: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+def noisy_mask(df: pd.DataFrame, limit: float = NOISE_LIMIT) -> pd.Series:
+    """Per row, whether its timing is noisy by the one criterion :func:`onnxbench.noise.is_noisy`."""
+    return pd.Series([is_noisy(r, limit) for r in df.to_dict("records")], index=df.index, dtype=bool)
+
+
+def summary_table(df: pd.DataFrame, reference: str | None = None, requested: list[str] | None = None,
+                  noise_limit: float = NOISE_LIMIT) -> pd.DataFrame:
     """Per (model, part, precision, batch, seq_len): the fastest runtime (by p50) whose agreement passed.
 
     Columns: model, part, precision, batch, seq_len, ``fastest`` (runtime label), attention, latency_ms_p50,
     throughput_tok_s, ``baseline`` (the runtime the speed-up is against, chosen by the fastest row's ``device``:
     torch-cuda for a GPU row, ``reference`` for a CPU row), ``reference_p50`` (ms; that baseline with the same
-    attention variant, else its fastest), ``speedup`` (baseline p50 / fastest p50) and
-    ``faster_but_disagreeing`` (faster runtimes whose outputs failed the agreement check). ``fastest`` is
-    "none agreed" when no cell passed.
+    attention variant, else its fastest), ``speedup`` (baseline p50 / fastest p50), ``faster_but_disagreeing``
+    (faster runtimes whose outputs failed the agreement check), and ``noisy`` / ``reference_noisy`` (whether the
+    fastest's / the baseline's timing is noisy, :func:`onnxbench.noise.is_noisy` with ``noise_limit``).
+    ``fastest`` is "none agreed" when no cell passed, and names no winner ("none: no row for X (incomplete
+    run)") when a runtime of ``requested`` (the matrix's runtimes, ``header["matrix"]["runtimes"]``) has no row,
+    of any status, at that key: a runtime that never ran cannot have lost.
     """
     ok = ok_rows(df).copy()
     keys = ["model", "part", "precision", "batch", "seq_len"]
     columns = keys + ["fastest", "attention", "latency_ms_p50", "throughput_tok_s", "baseline", "reference_p50",
-                      "speedup", "faster_but_disagreeing"]
+                      "speedup", "faster_but_disagreeing", "noisy", "reference_noisy"]
     if ok.empty:
         return pd.DataFrame(columns=columns)
     reference = reference or reference_runtime(df)
+    requested = list(requested or [])
+    # keys as text: NA never equals NA, and a key with one must still find its group
+    present = {tuple(map(str, key)): set(g["runtime"]) for key, g in df.groupby(keys, sort=False, dropna=False)}
     ok["_label"] = runtime_labels(ok)
     ok["_agree"] = ok["agree"].fillna(False).astype(bool)
+    ok["_noisy"] = noisy_mask(ok, noise_limit)
     rows = []
     for key, g in ok.groupby(keys, sort=True, dropna=False):
         g = g.sort_values("latency_ms_p50", kind="stable")
         agreeing = g[g["_agree"]]
         row = dict(zip(keys, key, strict=True))
+        missing = [r for r in requested if r not in present.get(tuple(map(str, key)), set())]
+        if missing:
+            row.update(fastest=f"none: no row for {', '.join(missing)} (incomplete run)")
+            rows.append(row)
+            continue
         if agreeing.empty:
             row.update(fastest="none agreed", faster_but_disagreeing=", ".join(_ordered(g["_label"])))
             rows.append(row)
@@ -176,14 +195,36 @@ def summary_table(df: pd.DataFrame, reference: str | None = None) -> pd.DataFram
         base = baseline_for(best["device"], reference)
         refs = g[g["runtime"] == base]
         same = refs[refs["attention"] == best["attention"]]
-        ref_p50 = (same if len(same) else refs)["latency_ms_p50"].min() if len(refs) else float("nan")
+        ref_rows = (same if len(same) else refs).sort_values("latency_ms_p50", kind="stable")
+        ref_p50 = ref_rows["latency_ms_p50"].iloc[0] if len(ref_rows) else float("nan")
         worse = g[(~g["_agree"]) & (g["latency_ms_p50"] < best["latency_ms_p50"])]
         row.update(fastest=best["_label"], attention=best["attention"], latency_ms_p50=best["latency_ms_p50"],
                    throughput_tok_s=best["throughput_tok_s"], baseline=base, reference_p50=ref_p50,
                    speedup=ref_p50 / best["latency_ms_p50"],
-                   faster_but_disagreeing=", ".join(_ordered(worse["_label"])) or pd.NA)
+                   faster_but_disagreeing=", ".join(_ordered(worse["_label"])) or pd.NA,
+                   noisy=bool(best["_noisy"]),
+                   reference_noisy=bool(ref_rows["_noisy"].iloc[0]) if len(ref_rows) else False)
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
+
+
+def run_completeness(df: pd.DataFrame, header: dict) -> dict:
+    """How much of the run's matrix has rows: ``{"interrupted": bool, "expected": int | None, "missing":
+    int | None, "runtimes_without_rows": [names]}``.
+
+    ``expected`` is the header's ``n_cells`` (the matrix's cell count recorded by the runner; None for runs
+    that did not record it); ``missing`` counts the matrix cells (``config_id`` default) without a row;
+    ``runtimes_without_rows`` are runtimes the matrix requested (``header["matrix"]["runtimes"]``) with no row at
+    all."""
+    rows = latest(df)
+    default = rows[[_is_default_config(c) for c in rows["config_id"]]]
+    expected = header.get("n_cells")
+    requested = (header.get("matrix") or {}).get("runtimes") or []
+    have = set(rows["runtime"].dropna())
+    return {"interrupted": bool(header.get("interrupted")),
+            "expected": expected,
+            "missing": max(int(expected) - len(default), 0) if expected is not None else None,
+            "runtimes_without_rows": [r for r in requested if r not in have]}
 
 
 def agreement_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -220,21 +261,18 @@ def not_ok_table(df: pd.DataFrame) -> pd.DataFrame:
         drop=True)
 
 
-def noisy_table(df: pd.DataFrame, limit: float = 0.10) -> pd.DataFrame:
-    """Ok cells whose median is uncertain: the 95 % CI of p50 (the timing harness's distribution-free
-    order-statistic interval) wider than ``limit`` × p50, or, where no CI was recorded, a coefficient of
-    variation above ``limit``. The CoV alone is not used when a CI exists: a few outliers inflate it while the
-    median stays well determined. Columns: cell description, shape, iters, latency_ms_p50, ci95_p50_lo_ms,
-    ci95_p50_hi_ms, ``ci95_width`` (fraction of p50), cov."""
+def noisy_table(df: pd.DataFrame, limit: float = NOISE_LIMIT) -> pd.DataFrame:
+    """Ok cells whose median is uncertain by the one noise criterion (:func:`onnxbench.noise.is_noisy`: the
+    95 % CI of p50 wider than ``limit`` × p50, or, where no CI was recorded, a coefficient of variation above
+    ``limit``). Columns: cell description, shape, iters, latency_ms_p50, ci95_p50_lo_ms, ci95_p50_hi_ms,
+    ``ci95_width`` (fraction of p50), cov."""
     ok = ok_rows(df).copy()
     if ok.empty:
         return pd.DataFrame()
-    ok["ci95_width"] = (ok["ci95_p50_hi_ms"] - ok["ci95_p50_lo_ms"]) / ok["latency_ms_p50"]
-    wide = (ok["ci95_width"] > limit).fillna(False)
-    no_ci_noisy = ok["ci95_width"].isna() & (ok["cov"] > limit).fillna(False)
-    noisy = ok[wide | no_ci_noisy].copy()
+    noisy = ok[noisy_mask(ok, limit)].copy()
     if noisy.empty:
         return pd.DataFrame()
+    noisy["ci95_width"] = [ci95_width(r) for r in noisy.to_dict("records")]
     noisy["runtime"] = runtime_labels(noisy)
     cols = ["model", "part", "attention", "precision", "opset", "runtime"] + SHAPE + [
         "iters", "latency_ms_p50", "ci95_p50_lo_ms", "ci95_p50_hi_ms", "ci95_width", "cov"]

@@ -1,0 +1,80 @@
+"""The one noise criterion of onnxbench: when a cell's median latency is too uncertain to compare.
+
+A cell is **noisy** when the 95 % confidence interval of its median (the timing harness's distribution-free
+order-statistic interval, :func:`onnxbench.benchmarks.timing.median_ci95`) is wider than :data:`NOISE_LIMIT`
+times the median; a row without a recorded interval is judged by its coefficient of variation (std / mean)
+instead. The interval decides where it exists because a few outliers inflate the CoV while the median stays well
+determined. The worker's warning in a row's ``reason``, the CLI's end-of-run warning and the report's banner,
+markers and "Noisy timings" section all call :func:`is_noisy`; docs/measurement.md ("Noise") explains the rule.
+
+This module imports nothing heavy, so that the CLI and the reports can use it without torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+#: Default limit on the width of the median's 95 % CI, as a fraction of the median (docs/measurement.md).
+NOISE_LIMIT = 0.10
+#: CPU load (percent, all cores) at run start above which the timings are flagged as unreliable.
+BUSY_LIMIT_PCT = 20.0
+
+
+def _number(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def ci95_width(row: Mapping) -> float | None:
+    """Width of the 95 % CI of the median as a fraction of the median: ``(ci95_p50_hi_ms − ci95_p50_lo_ms) /
+    latency_ms_p50`` (unitless), or None when the row records no interval or no positive median."""
+    p50, lo, hi = (_number(row.get(k)) for k in ("latency_ms_p50", "ci95_p50_lo_ms", "ci95_p50_hi_ms"))
+    if p50 is None or lo is None or hi is None or p50 <= 0:
+        return None
+    return (hi - lo) / p50
+
+
+def is_noisy(row: Mapping, limit: float = NOISE_LIMIT) -> bool:
+    """Whether a measured row's median is too uncertain: its relative CI95 width (:func:`ci95_width`) above
+    ``limit``, or, without an interval, its ``cov`` above ``limit``. Rows that are not ``ok`` are never noisy.
+
+    Args:
+        row: a result row (mapping of schema columns: latency_ms_p50, ci95_p50_lo_ms, ci95_p50_hi_ms, cov,
+            status).
+        limit: fraction of the median (default :data:`NOISE_LIMIT`, or the run's ``noise_limit``).
+    """
+    if row.get("status", "ok") != "ok":
+        return False
+    width = ci95_width(row)
+    if width is not None:
+        return width > limit
+    cov = _number(row.get("cov"))
+    return cov is not None and cov > limit
+
+
+def noise_reason(row: Mapping, limit: float = NOISE_LIMIT) -> str:
+    """The warning a noisy row carries in its ``reason`` ("" when the row is not noisy)."""
+    if not is_noisy(row, limit):
+        return ""
+    width = ci95_width(row)
+    what = (f"95% CI of p50 {width:.0%} of p50" if width is not None
+            else f"cov {float(row['cov']):.2f} (no CI recorded)")
+    return f"warning: noisy timing, {what} > noise_limit {limit:.0%} (a contended machine? rerun on a quiet one)"
+
+
+def run_limit(header: Mapping | None) -> float:
+    """The noise limit a run was measured with: its matrix's ``noise_limit`` (``cov_warn`` in runs written before
+    the key was renamed), else :data:`NOISE_LIMIT`."""
+    matrix = (header or {}).get("matrix") or {}
+    value = _number(matrix.get("noise_limit", matrix.get("cov_warn")))
+    return value if value is not None and value > 0 else NOISE_LIMIT
+
+
+def busy_pct(header: Mapping | None) -> float | None:
+    """The CPU load (percent) recorded at run start when it is above :data:`BUSY_LIMIT_PCT`, else None."""
+    busy = _number((header or {}).get("cpu_busy_pct_at_start"))
+    return busy if busy is not None and busy > BUSY_LIMIT_PCT else None
