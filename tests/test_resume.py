@@ -52,6 +52,9 @@ def test_ctrl_c_then_resume_runs_every_cell_exactly_once(tmp_path, cache_dir):
     assert len(pd.read_csv(out / "results.csv")) == len(first) == len(load(out))
     report = run_cli("report", str(out))
     assert report.returncode == 0, report.stdout + report.stderr
+    top = "\n".join((out / "report.md").read_text().splitlines()[:4])
+    assert header["n_cells"] == 6 and "Incomplete run (interrupted" in top
+    assert f"{6 - len(first)} of the matrix's 6 cells did not run" in top
 
     resumed = run_cli("run", "--resume", str(out), "--cache-dir", str(cache_dir))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
