@@ -124,11 +124,14 @@ def above_peak_reason(row: dict) -> str:
     measurement problem, never a result (docs/measurement.md, "Ceilings"). For the GEMM peak it means the probe
     read low (contention from other processes); for the copy bandwidth it usually means the cell's bytes stayed
     in the caches, which a DRAM copy does not bound. Other warnings in the reason are kept ("; "-separated)."""
-    parts = [p for p in (row.get("reason") or "").split("; ") if p and not p.startswith(ABOVE_PEAK)]
+    reason = row.get("reason") or ""
     causes = {"frac_peak_flops": "GEMM peak probed under contention?",
               "frac_peak_bw": "bytes cache-resident, beyond what the DRAM copy bandwidth bounds?"}
     over = [f"{col} {row[col]:.2f}: {cause}" for col, cause in causes.items()
             if row.get(col) is not None and row[col] > 1]
+    if not over and ABOVE_PEAK not in reason:
+        return reason  # nothing to set or clear: a skipped/failed reason stays exactly as it was
+    parts = [p for p in reason.split("; ") if p and not p.startswith(ABOVE_PEAK)]
     if over:
         parts.append(f"{ABOVE_PEAK} ({' and '.join(over)}), a measurement problem, not a result")
     return "; ".join(parts)
