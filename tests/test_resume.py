@@ -36,7 +36,10 @@ def test_ctrl_c_then_resume_runs_every_cell_exactly_once(tmp_path, cache_dir):
     out = tmp_path / "run"
     proc = subprocess.Popen([*CLI, "run", *ARGS, "--out", str(out), "--cache-dir", str(cache_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200"},
+                            # A shell's background job inherits SIGINT ignored, and Python then installs no
+                            # KeyboardInterrupt handler: restore the default so that Ctrl-C is what the test sends.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_rows(out / "results.jsonl", 2, proc)
     proc.send_signal(signal.SIGINT)
     stdout, _ = proc.communicate(timeout=120)
