@@ -8,7 +8,7 @@ Run it, then report it like any run directory (README "pytest-benchmark suite"):
 ``--benchmark-enable`` overrides the ``--benchmark-disable`` that pyproject.toml's addopts sets so that the unit
 tests stay fast; the plain ``pytest`` (testpaths = tests) does not collect this directory. Set
 ``ONNXBENCH_BENCH_MATRIX=FILE.toml`` to benchmark another matrix. Each benchmark records its cell's key columns,
-the provider that really ran and its agreement with the fp32 torch reference in ``extra_info``;
+the provider that really ran and its agreement with the float64 torch reference in ``extra_info``;
 ``onnxbench.reports.load`` turns them into rows of the result schema (pytest-benchmark's seconds become ms).
 Runtimes that cannot run here are skipped with the reason.
 """
@@ -21,12 +21,12 @@ import os
 import pytest
 
 from onnxbench import runtimes
-from onnxbench.benchmarks import MatrixSpec, compare_outputs, tolerance_for
-from onnxbench.benchmarks.agreement import worst
+from onnxbench.benchmarks import MatrixSpec, tolerance_for
 from onnxbench.benchmarks.matrix import load_matrix
-from onnxbench.benchmarks.rows import AgreementColumns, CellKey, ModelInfo, SessionInfo
+from onnxbench.benchmarks.rows import CellKey, ModelInfo, SessionInfo
 from onnxbench.benchmarks.timing import harness_overhead_ms
-from onnxbench.benchmarks.worker import ReferenceOutputs, axis_ranges
+from onnxbench.benchmarks.verdict import judge
+from onnxbench.benchmarks.worker import axis_ranges
 from onnxbench.runtimes import RuntimeOptions, RuntimeUnavailable
 
 
@@ -72,7 +72,7 @@ class _Sessions:
 
     def reference(self, cell):
         if cell.artifact_key not in self.references:
-            self.references[cell.artifact_key] = ReferenceOutputs(MATRIX.source(cell), self.artifact(cell))
+            self.references[cell.artifact_key] = MATRIX.source(cell).reference(self.artifact(cell))
         return self.references[cell.artifact_key]
 
     def close(self) -> None:
@@ -105,10 +105,11 @@ def test_latency(benchmark, cell, sessions, overhead_ms):
     session = sessions.session(cell)
     artifact = sessions.artifact(cell)
     feeds = source.feeds(session.inputs(), cell.batch, cell.seq_len)
-    reference = sessions.reference(cell).get((cell.batch, cell.seq_len), feeds)
+    reference = sessions.reference(cell)
     # The tolerance as `onnxbench run` picks it: by runtime, precision and the TF32 the session really used.
     tol = tolerance_for(cell.precision, cell.runtime, bool(session.options.get("tf32", False)))
-    agreement = worst(compare_outputs(session.run(feeds), reference, tol))
+    verdict = judge(session.run(feeds), reference.expected(feeds, cell.precision), tol, reference, cell.runtime,
+                    session.options)
     run = session.prepare(feeds)
 
     def once():
@@ -120,7 +121,7 @@ def test_latency(benchmark, cell, sessions, overhead_ms):
     model = ModelInfo(source.n_params, source.reference_runtime, artifact.sha256, artifact.export_s)
     benchmark.extra_info.update({"onnxbench_cell": True, "warmup_iters": SPEC.timing.warmup_iters,
                                  "harness_overhead_ms": overhead_ms})
-    for part in (CellKey.of(cell), model, SessionInfo.of(session), AgreementColumns.of(agreement)):
+    for part in (CellKey.of(cell), model, SessionInfo.of(session), *verdict.parts()):
         benchmark.extra_info.update(dataclasses.asdict(part))
     benchmark(once)
-    assert agreement.agree, f"{cell.runtime} disagrees with the {source.reference_runtime} reference: {agreement}"
+    assert verdict.verdict != "FAIL", f"{cell.runtime} disagrees with the {reference.label} reference: {verdict}"

@@ -153,6 +153,12 @@ def run(
     overwrite: bool = typer.Option(False, help="if --out already holds a run, move it aside to "
                                    "OUT.replaced-<run id> (nothing is deleted) and start a new run there"),
     cell_timeout: float | None = typer.Option(None, help="seconds a cell may run before its worker is killed"),
+    reference_model: list[str] | None = typer.Option(
+        None, help="compare an --onnx file with this preset's or checkpoint directory's float64 torch reference "
+        "instead of ONNX Runtime (one for every --onnx file, or one per file in order); inputs/outputs matched "
+        "by name and shape"),
+    locate_divergence: bool = typer.Option(
+        False, help="name the first diverging block of every row (failing rows always get it)"),
 ) -> None:
     """Run the benchmark matrix (embedded default or --matrix FILE, narrowed by the flags) and write a run
     directory. Each (artifact, runtime) group runs in a worker process; Ctrl-C leaves a valid run directory
@@ -169,7 +175,8 @@ def run(
     axis_flags = (models, runtimes, attention, precisions, opsets, batches, seq_lens, exporter, min_time,
                   min_iters, matrix)
     if resume is not None:
-        if any(v is not None for v in axis_flags) or checkpoint or onnx or dim or int_range or shape:
+        if (any(v is not None for v in axis_flags) or checkpoint or onnx or dim or int_range or shape
+                or reference_model):
             fail("--resume continues the matrix recorded in RUN_DIR/header.json; drop --matrix and the axis "
                  "and timing flags (only --cell-timeout, --retry-failed and --cache-dir apply)")
         if overwrite:
@@ -202,6 +209,10 @@ def run(
         spec.dims = _key_values(dim, "--dim", "NAME=SIZE or NAME=MIN:OPT:MAX", _dim)
         spec.input_shapes = _key_values(shape, "--shape", "NAME=d0,d1,... (sizes or axis names)", _shape)
         spec.int_ranges = _key_values(int_range, "--int-range", "[INPUT=]LO:HI", _range, default_key="*")
+    if reference_model:
+        spec.reference_models = _reference_models(onnx or [], reference_model)
+    if locate_divergence:
+        spec.locate_divergence = True
     for key, value in overrides.items():
         if value is not None:
             setattr(spec, key, value)
@@ -306,6 +317,18 @@ def _shape(text: str) -> list[int | str]:
     return dims
 
 
+def _reference_models(onnx: list[Path], references: list[str]) -> dict[str, str]:
+    """``--reference-model`` values paired with the ``--onnx`` files (by model name, the file's stem): one for
+    all, or one per file in order."""
+    if not onnx:
+        fail("--reference-model applies to --onnx files; give the ONNX file to compare with --onnx FILE")
+    if len(references) not in (1, len(onnx)):
+        fail(f"{len(references)} --reference-model values for {len(onnx)} --onnx files; give one for all files "
+             "or one per file, in the same order")
+    pairs = zip(onnx, references * len(onnx) if len(references) == 1 else references, strict=True)
+    return {Path(path).stem: reference for path, reference in pairs}
+
+
 def _range(text: str) -> list[int]:
     lo, _, hi = text.partition(":")
     return [int(lo), int(hi)]
@@ -341,19 +364,30 @@ def _interruptible(fn):
         signal.signal(signal.SIGTERM, previous)
 
 
+def _ratio(value) -> str:
+    return "" if value is None or value != value else f"{value:.3g}"
+
+
+def _verdict(row: dict) -> str:
+    verdict = row.get("verdict") or ("pass" if row.get("agree") else "FAIL")
+    block = row.get("first_divergent_block")
+    where = f" (from block {block})" if block is not None and block == block else ""
+    return "[red]FAIL[/]" + where if verdict == "FAIL" else verdict + where
+
+
 def _print_summary(rows: list[dict]) -> None:
     ok = [r for r in rows if r["status"] == "ok"]
     # axes other than the shape that vary over the rows get a column, or rows look duplicated
     axes = [k for k in ("part", "attention", "precision") if len({r.get(k) for r in ok}) > 1]
     table = Table("model", *axes, "runtime", "config", "B", "T", "status", "p50 ms", "tok/s", "GFLOP/s", "% peak",
-                  "max abs err", "agree")
+                  "max abs err", "x floor", "verdict")
     for r in ok:
         frac = r.get("frac_peak_flops")
         table.add_row(r["model"], *(str(r.get(k)) for k in axes), r["runtime"], r["config_id"], str(r["batch"]),
                       str(r["seq_len"]), "ok", f"{r['latency_ms_p50']:.3f}", f"{r['throughput_tok_s']:.0f}",
                       f"{r['achieved_gflops']:.2f}" if r.get("achieved_gflops") else "",
                       ("[red]> peak (measurement problem)[/]" if frac > 1 else f"{100 * frac:.0f}") if frac else "",
-                      f"{r['max_abs_err']:.2e}", "pass" if r["agree"] else "[red]FAIL[/]")
+                      f"{r['max_abs_err']:.2e}", _ratio(r.get("floor_ratio")), _verdict(r))
     console.print(table)
     # Skipped/failed reasons repeat over a runtime's cells: one line each. A warning on an ok row concerns
     # that cell alone, so it names the cell.

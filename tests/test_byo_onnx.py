@@ -54,6 +54,12 @@ def test_bert_runs_through_onnxbench_run_onnx(bert_onnx, tmp_path, cache_dir):
     ort_rows = [r for r in rows if r["runtime"] == "ort-cpu"]
     assert all(r["status"] == "ok" and r["agree"] and r["latency_ms_p50"] > 0 for r in ort_rows), ort_rows
     assert all(r["opset"] == 17 and r["n_params"] > 20_000 for r in ort_rows)
+    # compared with ORT CPU without graph optimizations, not with the same optimized session
+    assert all(r["verdict"] == "pass" and r["reference_config"] == "ort-cpu graph_optimization_level=disable"
+               for r in ort_rows)
+    # onnx's reference evaluator cannot run this graph (its GatherElements fails on the position ids, in fp32
+    # too): no noise floor, and the row says why
+    assert all(r["floor_ratio"] is None and "no noise floor" in r["reason"] for r in ort_rows)
     report = (out / "report.md").read_text()
     assert "tiny-bert" in report
 
@@ -71,6 +77,24 @@ def test_unbound_dim_string_input_and_broken_file_get_clear_errors(tmp_path):
     assert proc.returncode == 2 and "not a loadable ONNX model" in proc.stdout
     for p in (proc,):
         assert "Traceback" not in p.stdout + p.stderr
+
+
+def test_reference_model_that_does_not_fit_is_one_clear_error(tmp_path):
+    floats = _identity_model(tmp_path / "floats.onnx", [("x", TensorProto.FLOAT, ["batch", 4])])
+    ids = _identity_model(tmp_path / "ids.onnx", [("input_ids", TensorProto.INT64, ["batch", "sequence"])])
+    cases = [
+        (["--onnx", str(floats), "--reference-model", "tiny"], "inputs ['x'] do not fit"),
+        (["--onnx", str(ids), "--reference-model", "tiny"], "no output named 'logits'"),
+        (["--onnx", str(ids), "--reference-model", "no-such-model"], "neither a preset"),
+        (["--reference-model", "tiny"], "applies to --onnx files"),
+        (["--onnx", str(ids), "--onnx", str(floats), "--reference-model", "tiny", "--reference-model", "tiny",
+          "--reference-model", "tiny"], "3 --reference-model values for 2 --onnx files"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "run"
+        proc = run_cli("run", *args, "--runtimes", "ort-cpu", "--out", str(out))
+        assert proc.returncode == 2 and message in proc.stdout, (args, proc.stdout + proc.stderr)
+        assert "Traceback" not in proc.stdout + proc.stderr and not (out / "results.jsonl").exists()
 
 
 def test_model_that_onnxruntime_cannot_load_becomes_failed_rows(tmp_path):

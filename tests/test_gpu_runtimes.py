@@ -31,7 +31,7 @@ from onnxbench.runtimes.trt_profiles import (
     resolve_ranges,
     trt_shape_strings,
 )
-from onnxbench.tolerance import GPU_FP16, TOLERANCES
+from onnxbench.tolerance import GPU_FP16, GPU_TF32, TF32, TOLERANCES
 from tests.conftest import require_runtime
 
 IDS = TensorSpec("input_ids", "int64", ("batch", "sequence"))
@@ -166,11 +166,14 @@ def test_ort_trt_options_cache_by_model_and_carry_the_profile(tiny_artifact):
 
 def test_tolerances_are_keyed_by_runtime_precision_and_tf32():
     assert tolerance_for("fp32", "ort-cuda", tf32=False) == TOLERANCES["fp32"]
-    assert tolerance_for("fp32", "tensorrt", tf32=True) == GPU_FP16
+    assert tolerance_for("fp32", "tensorrt", tf32=True) == GPU_TF32
     assert tolerance_for("fp16", "ort-trt") == GPU_FP16
     assert tolerance_for("fp16", "ort-cpu") == TOLERANCES["fp16"]
-    assert tolerance_for("fp32", "ort-cpu", tf32=True) == TOLERANCES["fp16"]
+    assert tolerance_for("fp32", "ort-cpu", tf32=True) == TF32
     assert GPU_FP16.atol > TOLERANCES["fp16"].atol > TOLERANCES["fp32"].atol
+    # TF32 keeps the fp16 bands' absolute check and its own floor factor against the fp32 floor
+    assert (GPU_TF32.atol, TF32.atol) == (GPU_FP16.atol, TOLERANCES["fp16"].atol)
+    assert GPU_TF32.floor_factor == TF32.floor_factor > GPU_FP16.floor_factor > TOLERANCES["fp16"].floor_factor
 
 
 # --- detection -------------------------------------------------------------------------------------------------

@@ -90,7 +90,30 @@ def test_agreement_table_has_one_row_per_ok_cell():
     df = load(RUN)
     table = agreement_table(df)
     assert len(table) == int((df.status == "ok").sum())
-    assert {"max_abs_err", "cosine", "top1_agree", "atol", "agree"} <= set(table.columns)
+    assert {"max_abs_err", "cosine", "top1_agree", "atol", "verdict"} <= set(table.columns)
+    # a run written before the verdict column: the verdict comes from agree, the empty floor columns are left out
+    assert set(table.verdict) == {"pass"} and "floor_ratio" not in table.columns
+
+
+def test_reference_rows_are_not_passes_and_located_blocks_are_listed():
+    df = load(RUN)
+    ok = df.index[df.status == "ok"]
+    torch_rows = df.index[(df.status == "ok") & (df.runtime == "torch")]
+    df["verdict"] = "pass"
+    df.loc[torch_rows, ["verdict", "agree"]] = ["reference", pd.NA]  # as if torch were its own reference
+    failing = ok.difference(torch_rows)[0]
+    df.loc[failing, ["verdict", "agree", "first_divergent_block"]] = ["FAIL", False, 1]
+    df.loc[ok, ["floor_ratio", "floor_factor", "required_atol"]] = [1.2, 10.0, 0.0]
+    df.loc[failing, "floor_ratio"] = 1.5e4
+    table = agreement_table(df)
+    assert {"floor_ratio", "floor_factor", "required_atol"} <= set(table.columns)
+    md = render_markdown(df, {}, [])
+    n_ok, n_ref = len(ok), len(torch_rows)
+    assert (f"agreement of the ok cells: {n_ok - n_ref - 1} pass, 1 FAIL, {n_ref} reference (compared with "
+            "itself, not a pass)") in md
+    assert "### First diverging block" in md and "| 15,000.0 |" in md
+    summary = summary_table(df)
+    assert "torch" not in set(summary.fastest)  # a reference row is never "the fastest that agreed"
 
 
 def test_report_files_from_the_committed_run(tmp_path):

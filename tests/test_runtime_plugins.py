@@ -18,7 +18,7 @@ from onnxbench.benchmarks import MatrixSpec, TimingConfig, run_matrix
 from onnxbench.benchmarks.tune import grid
 from onnxbench.errors import OnnxbenchError, OptionError
 from onnxbench.runtimes import RuntimeOptions
-from onnxbench.tolerance import CPU_BANDS, CUDA_BANDS, GPU_FP16, TOLERANCES
+from onnxbench.tolerance import CPU_BANDS, CUDA_BANDS, GPU_FP16, GPU_TF32, TF32, TOLERANCES
 
 
 @pytest.fixture
@@ -69,8 +69,9 @@ def test_runtimes_declare_device_bands_and_grids():
     assert {n for n, c in classes.items() if c.device == "cuda"} == {"ort-cuda", "ort-trt", "tensorrt", "torch-cuda",
                                                                    "torch-compile-cuda"}
     assert classes["ort-cpu"].tolerance("fp32") == TOLERANCES["fp32"]
-    assert classes["ort-cpu"].tolerance("fp32", tf32=True) == TOLERANCES["fp16"]
-    assert classes["tensorrt"].tolerance("fp32", tf32=True) == GPU_FP16 == classes["ort-cuda"].tolerance("fp16")
+    assert classes["ort-cpu"].tolerance("fp32", tf32=True) == TF32
+    assert classes["tensorrt"].tolerance("fp32", tf32=True) == GPU_TF32
+    assert classes["ort-cuda"].tolerance("fp16") == GPU_FP16
     assert classes["torch"].tolerances is CPU_BANDS and classes["ort-trt"].tolerances is CUDA_BANDS
     with pytest.raises(KeyError, match="known: \\['bf16', 'fp16', 'fp32'\\]"):
         classes["ort-cpu"].tolerance("int4")

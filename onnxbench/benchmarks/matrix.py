@@ -19,7 +19,7 @@ from ..export.opsets import describe, supported_opsets, unsupported_reason
 from ..export.variants import VARIANTS
 from ..noise import NOISE_LIMIT
 from .cells import Cell
-from .sources import ModelSource, build_sources
+from .sources import ModelSource, OnnxFileSource, build_sources
 from .timing import TimingConfig
 
 #: Attention variants -> the reference config's ``attention`` implementation they are exported from
@@ -48,12 +48,17 @@ class MatrixSpec:
         checkpoints: local GPT-2-style checkpoint directories (``config.json`` + ``model.safetensors``); each is
             a model named after its directory, exported with its own weights (:class:`~.sources.CheckpointSource`).
         onnx_models: paths of users' ONNX files, each a model named after the file's stem, run on the ONNX
-            runtimes with ORT CPU as the reference (:class:`~.sources.OnnxFileSource`).
+            runtimes with ORT CPU without graph optimizations as the reference (:class:`~.sources.OnnxFileSource`).
         dims: sizes of named dynamic axes of the ONNX files (``{"batch": 4, "past": [1, 3, 8]}``): a size, or
             ``[min, opt, max]`` (inputs are fed at opt; optimization profiles span min..max).
         int_ranges: ``{input name or "*": [lo, hi)}`` for integer inputs of the ONNX files.
         input_shapes: ``{input name: [d0, d1, ...]}`` shapes (sizes or axis names) of ONNX-file inputs, required
             for an input whose graph declares no shape (``--shape NAME=d0,d1,...``).
+        reference_models: ``{ONNX file's model name: preset name or checkpoint directory}``: that file is
+            compared with the model's float64 torch reference instead of ONNX Runtime (``--reference-model``;
+            the file must take ``input_ids`` and output ``logits``, checked before anything runs).
+        locate_divergence: name the first diverging block of every row (``--locate-divergence``), not only of
+            failing ones (docs/agreement.md).
         parts: ``model`` and/or ``attention`` (block 0's attention exported alone).
         cell_timeout_s: a worker that produces no row for this many seconds (per cell; session creation
             counts as one cell) is killed and its remaining cells become ``failed`` rows.
@@ -89,6 +94,8 @@ class MatrixSpec:
     dims: dict[str, int | list[int]] = field(default_factory=dict)
     int_ranges: dict[str, list[int]] = field(default_factory=dict)
     input_shapes: dict[str, list[int | str]] = field(default_factory=dict)
+    reference_models: dict[str, str] = field(default_factory=dict)
+    locate_divergence: bool = False
     parts: list[str] = field(default_factory=lambda: ["model"])
     cell_timeout_s: float = 600.0
     noise_limit: float = NOISE_LIMIT
@@ -135,6 +142,11 @@ class MatrixSpec:
         sources = build_sources(self)
         if not sources:
             raise MatrixError("nothing to run: give presets (--models), --checkpoint DIR or --onnx PATH")
+        files = [name for name, source in sources.items() if isinstance(source, OnnxFileSource)]
+        for name in self.reference_models:
+            if name not in files:
+                raise MatrixError(f"reference_models names {name!r}, which is not one of the ONNX files' models "
+                                  f"({', '.join(files) or 'none given'}; a file's model name is its stem)")
         for source in sources.values():
             source.validate(self)
             batches, seq_lens = self.shape_axes(source.name)

@@ -17,6 +17,7 @@ whose worker died or went silent.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..export import ExportArtifact
 from ..runtimes import RuntimeOptions
@@ -38,6 +39,8 @@ class Group:
         options: runtime options to open the session with (None: the runtime's defaults), e.g. a tuned
             configuration.
         label: merged into the ``options`` column (e.g. ``{"tune_config": name}``).
+        cache_dir: the export cache (None: the default); float64 references and block-boundary graphs are
+            cached under it.
     """
 
     source: ModelSource
@@ -46,6 +49,7 @@ class Group:
     spec: MatrixSpec
     options: RuntimeOptions | None = None
     label: dict = field(default_factory=dict)
+    cache_dir: Path | None = None
 
     @property
     def runtime(self) -> str:

@@ -15,6 +15,8 @@ part                  columns                                               fill
 :class:`Timing`       latency statistics                                    the timing harness
 :class:`Throughput`   sequences/s, tokens/s                                 the timing harness
 :class:`AgreementColumns` errors, cosine, top-1, tolerances, pass/fail      the agreement check
+:class:`ReferenceCheck` required atol, NaN/Inf matching, error vs float64,  the agreement check and the
+                      noise floor, verdict, first diverging block           divergence search
 :class:`GpuStages`    H2D / compute / D2H split                             the timing harness (GPU sessions)
 :class:`Resources`    peak RSS, device memory                               the worker process
 :class:`WorkColumns`  FLOPs, bytes, achieved rates, fractions of peak       the work model (ok rows)
@@ -147,6 +149,34 @@ class AgreementColumns:
 
 
 @dataclass(frozen=True)
+class ReferenceCheck:
+    """How the cell stands against its reference (docs/agreement.md): the atol that would have passed, NaN/Inf
+    in the reference and matched, the error against float64 next to the noise floor and the factor allowed,
+    the verdict (``pass`` | ``FAIL`` | ``reference``), what the reference was, and the first block whose residual
+    stream left the floor."""
+
+    required_atol: float | None = None
+    ref_nonfinite: int | None = None
+    nonfinite_matched: int | None = None
+    err_fp64: float | None = None
+    noise_floor: float | None = None
+    floor_ratio: float | None = None
+    floor_factor: float | None = None
+    verdict: str | None = None
+    reference_config: str | None = None
+    first_divergent_block: int | None = None
+
+    @classmethod
+    def of(cls, agreement: Agreement, verdict: str, reference_config: str,
+           first_divergent_block: int | None = None) -> ReferenceCheck:
+        floor = agreement.floor
+        return cls(agreement.required_atol, agreement.ref_nonfinite, agreement.nonfinite_matched,
+                   floor.err_fp64 if floor else None, floor.noise_floor if floor else None,
+                   floor.floor_ratio if floor else None, floor.floor_factor if floor else None,
+                   verdict, reference_config, first_divergent_block)
+
+
+@dataclass(frozen=True)
 class GpuStages:
     """Median ms of the host-to-device copy, device compute and device-to-host copy of one inference."""
 
@@ -177,7 +207,7 @@ class WorkColumns:
 
 #: Every part of a row; their fields together are exactly the schema's columns.
 ROW_PARTS = (RunStamp, CellKey, Outcome, ModelInfo, SessionInfo, Timing, Throughput, AgreementColumns,
-             GpuStages, Resources, WorkColumns)
+             ReferenceCheck, GpuStages, Resources, WorkColumns)
 
 
 @dataclass(frozen=True)
@@ -192,6 +222,7 @@ class Measurement:
     timing: Timing | None = None
     throughput: Throughput | None = None
     agreement: AgreementColumns | None = None
+    reference_check: ReferenceCheck | None = None
     stages: GpuStages | None = None
     resources: Resources | None = None
 
@@ -210,7 +241,7 @@ class Measurement:
     def parts(self) -> tuple:
         """The measured parts that are present, in :data:`ROW_PARTS` order."""
         return tuple(p for p in (self.outcome, self.session, self.timing, self.throughput, self.agreement,
-                                 self.stages, self.resources) if p is not None)
+                                 self.reference_check, self.stages, self.resources) if p is not None)
 
 
 def assemble(*parts: Any) -> dict[str, Any]:

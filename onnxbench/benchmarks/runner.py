@@ -219,7 +219,7 @@ class _Run:
                     self.emit(cell, source, None, Measurement.failed(f"export failed: {type(exc).__name__}: {exc}"))
                 continue
             for runtime_cells in _group(runnable, key=lambda c: c.runtime):
-                yield Group(source, artifact, tuple(runtime_cells), spec)
+                yield Group(source, artifact, tuple(runtime_cells), spec, cache_dir=self.cache_dir)
 
     def tuned_groups(self, tune: bool | list[str]) -> Iterator[Group]:
         """For each group that had an ok cell and whose runtime is tuned: search the runtime's grid on the group's

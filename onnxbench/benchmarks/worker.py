@@ -3,8 +3,9 @@ runtime), in whatever process an executor runs it (:mod:`onnxbench.benchmarks.ex
 
 The process-per-group executor starts one worker process (a fresh interpreter, :func:`main`) per group, so that
 a crash, a hang or an out-of-memory kill inside a runtime costs one cell and never the run. The worker opens one
-session, computes the reference outputs per shape itself (cheaper than shipping logits between processes),
-measures each cell with :func:`measure_cell` and emits the typed messages of
+session, computes the reference outputs per shape itself (cheaper than shipping logits between processes; float64
+results are also cached on disk, :mod:`onnxbench.benchmarks.reference`), measures each cell with
+:func:`measure_cell` and emits the typed messages of
 :mod:`onnxbench.benchmarks.messages` (:func:`measure_group`).
 
 Fault injection (for tests and for checking a deployment's isolation; documented in README "Isolation"):
@@ -35,49 +36,17 @@ from ..export import ExportArtifact
 from ..noise import noise_reason
 from ..runtimes import RuntimeOptions, RuntimeUnavailable, Session
 from ..runtimes import trt_profiles as _trt_profiles
-from .agreement import compare_outputs, worst
 from .cells import Cell
+from .divergence import BoundaryNotFound
 from .matrix import MatrixSpec
 from .messages import CellFinished, CellStarted, Group, GroupFinished, Message, SessionOpened, WorkerStarted
-from .rows import AgreementColumns, GpuStages, Measurement, Outcome, Resources, SessionInfo, Throughput
+from .reference import Expected, Reference
+from .rows import GpuStages, Measurement, Outcome, Resources, SessionInfo, Throughput
 from .sources import ModelSource
 from .timing import measure, measure_stages
+from .verdict import Verdict, judge, locate, runtime_block_states
 
 FAULT_ENV = "ONNXBENCH_FAULT"
-
-
-class ReferenceOutputs:
-    """Reference outputs of one artifact's cells, computed once per shape and shared by the group's cells.
-
-    The source names the reference runtime and the artifact it opens (for the reference transformer: fp32 torch
-    eager with the same config and weights, whatever the graph's precision; for an ONNX file: ORT CPU running
-    the file itself).
-    """
-
-    def __init__(self, source: ModelSource, artifact: ExportArtifact) -> None:
-        self.runtime = source.reference_runtime
-        self.artifact = source.reference_artifact(artifact)
-        self._session = None
-        self._outputs: dict[tuple, dict[str, np.ndarray]] = {}
-        self.seconds = 0.0
-
-    def get(self, key: tuple, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The reference outputs at shape ``key``; outputs of other shapes are dropped (a group measures each
-        shape once, and keeping them would count in later cells' ``peak_rss_mb``)."""
-        for other in [k for k in self._outputs if k != key]:
-            del self._outputs[other]
-        if key not in self._outputs:
-            t0 = time.perf_counter()
-            if self._session is None:
-                self._session = runtimes.get(self.runtime).open(self.artifact)
-            self._outputs[key] = self._session.run(feeds)
-            self.seconds += time.perf_counter() - t0
-        return self._outputs[key]
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-        self._outputs.clear()
 
 
 def reset_peak_rss() -> None:
@@ -167,8 +136,9 @@ def inject_fault(cell: Cell) -> None:
         raise ValueError(f"{FAULT_ENV}: unknown action {action!r}; use kill, hang, exit or raise")
 
 
-def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: MatrixSpec,
-                 references: ReferenceOutputs, mem_baseline: int | None = None) -> tuple[Measurement, float]:
+def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: MatrixSpec, reference: Reference,
+                 mem_baseline: int | None = None, artifact: ExportArtifact | None = None,
+                 options: RuntimeOptions | None = None, cache_dir: Path | None = None) -> tuple[Measurement, float]:
     """Measure one cell on an open session: agreement with the reference, latency, throughput, memory.
 
     Args:
@@ -176,9 +146,12 @@ def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: Matrix
             transformer: ``input_ids`` int64 (B, T) in [0, vocab_size)).
         session: an open session of the cell's artifact on the cell's runtime.
         source: the cell's model.
-        spec: the matrix (timing settings, ``noise_limit``).
-        references: reference outputs, cached per shape.
+        spec: the matrix (timing settings, ``noise_limit``, ``locate_divergence``).
+        reference: the artifact's reference (``source.reference``), its expected outputs kept for the current
+            shape.
         mem_baseline: device memory in use (bytes) before the session was opened (:func:`device_mem_mb`).
+        artifact / options / cache_dir: what the session runs and was opened with, and the export cache: a
+            failing cell is run again on the graph with its block boundaries as outputs (docs/agreement.md).
 
     Returns:
         (the ok measurement without its :class:`SessionInfo`, seconds spent in the timing harness).
@@ -187,31 +160,54 @@ def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: Matrix
         Exception: whatever the runtime raises; the caller turns it into a ``failed`` measurement.
     """
     feeds = source.feeds(session.inputs(), cell.batch, cell.seq_len)
-    reference = references.get((cell.batch, cell.seq_len), feeds)
+    expected = reference.expected(feeds, cell.precision)
     # memory held for earlier cells' shapes goes back first, so the peak is this cell's alone (docs/schema.md)
     session.release_memory(feeds)
     trim_heap()
     reset_peak_rss()
     outputs = session.run(feeds)
     tol = runtimes.runtime_class(cell.runtime).tolerance(cell.precision, bool(session.options.get("tf32", False)))
-    agreements = compare_outputs(outputs, reference, tol)
     t0 = time.perf_counter()
     timing, _ = measure(session.prepare(feeds), session.synchronize, spec.timing)
     stages = split_timing(session, feeds, spec)
     timing_s = time.perf_counter() - t0
+    resources = Resources(peak_rss_mb(), device_mem_mb(session, mem_baseline))
     # The timed path (IOBinding, a replayed CUDA graph) must agree too, not only run().
-    fast = session.fetch_outputs()
-    if fast is not None:
-        agreements += compare_outputs(fast, reference, tol)
-    agreement = worst(agreements)
-    warnings = list(session.notes)  # e.g. compute nodes that left the requested EP
+    verdict = judge(outputs, expected, tol, reference, cell.runtime, session.options, session.fetch_outputs())
+    notes = list(session.notes)  # e.g. compute nodes that left the requested EP
     noisy = noise_reason(timing.as_row(), spec.noise_limit)
     if noisy:
-        warnings.append(noisy)
-    return Measurement(Outcome("ok", "; ".join(warnings)), timing=timing,
+        notes.append(noisy)
+    block = None
+    if (verdict.failed or spec.locate_divergence) and verdict.verdict != "reference":
+        # after the resources are read: the second session must not count in this cell's peak memory
+        block, note = _first_divergent_block(cell, session, artifact, options, cache_dir, feeds, expected, tol,
+                                             verdict, reference)
+        notes += [note] if note else []
+    if expected.note:
+        notes.append(f"note: no noise floor ({expected.note[:300]})")
+    if verdict.agreement.ref_nonfinite:
+        notes.append(f"note: the reference output has {verdict.agreement.ref_nonfinite} NaN/Inf values; positions "
+                     "where this output differs from them are not judged")
+    agreement, check = verdict.parts(block)
+    return Measurement(Outcome("ok", "; ".join(notes)), timing=timing,
                        throughput=Throughput.of(cell.batch, cell.seq_len, timing.latency_ms_p50),
-                       agreement=AgreementColumns.of(agreement), stages=stages,
-                       resources=Resources(peak_rss_mb(), device_mem_mb(session, mem_baseline))), timing_s
+                       agreement=agreement, reference_check=check, stages=stages, resources=resources), timing_s
+
+
+def _first_divergent_block(cell: Cell, session: Session, artifact: ExportArtifact | None,
+                           options: RuntimeOptions | None, cache_dir: Path | None, feeds: dict[str, np.ndarray],
+                           expected: Expected, tol, verdict: Verdict, reference: Reference) -> tuple[int | None, str]:
+    """The first diverging block and an empty note, or None and the note saying why it is unknown."""
+    if not expected.fp64_blocks or artifact is None:
+        return None, "divergence not located: the reference has no block states (" + (
+            expected.note or "not a block-structured reference transformer") + ")"
+    try:
+        states = runtime_block_states(session, artifact, cell.runtime, options or RuntimeOptions(), feeds,
+                                      reference.n_layers, cache_dir)
+        return locate(states, expected, tol, verdict.agreement), ""
+    except (BoundaryNotFound, ValueError, RuntimeUnavailable) as exc:
+        return None, f"divergence not located: {exc}"
 
 
 def axis_ranges(cells: list[Cell], source: ModelSource | None = None) -> dict[str, tuple[int, int, int]]:
@@ -271,9 +267,9 @@ def measure_group(group: Group) -> Iterator[Message]:
     device_id = int((group.options or RuntimeOptions()).extra.get("device_id", 0))
     mem_baseline = device_memory_used(f"cuda:{device_id}") if runtime.device == "cuda" else None
     t0 = time.perf_counter()
+    options = dataclasses.replace(group.options or RuntimeOptions(), axis_ranges=axis_ranges(cells, group.source))
     try:
-        session = runtime.open(group.artifact, dataclasses.replace(group.options or RuntimeOptions(),
-                                                                   axis_ranges=axis_ranges(cells, group.source)))
+        session = runtime.open(group.artifact, options)
     except RuntimeUnavailable as exc:
         yield from _all(cells, unavailable(group.runtime, str(exc)))
         return
@@ -282,26 +278,26 @@ def measure_group(group: Group) -> Iterator[Message]:
         return
     yield SessionOpened(time.perf_counter() - t0)
     attention_provider = _attention_provider(session, cells[0], group.source)
-    references = ReferenceOutputs(group.source, group.artifact)
+    reference = group.source.reference(group.artifact, group.cache_dir)
     try:
         with session:
             info = SessionInfo.of(session, attention_provider, group.label)
             for cell in cells:
                 yield CellStarted(cell.cell_id)
-                ref_before = references.seconds
+                ref_before = reference.seconds
                 try:
                     inject_fault(cell)
-                    measured, timing_s = measure_cell(cell, session, group.source, group.spec, references,
-                                                      mem_baseline)
+                    measured, timing_s = measure_cell(cell, session, group.source, group.spec, reference,
+                                                      mem_baseline, group.artifact, options, group.cache_dir)
                     # after the first run: build_s then includes a per-shape compile
                     measured = dataclasses.replace(measured, session=dataclasses.replace(info,
                                                                                          build_s=session.build_s))
                 except Exception as exc:
                     measured, timing_s = Measurement.failed(f"{type(exc).__name__}: {exc} @ {_last_frame(exc)}",
                                                             info), 0.0
-                yield CellFinished(cell.cell_id, measured, timing_s, references.seconds - ref_before)
+                yield CellFinished(cell.cell_id, measured, timing_s, reference.seconds - ref_before)
     finally:
-        references.close()
+        reference.close()
     yield GroupFinished()
 
 

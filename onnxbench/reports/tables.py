@@ -175,7 +175,7 @@ def summary_table(df: pd.DataFrame, reference: str | None = None, requested: lis
     # keys as text: NA never equals NA, and a key with one must still find its group
     present = {tuple(map(str, key)): set(g["runtime"]) for key, g in df.groupby(keys, sort=False, dropna=False)}
     ok["_label"] = runtime_labels(ok)
-    ok["_agree"] = ok["agree"].fillna(False).astype(bool)
+    ok["_agree"] = verdicts(ok) == "pass"  # a "reference" row compared the reference with itself: no evidence
     ok["_noisy"] = noisy_mask(ok, noise_limit)
     rows = []
     for key, g in ok.groupby(keys, sort=True, dropna=False):
@@ -227,14 +227,42 @@ def run_completeness(df: pd.DataFrame, header: dict) -> dict:
             "runtimes_without_rows": [r for r in requested if r not in have]}
 
 
+#: Agreement columns that only runs with a float64 reference have; a table leaves them out when all are empty.
+FLOOR_TABLE_COLUMNS = ("required_atol", "floor_ratio", "floor_factor")
+
+
+def verdicts(df: pd.DataFrame) -> pd.Series:
+    """Each row's agreement verdict: the ``verdict`` column (``pass`` | ``FAIL`` | ``reference``), or for rows
+    written before it existed, ``pass``/``FAIL`` from ``agree``; NA where neither is known."""
+    derived = df["agree"].astype("object").map(lambda v: pd.NA if v is None or v is pd.NA else
+                                               ("pass" if bool(v) else "FAIL"))
+    return df["verdict"].astype("object").where(df["verdict"].notna(), derived)
+
+
 def agreement_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per ok cell: max abs/rel error, cosine, top-1 agreement, NaN count, atol/rtol and pass/fail (``agree``).
-    ``runtime`` carries the tuned configuration's name where there is one."""
+    """Per ok cell: max abs/rel error, cosine, top-1 agreement, NaN count, the atol that would have passed
+    (``required_atol``) beside the configured atol/rtol, the error against float64 as a multiple of the noise
+    floor (``floor_ratio``) beside the factor allowed, and the ``verdict`` (a ``reference`` row compared the
+    reference with itself: not a pass). ``runtime`` carries the tuned configuration's name where there is one."""
     ok = ok_rows(df).copy()
     ok["runtime"] = runtime_labels(ok)
+    ok["verdict"] = verdicts(ok)
     cols = ["model", "part", "attention", "precision", "opset", "runtime"] + SHAPE + [
-        "max_abs_err", "max_rel_err", "cosine", "top1_agree", "nan_count", "atol", "rtol", "agree"]
+        "max_abs_err", "max_rel_err", "cosine", "top1_agree", "nan_count", "required_atol", "atol", "rtol",
+        "floor_ratio", "floor_factor", "verdict"]
+    cols = [c for c in cols if c not in FLOOR_TABLE_COLUMNS or ok[c].notna().any()]
     return ok[cols].reset_index(drop=True)
+
+
+def divergence_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Ok cells whose first diverging block was located (failing cells, or every cell of a run with
+    ``--locate-divergence``): the block, the output's error as a multiple of the noise floor, and the verdict."""
+    ok = ok_rows(df).copy()
+    ok = ok[ok["first_divergent_block"].notna()]
+    ok["runtime"] = runtime_labels(ok)
+    ok["verdict"] = verdicts(ok)
+    return ok[["model", "part", "attention", "precision", "runtime"] + SHAPE + [
+        "first_divergent_block", "floor_ratio", "verdict"]].reset_index(drop=True)
 
 
 def not_ok_table(df: pd.DataFrame) -> pd.DataFrame:

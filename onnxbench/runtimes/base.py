@@ -209,6 +209,12 @@ class Session(ABC):
         only :meth:`run`. None (the default): the fast path is :meth:`run` itself or cannot be read back."""
         return None
 
+    def eager_module(self) -> Any:
+        """The eager torch module this session runs as it is, so that forward hooks observe what it computes
+        (locating the first diverging block, docs/agreement.md); None (the default) for a session that runs an
+        ONNX graph or a compiled module."""
+        return None
+
     def close(self) -> None:
         """Free the session's resources."""
 

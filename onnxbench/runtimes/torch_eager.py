@@ -86,6 +86,9 @@ class TorchEagerSession(Session):
         x = self._tensor(feeds)
         return lambda: self._forward(x)
 
+    def eager_module(self) -> torch.nn.Module:
+        return self.model
+
     def close(self) -> None:
         self.model = None
         torch.set_num_threads(self._threads_before)

@@ -5,7 +5,8 @@ class                       ``MatrixSpec`` field  what it is
 ==========================  ===================  ==============================================================
 :class:`PresetSource`       ``models``           a named preset of the reference transformer, seeded weights
 :class:`CheckpointSource`   ``checkpoints``      the reference transformer with a local checkpoint's weights
-:class:`OnnxFileSource`     ``onnx_models``      any ONNX file, run as it is, ORT CPU as its reference
+:class:`OnnxFileSource`     ``onnx_models``      any ONNX file, run as it is, unoptimized ORT CPU (or a
+                                                 ``reference_models`` entry's float64 torch) as its reference
 ==========================  ===================  ==============================================================
 
 A new kind of model is one :class:`ModelSource` subclass and one entry in :data:`SOURCE_KINDS` (plus the

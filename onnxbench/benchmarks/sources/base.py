@@ -25,6 +25,7 @@ from ..cells import Cell
 if TYPE_CHECKING:
     from ...models import TransformerConfig
     from ..matrix import MatrixSpec
+    from ..reference import Reference
     from ..workmodel import Work
 
 
@@ -34,7 +35,8 @@ class ModelSource(ABC):
     Class attributes:
         spec_field: the :class:`~onnxbench.benchmarks.matrix.MatrixSpec` field listing models of this kind
             (also the TOML key); :meth:`from_spec` reads it.
-        reference_runtime: registry name of the runtime whose outputs this model's cells are compared with.
+        reference_runtime: registry name of the runtime whose outputs this model's cells are compared with
+            (:meth:`reference` says in which configuration).
         exported: whether :meth:`artifact` exports the model (True) or reads a file as given (False); only
             exports have an export time and count in the run's export summary.
     """
@@ -91,10 +93,11 @@ class ModelSource(ABC):
             Exception: whatever the export raises; the runner turns it into ``failed`` rows.
         """
 
-    def reference_artifact(self, artifact: ExportArtifact) -> ExportArtifact:
-        """What :attr:`reference_runtime` opens to compute the reference outputs of ``artifact``'s cells
-        (default: the artifact itself)."""
-        return artifact
+    @abstractmethod
+    def reference(self, artifact: ExportArtifact, cache_dir: str | Path | None = None) -> Reference:
+        """What the cells of ``artifact`` are compared with (:mod:`onnxbench.benchmarks.reference`): its
+        expected outputs per feeds, its float64 outputs and noise floor where it has them, and whether a row is
+        the reference itself. ``cache_dir`` is the export cache (float64 results are cached under it)."""
 
     @abstractmethod
     def feeds(self, specs: tuple[TensorSpec, ...], batch: int, seq_len: int) -> dict[str, np.ndarray]:

@@ -2,8 +2,11 @@
 
 It has no torch module, so:
 
-- its reference is ONNX Runtime's CPU EP running the same file in its own precision; ``torch`` cells become
-  ``skipped`` with the reason (the torch runtimes refuse an artifact without a config);
+- its reference is ONNX Runtime's CPU EP running the same file in its own precision with every graph
+  optimization disabled, plus a float64 evaluation of the graph where it is small enough
+  (:class:`onnxbench.benchmarks.reference.OnnxFileReference`); or, for a file exported from one of our models by
+  any exporter, that model's float64 torch reference (``reference_model``, ``--reference-model``);
+  ``torch`` cells become ``skipped`` with the reason (the torch runtimes refuse an artifact without a config);
 - it is run as it is: the matrix's attention variants, precisions, opsets and parts do not apply; its cells have
   ``attention`` = :data:`ATTENTION_LABEL`, ``opset`` read from the graph and ``precision`` from the graph's first
   floating-point output;
@@ -37,7 +40,9 @@ from ..inputs import BATCH_AXES, SEQ_AXES, make_feeds
 from .base import ModelSource
 
 if TYPE_CHECKING:
+    from ...models import TransformerConfig
     from ..matrix import MatrixSpec
+    from ..reference import Reference
 
 #: The ``attention`` column of an ONNX file's cells: a label only (the graph's attention is whatever it holds).
 ATTENTION_LABEL = "external"
@@ -177,6 +182,53 @@ def shape_axes(artifact: ExportArtifact, batches: list[int], seq_lens: list[int]
     return out[0], out[1]
 
 
+@functools.lru_cache(maxsize=16)
+def reference_config(reference_model: str) -> TransformerConfig:
+    """The config of ``--reference-model``: a preset name or a checkpoint directory.
+
+    Raises:
+        MatrixError: (a ValueError) for anything else (lists the presets).
+    """
+    from ...models import PRESETS
+    from ...models.gpt2 import checkpoint_config
+
+    if reference_model in PRESETS:
+        return PRESETS[reference_model]
+    if Path(reference_model).is_dir():
+        return checkpoint_config(reference_model)
+    raise MatrixError(f"--reference-model {reference_model!r} is neither a preset ({', '.join(PRESETS)}) nor a "
+                      "checkpoint directory (config.json + model.safetensors)")
+
+
+def check_reference_fit(path: str, reference_model: str) -> None:
+    """Check that the ONNX file ``path`` can be compared with the float64 reference of ``reference_model`` (a
+    preset name or a checkpoint directory): inputs and outputs are matched by name and shape, so the file must
+    take exactly the reference's ``input_ids`` (integer, rank 2: batch, sequence) and output ``logits`` of rank 3
+    whose last axis, where static, is the reference's vocabulary size.
+
+    Raises:
+        MatrixError: (a ValueError) for a reference that is neither a preset nor a checkpoint directory, or
+            naming the file, the mismatching input or output and what the reference expects.
+    """
+    config = reference_config(reference_model)
+    artifact, _ = inspect_onnx(path)
+    expects = (f"the reference model {reference_model} takes input_ids int64 (batch, sequence) and outputs logits "
+               f"(batch, sequence, {config.vocab_size})")
+    inputs = {spec.name: spec for spec in artifact.inputs}
+    if list(inputs) != ["input_ids"]:
+        raise MatrixError(f"{path}: inputs {sorted(inputs)} do not fit: {expects}")
+    ids = inputs["input_ids"]
+    if not np.issubdtype(np.dtype(ids.dtype), np.integer) or len(ids.shape) != 2:
+        raise MatrixError(f"{path}: input 'input_ids' is {ids.dtype} of rank {len(ids.shape)}; {expects}")
+    logits = next((spec for spec in artifact.outputs if spec.name == "logits"), None)
+    if logits is None:
+        raise MatrixError(f"{path}: no output named 'logits' (outputs: "
+                         f"{[spec.name for spec in artifact.outputs]}); {expects}")
+    vocab = logits.shape[-1] if logits.shape else None
+    if len(logits.shape) != 3 or (isinstance(vocab, int) and vocab > 0 and vocab != config.vocab_size):
+        raise MatrixError(f"{path}: output 'logits' has shape {list(logits.shape)}; {expects}")
+
+
 def precision_of(artifact: ExportArtifact) -> str:
     """``fp16``/``bf16`` if the first floating-point output has that type, else ``fp32``."""
     for spec in artifact.outputs:
@@ -189,7 +241,8 @@ def precision_of(artifact: ExportArtifact) -> str:
 
 @dataclass(frozen=True)
 class OnnxFileSource(ModelSource):
-    """An ONNX file run as it is, compared with ONNX Runtime's CPU EP running the same file.
+    """An ONNX file run as it is, compared with ONNX Runtime's CPU EP running the same file without graph
+    optimizations, or with ``reference_model``'s float64 torch reference.
 
     Attributes:
         name: the file's stem.
@@ -200,6 +253,8 @@ class OnnxFileSource(ModelSource):
         dims: sizes (or ``[min, opt, max]`` ranges) of named (or ``input.index``) dynamic axes.
         int_ranges: ``{input name or "*": [lo, hi)}`` for integer inputs.
         input_shapes: shapes given to inputs (``--shape``), already applied to ``model.inputs``.
+        reference_model: a preset name or checkpoint directory whose float64 torch reference the file is
+            compared with (None: ONNX Runtime CPU without graph optimizations).
     """
 
     name: str
@@ -210,13 +265,18 @@ class OnnxFileSource(ModelSource):
     dims: dict[str, int | list[int]] = field(default_factory=dict)
     int_ranges: dict[str, list[int]] = field(default_factory=dict)
     input_shapes: dict[str, list[int | str]] = field(default_factory=dict)
+    reference_model: str | None = None
     spec_field: ClassVar[str] = "onnx_models"
-    reference_runtime: ClassVar[str] = "ort-cpu"
+
+    @property
+    def reference_runtime(self) -> str:
+        return "torch" if self.reference_model else "ort-cpu"
 
     @classmethod
     def at(cls, path: str | Path, seed: int = 0, dims: dict[str, int | list[int]] | None = None,
            int_ranges: dict[str, list[int]] | None = None,
-           input_shapes: dict[str, list[int | str]] | None = None) -> OnnxFileSource:
+           input_shapes: dict[str, list[int | str]] | None = None,
+           reference_model: str | None = None) -> OnnxFileSource:
         """The ONNX file at ``path``.
 
         Raises:
@@ -225,11 +285,12 @@ class OnnxFileSource(ModelSource):
         artifact, n_params, unranked = _inspect_file(path)
         artifact = with_input_shapes(path, artifact, unranked, dict(input_shapes or {}))
         return cls(Path(path).stem, str(path), artifact, n_params, seed, dict(dims or {}), dict(int_ranges or {}),
-                   dict(input_shapes or {}))
+                   dict(input_shapes or {}), reference_model)
 
     @classmethod
     def from_spec(cls, spec: MatrixSpec) -> list[OnnxFileSource]:
-        return [cls.at(path, spec.seed, spec.dims, spec.int_ranges, spec.input_shapes) for path in spec.onnx_models]
+        return [cls.at(path, spec.seed, spec.dims, spec.int_ranges, spec.input_shapes,
+                       spec.reference_models.get(Path(path).stem)) for path in spec.onnx_models]
 
     def describe(self) -> str:
         return str(self.path)
@@ -239,11 +300,14 @@ class OnnxFileSource(ModelSource):
         return self.param_count
 
     def validate(self, spec: MatrixSpec) -> None:
-        """Every dynamic dim bound and the integer ranges sane (generates inputs once at batch = seq_len = 1).
+        """Every dynamic dim bound and the integer ranges sane (generates inputs once at batch = seq_len = 1);
+        with a ``reference_model``, the file's inputs and outputs fit it (:func:`check_reference_fit`).
 
         Raises:
             MatrixError: (a ValueError) naming the file, the input or the axis, and the flag that fixes it.
         """
+        if self.reference_model:
+            check_reference_fit(self.path, self.reference_model)
         try:
             dim_ranges(self.dims)
             self.feeds(self.model.inputs, 1, 1)
@@ -263,12 +327,23 @@ class OnnxFileSource(ModelSource):
 
     def feeds(self, specs: tuple[TensorSpec, ...], batch: int, seq_len: int) -> dict[str, np.ndarray]:
         """The graph's inputs with ``input_shapes``, ``dims`` (at OPT) and ``int_ranges`` applied (see
-        :func:`make_feeds`)."""
+        :func:`make_feeds`); with a ``reference_model``, token ids below its vocabulary size unless
+        ``int_ranges`` says otherwise."""
         specs = tuple(dataclasses.replace(s, shape=tuple(self.input_shapes[s.name])) if s.name in self.input_shapes
                       else s for s in specs)
+        int_high = reference_config(self.reference_model).vocab_size if self.reference_model else 2
         return make_feeds(specs, batch, seq_len, seed=self.seed, dims=dim_sizes(self.dims),
-                          int_ranges=self.int_ranges)
+                          int_ranges=self.int_ranges, int_high=int_high)
 
     def axis_ranges(self) -> dict[str, tuple[int, int, int]]:
         """Every ``--dim`` axis's (min, opt, max) for optimization profiles (see :func:`dim_ranges`)."""
         return dim_ranges(self.dims)
+
+    def reference(self, artifact: ExportArtifact, cache_dir: str | Path | None = None) -> Reference:
+        """ONNX Runtime CPU without graph optimizations on the file (and its float64 evaluation where the graph
+        is small enough), or the ``reference_model``'s float64 torch reference."""
+        from ..reference import OnnxFileReference, model_reference
+
+        if self.reference_model:
+            return model_reference(self.reference_model, self.seed, cache_dir=cache_dir)
+        return OnnxFileReference(artifact)

@@ -1,15 +1,15 @@
 """Sources of the reference transformer: a named preset, or a local GPT-2-style checkpoint.
 
 Both export the reference transformer (:mod:`onnxbench.export`) for every (part, attention variant, precision,
-opset) of the matrix and compare it with torch eager running the same weights in fp32. They differ only in where
-the config and the weights come from: :class:`PresetSource` takes a preset's config and the matrix's seed,
-:class:`CheckpointSource` reads ``config.json`` and ``model.safetensors`` from a directory
+opset) of the matrix and compare it with the torch module running the same weights in float64, whose error at
+the cell's precision is the noise floor (:class:`onnxbench.benchmarks.reference.TorchFloat64Reference`). They
+differ only in where the config and the weights come from: :class:`PresetSource` takes a preset's config and the
+matrix's seed, :class:`CheckpointSource` reads ``config.json`` and ``model.safetensors`` from a directory
 (:mod:`onnxbench.models.gpt2`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from .base import ModelSource
 
 if TYPE_CHECKING:
     from ..matrix import MatrixSpec
+    from ..reference import Reference
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,12 @@ class TransformerSource(ModelSource):
     def artifact(self, cell: Cell, cache_dir: str | Path | None = None) -> ExportArtifact:
         return self.export(cell.attention, cell.precision, cell.opset, cell.part, cache_dir)
 
-    def reference_artifact(self, artifact: ExportArtifact) -> ExportArtifact:
-        """The fp32 module of the same config and weights: an fp16/bf16 graph is compared with fp32 torch."""
-        return dataclasses.replace(artifact, precision="fp32")
+    def reference(self, artifact: ExportArtifact, cache_dir: str | Path | None = None) -> Reference:
+        """The float64 torch module of the artifact's config, weights and part, whatever the graph's precision;
+        the module at the graph's precision gives the noise floor."""
+        from ..reference import TorchFloat64Reference
+
+        return TorchFloat64Reference.of_artifact(artifact, cache_dir)
 
     def feeds(self, specs: tuple[TensorSpec, ...], batch: int, seq_len: int) -> dict[str, np.ndarray]:
         """``input_ids`` int64 (batch, seq_len) uniform in [0, vocab_size) (the attention part: hidden states

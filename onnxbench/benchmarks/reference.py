@@ -1,0 +1,196 @@
+"""What a cell's outputs are compared with (docs/agreement.md).
+
+- **Our own models** (presets, checkpoints, and an ONNX file run with ``--reference-model``): the torch module in
+  **float64** on the CPU (:class:`TorchFloat64Reference`). The noise floor of the cell's precision is the same
+  module at that precision against float64.
+- **A user's ONNX file**: ONNX Runtime's CPU EP with **every graph optimization disabled**
+  (``GraphOptimizationLevel.ORT_DISABLE_ALL``), so that optimizer and fusion faults of the optimized sessions
+  show up (:class:`OnnxFileReference`); where the graph is small enough, also a float64 evaluation of it
+  (``onnx.reference.ReferenceEvaluator`` on a float64 copy), against which the unoptimized session's error is the
+  noise floor.
+
+A row whose runtime and configuration are the reference's own (:meth:`Reference.is_self`) compares the reference
+with itself: its verdict is ``reference``, never a pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..export import ExportArtifact
+from ..models import TransformerConfig
+from .fp64 import ForwardResult, TorchReference, noise_floor, onnx_float64
+
+
+@dataclass
+class Expected:
+    """What one set of feeds should produce.
+
+    Attributes:
+        outputs: output name -> the reference's values (the absolute band is applied against these).
+        fp64: output name -> (float64 values, noise floor of the cell's precision); empty without a float64
+            reference.
+        fp64_blocks / floor_blocks: residual stream after each block in float64, and its noise floor per block
+            (for locating the first diverging block); empty where unknown.
+        note: why there is no float64 reference or floor (empty when there is one).
+    """
+
+    outputs: dict[str, np.ndarray]
+    fp64: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)
+    fp64_blocks: list[np.ndarray] = field(default_factory=list)
+    floor_blocks: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+class Reference:
+    """A reference: what it is (:attr:`runtime`, :attr:`config`, :attr:`label`), whether a row is itself, and
+    the expected outputs of feeds at a precision (:meth:`expected`, cached per feeds in memory)."""
+
+    runtime: str = ""
+    #: Session options that make a row of :attr:`runtime` *this* reference.
+    config: dict = {}
+    #: Blocks of the reference transformer, for locating divergence (0: not a block-structured model).
+    n_layers: int = 0
+    #: Exclusive upper bound of generated token ids (the vocabulary of a reference transformer), else None.
+    vocab_size: int | None = None
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, Expected] = {}
+        self.seconds = 0.0
+
+    @property
+    def label(self) -> str:
+        """What the reference is, as written in the ``reference_config`` column."""
+        raise NotImplementedError
+
+    def is_self(self, runtime: str, options: dict) -> bool:
+        """Whether a row of ``runtime`` whose session reports ``options`` is this reference comparing itself."""
+        return runtime == self.runtime and all(options.get(k) == v for k, v in self.config.items())
+
+    def expected(self, feeds: dict[str, np.ndarray], precision: str) -> Expected:
+        """The expected outputs of ``feeds`` for a cell of ``precision``. Only the latest feeds' are kept: a group
+        measures each shape once, and older ones would count in later cells' ``peak_rss_mb``."""
+        from .fp64 import feeds_digest
+
+        key = (feeds_digest(feeds), precision)
+        for other in [k for k in self._cache if k != key]:
+            del self._cache[other]
+        if key not in self._cache:
+            t0 = time.perf_counter()
+            self._cache[key] = self._expected(feeds, precision)
+            self.seconds += time.perf_counter() - t0
+        return self._cache[key]
+
+    def _expected(self, feeds: dict[str, np.ndarray], precision: str) -> Expected:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._cache.clear()
+
+
+class TorchFloat64Reference(Reference):
+    """The reference transformer in float64 (torch, CPU); its noise floor is the module at the cell's precision.
+
+    Args:
+        reference: the model (:class:`onnxbench.benchmarks.fp64.TorchReference`, which caches float64 results);
+            its output is ``logits`` (``attention_output`` for the attention part), matched by name.
+    """
+
+    runtime = "torch"
+    config = {"dtype": "float64"}
+
+    def __init__(self, reference: TorchReference) -> None:
+        super().__init__()
+        self.torch = reference
+        self.n_layers = reference.model_config.n_layers if reference.part == "model" else 0
+        self.vocab_size = reference.model_config.vocab_size
+
+    @classmethod
+    def of_artifact(cls, artifact: ExportArtifact, cache_dir: str | Path | None = None) -> TorchFloat64Reference:
+        return cls(TorchReference.of_artifact(artifact, cache_dir))
+
+    @property
+    def label(self) -> str:
+        return "torch float64"
+
+    def _expected(self, feeds: dict[str, np.ndarray], precision: str) -> Expected:
+        ref64: ForwardResult = self.torch.float64(feeds)
+        at_p = self.torch.at_precision(feeds, precision, keep=False)
+        fp64 = {name: (y64, noise_floor(at_p.outputs[name], y64, precision)) for name, y64 in ref64.outputs.items()}
+        floor_blocks = [noise_floor(h, h64, precision) for h, h64 in zip(at_p.blocks, ref64.blocks, strict=True)]
+        return Expected(dict(ref64.outputs), fp64, ref64.blocks, floor_blocks)
+
+    def close(self) -> None:
+        super().close()
+        self.torch.close()
+
+
+class OnnxFileReference(Reference):
+    """A foreign ONNX file's reference: ONNX Runtime CPU with every graph optimization disabled, and where the
+    graph is small enough (:func:`onnxbench.benchmarks.fp64.float64_size_problem`) a float64 evaluation of it
+    whose error against the unoptimized session is the noise floor."""
+
+    runtime = "ort-cpu"
+    config = {"graph_optimization_level": "disable"}
+
+    def __init__(self, artifact: ExportArtifact) -> None:
+        super().__init__()
+        self.artifact = artifact
+        self._session = None
+        self._model = None
+
+    @property
+    def label(self) -> str:
+        return "ort-cpu graph_optimization_level=disable"
+
+    def _expected(self, feeds: dict[str, np.ndarray], precision: str) -> Expected:
+        import onnx
+
+        from .. import runtimes
+        from ..runtimes import RuntimeOptions
+
+        if self._session is None:
+            self._session = runtimes.get(self.runtime).open(self.artifact, RuntimeOptions(extra=dict(self.config)))
+        outputs = self._session.run(feeds)
+        try:
+            if self._model is None:
+                self._model = onnx.load(str(self.artifact.path))
+            values = onnx_float64(self._model, feeds)
+        except Exception as exc:  # too large, an operator the evaluator lacks, or its own error: no floor
+            return Expected(outputs, note=f"no float64 evaluation of the graph: {type(exc).__name__}: {exc}")
+        fp64 = {}
+        for name, y in outputs.items():
+            if np.issubdtype(y.dtype, np.floating) and name in values:
+                fp64[name] = (values[name], noise_floor(y, values[name], precision))
+        return Expected(outputs, fp64)
+
+    def close(self) -> None:
+        super().close()
+        if self._session is not None:
+            self._session.close()
+        self._session = self._model = None
+
+
+def model_reference(model: str, seed: int, checkpoints: list[str] = (), part: str = "model",
+                    cache_dir: str | Path | None = None) -> TorchFloat64Reference:
+    """The float64 reference of a preset name or a checkpoint directory (``--reference-model``).
+
+    Raises:
+        KeyError: for a name that is neither a preset nor an existing checkpoint directory (lists the presets).
+    """
+    from ..models import PRESETS
+    from ..models.gpt2 import checkpoint_config, checkpoint_sha256
+
+    if model in PRESETS:
+        return TorchFloat64Reference(TorchReference(PRESETS[model], seed, part=part, cache_dir=cache_dir))
+    path = Path(model)
+    if path.is_dir():
+        config: TransformerConfig = checkpoint_config(path)
+        return TorchFloat64Reference(TorchReference(config, None, str(path.resolve()), checkpoint_sha256(path),
+                                                    part, cache_dir))
+    raise KeyError(f"reference model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a checkpoint "
+                   "directory (config.json + model.safetensors)")
