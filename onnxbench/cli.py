@@ -132,7 +132,8 @@ def run(
     checkpoint: list[Path] | None = typer.Option(
         None, help="GPT-2-style checkpoint directory to benchmark (repeatable; model name = directory name)"),
     onnx: list[Path] | None = typer.Option(
-        None, help="any ONNX model to run on the ONNX runtimes, ORT CPU as reference (repeatable; model = stem)"),
+        None, help="any ONNX model to run on the ONNX runtimes, ORT CPU without graph optimizations as reference "
+        "(repeatable; model = stem)"),
     dim: list[str] | None = typer.Option(
         None, help="NAME=SIZE or NAME=MIN:OPT:MAX for a dynamic axis of an --onnx model (repeatable; inputs are "
         "fed at OPT, TensorRT optimization profiles span MIN..MAX), e.g. --dim batch=4 --dim past=1:3:8"),
