@@ -286,7 +286,7 @@ def ceiling_rows(ceilings: dict | None) -> list[dict]:
 
 def _fmt_value(value) -> str:
     if isinstance(value, dict):
-        return ", ".join(f"{k} {_fmt_value(v)}" for k, v in value.items())
+        return ", ".join(f"{k} {_fmt_value(v)}" for k, v in value.items()) or "none"
     if isinstance(value, list):
         return ", ".join(_fmt_value(v) for v in value) or "none"
     return "unknown" if value is None else str(value)
