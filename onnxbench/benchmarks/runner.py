@@ -173,17 +173,18 @@ class _Run:
         if artifact is not None:  # the opset of the file that ran, never the axis value asked for
             key = dataclasses.replace(key, opset=artifact.opset)
         row = assemble(dataclasses.replace(self.stamp, timestamp=now()), key, model,
-                       *measurement.parts(), self._work(cell, source, measurement))
+                       *measurement.parts(), self._work(cell, source, artifact, measurement))
         row["reason"] = above_peak_reason(row)
         self.writer.write(row)
         self.summary.rows.append(row)
         if self.on_cell:
             self.on_cell(cell, row)
 
-    def _work(self, cell: Cell, source: ModelSource, measurement: Measurement) -> WorkColumns | None:
+    def _work(self, cell: Cell, source: ModelSource, artifact: ExportArtifact | None,
+              measurement: Measurement) -> WorkColumns | None:
         if not measurement.ok:
             return None
-        work = source.work(cell)
+        work = source.work(cell, artifact)
         if work is None:
             return None
         device = (measurement.session.device if measurement.session else None) or "cpu"

@@ -118,9 +118,10 @@ class ModelSource(ABC):
     def n_params(self) -> int | None:
         """Parameters of the model (the ``n_params`` column), or None where unknown."""
 
-    def work(self, cell: Cell) -> Work | None:
+    def work(self, cell: Cell, artifact: ExportArtifact | None = None) -> Work | None:
         """FLOPs and bytes moved of one inference of ``cell`` (:mod:`onnxbench.benchmarks.workmodel`), or None
-        where the source has no analytic work model (the work columns then stay empty)."""
+        where the source has no work model for it (the work columns then stay empty). ``artifact`` is the graph
+        the cell ran, for sources that count the graph itself (:mod:`onnxbench.benchmarks.graph_work`)."""
         return None
 
     def config(self, attention: str) -> TransformerConfig | None:

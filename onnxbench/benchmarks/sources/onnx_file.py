@@ -18,7 +18,11 @@ It has no torch module, so:
   ``MatrixSpec.int_ranges`` (``--int-range [INPUT=]LO:HI``);
 - its rows have ``model`` = the file's stem, ``batch`` = the size bound to the batch axis and ``seq_len`` = the
   size bound to the sequence axis (1 where the graph has no such axis, so that tokens/s is then sequences/s),
-  ``n_params`` = its initializers' elements, and no work-model columns (no analytic FLOP count).
+  ``n_params`` = its initializers' elements, and work-model columns (``flops``, ``bytes_moved``, the achieved
+  rates, fractions of the peaks and the roofline point) counted from the graph at the cell's bound shapes
+  (:func:`onnxbench.benchmarks.graph_work.graph_work`, docs/work_model.md); left empty where the count is
+  incomplete (an operator that may hold heavy work but is not counted), so that a partial count never passes
+  for a full one.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import onnx
 from ...errors import MatrixError
 from ...export import ExportArtifact, TensorSpec, read_artifact
 from ..cells import Cell
+from ..graph_work import GraphWork, graph_work
 from ..inputs import BATCH_AXES, SEQ_AXES, make_feeds
 from .base import ModelSource
 
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
     from ...models import TransformerConfig
     from ..matrix import MatrixSpec
     from ..reference import Reference
+    from ..workmodel import Work
 
 #: The ``attention`` column of an ONNX file's cells: a label only (the graph's attention is whatever it holds).
 ATTENTION_LABEL = "external"
@@ -180,6 +186,26 @@ def shape_axes(artifact: ExportArtifact, batches: list[int], seq_lens: list[int]
         bound = [dim_sizes(dims)[a] for a in present if a in dims]
         out.append([int(bound[0])] if bound else (list(values) if present else [1]))
     return out[0], out[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _graph_work(path: str, mtime_ns: int, batch: int, seq_len: int, dims: tuple, input_shapes: tuple) -> GraphWork:
+    return graph_work(path, batch, seq_len, dict(dims), {k: tuple(v) for k, v in input_shapes})
+
+
+def counted_work(path: str | Path, batch: int, seq_len: int, dims: dict[str, int | list[int]] | None = None,
+                 input_shapes: dict[str, list[int | str]] | None = None) -> GraphWork:
+    """:func:`onnxbench.benchmarks.graph_work.graph_work` of the file at ``path`` with its axes bound as an ONNX
+    file's cells bind them (``dims`` at OPT, :func:`dim_sizes`), cached per file version and shape (a run asks
+    once per row).
+
+    Raises:
+        ValueError: see :func:`~onnxbench.benchmarks.graph_work.graph_work`.
+    """
+    path = Path(path)
+    return _graph_work(str(path.resolve()), path.stat().st_mtime_ns, batch, seq_len,
+                       tuple(sorted(dim_sizes(dims or {}).items())),
+                       tuple(sorted((k, tuple(v)) for k, v in (input_shapes or {}).items())))
 
 
 @functools.lru_cache(maxsize=16)
@@ -324,6 +350,17 @@ class OnnxFileSource(ModelSource):
 
     def artifact(self, cell: Cell, cache_dir: str | Path | None = None) -> ExportArtifact:
         return self.model
+
+    def work(self, cell: Cell, artifact: ExportArtifact | None = None) -> Work | None:
+        """FLOPs and bytes of one inference of the graph that ran (``artifact``, else the file) at the cell's
+        bound shapes, counted from the graph (:func:`counted_work`); None where the count is incomplete
+        (:attr:`GraphWork.uncounted <onnxbench.benchmarks.graph_work.GraphWork>` not empty) or fails."""
+        path = artifact.path if artifact is not None else self.path
+        try:
+            counted = counted_work(path, cell.batch, cell.seq_len, self.dims, self.input_shapes)
+        except (ValueError, OSError):
+            return None
+        return counted.work if counted.complete else None
 
     def feeds(self, specs: tuple[TensorSpec, ...], batch: int, seq_len: int) -> dict[str, np.ndarray]:
         """The graph's inputs with ``input_shapes``, ``dims`` (at OPT) and ``int_ranges`` applied (see

@@ -108,7 +108,7 @@ class TransformerSource(ModelSource):
         float (batch, seq_len, d_model) from N(0, 1))."""
         return make_feeds(specs, batch, seq_len, seed=self.seed, int_high=self.base_config.vocab_size)
 
-    def work(self, cell: Cell) -> Work:
+    def work(self, cell: Cell, artifact: ExportArtifact | None = None) -> Work:
         return work(self.config(cell.attention), cell.part, cell.batch, cell.seq_len, cell.precision)
 
 
