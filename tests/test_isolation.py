@@ -7,9 +7,11 @@ inside the real worker process running the real ONNX Runtime / torch session; no
 import subprocess
 import sys
 
+import psutil
 import pytest
 
-from onnxbench.benchmarks import Executor, InProcessExecutor, MatrixSpec, read_rows, run_matrix
+from onnxbench.benchmarks import Executor, InProcessExecutor, MatrixSpec, ProcessPerGroupExecutor, read_rows, run_matrix
+from onnxbench.benchmarks.messages import WorkerStarted
 from onnxbench.benchmarks.timing import TimingConfig
 from onnxbench.benchmarks.worker import FAULT_ENV, inject_fault
 
@@ -24,20 +26,45 @@ def _by_cell(rows):
     return {(r["runtime"], r["seq_len"]): r for r in rows}
 
 
+class _Recording(ProcessPerGroupExecutor):
+    """The process-per-group executor, recording the pid of every worker it started."""
+
+    def __init__(self, warm: bool) -> None:
+        super().__init__(warm)
+        self.pids: list[int] = []
+
+    def run(self, groups):
+        for group, message in super().run(groups):
+            if isinstance(message, WorkerStarted):
+                self.pids.append(message.pid)
+            yield group, message
+
+
 @pytest.mark.parametrize(
-    "fault, runtimes, cell_timeout_s, reason",
+    "fault, runtimes, cell_timeout_s, warm, reason",
     [
-        ("kill", ["torch", "ort-cpu"], 600.0,
+        ("kill", ["torch", "ort-cpu"], 600.0, True,
          "worker killed by signal 9 (SIGKILL, e.g. by the out-of-memory killer) while measuring"),
+        # the same through fresh interpreters (no fork server)
+        ("kill", ["ort-cpu"], 600.0, False,
+         "worker killed by signal 9 (SIGKILL, e.g. by the out-of-memory killer) while measuring"),
+        # the exit status travels from the fork server, the forked worker's parent
+        ("exit", ["ort-cpu"], 600.0, True, "worker exited with status 3 while measuring this cell"),
         # the timeout must exceed any real cell's time on a contended machine: ort-cpu cells take milliseconds
-        ("hang", ["ort-cpu"], 10.0, "timed out after 10 s (cell_timeout_s); worker killed while measuring this cell"),
+        ("hang", ["ort-cpu"], 10.0, True,
+         "timed out after 10 s (cell_timeout_s); worker killed while measuring this cell"),
     ],
 )
 def test_a_dead_or_hung_worker_fails_only_its_cell(tmp_path, cache_dir, monkeypatch, fault, runtimes,
-                                                    cell_timeout_s, reason):
+                                                    cell_timeout_s, warm, reason):
     monkeypatch.setenv(FAULT_ENV, f"{fault}:runtime=ort-cpu,seq_len=16")
     spec = _spec(cell_timeout_s=cell_timeout_s, runtimes=runtimes)
-    summary = run_matrix(spec, tmp_path, cache_dir=cache_dir)
+    executor = _Recording(warm)
+    summary = run_matrix(spec, tmp_path, cache_dir=cache_dir, executor=executor)
+    # one worker per group, and one more for the cells after the failed one; none outlives the run (the fork
+    # server included)
+    assert len(set(executor.pids)) == len(executor.pids) == len(runtimes) + 1
+    assert psutil.Process().children(recursive=True) == []
     rows = read_rows(tmp_path)
     assert len(rows) == len(spec.expand()) == 3 * len(runtimes)
     assert [r["cell_id"] for r in rows] == [r["cell_id"] for r in summary.rows]

@@ -13,21 +13,25 @@ runtime) and yields ``(group, message)`` pairs as measuring proceeds. Its contra
 - closing the iterator it returns (``KeyboardInterrupt``, ``generator.close()``) ends any process it started.
 
 Two executors ship: :class:`InProcessExecutor` (this process, no isolation: debugging, or runtimes patched in
-tests) and :class:`ProcessPerGroupExecutor` (one fresh worker process per group, the default). A distributed
+tests) and :class:`ProcessPerGroupExecutor` (one worker process per group, forked from a warm fork server, the
+default). A distributed
 executor implements the same :meth:`Executor.run`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -61,27 +65,46 @@ STARTUP_TIMEOUT_S = 120.0
 
 
 class ProcessPerGroupExecutor(Executor):
-    """Measures each group in a fresh worker process (``python -c ...worker.main``), one group at a time, and
-    supervises it: a worker that dies or goes silent costs the cell it was measuring, and a fresh worker takes
-    the group's remaining cells.
+    """Measures each group in its own worker process, one group at a time, and supervises it: a worker that dies
+    or goes silent costs the cell it was measuring, and a fresh worker takes the group's remaining cells.
 
-    A fresh interpreter rather than a ``multiprocessing`` child: spawn would re-import the caller's ``__main__``
-    (breaking scripts without a ``__main__`` guard) and fork would inherit torch's thread pools.
+    Args:
+        warm: fork each worker from a fork server that imported torch, onnxruntime and the measuring code once per
+            :meth:`run` (:func:`onnxbench.benchmarks.worker.serve`), so that start-up (~4-7 s of imports) is paid
+            once rather than per group; ``False`` starts every worker as a fresh interpreter
+            (``python -c ...worker.main``). Where ``os.fork`` does not exist, workers are always fresh.
+
+    Not a ``multiprocessing`` start method: spawn would re-import the caller's ``__main__`` (breaking scripts
+    without a ``__main__`` guard), fork would copy the caller's state (torch's thread pools, patched runtimes),
+    and multiprocessing's forkserver, besides the same ``__main__`` import, is one per process with the
+    environment of its first use, while a run's workers need that run's (``$ONNXBENCH_FAULT``, plug-in paths;
+    docs/design.md "Isolation").
     """
 
-    def run(self, groups: Iterable[Group]) -> Iterator[tuple[Group, Message]]:
-        for group in groups:
-            for message in self.supervise(group):
-                yield group, message
+    def __init__(self, warm: bool = True) -> None:
+        self.warm = warm and hasattr(os, "fork")
 
-    def supervise(self, group: Group) -> Iterator[Message]:
-        """The messages of ``group``, measured in worker processes, with a ``failed`` :class:`CellFinished`
-        synthesised for a cell whose worker died or timed out (see the module docstring)."""
+    def run(self, groups: Iterable[Group]) -> Iterator[tuple[Group, Message]]:
+        server = _ForkServer() if self.warm else None
+        try:
+            for group in groups:
+                with contextlib.closing(self.supervise(group, server)) as messages:
+                    for message in messages:
+                        yield group, message
+        finally:
+            if server is not None:
+                server.close()
+
+    def supervise(self, group: Group, server: _ForkServer | None = None) -> Iterator[Message]:
+        """The messages of ``group``, measured in worker processes (forked by ``server``, else fresh
+        interpreters), with a ``failed`` :class:`CellFinished` synthesised for a cell whose worker died or timed
+        out (see the module docstring)."""
         timeout_s = group.spec.cell_timeout_s
         pending = list(group.cells)
         while pending:
             started = time.perf_counter()
-            proc, receiver = _start_worker(dataclasses.replace(group, cells=tuple(pending)))
+            subset = dataclasses.replace(group, cells=tuple(pending))
+            proc, receiver = server.start_worker(subset) if server is not None else _start_worker(subset)
             current, session_open, reason = None, False, None
             try:
                 wait = max(STARTUP_TIMEOUT_S, timeout_s)
@@ -131,16 +154,20 @@ class ProcessPerGroupExecutor(Executor):
         yield GroupFinished()
 
 
+def _worker_environment() -> dict[str, str]:
+    """This process's environment for a worker (or fork server): the package importable, the same runtimes."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    return runtimes.plugin_environment({**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [package_root, os.environ.get("PYTHONPATH")]))})
+
+
 def _start_worker(group: Group) -> tuple[subprocess.Popen, Connection]:
     """Start ``python -c worker.main()`` with ``group`` pickled on its stdin and a one-way pipe for messages."""
     read_fd, write_fd = os.pipe()
-    package_root = str(Path(__file__).resolve().parents[2])
-    env_vars = runtimes.plugin_environment({**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [package_root, os.environ.get("PYTHONPATH")]))})
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", f"from onnxbench.benchmarks.worker import main; main({write_fd})"],
-            stdin=subprocess.PIPE, pass_fds=(write_fd,), env=env_vars)
+            stdin=subprocess.PIPE, pass_fds=(write_fd,), env=_worker_environment())
     finally:
         os.close(write_fd)  # only the child writes; its exit then reads as EOF here
     receiver = Connection(read_fd, writable=False)
@@ -150,6 +177,99 @@ def _start_worker(group: Group) -> tuple[subprocess.Popen, Connection]:
     except BrokenPipeError:
         pass  # the child died at once: its exit code tells why
     return proc, receiver
+
+
+class _ForkServer:
+    """The executor's side of :func:`onnxbench.benchmarks.worker.serve`: a warm interpreter, started on the first
+    worker asked for (so its imports count as that worker's start-up) and again after it died, that forks the
+    workers."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+
+    def _ensure_started(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.close()
+        self.sock, theirs = socket.socketpair()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", f"from onnxbench.benchmarks.worker import serve; serve({theirs.fileno()})"],
+                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env=_worker_environment())
+        finally:
+            theirs.close()
+        self.control = Connection(os.dup(self.sock.fileno()))
+
+    def start_worker(self, group: Group) -> tuple[_ForkedWorker, Connection]:
+        """Fork a worker measuring ``group``: its handle (``subprocess.Popen``'s ``poll``/``wait``/``kill``) and
+        the read end of its message pipe. A server that died on the way makes a handle of an already dead
+        worker, whose pipe reads as EOF."""
+        self._ensure_started()
+        read_fd, write_fd = os.pipe()
+        worker = _ForkedWorker(self)
+        try:
+            reduction.sendfds(self.sock, [write_fd])
+            self.control.send_bytes(pickle.dumps(group))
+            worker.pid = self.control.recv()[1]
+        except (OSError, EOFError):
+            worker.returncode = self._died()
+        finally:
+            os.close(write_fd)
+        return worker, Connection(read_fd, writable=False)
+
+    def _died(self) -> int:
+        """The exit status of a server that stopped answering (killed if it still runs)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self.proc.wait()
+
+    def close(self) -> None:
+        """End the server: EOF on its socket, then a kill if it has not exited within 10 s."""
+        if self.proc is None:
+            return
+        self.control.close()
+        self.sock.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+class _ForkedWorker:
+    """A worker forked by the fork server, with the part of ``subprocess.Popen``'s interface the supervisor
+    uses; its exit status comes from the server, which is its parent."""
+
+    def __init__(self, server: _ForkServer) -> None:
+        self.server, self.pid, self.returncode = server, None, None
+
+    def poll(self) -> int | None:
+        return self.returncode if self.returncode is not None else self._exit_status(0)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit status; waits ``timeout`` seconds (None: for ever).
+
+        Raises:
+            subprocess.TimeoutExpired: if the worker is still running after ``timeout`` seconds.
+        """
+        if self.returncode is None and self._exit_status(timeout) is None:
+            raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None and self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def _exit_status(self, timeout: float | None) -> int | None:
+        try:
+            if not self.server.control.poll(timeout):
+                return None
+            self.returncode = self.server.control.recv()[1]
+        except (OSError, EOFError):
+            self.returncode = self.server._died()
+        return self.returncode
 
 
 def _exit_reason(exitcode: int | None) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import os
+import pickle
 import resource
 import signal
 import time
@@ -308,19 +309,92 @@ def _all(cells: tuple[Cell, ...], measurement: Measurement) -> Iterator[Message]
 
 
 def main(fd: int) -> None:
-    """Entry point of the worker process (``python -c "...worker import main; main(FD)"``): read the pickled
+    """Entry point of a fresh worker process (``python -c "...worker import main; main(FD)"``): read the pickled
     :class:`Group` from stdin, ignore SIGINT (the parent handles Ctrl-C and ends the worker), measure the group,
     and send every message through the pipe ``fd`` (``multiprocessing.connection.Connection`` framing)."""
-    import pickle
     import sys
-    from multiprocessing.connection import Connection
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _measure_into(pickle.loads(sys.stdin.buffer.read()), fd)
+
+
+def _measure_into(group: Group, fd: int) -> None:
+    """Measure ``group`` in this process, sending :class:`WorkerStarted` and then every message of
+    :func:`measure_group` through the pipe ``fd``."""
+    from multiprocessing.connection import Connection
+
     conn = Connection(fd, readable=False)
-    group = pickle.loads(sys.stdin.buffer.read())
     conn.send(WorkerStarted(os.getpid()))
     try:
         for message in measure_group(group):
             conn.send(message)
     finally:
         conn.close()
+
+
+#: What the fork server imports before forking any worker: everything a worker needs before its first cell (about
+#: 4-7 s on 2 cores, torch and onnxruntime above all), so that a worker starts in milliseconds. Imports only: no
+#: torch operator runs and no session opens in the server, so no thread pool or CUDA context exists to be
+#: inherited by a forked worker (docs/design.md "Isolation").
+PRELOAD = ("numpy", "torch", "onnx", "onnxruntime", "onnxbench.benchmarks.fp64", "onnxbench.benchmarks.reference",
+           "onnxbench.benchmarks.verdict", "onnxbench.benchmarks.sources")
+
+
+def serve(control_fd: int) -> None:
+    """Entry point of the fork server (``python -c "...worker import serve; serve(FD)"``, started by
+    :class:`onnxbench.benchmarks.executors.ProcessPerGroupExecutor`): import :data:`PRELOAD` once, then fork one
+    worker per request.
+
+    Protocol on the Unix socket ``control_fd``, one request at a time: the executor sends the write end of a fresh
+    pipe (``multiprocessing.reduction.sendfds``) and the pickled :class:`Group` (``Connection.send_bytes``); the
+    server forks a worker that measures the group into that pipe (:func:`_measure_into`) and answers
+    ``("forked", pid)``, then, once the worker has exited, ``("exited", code)`` with ``code`` as
+    ``subprocess.Popen.returncode`` reads (negative: killed by that signal). The server ends at EOF on the socket;
+    it and its workers die with their parent (Linux ``PR_SET_PDEATHSIG``)."""
+    import importlib
+    import socket
+    import sys
+    from multiprocessing import reduction
+    from multiprocessing.connection import Connection
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the workers: the parent handles Ctrl-C
+    _die_with_parent()
+    for module in PRELOAD:
+        importlib.import_module(module)
+    runtimes.registry()  # plug-in runtimes ($ONNXBENCH_RUNTIMES, entry points) load once, here
+    sock = socket.socket(fileno=control_fd)
+    control = Connection(os.dup(control_fd))
+    while True:
+        try:
+            (pipe_fd,) = reduction.recvfds(sock, 1)
+            payload = control.recv_bytes()
+        except (EOFError, OSError, RuntimeError):
+            return  # the executor closed the socket (or died)
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the server's loop
+            code = 1
+            try:
+                os.close(control_fd)
+                control.close()
+                _die_with_parent()
+                _measure_into(pickle.loads(payload), pipe_fd)
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(pipe_fd)  # only the worker writes: its death reads as EOF in the executor
+        control.send(("forked", pid))
+        _, status = os.waitpid(pid, 0)
+        control.send(("exited", os.waitstatus_to_exitcode(status)))
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (prctl(2) ``PR_SET_PDEATHSIG``), so that an
+    executor killed outright leaves no server or worker behind; elsewhere a no-op."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (AttributeError, OSError):
+        pass
