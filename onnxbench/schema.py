@@ -94,7 +94,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
                     "Runtime's bound buffers, earlier reference outputs, freed heap; ORT's CPU arena is off unless "
                     "enable_cpu_mem_arena is set) was given back: so it counts the "
                     "process baseline (interpreter, weights, sessions, this cell's inputs and reference outputs) "
-                    "plus this cell's own working memory, whatever cells ran before it in the worker"),
+                    "plus this cell's own working memory, whatever cells ran before it in the worker. The worker "
+                    "is forked from a process that imported the libraries, so library pages only the imports "
+                    "touched are not counted (about 100 MiB less than in a fresh interpreter; docs/design.md)"),
     "device_mem_mb": ("float", "MiB, device memory the session added: device-level used memory (cuMemGetInfo) after "
                                "the cell minus before the session opened; weights, activations, workspaces, "
                                "engines and pool reservations, not the CUDA context; other processes on the same "
