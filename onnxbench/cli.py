@@ -123,7 +123,12 @@ def run(
     precisions: str | None = typer.Option(None, help="comma-separated precisions"),
     opsets: str | None = typer.Option(None, help="comma-separated opsets"),
     batches: str | None = typer.Option(None, help="comma-separated batch sizes"),
-    seq_lens: str | None = typer.Option(None, help="comma-separated sequence lengths"),
+    seq_lens: str | None = typer.Option(None, help="comma-separated sequence lengths (generate: prompt lengths)"),
+    scenario: str | None = typer.Option(None, help="comma-separated scenarios: prefill (one forward pass), "
+                                        "generate (greedy decoding with the KV cache: TTFT, TPOT)"),
+    new_tokens: str | None = typer.Option(None, help="generate: comma-separated numbers of new tokens (default 64)"),
+    padding: str | None = typer.Option(None, help="generate: comma-separated fractions of left padding in [0, 1) "
+                                       "(default 0)"),
     exporter: str | None = typer.Option(None, help="dynamo | torchscript"),
     min_time: float | None = typer.Option(None, help="minimum timed seconds per cell"),
     min_iters: int | None = typer.Option(None, help="minimum timed iterations per cell"),
@@ -174,7 +179,7 @@ def run(
 
     spec = default_matrix()
     axis_flags = (models, runtimes, attention, precisions, opsets, batches, seq_lens, exporter, min_time,
-                  min_iters, matrix)
+                  min_iters, matrix, scenario, new_tokens, padding)
     if resume is not None:
         if (any(v is not None for v in axis_flags) or checkpoint or onnx or dim or int_range or shape
                 or reference_model):
@@ -202,6 +207,7 @@ def run(
         "models": _csv(models), "runtimes": _csv(runtimes), "attention": _csv(attention),
         "precisions": _csv(precisions), "opsets": _csv(opsets, int), "batches": _csv(batches, int),
         "seq_lens": _csv(seq_lens, int), "exporter": exporter, "parts": _csv(parts),
+        "scenarios": _csv(scenario), "new_tokens": _csv(new_tokens, int), "paddings": _csv(padding, float),
     }
     if checkpoint or onnx:  # a user's own models replace the default presets unless --models names some
         spec.models = []

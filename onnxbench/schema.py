@@ -12,7 +12,10 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 #: Cell key columns: two rows with equal keys measure the same thing (used by resume and compare).
-KEY_COLUMNS = ("model", "part", "attention", "precision", "opset", "runtime", "batch", "seq_len", "config_id")
+KEY_COLUMNS = ("model", "part", "attention", "precision", "opset", "runtime", "batch", "seq_len", "config_id",
+               "scenario", "new_tokens", "padding")
+#: What a key column means in a run recorded before it existed (a join must not tell such rows apart).
+KEY_DEFAULTS = {"config_id": "default", "scenario": "prefill", "new_tokens": 0, "padding": 0.0}
 
 #: column -> (dtype, unit or meaning)
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -36,6 +39,11 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "device": ("str", "cpu | cuda:N"),
     "batch": ("int", "sequences per inference (B)"),
     "seq_len": ("int", "tokens per sequence (T); prefill of T tokens"),
+    "scenario": ("str", "prefill (one forward pass over batch x seq_len tokens) | generate (greedy decoding: a "
+                        "prefill of the seq_len-token prompt, then new_tokens - 1 decode steps with the KV cache)"),
+    "new_tokens": ("int", "generate: tokens generated per row, N (0 for prefill)"),
+    "padding": ("float", "generate: fraction of the prompt that is left padding in the batch's last row (row b "
+                         "has floor(padding*seq_len*(b+1)/batch) padding tokens)"),
     "status": ("str", "ok | skipped | failed"),
     "reason": ("str", "why a cell was skipped or failed; on an ok row, '; '-separated warnings (noisy timing, "
                       "above the measured peak) or empty"),
@@ -56,8 +64,17 @@ COLUMNS: dict[str, tuple[str, str]] = {
                             "trtexec's GPU Compute Time (GPU runtimes)"),
     "d2h_ms": ("float", "ms, device-to-host copy of the outputs into page-locked host memory, CUDA-event device "
                         "time (GPU runtimes)"),
+    "ttft_ms": ("float", "generate: time to first token, ms: median prefill of the prompt + choice of token 0"),
+    "tpot_ms_p50": ("float", "generate: time per output token, ms: median decode step (the step, its cache update "
+                             "and the greedy choice; the latency_ms_* columns hold the same steps' statistics)"),
+    "tpot_ms_p90": ("float", "generate: ms, 90th percentile of the decode steps"),
+    "tpot_ms_p99": ("float", "generate: ms, 99th percentile of the decode steps"),
+    "decode_tok_s": ("float", "generate: decode tokens/s = batch / tpot_ms_p50 * 1000"),
+    "e2e_ms": ("float", "generate: ms, median end-to-end time of a generation (prefill + new_tokens - 1 steps)"),
+    "first_divergent_step": ("int", "generate: first step (0 = the prefill's token) whose greedy token differs "
+                                    "from the float64 no-cache reference's in any row; empty when all agree"),
     "throughput_seq_s": ("float", "sequences/s = batch / p50"),
-    "throughput_tok_s": ("float", "tokens/s = batch * seq_len / p50"),
+    "throughput_tok_s": ("float", "tokens/s = batch * seq_len / p50 (generate: decode tokens/s, batch / p50)"),
     "max_abs_err": ("float", "max |y - y_ref| over the positions finite in both (y_ref: see reference_config)"),
     "max_rel_err": ("float", "max |y - y_ref| / max(|y_ref|, floor) over the same positions"),
     "cosine": ("float", "cosine similarity of y and y_ref over the positions finite in both"),
@@ -81,8 +98,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "reference_runtime": ("str", "runtime the outputs were compared with"),
     "reference_config": ("str", "that reference's configuration: torch float64 | ort-cpu "
                                 "graph_optimization_level=disable"),
-    "flops": ("float", "FLOPs per inference at (batch, seq_len), from the work model"),
-    "bytes_moved": ("float", "bytes per inference from the work model (weights + activations)"),
+    "flops": ("float", "FLOPs per inference at (batch, seq_len), from the work model (generate: per decode step at "
+                       "the mean context length)"),
+    "bytes_moved": ("float", "bytes per inference from the work model (weights + activations; generate: per decode "
+                             "step, weights once + the KV cache read + the new keys/values and logits written)"),
     "achieved_gflops": ("float", "GFLOP/s = flops / p50"),
     "achieved_gbs": ("float", "GB/s = bytes_moved / p50"),
     "frac_peak_flops": ("float", "achieved_gflops / measured GEMM peak of the run (above 1: a measurement "

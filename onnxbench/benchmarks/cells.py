@@ -14,6 +14,10 @@ class Cell:
 
     The fields are the key columns of a result row (:data:`onnxbench.schema.KEY_COLUMNS`); ``cell_id`` hashes
     them, so that a resumed run recognises the cells it already has.
+
+    ``scenario`` is ``prefill`` (one forward pass over B x seq_len tokens) or ``generate`` (greedy decoding of
+    ``new_tokens`` tokens after prompts of seq_len tokens, of which a fraction ``padding`` is left padding in the
+    batch's last row: docs/generation.md).
     """
 
     model: str
@@ -25,6 +29,9 @@ class Cell:
     seq_len: int
     part: str = "model"
     config_id: str = "default"
+    scenario: str = "prefill"
+    new_tokens: int = 0
+    padding: float = 0.0
 
     @property
     def artifact_key(self) -> tuple:
@@ -33,5 +40,14 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        payload = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = dataclasses.asdict(self)
+        # fields added later hash only when they differ from their defaults, so that runs recorded before
+        # them keep their cell ids (and resume)
+        for name in ("scenario", "new_tokens", "padding"):
+            if fields[name] == _DEFAULTS[name]:
+                del fields[name]
+        payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Cell)}

@@ -228,6 +228,22 @@ class TorchReference:
             self._floors[key] = result
         return result
 
+    def sequence_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray, precision: str) -> np.ndarray:
+        """Logits of the full model at ``precision`` (``fp64`` included) over whole sequences, without a cache:
+        ``input_ids`` and ``attention_mask`` int64 (B, T) (0 on left padding) -> float64 (B, T, vocab_size).
+        Not cached (generation references differ per runtime's tokens).
+
+        Raises:
+            ValueError: for the attention part (no logits).
+        """
+        if self.part != "model" and self.part != "decoder-with-past":
+            raise ValueError(f"the {self.part} part has no logits")
+        module = self._module(precision)
+        with torch.inference_mode():
+            logits = module(torch.from_numpy(np.ascontiguousarray(input_ids)).to(torch.int64),
+                            attention_mask=torch.from_numpy(np.ascontiguousarray(attention_mask)).to(torch.int64))
+        return logits.to(torch.float64).numpy()
+
     def close(self) -> None:
         self._modules.clear()
         self._floors.clear()

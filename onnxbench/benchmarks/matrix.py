@@ -27,6 +27,8 @@ from .timing import TimingConfig
 ATTENTION_VARIANTS = {name: v.implementation for name, v in VARIANTS.items()}
 #: Model parts a cell can measure: the full transformer, or block 0's attention alone.
 PARTS = ("model", "attention")
+#: What a cell measures: one forward pass over the prompt, or greedy generation after it (docs/generation.md).
+SCENARIOS = ("prefill", "generate")
 
 
 @dataclass
@@ -62,6 +64,12 @@ class MatrixSpec:
         parts: ``model`` and/or ``attention`` (block 0's attention exported alone).
         cell_timeout_s: a worker that produces no row for this many seconds (per cell; session creation
             counts as one cell) is killed and its remaining cells become ``failed`` rows.
+        scenarios: ``prefill`` (one forward pass over B x T tokens: the rows of every run before generation
+            existed) and/or ``generate`` (greedy decoding after a prompt of T tokens; the full model only, exported
+            with its KV cache as ``part = decoder-with-past``).
+        new_tokens: generate: tokens to generate per row, N >= 1 (``--new-tokens``).
+        paddings: generate: fractions of left padding in [0, 1) (``--padding``); row b of a batch of B has
+            ``floor(padding * T * (b + 1) / B)`` padding tokens, so rows differ and the last has the fraction.
         noise_limit: a cell whose median is noisier than this (:func:`onnxbench.noise.is_noisy`: 95 % CI of the
             median wider than this fraction of p50) gets a warning in its ``reason``; the report and the CLI use
             the same limit. ``cov_warn``, its name before, is read as this key.
@@ -99,6 +107,9 @@ class MatrixSpec:
     parts: list[str] = field(default_factory=lambda: ["model"])
     cell_timeout_s: float = 600.0
     noise_limit: float = NOISE_LIMIT
+    scenarios: list[str] = field(default_factory=lambda: ["prefill"])
+    new_tokens: list[int] = field(default_factory=lambda: [64])
+    paddings: list[float] = field(default_factory=lambda: [0.0])
 
     def validate(self) -> None:
         """Check every axis value and every model (see :meth:`build`).
@@ -137,6 +148,7 @@ class MatrixSpec:
         for r in self.runtimes:
             if r not in runtimes.registry():
                 raise MatrixError(f"unknown runtime {r!r}; registered: {', '.join(runtimes.registry())}")
+        self._validate_generation()
         if self.cell_timeout_s <= 0:
             raise MatrixError(f"cell_timeout_s must be > 0 seconds, got {self.cell_timeout_s}")
         sources = build_sources(self)
@@ -156,10 +168,33 @@ class MatrixSpec:
         longest = max(limits.values(), default=0)
         too_long = sorted({t for m in limits for t in self.shape_axes(m)[1] if t > longest})
         if too_long:
-            names = ", ".join(f"{m}'s max_positions={n}" for m, n in limits.items())
-            raise MatrixError(f"sequence lengths {too_long} exceed {names}; use --seq-lens up to {longest}")
+            raise MatrixError(f"sequence lengths {too_long} exceed {names_of(limits)}; use --seq-lens up to "
+                              f"{longest}")
+        if "generate" in self.scenarios:
+            over = sorted({(t, n) for m in limits for t in self.shape_axes(m)[1] for n in self.new_tokens
+                           if t + n > longest})
+            if over:
+                t, n = over[0]
+                raise MatrixError(f"prompt length {t} + {n} new tokens = {t + n} exceeds {names_of(limits)}; "
+                                  f"generate at most {max(longest - t, 0)} new tokens after a {t}-token prompt "
+                                  "(--new-tokens) or shorten the prompt (--seq-lens)")
         cells = [cell for source in sources.values() for cell in source.cells(self)]
         return Matrix(self, sources, list(dict.fromkeys(cells)))
+
+    def _validate_generation(self) -> None:
+        """The generate scenario's axes: known scenarios, at least one new token, padding in [0, 1) so that every
+        row keeps a token (a prompt of padding alone has nothing to continue)."""
+        for name in self.scenarios:
+            if name not in SCENARIOS:
+                raise MatrixError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+        if "generate" not in self.scenarios:
+            return
+        if not self.new_tokens or any(n < 1 for n in self.new_tokens):
+            raise MatrixError(f"new tokens must be >= 1 (a generation makes at least one token), got "
+                              f"{self.new_tokens}; use e.g. --new-tokens 64")
+        if not self.paddings or any(not 0 <= p < 1 for p in self.paddings):
+            raise MatrixError(f"padding fractions must lie in [0, 1) (every row keeps at least one prompt token), "
+                              f"got {self.paddings}; use e.g. --padding 0,0.25")
 
     def _validate_opsets(self) -> None:
         """An opset that the exporter cannot produce for any of the matrix's attention variants is an error; one
@@ -236,6 +271,11 @@ class Matrix:
     def unrunnable_reason(self, cell: Cell) -> str | None:
         """Why ``cell`` cannot run (it becomes a ``skipped`` row), or ``None`` if it can."""
         return self.source(cell).unrunnable_reason(cell)
+
+
+def names_of(limits: dict[str, int]) -> str:
+    """``"tiny's max_positions=128, ..."`` for error messages."""
+    return ", ".join(f"{m}'s max_positions={n}" for m, n in limits.items())
 
 
 #: Keys renamed since runs were first recorded -> their current name (old headers and matrix files still load).

@@ -88,6 +88,25 @@ class Reference:
     def _expected(self, feeds: dict[str, np.ndarray], precision: str) -> Expected:
         raise NotImplementedError
 
+    def generation_expected(self, input_ids: np.ndarray, attention_mask: np.ndarray, tokens: np.ndarray,
+                            precision: str) -> Expected:
+        """What each step of a greedy generation should produce: the logits every token was chosen from, by the
+        reference recomputing the whole sequence without a cache (docs/generation.md, "Agreement of a
+        generation").
+
+        Args:
+            input_ids / attention_mask: int64 (B, T0), the prompts.
+            tokens: int64 (B, N), the tokens the runtime chose.
+            precision: the cell's precision (its noise floor).
+
+        Returns:
+            ``Expected`` with ``outputs["logits"]`` (B, N, vocab_size).
+
+        Raises:
+            NotImplementedError: for a reference that cannot recompute a sequence (a foreign ONNX file's).
+        """
+        raise NotImplementedError(f"the {self.label} reference has no generation reference")
+
     def close(self) -> None:
         self._cache.clear()
 
@@ -123,6 +142,23 @@ class TorchFloat64Reference(Reference):
         fp64 = {name: (y64, noise_floor(at_p.outputs[name], y64, precision)) for name, y64 in ref64.outputs.items()}
         floor_blocks = [noise_floor(h, h64, precision) for h, h64 in zip(at_p.blocks, ref64.blocks, strict=True)]
         return Expected(dict(ref64.outputs), fp64, ref64.blocks, floor_blocks)
+
+    def generation_expected(self, input_ids: np.ndarray, attention_mask: np.ndarray, tokens: np.ndarray,
+                            precision: str) -> Expected:
+        """Teacher-forced: one float64 forward without a cache over the prompt followed by the runtime's own
+        tokens (all but the last), whose positions T0 - 1 .. T0 + N - 2 are the logits of steps 0 .. N - 1 given
+        exactly the runtime's inputs; the same forward at the cell's precision gives the noise floor. Step s's
+        greedy token is then the argmax of step s's reference logits, and as long as the runtime's tokens equal
+        these, its sequence is the reference's own greedy sequence."""
+        B, T0 = input_ids.shape
+        n = tokens.shape[1]
+        sequence = np.concatenate([input_ids, tokens[:, :n - 1]], axis=1)
+        mask = np.concatenate([attention_mask, np.ones((B, n - 1), dtype=np.int64)], axis=1)
+        t0 = time.perf_counter()
+        y64 = self.torch.sequence_logits(sequence, mask, "fp64")[:, T0 - 1:]
+        y_p = self.torch.sequence_logits(sequence, mask, precision)[:, T0 - 1:]
+        self.seconds += time.perf_counter() - t0
+        return Expected({"logits": y64}, {"logits": (y64, noise_floor(y_p, y64, precision))})
 
     def close(self) -> None:
         super().close()

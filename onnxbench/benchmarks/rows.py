@@ -14,6 +14,8 @@ part                  columns                                               fill
                       build time
 :class:`Timing`       latency statistics                                    the timing harness
 :class:`Throughput`   sequences/s, tokens/s                                 the timing harness
+:class:`DecodeColumns` TTFT, TPOT, decode tokens/s, end-to-end, first       the generation harness and its
+                      diverging step                                        token check
 :class:`AgreementColumns` errors, cosine, top-1, tolerances, pass/fail      the agreement check
 :class:`ReferenceCheck` required atol, NaN/Inf matching, error vs float64,  the agreement check and the
                       noise floor, verdict, first diverging block           divergence search
@@ -72,6 +74,9 @@ class CellKey:
     config_id: str
     batch: int
     seq_len: int
+    scenario: str = "prefill"
+    new_tokens: int = 0
+    padding: float = 0.0
 
     @classmethod
     def of(cls, cell: Cell) -> CellKey:
@@ -127,6 +132,21 @@ class Throughput:
     @classmethod
     def of(cls, batch: int, seq_len: int, latency_ms: float) -> Throughput:
         return cls(*throughput(batch, seq_len, latency_ms))
+
+
+@dataclass(frozen=True)
+class DecodeColumns:
+    """A generate cell's timing and token check (:func:`onnxbench.benchmarks.timing.measure_generation`,
+    :mod:`onnxbench.benchmarks.generate`): TTFT, TPOT percentiles and decode tokens/s, end-to-end ms, and the first
+    step whose greedy token left the reference's."""
+
+    ttft_ms: float | None = None
+    tpot_ms_p50: float | None = None
+    tpot_ms_p90: float | None = None
+    tpot_ms_p99: float | None = None
+    decode_tok_s: float | None = None
+    e2e_ms: float | None = None
+    first_divergent_step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -206,8 +226,8 @@ class WorkColumns:
 
 
 #: Every part of a row; their fields together are exactly the schema's columns.
-ROW_PARTS = (RunStamp, CellKey, Outcome, ModelInfo, SessionInfo, Timing, Throughput, AgreementColumns,
-             ReferenceCheck, GpuStages, Resources, WorkColumns)
+ROW_PARTS = (RunStamp, CellKey, Outcome, ModelInfo, SessionInfo, Timing, Throughput, DecodeColumns,
+             AgreementColumns, ReferenceCheck, GpuStages, Resources, WorkColumns)
 
 
 @dataclass(frozen=True)
@@ -225,6 +245,7 @@ class Measurement:
     reference_check: ReferenceCheck | None = None
     stages: GpuStages | None = None
     resources: Resources | None = None
+    decode: DecodeColumns | None = None
 
     @classmethod
     def failed(cls, reason: str, session: SessionInfo | None = None) -> Measurement:
@@ -240,8 +261,8 @@ class Measurement:
 
     def parts(self) -> tuple:
         """The measured parts that are present, in :data:`ROW_PARTS` order."""
-        return tuple(p for p in (self.outcome, self.session, self.timing, self.throughput, self.agreement,
-                                 self.reference_check, self.stages, self.resources) if p is not None)
+        return tuple(p for p in (self.outcome, self.session, self.timing, self.throughput, self.decode,
+                                 self.agreement, self.reference_check, self.stages, self.resources) if p is not None)
 
 
 def assemble(*parts: Any) -> dict[str, Any]:

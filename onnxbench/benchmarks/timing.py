@@ -179,6 +179,69 @@ def measure_stages(stages: dict[str, Callable[[], object]], synchronize: Callabl
     return {name: float(np.median(ns)) / 1e6 for name, ns in samples.items()}
 
 
+@dataclass(frozen=True)
+class GenerationTiming:
+    """Timing of greedy generations (:func:`measure_generation`), in milliseconds.
+
+    Attributes:
+        ttft: time to first token: the prefill of the prompt and the choice of token 0, one sample per generation.
+        tpot: time per output token: one decode step (the step, its cache update and the greedy choice), one
+            sample per step of every generation.
+        e2e_ms: median end-to-end time of one generation (prefill + N - 1 steps, host clock around the whole).
+        generations: timed generations.
+    """
+
+    ttft: Timing
+    tpot: Timing
+    e2e_ms: float
+    generations: int
+
+
+def measure_generation(reset: Callable[[], object], prefill: Callable[[], object], step: Callable[[], object],
+                       steps: int, synchronize: Callable[[], None] = lambda: None,
+                       config: TimingConfig | None = None) -> GenerationTiming:
+    """Time whole greedy generations: ``reset()`` (untimed), then ``prefill()`` as one timed region (TTFT) and each
+    of the ``steps`` calls of ``step()`` as its own timed region (TPOT), ``synchronize()`` inside each, as
+    :func:`measure` does; the host clock also runs around the whole generation (end-to-end).
+
+    ``config``'s counts are generations: ``warmup_iters`` untimed generations, then at least ``min_iters`` and
+    ``min_time_s`` of them, at most ``max_iters`` or ``max_time_s``. ``steps`` may be 0 (one new token: the
+    prefill alone), in which case the TPOT statistics are NaN.
+
+    Raises:
+        ValueError: for ``steps`` < 0.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    config = config or TimingConfig()
+
+    def generate() -> None:
+        reset()
+        prefill()
+        for _ in range(steps):
+            step()
+        synchronize()
+
+    for _ in range(config.warmup_iters):
+        generate()
+    first, per_step, whole = [], [], []
+    total = 0
+    min_ns, max_ns = int(config.min_time_s * 1e9), int(config.max_time_s * 1e9)
+    while len(first) < config.max_iters:
+        reset()
+        t0 = time.perf_counter_ns()
+        first.append(_timed_ns(prefill, synchronize, None))
+        per_step.extend(_timed_ns(step, synchronize, None) for _ in range(steps))
+        whole.append(time.perf_counter_ns() - t0)
+        total += whole[-1]
+        if (len(first) >= config.min_iters and total >= min_ns) or total >= max_ns:
+            break
+    nan = Timing(config.warmup_iters, 0, *([float("nan")] * 9))
+    tpot = summarize(np.asarray(per_step, dtype=np.int64), config.warmup_iters) if per_step else nan
+    return GenerationTiming(summarize(np.asarray(first, dtype=np.int64), config.warmup_iters), tpot,
+                            float(np.median(whole)) / 1e6, len(first))
+
+
 def harness_overhead_ms(config: TimingConfig | None = None) -> float:
     """Median cost in ms of one timed iteration around a no-op: what ``measure`` adds to every sample."""
     cfg = config or TimingConfig(warmup_iters=10, min_iters=1000, min_time_s=0.05, max_time_s=1.0)

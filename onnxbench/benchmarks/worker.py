@@ -39,6 +39,7 @@ from ..runtimes import RuntimeOptions, RuntimeUnavailable, Session
 from ..runtimes import trt_profiles as _trt_profiles
 from .cells import Cell
 from .divergence import BoundaryNotFound
+from .generate import measure_generate
 from .matrix import MatrixSpec
 from .messages import CellFinished, CellStarted, Group, GroupFinished, Message, SessionOpened, WorkerStarted
 from .reference import Expected, Reference
@@ -196,6 +197,11 @@ def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: Matrix
                        agreement=agreement, reference_check=check, stages=stages, resources=resources), timing_s
 
 
+#: How a cell of each scenario (``Cell.scenario``, :data:`onnxbench.benchmarks.matrix.SCENARIOS`) is measured; all
+#: take :func:`measure_cell`'s arguments and return what it returns.
+MEASURES = {"prefill": measure_cell, "generate": measure_generate}
+
+
 def _first_divergent_block(cell: Cell, session: Session, artifact: ExportArtifact | None,
                            options: RuntimeOptions | None, cache_dir: Path | None, feeds: dict[str, np.ndarray],
                            expected: Expected, tol, verdict: Verdict, reference: Reference) -> tuple[int | None, str]:
@@ -288,8 +294,8 @@ def measure_group(group: Group) -> Iterator[Message]:
                 ref_before = reference.seconds
                 try:
                     inject_fault(cell)
-                    measured, timing_s = measure_cell(cell, session, group.source, group.spec, reference,
-                                                      mem_baseline, group.artifact, options, group.cache_dir)
+                    measured, timing_s = MEASURES[cell.scenario](cell, session, group.source, group.spec, reference,
+                                                                 mem_baseline, group.artifact, options, group.cache_dir)
                     # after the first run: build_s then includes a per-shape compile
                     measured = dataclasses.replace(measured, session=dataclasses.replace(info,
                                                                                          build_s=session.build_s))

@@ -76,6 +76,38 @@ def work(config: TransformerConfig, part: str, batch: int, seq_len: int, precisi
     return Work(float(flops), float(nbytes))
 
 
+def decode_step_work(config: TransformerConfig, batch: int, prompt_len: int, new_tokens: int,
+                     precision: str = "fp32") -> Work:
+    """FLOPs and bytes moved (lower bound) of one greedy decode step of the full model, at the mean context of a
+    generation's N - 1 steps: step s (1 <= s < N) feeds one token per row and attends over T0 + s keys, so the
+    mean is L = T0 + N/2 keys, of which L - 1 come from the cache.
+
+    FLOPs (Kaplan et al. 2020, Table 1, one token per row with L keys): per layer 2·3·d² (Q/K/V) + 2·2·L·d (q·k^T
+    and the weighted sum of v) + 2·d² (W^O) + 2·2·d·d_ff, plus 2·d·V for the unembedding, times B.
+
+    Bytes: every parameter once (decode at small batch is memory-bound: the weights are read once per step
+    whatever B is), the cache read (2·n_layers·B·(L - 1)·d_model elements), the step's new keys and values
+    written (2·n_layers·B·d_model), the token ids read and the (B, 1, V) logits written. The exported graph's
+    Concat also copies the whole cache into ``present`` every step (docs/generation.md); that copy is not
+    counted, since an in-place cache would not make it, so this stays a lower bound.
+
+    Raises:
+        ValueError: for an unknown precision, or batch / prompt_len / new_tokens < 1.
+    """
+    if precision not in ELEMENT_SIZE:
+        raise ValueError(f"precision must be one of {list(ELEMENT_SIZE)}, got {precision!r}")
+    if min(batch, prompt_len, new_tokens) < 1:
+        raise ValueError(f"batch, prompt_len and new_tokens must be >= 1, got {batch}, {prompt_len}, {new_tokens}")
+    elt = ELEMENT_SIZE[precision]
+    d, f, n, vocab = config.d_model, config.d_ff, config.n_layers, config.vocab_size
+    keys = prompt_len + new_tokens / 2
+    flops = batch * (n * (2 * 3 * d * d + 2 * 2 * keys * d + 2 * d * d + 2 * 2 * d * f) + 2 * d * vocab)
+    cache_read = 2 * n * batch * (keys - 1) * d
+    cache_written = 2 * n * batch * d
+    nbytes = (config.n_params + cache_read + cache_written + batch * vocab) * elt + batch * TOKEN_ID_BYTES
+    return Work(float(flops), float(nbytes))
+
+
 def achieved(w: Work, latency_ms: float, ceilings: dict | None, device: str, precision: str,
              tf32: bool = False) -> dict[str, float]:
     """Result-row columns for a cell of work ``w`` that took ``latency_ms`` (its p50) on ``device``:

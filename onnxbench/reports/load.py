@@ -8,18 +8,21 @@ from pathlib import Path
 import pandas as pd
 
 from ..rundir import RunDir
-from ..schema import COLUMNS, SCHEMA_VERSION
+from ..schema import COLUMNS, KEY_DEFAULTS, SCHEMA_VERSION
 
 _DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "str": "string"}
 
 
 def coerce(frame: pd.DataFrame) -> pd.DataFrame:
-    """Give ``frame`` every schema column (missing ones as NA) in schema order with nullable dtypes; extra
-    columns are kept after them."""
+    """Give ``frame`` every schema column (missing ones as NA, missing key columns as what they meant before they
+    existed, :data:`onnxbench.schema.KEY_DEFAULTS`) in schema order with nullable dtypes; extra columns are kept
+    after them."""
     frame = frame.copy()
     for name, (kind, _) in COLUMNS.items():
         if name not in frame:
             frame[name] = pd.NA
+        if name in KEY_DEFAULTS and len(frame):  # rows recorded before the key column existed
+            frame[name] = frame[name].astype("object").where(frame[name].notna(), KEY_DEFAULTS[name])
         frame[name] = frame[name].astype(_DTYPES[kind]) if kind != "float" else pd.to_numeric(
             frame[name], errors="coerce")
     extra = [c for c in frame.columns if c not in COLUMNS]

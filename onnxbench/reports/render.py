@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import noise
-from . import plots, tables
+from . import generation, plots, tables
 from .format import ABOVE_PEAK, MISSING, NOISE_MARK, Spec, ms, rate, sig3, spec_for, speedup
 from .load import load, load_header
 from .markup import Table, html_figure, html_page, html_table, md_table
@@ -53,14 +53,19 @@ PLOTS: list[tuple[str, str, str, Callable[[pd.DataFrame], bytes | None]]] = [
     ("throughput", "Throughput by attention variant", "plot_throughput_attention.png",
      plots.throughput_by_attention),
     ("roofline", "Roofline: achieved GFLOP/s vs operational intensity", "plot_roofline.png", plots.roofline),
+    ("generation", "Decode step latency vs context length (bandwidth bound dashed)", "plot_decode.png",
+     generation.decode_latency_plot),
 ]
+#: Plots over every scenario's rows; the others see prefill rows only.
+ALL_SCENARIOS = {"plot_decode.png"}
 
 
 def make_plots(df: pd.DataFrame) -> list[Plot]:
     """Every plot of :data:`PLOTS` that has data in ``df``."""
     out = []
+    prefill = generation.split(df)[0]
     for section, title, filename, fn in PLOTS:
-        png = fn(df)
+        png = fn(df if filename in ALL_SCENARIOS else prefill)
         if png:
             out.append(Plot(section, title, filename, png))
     return out
@@ -161,8 +166,10 @@ def warnings(df: pd.DataFrame, header: dict) -> list[str]:
 
 
 def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> list[Section]:
-    """The report's sections in order; optional ones only when the data has them."""
-    df = tables.latest(df)
+    """The report's sections in order; optional ones only when the data has them. Generate rows have their own
+    section; every other section is about prefill rows (the skipped/failed list is about all)."""
+    everything = tables.latest(df)
+    df, gen = generation.split(everything)
     ref = tables.reference_runtime(df)
     by_section: dict[str, list[Plot]] = {}
     for p in plot_list:
@@ -171,7 +178,7 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
     vs = f"its baseline ({ref} for CPU runtimes, {tables.GPU_BASELINE} for GPU runtimes)" if gpu else ref
     base = "baseline" if gpu else ref  # what the speed-up columns are against
     agreement = tables.agreement_table(df)
-    not_ok = tables.not_ok_table(df)
+    not_ok = tables.not_ok_table(everything)
     limit = noise.run_limit(header)
     summary = _summary(df, header, ref)
     out = [
@@ -195,6 +202,20 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
     if "throughput" in by_section:
         out.append(Section("throughput", "Throughput", "Tokens/s = batch × seq len / p50.",
                            plots=by_section.pop("throughput")))
+    if not gen.empty:
+        out.append(Section(
+            "generation", "Generation", "Greedy decoding after a prompt (seq len = prompt tokens, a fraction "
+            "'padding' of them left padding in the batch's last row). TTFT: prefill of the prompt and choice of "
+            "the first token; TPOT: one decode step (the step, its KV-cache update and the greedy choice); decode "
+            "tokens/s = batch / TPOT p50. Bandwidth bound: the step's bytes (weights once, the KV cache read) at "
+            "the measured copy bandwidth. A generation agrees when every step's logits pass against the float64 "
+            "reference recomputing the whole sequence without a cache and every greedy token equals the "
+            "reference's; the first step where a token differs is named (docs/generation.md).",
+            [Table(generation.generation_summary(gen), subtitle="Lowest TTFT and TPOT per model and batch",
+                   specs=generation.SPECS),
+             Table(generation.generation_table(gen), specs=generation.SPECS,
+                   fail=[v == "FAIL" for v in generation.generation_table(gen)["verdict"]])],
+            plots=by_section.pop("generation", [])))
     diverging = tables.divergence_table(df)
     agreement_tables = [Table(agreement, fail=[v == "FAIL" for v in agreement["verdict"]])]
     if len(diverging):

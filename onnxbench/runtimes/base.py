@@ -25,6 +25,7 @@ from ..env import cpu_counts
 from ..errors import OptionError
 from ..export import ExportArtifact, TensorSpec
 from ..tolerance import CPU_BANDS, Bands, Tolerance, band
+from .decode import DecodeLoop
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -208,6 +209,22 @@ class Session(ABC):
         callable, so that the fast path itself (IOBinding, a replayed CUDA graph) is checked for agreement, not
         only :meth:`run`. None (the default): the fast path is :meth:`run` itself or cannot be read back."""
         return None
+
+    def decoder(self, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int) -> DecodeLoop:
+        """A greedy decode loop (:class:`onnxbench.runtimes.decode.DecodeLoop`) of ``new_tokens`` tokens after the
+        prompts ``input_ids`` int64 (B, T0), left-padded where ``attention_mask`` int64 (B, T0) is 0, on a session
+        of a decoder-with-past artifact (docs/generation.md). The loop's buffers (cache, mask, tokens) are
+        allocated here, before any timing.
+
+        Raises:
+            onnxbench.models.generation.GenerationError: (a ValueError) for a request that cannot run (empty
+                prompt, no new tokens, prompt + new tokens over ``max_positions``, a mask of the wrong shape),
+                before any work.
+            RuntimeUnavailable: for a runtime without a decode loop (the default): the generate cell is
+                ``skipped`` with this reason, never run under another runtime's name.
+        """
+        raise RuntimeUnavailable(f"{self.runtime} has no decode loop (generate scenario); runtimes with one: "
+                                 "torch, torch-cuda, ort-cpu, ort-cuda")
 
     def eager_module(self) -> Any:
         """The eager torch module this session runs as it is, so that forward hooks observe what it computes

@@ -31,6 +31,7 @@ import onnxruntime as ort
 from ..env import cpu_counts
 from ..export import ExportArtifact, TensorSpec
 from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session, TypedOptions, thread_counts
+from .decode import DecodeLoop
 
 GRAPH_OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -136,6 +137,7 @@ class OrtSession(Session):
             for i in self.session.get_inputs()
         )
         self._output_names = [o.name for o in self.session.get_outputs()]
+        self._model_config = artifact.config  # None for a foreign file: no decode loop
 
     def inputs(self) -> tuple[TensorSpec, ...]:
         return self._inputs
@@ -166,6 +168,27 @@ class OrtSession(Session):
             binding.bind_output(name, ort_device, self.device_id)
         self._binding = binding  # keep the bound OrtValues alive while the callable is in use
         return lambda: self.session.run_with_iobinding(binding)
+
+    def decoder(self, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int) -> DecodeLoop:
+        """Greedy decoding with every buffer bound once through IOBinding on the session's device
+        (:class:`onnxbench.runtimes.ort_decode.OrtDecodeLoop`).
+
+        Raises:
+            GenerationError: for a request that cannot run, before any work.
+            RuntimeUnavailable: for a graph that is not an onnxbench decoder-with-past export, a bfloat16 cache,
+                or CUDA graphs on (a captured graph replays fixed addresses; the loop binds other buffers per step).
+        """
+        from .ort_decode import OrtDecodeLoop
+
+        cache = {spec.name: spec for spec in self._inputs}.get("past_key_values.0.key")
+        if self._model_config is None or cache is None:
+            raise RuntimeUnavailable(f"{self.runtime} generates with an onnxbench decoder-with-past export only "
+                                     "(inputs input_ids, attention_mask, past_key_values.*; docs/generation.md)")
+        if self.options.get("cuda_graph"):
+            raise RuntimeUnavailable("the decode loop binds different buffers per step, which a captured CUDA "
+                                     "graph cannot replay; run the generate scenario with cuda_graph off")
+        return OrtDecodeLoop(self.session, self._model_config, input_ids, attention_mask, new_tokens, cache.dtype,
+                             self.device)
 
     def release_memory(self, feeds: dict[str, np.ndarray]) -> None:
         """Drop the previous cell's IOBinding (its bound inputs and outputs); with the CPU arena off

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from ..export import PRECISIONS, ExportArtifact, TensorSpec
-from ..models import build
+from ..models import build, check_generation
 from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session, TypedOptions, thread_counts
+from .decode import DecodeLoop
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,97 @@ class TorchEagerSession(Session):
         x = self._tensor(feeds)
         return lambda: self._forward(x)
 
+    def decoder(self, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int) -> TorchDecodeLoop:
+        """Greedy decoding with the module's own cache (:class:`TorchDecodeLoop`), on the module's device.
+
+        Raises:
+            GenerationError: for a request that cannot run (see :func:`onnxbench.models.check_generation`).
+            RuntimeUnavailable: for the attention part (no decoder to generate with).
+        """
+        if not hasattr(self.model, "blocks"):
+            raise RuntimeUnavailable("the attention part cannot generate; the generate scenario runs the full model")
+        grad_mode = torch.inference_mode if self.inference_mode else torch.no_grad
+        return TorchDecodeLoop(self.model, input_ids, attention_mask, new_tokens, grad_mode)
+
     def eager_module(self) -> torch.nn.Module:
         return self.model
 
     def close(self) -> None:
         self.model = None
         torch.set_num_threads(self._threads_before)
+
+
+class TorchDecodeLoop(DecodeLoop):
+    """Greedy decoding with the reference module (:class:`onnxbench.models.Transformer`, ``use_cache=True``).
+
+    Each step feeds the previous step's present keys/values as its past; the module concatenates the new ones
+    onto them, as the exported graph does (docs/generation.md, "The decode loop"), so the cache is a new tensor
+    per step rather than a buffer preallocated to the maximum length. Everything else a step touches is
+    allocated here, once: the prompt, the mask for every step (views of one (B, T0 + N) tensor) and the
+    (B, N) token buffer the greedy choice (argmax, SLP3 §10.2) is written into, all on the module's device, so
+    that a step on a GPU never waits for the host.
+
+    Args:
+        model: the reference transformer in eval mode, on its device.
+        input_ids: int64 (B, T0) prompts; attention_mask: int64 (B, T0), 0 on left padding.
+        new_tokens: N >= 1.
+        grad_mode: ``torch.inference_mode`` or ``torch.no_grad``.
+
+    Raises:
+        GenerationError: see :func:`onnxbench.models.check_generation` (before anything is allocated).
+    """
+
+    def __init__(self, model: torch.nn.Module, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int,
+                 grad_mode=torch.inference_mode) -> None:
+        ids = torch.from_numpy(np.ascontiguousarray(input_ids))
+        mask = torch.from_numpy(np.ascontiguousarray(attention_mask))
+        check_generation(model.config, ids, new_tokens, mask)
+        device = next(model.parameters()).device
+        self.model, self.grad_mode = model, grad_mode
+        self.batch, self.prompt_len = ids.shape
+        self.new_tokens = new_tokens
+        self.vocab_size = model.config.vocab_size
+        self.ids = ids.to(device=device, dtype=torch.int64)
+        full = torch.ones(self.batch, self.prompt_len + new_tokens, dtype=torch.int64, device=device)
+        full[:, :self.prompt_len] = mask.to(torch.int64)
+        #: the mask of step s covers T0 + s keys (step 0 is the prefill)
+        self.masks = [full[:, :self.prompt_len + s] for s in range(new_tokens)]
+        self._tokens = torch.zeros(self.batch, new_tokens, dtype=torch.int64, device=device)
+        self.reset()
+
+    def reset(self, record: bool = False) -> None:
+        self.past, self.s = None, 0
+        self._tokens.zero_()
+        self._record = torch.empty(self.batch, self.new_tokens, self.vocab_size) if record else None
+
+    def _choose(self, logits: torch.Tensor) -> None:
+        last = logits[:, -1]  # (B, vocab_size)
+        self._tokens[:, self.s] = last.argmax(-1)
+        if self._record is not None:
+            self._record[:, self.s] = last.float().cpu()
+
+    def prefill(self) -> None:
+        self.s = 0
+        with self.grad_mode():
+            logits, self.past = self.model(self.ids, self.masks[0], None, use_cache=True)
+            self._choose(logits)
+
+    def step(self) -> None:
+        if self.s + 1 >= self.new_tokens:
+            raise IndexError(f"all {self.new_tokens} tokens are chosen; reset() first")
+        self.s += 1
+        with self.grad_mode():
+            logits, self.past = self.model(self._tokens[:, self.s - 1:self.s], self.masks[self.s], self.past,
+                                           use_cache=True)
+            self._choose(logits)
+
+    def tokens(self) -> np.ndarray:
+        return self._tokens.cpu().numpy()
+
+    def logits(self) -> np.ndarray:
+        if self._record is None:
+            raise RuntimeError("this generation was not recorded; reset(record=True) before the prefill")
+        return self._record.numpy()
 
 
 def _load_checkpoint(artifact: ExportArtifact, dtype: torch.dtype) -> torch.nn.Module:

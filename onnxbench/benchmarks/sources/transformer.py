@@ -19,11 +19,12 @@ import numpy as np
 
 from ...errors import MatrixError
 from ...export import ExportArtifact, TensorSpec, to_onnx, unsupported_reason
+from ...export.decoder_with_past import DECODER_WITH_PAST, empty_past
 from ...export.variants import VARIANTS
 from ...models import PRESETS, TransformerConfig
 from ..cells import Cell
 from ..inputs import make_feeds
-from ..workmodel import Work, work
+from ..workmodel import Work, decode_step_work, work
 from .base import ModelSource
 
 if TYPE_CHECKING:
@@ -68,21 +69,46 @@ class TransformerSource(ModelSource):
         return self.base_config.replace(attention=VARIANTS[attention].implementation)
 
     def cells(self, spec: MatrixSpec) -> list[Cell]:
-        """parts x attention variants x precisions x opsets x runtimes x batches x sequence lengths; a variant
-        that dictates its opset gets that opset (so some cells may coincide: the matrix keeps them once)."""
+        """Per scenario: ``prefill``: parts x attention variants x precisions x opsets x runtimes x batches x
+        sequence lengths; ``generate``: the full model exported with its cache (part ``decoder-with-past``) x
+        attention variants x precisions x opsets x runtimes x batches x prompt lengths x new tokens x paddings.
+        A variant that dictates its opset gets that opset (so some cells may coincide: the matrix keeps them
+        once)."""
         batches, seq_lens = spec.shape_axes(self.name)
         cells = []
-        for part, att, prec, opset, rt in itertools.product(spec.parts, spec.attention, spec.precisions,
-                                                            spec.opsets, spec.runtimes):
-            opset = VARIANTS[att].resolve_opset(opset)
-            for b, t in itertools.product(batches, seq_lens):
-                cells.append(Cell(self.name, att, prec, opset, rt, b, t, part=part))
+        for scenario in spec.scenarios:
+            parts = spec.parts if scenario == "prefill" else [DECODER_WITH_PAST]
+            extra = [{}] if scenario == "prefill" else [
+                {"scenario": scenario, "new_tokens": n, "padding": float(p)}
+                for n, p in itertools.product(spec.new_tokens, spec.paddings)]
+            for part, att, prec, opset, rt in itertools.product(parts, spec.attention, spec.precisions,
+                                                                spec.opsets, spec.runtimes):
+                opset = VARIANTS[att].resolve_opset(opset)
+                for b, t, kw in itertools.product(batches, seq_lens, extra):
+                    cells.append(Cell(self.name, att, prec, opset, rt, b, t, part=part, **kw))
         return cells
 
     def unrunnable_reason(self, cell: Cell) -> str | None:
-        """A sequence length above ``max_positions``, or an opset the exporter cannot produce for the cell's
-        attention variant (measured: :mod:`onnxbench.export.opsets`, docs/export.md)."""
+        """A sequence length (generate: prompt + new tokens) above ``max_positions``, or an opset the exporter
+        cannot produce for the cell's attention variant (measured: :mod:`onnxbench.export.opsets`,
+        docs/export.md)."""
+        total = cell.seq_len + cell.new_tokens
+        if cell.new_tokens and total > self.max_positions:
+            return (f"prompt length {cell.seq_len} + {cell.new_tokens} new tokens = {total} exceeds {self.name}'s "
+                    f"max_positions={self.max_positions}")
         return super().unrunnable_reason(cell) or unsupported_reason(self.exporter, cell.attention, cell.opset)
+
+    def prompt(self, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
+        """The prompts of a generate cell, the same for every runtime: ``(input_ids, attention_mask)``, both int64
+        (batch, seq_len); ids uniform in [0, vocab_size) from the matrix's seed, row b left-padded by
+        ``floor(padding * seq_len * (b + 1) / batch)`` tokens (id 0, mask 0) so that rows differ in length."""
+        rng = np.random.default_rng(self.seed)
+        ids = rng.integers(0, self.base_config.vocab_size, (cell.batch, cell.seq_len), dtype=np.int64)
+        mask = np.ones_like(ids)
+        for row in range(cell.batch):
+            pad = int(cell.padding * cell.seq_len * (row + 1) / cell.batch)
+            ids[row, :pad], mask[row, :pad] = 0, 0
+        return ids, mask
 
     def export(self, attention: str = "decomposed", precision: str = "fp32", opset: int | None = None,
                part: str = "model", cache_dir: str | Path | None = None, force: bool = False) -> ExportArtifact:
@@ -105,11 +131,26 @@ class TransformerSource(ModelSource):
 
     def feeds(self, specs: tuple[TensorSpec, ...], batch: int, seq_len: int) -> dict[str, np.ndarray]:
         """``input_ids`` int64 (batch, seq_len) uniform in [0, vocab_size) (the attention part: hidden states
-        float (batch, seq_len, d_model) from N(0, 1))."""
+        float (batch, seq_len, d_model) from N(0, 1)); a decoder-with-past graph gets a prefill: an all-ones
+        ``attention_mask`` and an empty cache."""
+        names = {spec.name: spec for spec in specs}
+        if "past_key_values.0.key" in names:
+            ids = make_feeds((names["input_ids"],), batch, seq_len, seed=self.seed,
+                             int_high=self.base_config.vocab_size)["input_ids"]
+            dtype = np.dtype(names["past_key_values.0.key"].dtype)
+            return {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                    **empty_past(self.base_config, batch, dtype)}
         return make_feeds(specs, batch, seq_len, seed=self.seed, int_high=self.base_config.vocab_size)
 
     def work(self, cell: Cell, artifact: ExportArtifact | None = None) -> Work:
-        return work(self.config(cell.attention), cell.part, cell.batch, cell.seq_len, cell.precision)
+        """Per inference (prefill), or per decode step at the mean context (generate:
+        :func:`onnxbench.benchmarks.workmodel.decode_step_work`; a generation of one token has no decode step, and
+        its latency columns are the prefill's, so its work is the prefill's too). Analytic: ``artifact`` is not
+        read."""
+        config = self.config(cell.attention)
+        if cell.new_tokens > 1:
+            return decode_step_work(config, cell.batch, cell.seq_len, cell.new_tokens, cell.precision)
+        return work(config, "model" if cell.new_tokens else cell.part, cell.batch, cell.seq_len, cell.precision)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,132 @@
+"""Measuring a ``generate`` cell: greedy decoding run by the runtime's decode loop, checked step by step against
+the reference recomputing the whole sequence without a cache, and timed by the harness (TTFT, TPOT, end to end).
+
+The order (docs/generation.md, "The generate scenario"):
+
+1. the runtime's decode loop for the cell's prompts (:meth:`onnxbench.runtimes.Session.decoder`); a bad request
+   is refused here, before any work, and a runtime without a loop makes the cell ``skipped``;
+2. one recorded generation: its tokens (B, N) and the logits each was chosen from (B, N, vocab_size);
+3. the reference's logits for the same inputs (teacher-forced float64 forward without a cache,
+   :meth:`onnxbench.benchmarks.reference.Reference.generation_expected`); the runtime's logits at every step are
+   compared with them under the row's tolerance and the noise-floor rule (docs/agreement.md), and its greedy
+   tokens must equal the reference's at every step: the first step where they differ is ``first_divergent_step``
+   and fails the row;
+4. timed generations (:func:`onnxbench.benchmarks.timing.measure_generation`); their tokens must equal the
+   recorded generation's (a loop that does not reset its state would not).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import runtimes
+from ..export import ExportArtifact
+from ..noise import noise_reason
+from ..runtimes import RuntimeOptions, RuntimeUnavailable, Session
+from .agreement import compare
+from .cells import Cell
+from .matrix import MatrixSpec
+from .reference import Reference
+from .rows import DecodeColumns, Measurement, Outcome, Resources, Throughput
+from .sources import ModelSource
+from .timing import measure_generation
+from .verdict import Verdict
+
+
+def first_divergent_step(tokens: np.ndarray, reference_logits: np.ndarray) -> int | None:
+    """The first step s whose token differs, in any row, from the argmax of the reference's step-s logits.
+
+    Args:
+        tokens: int64 (B, N), the runtime's greedy tokens.
+        reference_logits: (B, N, vocab_size), the reference's logits given the runtime's inputs.
+
+    Returns:
+        The step (0 = the prefill's token), or None when every token is the reference's greedy choice.
+    """
+    differs = (tokens != reference_logits.argmax(-1)).any(axis=0)  # (N,)
+    return int(np.argmax(differs)) if differs.any() else None
+
+
+def judge_generation(tokens: np.ndarray, logits: np.ndarray, expected, tol, reference: Reference, runtime: str,
+                     options: dict) -> tuple[Verdict, int | None]:
+    """The verdict of a generation: logits of steps 0 .. d compared with the reference's (d: the first diverging
+    step, or the last step), where the inputs are still the same as the reference's greedy run; a diverging
+    token fails the row whatever the logits.
+
+    Returns:
+        (the verdict, the first diverging step or None).
+    """
+    y64, floor = expected.fp64["logits"]
+    step = first_divergent_step(tokens, y64)
+    upto = logits.shape[1] if step is None else step + 1
+    agreement = compare(logits[:, :upto], expected.outputs["logits"][:, :upto], tol, "logits",
+                        fp64=(y64[:, :upto], floor))
+    if reference.is_self(runtime, options):
+        verdict = "reference"
+    else:
+        verdict = "pass" if agreement.agree and step is None else "FAIL"
+    if step is not None:
+        agreement = dataclasses.replace(agreement, agree=False)
+    return Verdict(agreement, verdict, reference.label), step
+
+
+def measure_generate(cell: Cell, session: Session, source: ModelSource, spec: MatrixSpec, reference: Reference,
+                     mem_baseline: int | None = None, artifact: ExportArtifact | None = None,
+                     options: RuntimeOptions | None = None, cache_dir: Path | None = None) -> tuple[Measurement, float]:
+    """Measure one generate cell on an open session of its decoder-with-past artifact (the steps: module
+    docstring). Arguments and return as :func:`onnxbench.benchmarks.worker.measure_cell`; the ``latency_ms_*``
+    columns hold the decode steps' statistics (TPOT), ``throughput_tok_s`` the decode tokens/s.
+
+    ``peak_rss_mb`` covers the timed generations (the decode loop's buffers included), not the reference's
+    float64 forward, which runs before the peak is reset.
+
+    Raises:
+        GenerationError: for a request that cannot run (before any work).
+        Exception: whatever the runtime raises; the caller turns it into a ``failed`` measurement.
+    """
+    from .worker import device_mem_mb, peak_rss_mb, reset_peak_rss, trim_heap
+
+    input_ids, mask = source.prompt(cell)
+    try:
+        loop = session.decoder(input_ids, mask, cell.new_tokens)
+    except RuntimeUnavailable as exc:
+        return Measurement.skipped(str(exc)), 0.0
+    steps = cell.new_tokens - 1
+    loop.reset(record=True)
+    loop.prefill()
+    for _ in range(steps):
+        loop.step()
+    session.synchronize()
+    tokens, logits = loop.tokens(), loop.logits()
+    expected = reference.generation_expected(input_ids, mask, tokens, cell.precision)
+    tol = runtimes.runtime_class(cell.runtime).tolerance(cell.precision, bool(session.options.get("tf32", False)))
+    verdict, step = judge_generation(tokens, logits, expected, tol, reference, cell.runtime, session.options)
+    trim_heap()
+    reset_peak_rss()
+    t0 = time.perf_counter()
+    timed = measure_generation(loop.reset, loop.prefill, loop.step, steps, session.synchronize, spec.timing)
+    timing_s = time.perf_counter() - t0
+    resources = Resources(peak_rss_mb(), device_mem_mb(session, mem_baseline))
+    notes = list(session.notes)
+    if not np.array_equal(loop.tokens(), tokens):
+        notes.append("warning: the timed generations chose other tokens than the checked one")
+        verdict = dataclasses.replace(verdict, verdict="FAIL" if verdict.verdict == "pass" else verdict.verdict)
+    noisy = noise_reason(timed.tpot.as_row(), spec.noise_limit) if steps else None
+    if noisy:
+        notes.append(noisy)
+    if step is not None:
+        notes.append(f"greedy tokens diverge from the reference at step {step}")
+    tpot, b = timed.tpot, cell.batch
+    decode_tok_s = b * 1e3 / tpot.latency_ms_p50 if steps and tpot.latency_ms_p50 > 0 else None
+    decode = DecodeColumns(timed.ttft.latency_ms_p50, tpot.latency_ms_p50 if steps else None,
+                           tpot.latency_ms_p90 if steps else None, tpot.latency_ms_p99 if steps else None,
+                           decode_tok_s, timed.e2e_ms, step)
+    agreement, check = verdict.parts()
+    # a generation of one token has no decode step: its latency columns are the prefill's
+    timing = tpot if steps else timed.ttft
+    return Measurement(Outcome("ok", "; ".join(notes)), timing=timing, throughput=Throughput(None, decode_tok_s),
+                       agreement=agreement, reference_check=check, resources=resources, decode=decode), timing_s

@@ -1,0 +1,105 @@
+"""The report's generation part: tables, summary and plot of ``generate`` rows (result schema columns only).
+
+The bandwidth bound of a decode step is the time the step's bytes (``bytes_moved``: weights once, the KV cache
+read, the new keys/values and logits written) take at the run's measured copy bandwidth. From the row alone it
+is ``tpot_ms_p50 × frac_peak_bw`` (``frac_peak_bw`` = achieved GB/s / bandwidth = bound / TPOT), so a row
+without ceilings has no bound. See docs/generation.md.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .format import Spec, integer, ms, rate, sig3
+from .markup import save_png
+from .tables import ok_rows, runtime_labels, verdicts
+
+GENERATE = "generate"
+#: Keys of a generation's shape in the tables.
+SHAPE = ["model", "precision", "attention", "batch", "seq_len", "new_tokens", "padding"]
+
+SPECS = {
+    "ttft_ms": Spec("TTFT (ms)", ms, True),
+    "tpot_ms_p50": Spec("TPOT p50 (ms)", ms, True),
+    "tpot_ms_p90": Spec("TPOT p90 (ms)", ms, True),
+    "tpot_ms_p99": Spec("TPOT p99 (ms)", ms, True),
+    "decode_tok_s": Spec("decode tokens/s", rate, True),
+    "e2e_ms": Spec("end to end (ms)", ms, True),
+    "bound_ms": Spec("bandwidth bound (ms)", ms, True),
+    "tpot_over_bound": Spec("TPOT / bound", sig3, True),
+    "first_divergent_step": Spec("first diverging step", integer, True),
+    "new_tokens": Spec("new tokens", integer, True),
+    "padding": Spec("padding", sig3, True),
+    "seq_len": Spec("prompt", integer, True),
+    "lowest_ttft": Spec("lowest TTFT (agreeing)"),
+    "lowest_tpot": Spec("lowest TPOT (agreeing)"),
+}
+
+
+def split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(prefill rows, generate rows) of ``df``; rows without a scenario are prefill rows."""
+    generate = df["scenario"].astype("object").eq(GENERATE).fillna(False).astype(bool)
+    return df[~generate], df[generate]
+
+
+def _ok(gen: pd.DataFrame) -> pd.DataFrame:
+    ok = ok_rows(gen).copy()
+    ok["runtime"] = runtime_labels(ok)
+    ok["verdict"] = verdicts(ok)
+    ok["bound_ms"] = ok["tpot_ms_p50"] * ok["frac_peak_bw"]
+    ok["tpot_over_bound"] = ok["tpot_ms_p50"] / ok["bound_ms"]
+    return ok
+
+
+def generation_table(gen: pd.DataFrame) -> pd.DataFrame:
+    """Per generation shape and runtime: TTFT, TPOT p50/p90/p99, decode tokens/s, end to end, the bandwidth
+    bound and TPOT / bound, the verdict and the first diverging step (ok rows)."""
+    ok = _ok(gen)
+    columns = SHAPE + ["runtime", "ttft_ms", "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99", "decode_tok_s", "e2e_ms",
+                       "bound_ms", "tpot_over_bound", "verdict", "first_divergent_step"]
+    return ok[columns].sort_values(SHAPE + ["runtime"], kind="stable").reset_index(drop=True)
+
+
+def generation_summary(gen: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, precision, batch): the runtime with the lowest median TTFT and the one with the lowest median
+    TPOT among the rows whose generation passed the agreement check (every step's logits and tokens), taking each
+    runtime's median over the prompt lengths, new tokens and paddings of the run; "none agreed" where none did."""
+    ok = _ok(gen)
+    rows = []
+    for (model, precision, batch), g in ok.groupby(["model", "precision", "batch"], sort=True, dropna=False):
+        agreeing = g[g["verdict"] == "pass"]
+        row = {"model": model, "precision": precision, "batch": batch}
+        for column, name in (("ttft_ms", "lowest_ttft"), ("tpot_ms_p50", "lowest_tpot")):
+            medians = agreeing.groupby("runtime")[column].median().dropna()
+            row[name] = (f"{medians.idxmin()} ({medians.min():.3g} ms)" if len(medians) else "none agreed")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["model", "precision", "batch", "lowest_ttft", "lowest_tpot"])
+
+
+def decode_latency_plot(df: pd.DataFrame) -> bytes | None:
+    """Decode step latency (TPOT p50, ms) against context length (mean keys per step: prompt + new tokens / 2),
+    one panel per (model, precision), one line per (runtime, batch), with each batch's bandwidth bound as a
+    dashed black line; None without ok generate rows."""
+    import matplotlib.pyplot as plt
+
+    ok = _ok(split(df)[1]).dropna(subset=["tpot_ms_p50"])
+    if ok.empty:
+        return None
+    ok["context"] = ok["seq_len"] + ok["new_tokens"] / 2
+    panels = list(ok.groupby(["model", "precision"], sort=True, dropna=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    for ax, ((model, precision), sub) in zip(axes.flat, panels, strict=True):
+        for (runtime, batch), line in sub.groupby(["runtime", "batch"], sort=True):
+            line = line.groupby("context")["tpot_ms_p50"].median()
+            ax.plot(line.index, line.values, marker="o", label=f"{runtime}, B={batch}")
+        for batch, line in sub.dropna(subset=["bound_ms"]).groupby("batch", sort=True):
+            bound = line.groupby("context")["bound_ms"].median()
+            ax.plot(bound.index, bound.values, "k--", linewidth=1, label=f"bandwidth bound, B={batch}")
+        ax.set_title(f"{model}, {precision}", fontsize=10)
+        ax.set_xlabel("context length (tokens, mean over the decode steps)")
+        ax.set_ylabel("decode step p50 (ms)")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_png(fig)
