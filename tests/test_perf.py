@@ -11,7 +11,7 @@ from onnxbench import runtimes
 from onnxbench.benchmarks import MatrixSpec, TimingConfig, default_matrix, run_matrix
 from onnxbench.benchmarks.ceilings import best_of, measure_ceilings, peak_for, reprobe
 from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.benchmarks.tune import search
+from onnxbench.benchmarks.tune import choose, search
 from onnxbench.benchmarks.workmodel import above_peak_reason, achieved, work
 from onnxbench.models import get_preset
 from onnxbench.models.flops import attention_flops, forward_flops
@@ -118,22 +118,89 @@ def test_run_with_ceilings_and_tune_fills_work_columns_and_records_the_best_conf
         assert r["frac_peak_flops"] == pytest.approx(r["achieved_gflops"] / cpu["gemm_gflops"])
         assert r["frac_peak_bw"] == pytest.approx(r["achieved_gbs"] / cpu["mem_bw_gbs"])
     assert [t["runtime"] for t in header["tuning"]] == ["ort-cpu"]  # tune=[...] names the runtimes to tune
-    best = {t["runtime"]: t["best"] for t in header["tuning"]}
-    for r in rows:
-        if r["config_id"] == "tuned":
-            assert json.loads(r["options"])["tune_config"] == best[r["runtime"]]
     ort_search = next(t for t in header["tuning"] if t["runtime"] == "ort-cpu")
-    assert best["ort-cpu"] == min(ort_search["score_ms"], key=ort_search["score_ms"].get)
-    assert {"default", "fused"} <= set(ort_search["p50_ms"])
+    assert {"default", "fused", "attn-fused"} <= set(ort_search["p50_ms"])
+    assert set(ort_search["best"]) == set(ort_search["why"]) == {"1x8", "1x16"}  # a configuration per shape
+    defaults = {(r["batch"], r["seq_len"]): r for r in rows
+                if r["runtime"] == "ort-cpu" and r["config_id"] == "default"}
+    for r in rows:
+        if r["config_id"] != "tuned":
+            continue
+        shape = f"{r['batch']}x{r['seq_len']}"
+        chosen, used = ort_search["best"][shape], json.loads(r["options"])["tune_config"]
+        default = defaults[(r["batch"], r["seq_len"])]
+        # never slower than the default beyond the cell's CI95
+        assert r["ci95_p50_lo_ms"] <= default["ci95_p50_hi_ms"]
+        if chosen != "default":  # won at the search by its CI
+            assert ort_search["ci95_ms"][chosen][shape][1] < ort_search["ci95_ms"]["default"][shape][0]
+        if used == "default":  # the default's own measurement, and why
+            assert r["latency_ms_p50"] == default["latency_ms_p50"]
+            assert "tuned = the default configuration's measurement" in r["reason"]
+            assert chosen == "default" or f"{chosen} measured slower than the default" in r["reason"]
+        else:
+            assert used == chosen
 
 
 def test_tune_search_records_failing_candidates_and_picks_among_the_rest(tiny_artifact):
     candidates = {"default": RuntimeOptions(), "bad": RuntimeOptions(extra={"execution_mode": "bogus"}),
                   "1t": RuntimeOptions(intra_op_threads=1)}
-    result = search("ort-cpu", tiny_artifact, [(1, 8)], timing=FAST, candidates=candidates)
+    result = search("ort-cpu", tiny_artifact, [(1, 8), (2, 8)], timing=FAST, candidates=candidates)
     assert "'execution_mode' must be one of" in result.errors["bad"]
-    assert set(result.p50_ms) == {"default", "1t"} and result.best in {"default", "1t"}
-    assert result.options is candidates[result.best]
+    assert set(result.p50_ms) == {"default", "1t"} and set(result.best) == {"1x8", "2x8"}
+    assert all(name in {"default", "1t"} for name in result.best.values())
+    assert result.options("1t") is candidates["1t"]
+    assert all(set(ci) == {"1x8", "2x8"} for ci in result.ci95_ms.values())
+
+
+def test_a_shape_keeps_the_default_unless_a_candidate_is_distinguishably_faster():
+    ci = {"default": (9.0, 11.0), "a": (7.0, 8.5), "b": (8.0, 9.5)}
+    assert choose({"default": 10.0, "a": 8.0}, ci)[0] == "a"  # CI wholly below the default's
+    name, why = choose({"default": 10.0, "b": 9.0}, ci)  # faster p50, overlapping CI
+    assert name == "default" and "not distinguishably faster" in why and "b (0.90x)" in why
+    assert choose({"default": 7.0, "a": 8.0}, ci)[0] == "default"  # the default is the fastest
+    assert choose({"a": 8.0, "b": 9.0}, ci)[0] == "a"  # no default to compare with: the fastest
+    with pytest.raises(ValueError, match="no candidate"):
+        choose({}, ci)
+
+
+def _measurement(p50, lo, hi, config):
+    from onnxbench.benchmarks.rows import Measurement, Outcome, SessionInfo
+    from onnxbench.benchmarks.timing import Timing
+
+    return Measurement(Outcome("ok"), SessionInfo(options=json.dumps({"tune_config": config})),
+                       timing=Timing(1, 10, p50, p50, p50, p50, lo, 0.1, lo, hi, 0.01))
+
+
+def test_a_tuned_row_distinguishably_slower_than_the_default_reports_the_default():
+    from onnxbench.benchmarks.runner import no_slower_than_default
+
+    default = _measurement(10.0, 9.5, 10.5, "default")
+    slower = _measurement(12.0, 11.0, 13.0, "fused")
+    kept = no_slower_than_default(slower, default)
+    assert kept.timing == default.timing and json.loads(kept.session.options)["tune_config"] == "default"
+    assert "fused measured slower than the default" in kept.outcome.reason
+    within = _measurement(10.6, 10.2, 11.0, "fused")  # slower p50, overlapping CI: kept as measured
+    assert no_slower_than_default(within, default) is within
+    faster = _measurement(8.0, 7.5, 8.5, "fused")
+    assert no_slower_than_default(faster, default) is faster
+
+
+def test_attention_fusion_fuses_sdpa_attention_and_agrees(cache_dir):
+    from onnxbench.errors import OptionError
+    from onnxbench.export import to_onnx
+    from onnxbench.runtimes.ort_transformers import attention_fused_path, fused_op_counts
+
+    cfg = get_preset("tiny")
+    sdpa = to_onnx(cfg, seed=0, cache_dir=cache_dir, model_name="tiny", variant="sdpa", opset=18)
+    counts = fused_op_counts(attention_fused_path(sdpa))
+    assert counts.get("MultiHeadAttention") == cfg.n_layers, counts
+    feeds = make_feeds(sdpa.inputs, 2, 8, int_high=cfg.vocab_size)
+    ort_cpu = runtimes.get("ort-cpu")
+    with ort_cpu.open(sdpa) as plain, ort_cpu.open(sdpa, RuntimeOptions(extra={"attention_fusion": True})) as fused:
+        assert fused.options["attention_fusion"] is True
+        np.testing.assert_allclose(fused.run(feeds)["logits"], plain.run(feeds)["logits"], atol=1e-4, rtol=1e-4)
+    with pytest.raises(OptionError, match="set one of them"):
+        ort_cpu.open(sdpa, RuntimeOptions(extra={"attention_fusion": True, "transformer_optimizer": True}))
 
 
 def test_transformer_optimizer_fuses_and_agrees(tiny_artifact):
@@ -199,4 +266,6 @@ def test_torch_grid_varies_grad_mode_and_threads_and_ort_grid_has_the_fusions():
     torch_grid = grid("torch")
     assert torch_grid["no_grad"].extra == {"inference_mode": False} and "default" in torch_grid
     assert any(o.extra.get("transformer_optimizer") for o in grid("ort-cpu").values())
+    assert any(o.extra.get("attention_fusion") for o in grid("ort-cpu").values())
+    assert any(o.extra.get("attention_fusion") for o in grid("ort-cuda").values())
     assert grid("torch-compile") == {}

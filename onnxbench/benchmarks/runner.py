@@ -161,6 +161,7 @@ class _Run:
         self.cache_dir, self.on_cell = cache_dir, on_cell
         self.stamp = RunStamp(header["run_id"], header["harness_overhead_ms"])
         self.ok_groups: dict[Group, None] = {}  # groups with at least one ok cell, in order, for tuning
+        self.defaults: dict[str, Measurement] = {}  # ok measurements of default cells, by cell_id, for tuning
 
     def emit(self, cell: Cell, source: ModelSource, artifact: ExportArtifact | None,
              measurement: Measurement) -> None:
@@ -224,7 +225,10 @@ class _Run:
 
     def tuned_groups(self, tune: bool | list[str]) -> Iterator[Group]:
         """For each group that had an ok cell and whose runtime is tuned: search the runtime's grid on the group's
-        shapes (recorded in ``header["tuning"]``), then the group again with the winner as ``tuned`` cells."""
+        shapes (recorded in ``header["tuning"]``) and choose a configuration per shape
+        (:func:`onnxbench.benchmarks.tune.choose`); then the group's cells again as ``tuned`` cells, one group per
+        chosen configuration. A shape that kept the default gets the default row's measurement as its tuned row
+        (written here, not measured again; its ``reason`` says so)."""
         for group in list(self.ok_groups):
             name = group.runtime
             if not (tune is True or name in tune) or not tuning.grid(name) \
@@ -240,9 +244,19 @@ class _Run:
             self.header.setdefault("tuning", []).append(
                 {"runtime": name, "model": first.model, "attention": first.attention, "precision": first.precision,
                  "opset": first.opset, **result.as_dict()})
-            if result.best is not None:
-                yield dataclasses.replace(group, cells=tuple(dataclasses.replace(c, config_id="tuned") for c in cells),
-                                          options=result.options, label={"tune_config": result.best})
+            by_config: dict[str, list[Cell]] = {}
+            for cell in cells:
+                key = tuning.shape_key(cell.batch, cell.seq_len)
+                chosen, tuned = result.best.get(key), dataclasses.replace(cell, config_id="tuned")
+                default = self.defaults.get(cell.cell_id)
+                if chosen == tuning.DEFAULT and default is not None:
+                    self.emit(tuned, group.source, group.artifact, _as_default(default, result.why[key]))
+                elif chosen is not None:
+                    by_config.setdefault(chosen, []).append(tuned)
+            for chosen, tuned_cells in by_config.items():
+                options = None if chosen == tuning.DEFAULT else result.options(chosen)
+                yield dataclasses.replace(group, cells=tuple(tuned_cells), options=options,
+                                          label={"tune_config": chosen})
 
     def execute(self, executor: Executor, groups: Iterable[Group]) -> None:
         """Run ``groups`` through ``executor``, writing a row per finished cell and accounting the time."""
@@ -252,9 +266,18 @@ class _Run:
                 self._account(message)
                 if isinstance(message, CellFinished):
                     by_id = cells.setdefault(group, {c.cell_id: c for c in group.cells})
-                    self.emit(by_id[message.cell_id], group.source, group.artifact, message.measurement)
-                    if message.measurement.ok:
+                    cell, measurement = by_id[message.cell_id], message.measurement
+                    if cell.config_id == "default" and measurement.ok:
+                        self.defaults[cell.cell_id] = measurement
+                    elif cell.config_id == "tuned":
+                        measurement = self._no_slower_than_default(cell, measurement)
+                    self.emit(cell, group.source, group.artifact, measurement)
+                    if measurement.ok and cell.config_id == "default":
                         self.ok_groups.setdefault(group)
+
+    def _no_slower_than_default(self, cell: Cell, tuned: Measurement) -> Measurement:
+        default = self.defaults.get(dataclasses.replace(cell, config_id="default").cell_id)
+        return tuned if default is None else no_slower_than_default(tuned, default)
 
     def _account(self, message: Message) -> None:
         if isinstance(message, WorkerStarted):
@@ -264,6 +287,30 @@ class _Run:
         elif isinstance(message, CellFinished):
             self.summary.timing_s += message.timing_s
             self.summary.reference_s += message.reference_s
+
+
+def no_slower_than_default(tuned: Measurement, default: Measurement) -> Measurement:
+    """A tuned cell's measurement, or its ``default`` cell's (as :func:`_as_default` labels it) where the tuned
+    configuration, timed with the matrix's settings, is distinguishably slower: its p50's 95% CI lies wholly above
+    the default's (the rule of docs/measurement.md). Failed tuned cells and ok ones within the CI stay as they are."""
+    if not (tuned.ok and default.ok) or tuned.timing.ci95_p50_lo_ms <= default.timing.ci95_p50_hi_ms:
+        return tuned
+    name = json.loads(tuned.session.options or "{}").get("tune_config")
+    t, d = tuned.timing, default.timing
+    return _as_default(default, f"{name} measured slower than the default with the matrix's timing (p50 "
+                                f"{t.latency_ms_p50:.4g} ms, CI95 [{t.ci95_p50_lo_ms:.4g}, {t.ci95_p50_hi_ms:.4g}] "
+                                f"above [{d.ci95_p50_lo_ms:.4g}, {d.ci95_p50_hi_ms:.4g}])")
+
+
+def _as_default(default: Measurement, why: str) -> Measurement:
+    """The default cell's ``default`` measurement as its tuned row: ``tune_config`` = default in the options, and
+    a note in the reason saying why the default was kept."""
+    options = {**json.loads(default.session.options or "{}"), "tune_config": tuning.DEFAULT}
+    note = f"note: tuned = the default configuration's measurement ({why})"
+    return dataclasses.replace(
+        default, outcome=dataclasses.replace(default.outcome, reason="; ".join(filter(None, [
+            default.outcome.reason, note]))),
+        session=dataclasses.replace(default.session, options=json.dumps(options, sort_keys=True, default=str)))
 
 
 def _reprobe_ceilings(directory: RunDir, header: dict, summary: RunSummary) -> None:

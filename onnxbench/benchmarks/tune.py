@@ -1,19 +1,23 @@
 """Tuned runtime configurations: a small grid of the options that matter per runtime, searched per
-(artifact, runtime) so that no runtime is understated because it ran with a poor configuration.
+(artifact, runtime) and chosen **per shape**, so that no runtime is understated because it ran with a poor
+configuration.
 
-``onnxbench run --tune`` runs every cell with the runtime's defaults (``config_id = "default"``) and again with
-the best configuration of the grid (``config_id = "tuned"``, its options in the ``options`` column). The search
-times each candidate at every shape of the group with a short run of the timing harness and picks the lowest
-geometric mean of the p50 latencies (one configuration for all shapes, as a deployment would use).
+``onnxbench run --tune`` runs every cell with the runtime's defaults (``config_id = "default"``) and adds one
+``config_id = "tuned"`` row per cell, whose ``options`` name the configuration that won at that cell's shape
+(``tune_config``). The search (:func:`search`) times each candidate at every shape of the group with a short run of
+the timing harness. At each shape the fastest candidate (lowest p50) wins only if it is **distinguishably** faster
+than the default: its 95% confidence interval of the median lies wholly below the default's (the rule of
+``onnxbench compare``); otherwise the default configuration is the shape's tuned one. The runner then measures the
+tuned cells with the matrix's timing and keeps each tuned row no slower than the default beyond the cell's CI
+(:func:`onnxbench.benchmarks.runner.run_matrix`; why per shape and the rules: docs/measurement.md "Tuning").
 
 Each runtime declares its own grid (``Runtime.tuning_grid``, documented on the runtime class); the runtime's
-defaults are always a candidate.
+defaults are always a candidate, named ``"default"``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,8 +29,13 @@ from ..runtimes import RuntimeOptions
 from .inputs import make_feeds
 from .timing import TimingConfig, measure
 
-#: Short timing for the search; the chosen configuration is then timed with the matrix's own settings.
-SEARCH_TIMING = TimingConfig(warmup_iters=0, min_iters=2, min_time_s=0.2, max_iters=50, max_time_s=10.0)
+#: Short timing for the search (the chosen configuration is then timed with the matrix's own settings): at least 6
+#: iterations, the fewest for which the order-statistics CI of the median is narrower than the sample range
+#: (:func:`onnxbench.benchmarks.timing.median_ci95`).
+SEARCH_TIMING = TimingConfig(warmup_iters=1, min_iters=6, min_time_s=0.3, max_iters=200, max_time_s=10.0)
+
+#: The name of the runtime's default configuration among the candidates.
+DEFAULT = "default"
 
 
 def grid(runtime: str) -> dict[str, RuntimeOptions]:
@@ -38,7 +47,12 @@ def grid(runtime: str) -> dict[str, RuntimeOptions]:
         KeyError: for an unknown runtime.
     """
     candidates = runtimes.runtime_class(runtime).tuning_grid()
-    return {"default": RuntimeOptions(), **candidates} if candidates else {}
+    return {DEFAULT: RuntimeOptions(), **candidates} if candidates else {}
+
+
+def shape_key(batch: int, seq_len: int) -> str:
+    """``"BxT"``, the key of a shape in :class:`TuneResult`."""
+    return f"{batch}x{seq_len}"
 
 
 @dataclass
@@ -46,21 +60,54 @@ class TuneResult:
     """Outcome of :func:`search`.
 
     Attributes:
-        best: name of the winning configuration (None if every candidate failed).
-        options: its :class:`RuntimeOptions`.
+        best: ``{"BxT": config name}``, the configuration chosen at each shape (:func:`choose`); a shape where no
+            candidate ran is absent.
+        candidates: ``{config name: RuntimeOptions}`` searched.
         p50_ms: ``{config name: {"BxT": p50 ms}}`` of every candidate that ran.
-        score_ms: ``{config name: geometric mean p50 over the shapes}``.
+        ci95_ms: ``{config name: {"BxT": [lo, hi]}}``, the 95% CI of each p50 (ms).
+        why: ``{"BxT": sentence}``, why the shape's configuration won (or why the default was kept).
         errors: ``{config name: "ExcType: message"}`` for candidates that failed to open or run.
     """
 
-    best: str | None = None
-    options: RuntimeOptions | None = None
+    best: dict[str, str] = field(default_factory=dict)
+    candidates: dict[str, RuntimeOptions] = field(default_factory=dict)
     p50_ms: dict[str, dict[str, float]] = field(default_factory=dict)
-    score_ms: dict[str, float] = field(default_factory=dict)
+    ci95_ms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    why: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
 
+    def options(self, name: str) -> RuntimeOptions:
+        """The :class:`RuntimeOptions` of candidate ``name``."""
+        return self.candidates[name]
+
     def as_dict(self) -> dict:
-        return {"best": self.best, "p50_ms": self.p50_ms, "score_ms": self.score_ms, "errors": self.errors}
+        return {"best": self.best, "p50_ms": self.p50_ms, "ci95_ms": self.ci95_ms, "why": self.why,
+                "errors": self.errors}
+
+
+def choose(p50_ms: dict[str, float], ci95_ms: dict[str, tuple[float, float]]) -> tuple[str, str]:
+    """The configuration for one shape and why, from each candidate's p50 and its 95% CI (ms) at that shape.
+
+    The fastest candidate wins if the default did not run, or if its CI lies wholly below the default's
+    (``hi < default's lo``: distinguishably faster, the rule of docs/measurement.md); otherwise the default is kept.
+
+    Raises:
+        ValueError: for no candidates.
+    """
+    if not p50_ms:
+        raise ValueError("no candidate ran at this shape")
+    fastest = min(p50_ms, key=p50_ms.get)
+    if fastest == DEFAULT:
+        return DEFAULT, "the default was the fastest"
+    if DEFAULT not in p50_ms:
+        return fastest, "the fastest; the default did not run"
+    lo, hi = ci95_ms[fastest]
+    d_lo, d_hi = ci95_ms[DEFAULT]
+    ratio = p50_ms[fastest] / p50_ms[DEFAULT]
+    if hi < d_lo:
+        return fastest, f"{ratio:.2f}x the default's p50, CI95 [{lo:.3g}, {hi:.3g}] ms below [{d_lo:.3g}, {d_hi:.3g}]"
+    return DEFAULT, (f"default kept: the fastest, {fastest} ({ratio:.2f}x), is not distinguishably faster "
+                     f"(CI95 [{lo:.3g}, {hi:.3g}] ms overlaps the default's [{d_lo:.3g}, {d_hi:.3g}])")
 
 
 def search(runtime: str, artifact: ExportArtifact, shapes: list[tuple[int, int]], *, seed: int = 0,
@@ -68,7 +115,7 @@ def search(runtime: str, artifact: ExportArtifact, shapes: list[tuple[int, int]]
            axis_ranges: dict[str, tuple[int, int, int]] | None = None,
            feeds: Callable[[tuple[TensorSpec, ...], int, int], dict[str, np.ndarray]] | None = None) -> TuneResult:
     """Time every candidate configuration of ``runtime`` on ``artifact`` at each (batch, seq_len) in ``shapes``
-    and return the best (lowest geometric-mean p50). Candidates that fail are recorded, not raised.
+    and choose one per shape (:func:`choose`). Candidates that fail are recorded, not raised.
 
     Args:
         runtime: registry name.
@@ -82,29 +129,32 @@ def search(runtime: str, artifact: ExportArtifact, shapes: list[tuple[int, int]]
             (:meth:`onnxbench.benchmarks.sources.ModelSource.feeds`); default: ``input_ids`` int64 (B, T) below the
             artifact's ``vocab_size``.
     """
-    result = TuneResult()
     candidates = grid(runtime) if candidates is None else candidates
+    result = TuneResult(candidates=dict(candidates))
     if feeds is None:
         vocab = artifact.config.vocab_size if artifact.config else 2
 
         def feeds(specs, batch, seq_len):
             return make_feeds(specs, batch, seq_len, seed=seed, int_high=vocab)
     for name, options in candidates.items():
+        per_shape, ci = {}, {}
         try:
             opened = dataclasses.replace(options, axis_ranges=axis_ranges or options.axis_ranges)
             with runtimes.get(runtime).open(artifact, opened) as session:
-                per_shape = {}
                 for batch, seq_len in shapes:
                     inputs = feeds(session.inputs(), batch, seq_len)
-                    session.run(inputs)  # the warm-up: first call at a shape (allocator, compilation)
+                    session.run(inputs)  # the first call at a shape (allocator, compilation) is not timed
                     stats, _ = measure(session.prepare(inputs), session.synchronize, timing)
-                    per_shape[f"{batch}x{seq_len}"] = stats.latency_ms_p50
+                    per_shape[shape_key(batch, seq_len)] = stats.latency_ms_p50
+                    ci[shape_key(batch, seq_len)] = [stats.ci95_p50_lo_ms, stats.ci95_p50_hi_ms]
         except Exception as exc:  # a candidate the runtime rejects must not end the search
             result.errors[name] = f"{type(exc).__name__}: {exc}"
             continue
         result.p50_ms[name] = per_shape
-        result.score_ms[name] = math.exp(sum(math.log(v) for v in per_shape.values()) / len(per_shape))
-    if result.score_ms:
-        result.best = min(result.score_ms, key=result.score_ms.get)
-        result.options = candidates[result.best]
+        result.ci95_ms[name] = ci
+    for batch, seq_len in shapes:
+        key = shape_key(batch, seq_len)
+        ran = {name: p50[key] for name, p50 in result.p50_ms.items() if key in p50}
+        if ran:
+            result.best[key], result.why[key] = choose(ran, {n: tuple(result.ci95_ms[n][key]) for n in ran})
     return result

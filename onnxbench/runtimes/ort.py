@@ -29,6 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..env import cpu_counts
+from ..errors import OptionError
 from ..export import ExportArtifact, TensorSpec
 from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session, TypedOptions, thread_counts
 from .decode import DecodeLoop
@@ -53,6 +54,8 @@ class OrtOptions(TypedOptions):
         log_severity_level: ORT's log level (0 verbose .. 4 fatal).
         allow_spinning: ``session.intra_op.allow_spinning``; None leaves ORT's default (spinning on).
         transformer_optimizer: run ``onnxruntime.transformers``' fusions first (:mod:`.ort_transformers`).
+        attention_fusion: run onnxscript's ONNX Runtime fusions first (MultiHeadAttention where the graph's
+            attention matches; :func:`.ort_transformers.attention_fused_path`). Not with ``transformer_optimizer``.
         enable_cpu_mem_arena: ``SessionOptions.enable_cpu_mem_arena``. Off by default: the arena keeps the largest
             shape's buffers for the session's lifetime (arena shrinkage did not give them back, measured with
             onnxruntime 1.31), so a cell's ``peak_rss_mb`` would depend on the cells run before it
@@ -66,7 +69,13 @@ class OrtOptions(TypedOptions):
     log_severity_level: int = 3
     allow_spinning: bool | None = None
     transformer_optimizer: bool = False
+    attention_fusion: bool = False
     enable_cpu_mem_arena: bool = False
+
+    def __post_init__(self) -> None:
+        if self.transformer_optimizer and self.attention_fusion:
+            raise OptionError("transformer_optimizer and attention_fusion are two rewrites of the same graph; "
+                              "set one of them")
 
 
 def session_options(options: RuntimeOptions, typed: OrtOptions) -> tuple[ort.SessionOptions, dict[str, Any]]:
@@ -119,6 +128,11 @@ class OrtSession(Session):
 
             path = optimized_path(artifact)
             record["transformer_optimizer"] = True
+        elif typed.attention_fusion:
+            from .ort_transformers import attention_fused_path
+
+            path = attention_fused_path(artifact)
+            record["attention_fusion"] = True
         #: what the session was created from, so that a twin (the profiling one) is created identically
         self.creation = {"path": str(path), "options": options, "typed": typed, "providers": providers}
         self.session = create_session(str(path), so, providers)
@@ -262,8 +276,10 @@ class OrtCpu(Runtime):
     Tuning grid (ONNX Runtime threading and graph-optimisation docs:
     https://onnxruntime.ai/docs/performance/tune-performance/threading.html,
     https://onnxruntime.ai/docs/performance/model-optimizations/graph-optimizations.html): the transformer
-    optimizer's fusions (SkipLayerNorm, BiasGelu/FastGelu) on/off x intra-op spinning on/off, and intra-op
-    threads = 1, physical and logical cores (where not ORT's default of one per physical core). Left out after
+    optimizer's fusions (SkipLayerNorm, BiasGelu/FastGelu) on/off x intra-op spinning on/off; the attention
+    fusion (onnxscript's ``optimize_for_ort``: MultiHeadAttention where the graph's attention matches, e.g. an
+    ``sdpa`` export; https://onnxruntime.ai/docs/performance/transformers-optimization.html) x spinning on/off; and
+    intra-op threads = 1, physical and logical cores (where not ORT's default of one per physical core). Left out after
     trying them: the parallel execution mode (100x slower on this sequential graph, tiny preset) and graph
     optimisation level ``extended`` (a subset of the default ``all``).
     """
@@ -283,10 +299,12 @@ class OrtCpu(Runtime):
 
     @classmethod
     def tuning_grid(cls) -> dict[str, RuntimeOptions]:
-        fused = {"transformer_optimizer": True}
+        fused, attention = {"transformer_optimizer": True}, {"attention_fusion": True}
         grid = {"nospin": RuntimeOptions(extra={"allow_spinning": False}),
                 "fused": RuntimeOptions(extra=fused),
-                "fused-nospin": RuntimeOptions(extra={**fused, "allow_spinning": False})}
+                "fused-nospin": RuntimeOptions(extra={**fused, "allow_spinning": False}),
+                "attn-fused": RuntimeOptions(extra=attention),
+                "attn-fused-nospin": RuntimeOptions(extra={**attention, "allow_spinning": False})}
         for threads in thread_counts(cpu_counts()[1] or cpu_counts()[0] or 0):
             grid[f"fused-{threads}t"] = RuntimeOptions(intra_op_threads=threads, extra=fused)
         return grid

@@ -52,6 +52,7 @@ class CudaEpOptions(OrtOptions):
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "EXHAUSTIVE"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.device_id < 0:
             raise OptionError(f"device_id must be >= 0, got {self.device_id}")
 
@@ -74,8 +75,9 @@ def cuda_provider_options(typed: CudaEpOptions) -> dict[str, str]:
 
 
 def tuning_grid() -> dict[str, RuntimeOptions]:
-    """The GPU EPs' grid: the transformer optimizer's fusions on (CPU threading does not apply)."""
-    return {"fused": RuntimeOptions(extra={"transformer_optimizer": True})}
+    """The GPU EPs' grid: either offline fusion (:mod:`.ort_transformers`) on; CPU threading does not apply."""
+    return {"fused": RuntimeOptions(extra={"transformer_optimizer": True}),
+            "attn-fused": RuntimeOptions(extra={"attention_fusion": True})}
 
 
 #: Bytes per element of the ONNX element types (``OrtValue.element_type()``) a model output may have.

@@ -1,5 +1,7 @@
-"""ONNX Runtime's offline transformer optimizer (``onnxruntime.transformers.optimizer.optimize_model``) as an
-option of the ORT runtimes (``RuntimeOptions.extra["transformer_optimizer"] = True``).
+"""Offline graph fusions for ONNX Runtime as options of the ORT runtimes: ONNX Runtime's transformer optimizer
+(``onnxruntime.transformers.optimizer.optimize_model``, ``RuntimeOptions.extra["transformer_optimizer"] = True``)
+and onnxscript's ONNX Runtime fusions (``optimize_for_ort``, ``RuntimeOptions.extra["attention_fusion"] = True``:
+:func:`attention_fused_path`), the two attention-fusion paths of the tuning grid.
 
 On this project's decomposed GPT-2-style graph it fuses LayerNorm + residual into ``SkipLayerNormalization`` and
 MatMul bias + GELU into ``BiasGelu``; it does not fuse the attention (separate W^Q/W^K/W^V with a causal
@@ -62,6 +64,31 @@ def optimized_path(artifact: ExportArtifact) -> Path:
                                      hidden_size=artifact.config.d_model, opt_level=0, use_gpu=False)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     model.save_model_to_file(str(tmp))
+    os.replace(tmp, target)  # atomic: concurrent runs never read a half-written file
+    return target
+
+
+def attention_fused_path(artifact: ExportArtifact) -> Path:
+    """Path of ``artifact`` after onnxscript's ONNX Runtime fusions (:func:`onnxbench.export.variants.fuse_for_ort`:
+    ``com.microsoft:MultiHeadAttention`` where a block's attention matches its patterns, as the dynamo export of
+    ``F.scaled_dot_product_attention`` below opset 23 does, plus SkipLayerNormalization and BiasGelu; explicit-math
+    attention stays unfused, docs/design.md "Attention variants and fusions"), written beside the artifact once
+    and reused. External-data tensors stay references to the artifact's data file in the same folder.
+
+    Raises:
+        Exception: whatever onnx or onnxscript raise on a graph they cannot read or rewrite.
+    """
+    target = artifact.path.with_name(f"{artifact.path.stem}.ort-fusions-{artifact.sha256[:12]}.onnx")
+    if target.exists():
+        return target
+    import onnx
+
+    from ..export.variants import fuse_for_ort
+
+    model = onnx.load(str(artifact.path), load_external_data=False)
+    fused = fuse_for_ort(model, base_dir=str(artifact.path.parent))
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    onnx.save(fused, str(tmp))
     os.replace(tmp, target)  # atomic: concurrent runs never read a half-written file
     return target
 
