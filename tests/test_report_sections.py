@@ -8,7 +8,7 @@ import pytest
 from onnxbench.reports import load, load_header, write_report
 from onnxbench.reports.plots import throughput_by_attention
 from onnxbench.reports.render import render_markdown
-from onnxbench.reports.tables import noisy_table, not_ok_table, stage_table, summary_table
+from onnxbench.reports.tables import config_table, noisy_table, not_ok_table, stage_table, summary_table
 
 from .conftest import DATA
 from .derived_runs import synthetic_run
@@ -84,3 +84,17 @@ def test_noisy_cells_are_those_with_a_wide_median_ci():
     noisy = noisy_table(df)
     assert len(noisy) == 1 and noisy.ci95_width.iloc[0] > 0.1
     assert "## Noisy timings" in render_markdown(df, {}, [])
+
+
+def test_tuned_configurations_say_which_won_where_next_to_the_default(run):
+    df = load(run)
+    mask = (df.config_id != "default") & (df.seq_len == 64)
+    df.loc[mask, "options"] = '{"tune_config": "default"}'  # a shape where the default was kept
+    table = config_table(df)
+    by_shape = {(a, s): c for a, s, c in zip(table.attention, table.seq_len, table.tune_config, strict=True)}
+    assert by_shape == {("decomposed", 16): "threads-1", ("sdpa", 16): "threads-1",
+                        ("decomposed", 64): "default", ("sdpa", 64): "default"}
+    default = df[(df.config_id == "default") & (df.runtime == "ort-cpu") & (df.batch == 1)]
+    for line in table.itertuples():
+        ref = default[(default.attention == line.attention) & (default.seq_len == line.seq_len)]
+        assert line.default_p50 == ref.latency_ms_p50.item() and line.tuned_p50 > line.default_p50

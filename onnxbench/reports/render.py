@@ -241,8 +241,9 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
          "copy, timed with device events, next to the end-to-end p50.", tables.stage_table(df)),
         ("roofline", "Roofline", "Work per inference from the analytic work model and the rate achieved at p50, "
          "as a fraction of the peaks measured on the run's machine.", tables.roofline_table(df)),
-        ("configs", "Tuned configurations", "Runtime configurations other than the default, with the options "
-         "they set (JSON).", tables.config_table(df)),
+        ("configs", "Tuned configurations", "Which configuration won where: per cell, the configuration of "
+         "the tuned row (chosen per shape; `default` where no candidate was distinguishably faster than the "
+         "default), its p50 next to the default's, and the options in force (JSON).", tables.config_table(df)),
         ("resources", "Build time and memory", "Largest value over the shapes of each runtime: export (s), "
          "session creation or engine build (s), peak resident memory and device memory (MiB).",
          tables.resources_table(df)),

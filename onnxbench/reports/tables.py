@@ -6,6 +6,8 @@ Every function takes the DataFrame of :func:`onnxbench.reports.load` and uses sc
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from ..noise import NOISE_LIMIT, ci95_width, is_noisy
@@ -352,11 +354,30 @@ def provider_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def config_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Tuned runtime configurations (``config_id`` other than "default") and the options they set."""
+    """Which configuration won where: one line per cell with a tuned (non-default ``config_id``) row, with the
+    configuration it ran (``tune_config`` of its options, else its ``config_id``), its p50 next to the default
+    row's p50 of the same cell (ms), and the options in force (JSON). ``--tune`` chooses per shape, and a shape
+    where no candidate was distinguishably faster reports ``default`` (docs/measurement.md "Tuning")."""
     tuned = df[[not _is_default_config(c) for c in df["config_id"]]]
     if tuned.empty:
         return pd.DataFrame()
-    return tuned[["runtime", "config_id", "options"]].astype("object").drop_duplicates().reset_index(drop=True)
+    key = [c for c in KEY_COLUMNS if c != "config_id" and c in df]
+    defaults = df[[_is_default_config(c) for c in df["config_id"]]].drop_duplicates(key, keep="last")
+    p50 = defaults.set_index(key)["latency_ms_p50"]
+    out = tuned.copy()
+    out["tune_config"] = [_tune_config(o, c) for o, c in zip(out["options"], out["config_id"], strict=True)]
+    out["default_p50"] = [p50.get(k) for k in out[key].itertuples(index=False, name=None)]
+    out["tuned_p50"] = out["latency_ms_p50"]
+    cols = ["runtime", *varying(df, ["model", "attention", "precision"]), "batch", "seq_len", "tune_config",
+            "default_p50", "tuned_p50", "options"]
+    return out[cols].astype("object").reset_index(drop=True)
+
+
+def _tune_config(options, config_id) -> str:
+    try:
+        return json.loads(options).get("tune_config", config_id)
+    except (TypeError, ValueError, AttributeError):
+        return config_id
 
 
 def resources_table(df: pd.DataFrame) -> pd.DataFrame:
