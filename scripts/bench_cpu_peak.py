@@ -2,13 +2,13 @@
 
 Runs the real matrix (``onnxbench.benchmarks.run_matrix``) for gpt2-small, fp32, decomposed attention, batch 1,
 seq_len 128 and 512, under torch eager, torch-compile (Inductor) and ort-cpu, tuning ort-cpu (a ``tuned`` row: the
-best of ``onnxbench.benchmarks.tune.grid``; ``--tune-torch`` tunes torch eager too), after measuring the machine's
-ceilings with a larger GEMM than ``onnxbench run`` uses. Prints per seq_len: p50 of torch eager, torch-compile,
-ort-cpu default and ort-cpu tuned, their speed-ups over torch eager, achieved GFLOP/s and the fraction of the
-measured fp32 GEMM peak, and checks the targets (best ort-cpu >= 1.5x torch eager; >= 70% of the GEMM
-peak at seq_len 512). The ceilings are probed at the start and, by the runner, again at the end of the run
-(``onnxbench.benchmarks.ceilings.reprobe``): the printed fractions use the higher, as the run's rows do. Exit
-status 0 whatever the figures: targets are reported, not asserted.
+best of ``onnxbench.benchmarks.tune.grid`` at each shape; ``--tune-torch`` tunes torch eager too), after measuring
+the machine's ceilings with a larger GEMM than ``onnxbench run`` uses. Prints per seq_len: p50 of torch eager,
+torch-compile, ort-cpu default and ort-cpu tuned, their speed-ups over torch eager, achieved GFLOP/s and the
+fraction of the measured fp32 GEMM peak, and checks the targets (best ort-cpu >= 1.5x torch eager; >= 70% of the
+GEMM peak at seq_len 512). The ceilings are probed at the start and, by the runner, again at the end of the run
+(``onnxbench.benchmarks.ceilings.reprobe``): the printed fractions use the higher, as the run's rows do. Exit status
+0 whatever the figures: targets are reported, not asserted.
 
 Usage::
 
@@ -78,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = {(r["runtime"], r["config_id"], r["seq_len"]): r for r in summary.rows if r["status"] == "ok"}
     header = json.loads((args.out / "header.json").read_text())
     for entry in header.get("tuning", []):
-        print(f"tune {entry['runtime']}: best {entry['best']}; geo-mean p50 ms "
-              + ", ".join(f"{k} {v:.0f}" for k, v in sorted(entry["score_ms"].items(), key=lambda kv: kv[1]))
-              + (f"; errors {entry['errors']}" if entry["errors"] else ""))
+        for shape, chosen in entry["best"].items():
+            p50 = {name: per_shape[shape] for name, per_shape in entry["p50_ms"].items() if shape in per_shape}
+            print(f"tune {entry['runtime']} {shape}: {chosen} ({entry['why'][shape]}); search p50 ms "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in sorted(p50.items(), key=lambda kv: kv[1])))
+        if entry["errors"]:
+            print(f"tune {entry['runtime']}: errors {entry['errors']}")
 
     # The runner probed the ceilings again when the run ended and kept the higher (a probe that met contention
     # reads low): read every cell against that bound, as the rows' frac_peak_* columns are.

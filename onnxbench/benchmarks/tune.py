@@ -29,10 +29,10 @@ from ..runtimes import RuntimeOptions
 from .inputs import make_feeds
 from .timing import TimingConfig, measure
 
-#: Short timing for the search (the chosen configuration is then timed with the matrix's own settings): at least 6
-#: iterations, the fewest for which the order-statistics CI of the median is narrower than the sample range
-#: (:func:`onnxbench.benchmarks.timing.median_ci95`).
-SEARCH_TIMING = TimingConfig(warmup_iters=1, min_iters=6, min_time_s=0.3, max_iters=200, max_time_s=10.0)
+#: Short timing for the search (the chosen configuration is then timed with the matrix's own settings): at least 8
+#: iterations, the fewest for which the order-statistics CI of the median (:func:`.timing.median_ci95`) is
+#: narrower than the samples' range, unless 10 s are spent first.
+SEARCH_TIMING = TimingConfig(warmup_iters=1, min_iters=8, min_time_s=0.3, max_iters=200, max_time_s=10.0)
 
 #: The name of the runtime's default configuration among the candidates.
 DEFAULT = "default"
