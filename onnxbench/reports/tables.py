@@ -370,7 +370,8 @@ def config_table(df: pd.DataFrame) -> pd.DataFrame:
     out["tuned_p50"] = out["latency_ms_p50"]
     cols = ["runtime", *varying(df, ["model", "attention", "precision"]), "batch", "seq_len", "tune_config",
             "default_p50", "tuned_p50", "options"]
-    return out[cols].astype("object").reset_index(drop=True)
+    order = [c for c in ["runtime", "model", "attention", "precision", "batch", "seq_len"] if c in cols]
+    return out[cols].sort_values(order, kind="stable").astype("object").reset_index(drop=True)
 
 
 def _tune_config(options, config_id) -> str:
