@@ -1,4 +1,4 @@
-"""Command line: ``onnxbench export | run | report | compare | inspect | doctor``.
+"""Command line: ``onnxbench export | run | merge | report | compare | inspect | doctor``.
 
 Every command turns bad input into one clear error line (exit code 2) instead of a traceback: the package's
 own errors (:class:`onnxbench.errors.OnnxbenchError`) in one place, :class:`_Commands`; library errors where
@@ -165,6 +165,14 @@ def run(
         "by name and shape"),
     locate_divergence: bool = typer.Option(
         False, help="name the first diverging block of every row (failing rows always get it)"),
+    executor: str = typer.Option("process", help="process: each (artifact, runtime) group in a worker process "
+                                 "here | ray: each group a Ray task on a Ray cluster (pip install -e '.[ray]'; "
+                                 "docs/scaling.md)"),
+    ray_address: str | None = typer.Option(None, help="with --executor ray: the cluster to join (ray.init "
+                                           "address, e.g. auto or ray://HOST:10001; default: start a local one)"),
+    shard: str | None = typer.Option(None, help="K/N: run only the K-th of N deterministic parts of the matrix "
+                                     "(whole artifact/runtime groups), e.g. one Slurm array task; join the "
+                                     "parts with `onnxbench merge`"),
 ) -> None:
     """Run the benchmark matrix (embedded default or --matrix FILE, narrowed by the flags) and write a run
     directory. Each (artifact, runtime) group runs in a worker process; Ctrl-C leaves a valid run directory
@@ -178,13 +186,15 @@ def run(
     from .rundir import check_writable, refuse_existing_run, set_aside
 
     spec = default_matrix()
+    run_executor = _executor(executor, ray_address)
     axis_flags = (models, runtimes, attention, precisions, opsets, batches, seq_lens, exporter, min_time,
-                  min_iters, matrix, scenario, new_tokens, padding)
+                  min_iters, matrix, scenario, new_tokens, padding, shard)
     if resume is not None:
         if (any(v is not None for v in axis_flags) or checkpoint or onnx or dim or int_range or shape
                 or reference_model):
-            fail("--resume continues the matrix recorded in RUN_DIR/header.json; drop --matrix and the axis "
-                 "and timing flags (only --cell-timeout, --retry-failed and --cache-dir apply)")
+            fail("--resume continues the matrix (and shard) recorded in RUN_DIR/header.json; drop --matrix, "
+                 "--shard and the axis and timing flags (only --cell-timeout, --retry-failed, --cache-dir and "
+                 "--executor apply)")
         if overwrite:
             fail("--overwrite starts a new run and --resume continues one; give one of them")
         if not resume.is_dir():
@@ -220,6 +230,8 @@ def run(
         spec.reference_models = _reference_models(onnx or [], reference_model)
     if locate_divergence:
         spec.locate_divergence = True
+    if shard is not None:
+        spec.shard = shard
     for key, value in overrides.items():
         if value is not None:
             setattr(spec, key, value)
@@ -262,7 +274,7 @@ def run(
         try:
             summary = _interruptible(lambda: run_matrix(built, out, cache_dir=cache_dir, on_cell=on_cell,
                                                         resume=resume is not None, retry_failed=retry_failed,
-                                                        ceilings=ceilings, tune=tune))
+                                                        ceilings=ceilings, tune=tune, executor=run_executor))
         except KeyboardInterrupt:
             progress.stop()
             console.print(f"interrupted: the rows so far are in {out} (results.jsonl/csv/parquet); continue with "
@@ -276,6 +288,23 @@ def run(
     if report:
         paths = write_report(out)
         console.print("report: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _executor(name: str, address: str | None):
+    """The executor ``--executor`` names (None: the runner's default, a worker process per group)."""
+    if name not in ("process", "ray"):
+        fail(f"unknown --executor {name!r}; known: process, ray")
+    if name != "ray":
+        if address is not None:
+            fail("--ray-address applies to --executor ray")
+        return None
+    from .benchmarks.ray_executor import RayExecutor, ray_module
+
+    try:
+        ray_module()
+    except ImportError as exc:
+        fail(str(exc))
+    return RayExecutor(address)
 
 
 def _export_time(summary) -> str:
@@ -408,6 +437,38 @@ def _print_summary(rows: list[dict]) -> None:
 
 
 @app.command()
+def merge(
+    runs: list[Path] = typer.Argument(..., help="run directories to join (e.g. the shards of one matrix)"),
+    out: Path = typer.Option(..., help="the merged run directory to write (must not hold a run)"),
+    prefer: Path | None = typer.Option(None, help="one of RUNS whose row wins wherever a cell has rows in several "
+                                       "runs, also when they were measured on different hardware"),
+    report: bool = typer.Option(True, help="write report.md / report.html of the merged run"),
+) -> None:
+    """Join run directories into one (shards of a Slurm array or Kubernetes indexed job): every cell once,
+    refusing cells measured in several runs on different hardware unless --prefer says which to keep."""
+    from .benchmarks.merge import merge_runs
+    from .reports import write_report
+
+    try:
+        summary = merge_runs(runs, out, prefer)
+    except (FileExistsError, PermissionError) as exc:
+        fail(str(exc))
+    for source in summary.sources:
+        console.print(f"  {source['path']}: run {source['run_id']}"
+                      + (f", shard {source['shard']}" if source.get("shard") else "")
+                      + f", host {source['host']}: {source['rows_kept']} of {source['rows']} rows kept",
+                      highlight=False, soft_wrap=True)
+    dropped = (f"; {summary.duplicates_dropped} duplicate row(s) of the same hardware dropped"
+               if summary.duplicates_dropped else "")
+    chosen = f"; {summary.preferred} overlap(s) settled by --prefer" if summary.preferred else ""
+    console.print(f"merged {len(summary.sources)} runs -> {out}: {summary.rows} rows{dropped}{chosen}",
+                  highlight=False, soft_wrap=True)
+    if report:
+        paths = write_report(out)
+        console.print("report: " + ", ".join(str(p) for p in paths.values()))
+
+
+@app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="run directory written by `onnxbench run`"),
     out: Path | None = typer.Option(None, help="where to write the report (default: the run directory)"),
@@ -461,6 +522,12 @@ def compare(
     status = Console(stderr=True)  # stdout may carry the Markdown
     for field, a, b in result.env_diffs:
         status.print(f"[yellow]warning:[/] environments differ: {field}: {a} -> {b}", highlight=False,
+                     soft_wrap=True)
+    if result.hardware_diffs:
+        shown = "; ".join(f"{cell}: {a} -> {b}" for cell, a, b in result.hardware_diffs[:3])
+        more = f" and {len(result.hardware_diffs) - 3} more" if len(result.hardware_diffs) > 3 else ""
+        status.print(f"[yellow]warning:[/] {len(result.hardware_diffs)} cell(s) ran on different hardware: "
+                     f"{shown}{more}; their changes may come from the machines, not the code", highlight=False,
                      soft_wrap=True)
     status.print(f"{n.get('regression', 0)} regression(s) beyond {result.threshold:.1%}, "
                  f"{n.get('improvement', 0)} improvement(s), {n.get('within noise', 0)} change(s) beyond the "

@@ -37,6 +37,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "provider_actual": ("str", "execution provider / device that ran (read back from the library)"),
     "attention_provider": ("str", "EP that executed the attention nodes (ORT profiling), where known"),
     "device": ("str", "cpu | cuda:N"),
+    "host": ("str", "host name of the machine that measured the cell (the worker's; docs/scaling.md)"),
+    "gpu_name": ("str", "name of the GPU that measured the cell (cuDeviceGetName, e.g. 'NVIDIA H200'); empty for "
+                        "CPU runtimes"),
     "batch": ("int", "sequences per inference (B)"),
     "seq_len": ("int", "tokens per sequence (T); prefill of T tokens"),
     "scenario": ("str", "prefill (one forward pass over batch x seq_len tokens) | generate (greedy decoding: a "

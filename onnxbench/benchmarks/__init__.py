@@ -6,6 +6,7 @@ from .cells import Cell
 from .executors import Executor, InProcessExecutor, ProcessPerGroupExecutor
 from .matrix import ATTENTION_VARIANTS, Matrix, MatrixSpec, default_matrix
 from .messages import Group
+from .ray_executor import RayExecutor
 from .runner import RunSummary, run_matrix
 from .sources import ModelSource
 from .timing import Timing, TimingConfig, measure
@@ -22,6 +23,7 @@ __all__ = [
     "MatrixSpec",
     "ModelSource",
     "ProcessPerGroupExecutor",
+    "RayExecutor",
     "RunSummary",
     "Timing",
     "TimingConfig",

@@ -1,11 +1,14 @@
-"""A cell of the benchmark matrix: one model part under one runtime at one (batch, seq_len)."""
+"""A cell of the benchmark matrix: one model part under one runtime at one (batch, seq_len); shards of a matrix."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass
+
+from ..errors import MatrixError
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,40 @@ class Cell:
                 del fields[name]
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    @property
+    def group_key(self) -> tuple:
+        """Cells with the same key are measured by one session (one artifact on one runtime configuration)."""
+        return (*self.artifact_key, self.runtime, self.config_id)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)``, 1 <= K <= N.
+
+    Raises:
+        MatrixError: (a ValueError) naming the expected form.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise MatrixError(f"shard {text!r}: expected K/N with 1 <= K <= N, e.g. 3/8 (Slurm: "
+                          "$((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT)")
+    return int(match[1]), int(match[2])
+
+
+def shard_cells(cells: list[Cell], shard: str) -> list[Cell]:
+    """The cells of shard ``K/N`` of ``cells`` (in their order): whole groups (:attr:`Cell.group_key`), so that a
+    shard exports an artifact and opens a session once for all the group's shapes; the groups, sorted by key, are
+    dealt round-robin, so shard K gets groups K-1, K-1+N, ... Deterministic for one matrix however its axes were
+    ordered, every cell in exactly one of the N shards, group counts within one of each other
+    (docs/scaling.md).
+
+    Raises:
+        MatrixError: for a malformed ``shard``.
+    """
+    k, n = parse_shard(shard)
+    keys = sorted({c.group_key for c in cells}, key=lambda key: json.dumps(key))
+    mine = set(keys[k - 1::n])
+    return [c for c in cells if c.group_key in mine]
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Cell)}

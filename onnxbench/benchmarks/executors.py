@@ -12,10 +12,10 @@ runtime) and yields ``(group, message)`` pairs as measuring proceeds. Its contra
   measure several groups at once; messages of one group keep their order;
 - closing the iterator it returns (``KeyboardInterrupt``, ``generator.close()``) ends any process it started.
 
-Two executors ship: :class:`InProcessExecutor` (this process, no isolation: debugging, or runtimes patched in
-tests) and :class:`ProcessPerGroupExecutor` (one worker process per group, forked from a warm fork server, the
-default). A distributed
-executor implements the same :meth:`Executor.run`.
+Three executors ship: :class:`InProcessExecutor` (this process, no isolation: debugging, or runtimes patched in
+tests), :class:`ProcessPerGroupExecutor` (one worker process per group, forked from a warm fork server, the
+default) and :class:`onnxbench.benchmarks.ray_executor.RayExecutor` (each group a Ray task on a cluster, running
+a :class:`ProcessPerGroupExecutor` there; docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from .. import runtimes
 from .messages import CellFinished, CellStarted, Group, GroupFinished, Message, SessionOpened, WorkerStarted
-from .rows import Measurement
+from .rows import Measurement, Placement
 from .worker import measure_group
 
 
@@ -73,6 +73,8 @@ class ProcessPerGroupExecutor(Executor):
             :meth:`run` (:func:`onnxbench.benchmarks.worker.serve`), so that start-up (~4-7 s of imports) is paid
             once rather than per group; ``False`` starts every worker as a fresh interpreter
             (``python -c ...worker.main``). Where ``os.fork`` does not exist, workers are always fresh.
+        env: environment variables to set (a value of None: to remove) in the workers, over this process's own
+            (e.g. what a distributed executor forwards from its driver).
 
     Not a ``multiprocessing`` start method: spawn would re-import the caller's ``__main__`` (breaking scripts
     without a ``__main__`` guard), fork would copy the caller's state (torch's thread pools, patched runtimes),
@@ -81,11 +83,12 @@ class ProcessPerGroupExecutor(Executor):
     docs/design.md "Isolation").
     """
 
-    def __init__(self, warm: bool = True) -> None:
+    def __init__(self, warm: bool = True, env: Mapping[str, str | None] | None = None) -> None:
         self.warm = warm and hasattr(os, "fork")
+        self.env = dict(env or {})
 
     def run(self, groups: Iterable[Group]) -> Iterator[tuple[Group, Message]]:
-        server = _ForkServer() if self.warm else None
+        server = _ForkServer(self.env) if self.warm else None
         try:
             for group in groups:
                 with contextlib.closing(self.supervise(group, server)) as messages:
@@ -98,13 +101,20 @@ class ProcessPerGroupExecutor(Executor):
     def supervise(self, group: Group, server: _ForkServer | None = None) -> Iterator[Message]:
         """The messages of ``group``, measured in worker processes (forked by ``server``, else fresh
         interpreters), with a ``failed`` :class:`CellFinished` synthesised for a cell whose worker died or timed
-        out (see the module docstring)."""
+        out (see the module docstring); those rows name this host, the worker's."""
+        here = Placement.here(runtimes.runtime_class(group.runtime).device)
+        for message in self._supervise(group, server):
+            if isinstance(message, CellFinished):
+                message = dataclasses.replace(message, measurement=message.measurement.placed(here))
+            yield message
+
+    def _supervise(self, group: Group, server: _ForkServer | None) -> Iterator[Message]:
         timeout_s = group.spec.cell_timeout_s
         pending = list(group.cells)
         while pending:
             started = time.perf_counter()
             subset = dataclasses.replace(group, cells=tuple(pending))
-            proc, receiver = server.start_worker(subset) if server is not None else _start_worker(subset)
+            proc, receiver = server.start_worker(subset) if server is not None else _start_worker(subset, self.env)
             current, session_open, reason = None, False, None
             try:
                 wait = max(STARTUP_TIMEOUT_S, timeout_s)
@@ -154,20 +164,23 @@ class ProcessPerGroupExecutor(Executor):
         yield GroupFinished()
 
 
-def _worker_environment() -> dict[str, str]:
-    """This process's environment for a worker (or fork server): the package importable, the same runtimes."""
+def _worker_environment(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """This process's environment for a worker (or fork server), with ``env`` set over it (None: removed): the
+    package importable, the same runtimes."""
     package_root = str(Path(__file__).resolve().parents[2])
-    return runtimes.plugin_environment({**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [package_root, os.environ.get("PYTHONPATH")]))})
+    base = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    return runtimes.plugin_environment({**base, "PYTHONPATH": os.pathsep.join(
+        filter(None, [package_root, base.get("PYTHONPATH")]))})
 
 
-def _start_worker(group: Group) -> tuple[subprocess.Popen, Connection]:
-    """Start ``python -c worker.main()`` with ``group`` pickled on its stdin and a one-way pipe for messages."""
+def _start_worker(group: Group, env: Mapping[str, str | None] | None = None) -> tuple[subprocess.Popen, Connection]:
+    """Start ``python -c worker.main()`` with ``group`` pickled on its stdin and a one-way pipe for messages;
+    ``env`` is set over this process's environment."""
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", f"from onnxbench.benchmarks.worker import main; main({write_fd})"],
-            stdin=subprocess.PIPE, pass_fds=(write_fd,), env=_worker_environment())
+            stdin=subprocess.PIPE, pass_fds=(write_fd,), env=_worker_environment(env))
     finally:
         os.close(write_fd)  # only the child writes; its exit then reads as EOF here
     receiver = Connection(read_fd, writable=False)
@@ -184,8 +197,9 @@ class _ForkServer:
     worker asked for (so its imports count as that worker's start-up) and again after it died, that forks the
     workers."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: Mapping[str, str | None] | None = None) -> None:
         self.proc: subprocess.Popen | None = None
+        self.env = env
 
     def _ensure_started(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -195,7 +209,7 @@ class _ForkServer:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", f"from onnxbench.benchmarks.worker import serve; serve({theirs.fileno()})"],
-                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env=_worker_environment())
+                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env=_worker_environment(self.env))
         finally:
             theirs.close()
         self.control = Connection(os.dup(self.sock.fileno()))

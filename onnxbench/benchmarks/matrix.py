@@ -18,7 +18,7 @@ from ..export import DEFAULT_OPSET, PRECISIONS
 from ..export.opsets import describe, supported_opsets, unsupported_reason
 from ..export.variants import VARIANTS
 from ..noise import NOISE_LIMIT
-from .cells import Cell
+from .cells import Cell, parse_shard, shard_cells
 from .sources import ModelSource, OnnxFileSource, build_sources
 from .timing import TimingConfig
 
@@ -70,6 +70,9 @@ class MatrixSpec:
         new_tokens: generate: tokens to generate per row, N >= 1 (``--new-tokens``).
         paddings: generate: fractions of left padding in [0, 1) (``--padding``); row b of a batch of B has
             ``floor(padding * T * (b + 1) / B)`` padding tokens, so rows differ and the last has the fraction.
+        shard: ``"K/N"``: run only the K-th of N deterministic parts of the cells (whole (artifact, runtime)
+            groups; :func:`onnxbench.benchmarks.cells.shard_cells`), for batch-scheduler array jobs whose run
+            directories ``onnxbench merge`` joins (docs/scaling.md).
         noise_limit: a cell whose median is noisier than this (:func:`onnxbench.noise.is_noisy`: 95 % CI of the
             median wider than this fraction of p50) gets a warning in its ``reason``; the report and the CLI use
             the same limit. ``cov_warn``, its name before, is read as this key.
@@ -110,6 +113,7 @@ class MatrixSpec:
     scenarios: list[str] = field(default_factory=lambda: ["prefill"])
     new_tokens: list[int] = field(default_factory=lambda: [64])
     paddings: list[float] = field(default_factory=lambda: [0.0])
+    shard: str | None = None
 
     def validate(self) -> None:
         """Check every axis value and every model (see :meth:`build`).
@@ -149,6 +153,8 @@ class MatrixSpec:
             if r not in runtimes.registry():
                 raise MatrixError(f"unknown runtime {r!r}; registered: {', '.join(runtimes.registry())}")
         self._validate_generation()
+        if self.shard is not None:
+            parse_shard(self.shard)
         if self.cell_timeout_s <= 0:
             raise MatrixError(f"cell_timeout_s must be > 0 seconds, got {self.cell_timeout_s}")
         sources = build_sources(self)
@@ -178,8 +184,10 @@ class MatrixSpec:
                 raise MatrixError(f"prompt length {t} + {n} new tokens = {t + n} exceeds {names_of(limits)}; "
                                   f"generate at most {max(longest - t, 0)} new tokens after a {t}-token prompt "
                                   "(--new-tokens) or shorten the prompt (--seq-lens)")
-        cells = [cell for source in sources.values() for cell in source.cells(self)]
-        return Matrix(self, sources, list(dict.fromkeys(cells)))
+        cells = list(dict.fromkeys(cell for source in sources.values() for cell in source.cells(self)))
+        if self.shard is not None:
+            cells = shard_cells(cells, self.shard)
+        return Matrix(self, sources, cells)
 
     def _validate_generation(self) -> None:
         """The generate scenario's axes: known scenarios, at least one new token, padding in [0, 1) so that every

@@ -21,6 +21,7 @@ part                  columns                                               fill
                       noise floor, verdict, first diverging block           divergence search
 :class:`GpuStages`    H2D / compute / D2H split                             the timing harness (GPU sessions)
 :class:`Resources`    peak RSS, device memory                               the worker process
+:class:`Placement`    host, GPU name                                        the process that measured the cell
 :class:`WorkColumns`  FLOPs, bytes, achieved rates, fractions of peak       the work model (ok rows)
 ====================  ====================================================  ================================
 
@@ -214,6 +215,28 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where the cell was measured: the host name and, for a GPU runtime, the GPU's name. Rows of one run can
+    come from several hosts (a distributed executor, or merged shards: docs/scaling.md)."""
+
+    host: str | None = None
+    gpu_name: str | None = None
+
+    @classmethod
+    def here(cls, device: str = "cpu", device_id: int = 0) -> Placement:
+        """This process's host, and the name of CUDA device ``device_id`` (as this process numbers it, i.e. after
+        ``CUDA_VISIBLE_DEVICES``) when ``device`` is ``"cuda"``; asked of the driver, creating no CUDA context."""
+        import socket
+
+        gpu = None
+        if device.startswith("cuda"):
+            from ..runtimes.probes import gpu_name
+
+            gpu = gpu_name(device_id)
+        return cls(socket.gethostname(), gpu)
+
+
+@dataclass(frozen=True)
 class WorkColumns:
     """Work model of an ok cell (:mod:`onnxbench.benchmarks.workmodel`)."""
 
@@ -227,7 +250,7 @@ class WorkColumns:
 
 #: Every part of a row; their fields together are exactly the schema's columns.
 ROW_PARTS = (RunStamp, CellKey, Outcome, ModelInfo, SessionInfo, Timing, Throughput, DecodeColumns,
-             AgreementColumns, ReferenceCheck, GpuStages, Resources, WorkColumns)
+             AgreementColumns, ReferenceCheck, GpuStages, Resources, Placement, WorkColumns)
 
 
 @dataclass(frozen=True)
@@ -246,6 +269,7 @@ class Measurement:
     stages: GpuStages | None = None
     resources: Resources | None = None
     decode: DecodeColumns | None = None
+    placement: Placement | None = None
 
     @classmethod
     def failed(cls, reason: str, session: SessionInfo | None = None) -> Measurement:
@@ -262,7 +286,12 @@ class Measurement:
     def parts(self) -> tuple:
         """The measured parts that are present, in :data:`ROW_PARTS` order."""
         return tuple(p for p in (self.outcome, self.session, self.timing, self.throughput, self.decode,
-                                 self.agreement, self.reference_check, self.stages, self.resources) if p is not None)
+                                 self.agreement, self.reference_check, self.stages, self.resources, self.placement)
+                     if p is not None)
+
+    def placed(self, placement: Placement) -> Measurement:
+        """This measurement with ``placement``, unless it already has one (the innermost process knows best)."""
+        return self if self.placement is not None else dataclasses.replace(self, placement=placement)
 
 
 def assemble(*parts: Any) -> dict[str, Any]:

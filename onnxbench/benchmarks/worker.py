@@ -11,8 +11,11 @@ results are also cached on disk, :mod:`onnxbench.benchmarks.reference`), measure
 Fault injection (for tests and for checking a deployment's isolation; documented in README "Isolation"):
 set ``ONNXBENCH_FAULT=ACTION:FIELD=VALUE[,FIELD=VALUE...]`` in the environment of ``onnxbench run``, where ACTION
 is ``kill`` (the worker sends itself SIGKILL, as the out-of-memory killer would), ``hang`` (it sleeps forever,
-so the runner's ``cell_timeout_s`` fires), ``exit`` (``os._exit(3)``) or ``raise`` (a ``RuntimeError`` in the
-cell), and the FIELD=VALUE pairs select cells by :class:`~onnxbench.benchmarks.cells.Cell` fields, e.g.
+so the runner's ``cell_timeout_s`` fires), ``exit`` (``os._exit(3)``), ``raise`` (a ``RuntimeError`` in the
+cell) or ``kill-supervisor`` (after 2 s, so that the supervisor has passed the cell's start on, SIGKILL to the
+worker's parent and then to itself: under ``--executor ray`` the Ray task's worker dies, as when a node is lost;
+under the local process executor the parent is its fork server, or the run itself with fresh interpreters), and
+the FIELD=VALUE pairs select cells by :class:`~onnxbench.benchmarks.cells.Cell` fields, e.g.
 ``ONNXBENCH_FAULT=kill:runtime=ort-cpu,seq_len=16``. The hook acts just before the selected cell is measured,
 in the real worker running the real runtime; nothing is mocked.
 """
@@ -43,7 +46,7 @@ from .generate import measure_generate
 from .matrix import MatrixSpec
 from .messages import CellFinished, CellStarted, Group, GroupFinished, Message, SessionOpened, WorkerStarted
 from .reference import Expected, Reference
-from .rows import GpuStages, Measurement, Outcome, Resources, SessionInfo, Throughput
+from .rows import GpuStages, Measurement, Outcome, Placement, Resources, SessionInfo, Throughput
 from .sources import ModelSource
 from .timing import measure, measure_stages
 from .verdict import Verdict, judge, locate, runtime_block_states
@@ -134,8 +137,12 @@ def inject_fault(cell: Cell) -> None:
         os._exit(3)
     elif action == "raise":
         raise RuntimeError(f"fault injected by {FAULT_ENV}")
+    elif action == "kill-supervisor":
+        time.sleep(2.0)
+        os.kill(os.getppid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
     else:
-        raise ValueError(f"{FAULT_ENV}: unknown action {action!r}; use kill, hang, exit or raise")
+        raise ValueError(f"{FAULT_ENV}: unknown action {action!r}; use kill, hang, exit, raise or kill-supervisor")
 
 
 def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: MatrixSpec, reference: Reference,
@@ -264,14 +271,24 @@ def measure_group(group: Group) -> Iterator[Message]:
     messages of :mod:`onnxbench.benchmarks.messages` (from :class:`SessionOpened` to :class:`GroupFinished`). A
     cell's exception becomes a ``failed`` measurement; the runtime being unavailable or falling back makes every
     cell ``skipped``. ``group.options`` (e.g. a tuned configuration) are passed to the runtime; ``group.label``
-    is merged into the ``options`` column."""
-    cells = group.cells
+    is merged into the ``options`` column. Every cell's measurement names this host (and GPU) in its
+    :class:`Placement`."""
     runtime = runtimes.get(group.runtime)
     ok, why = runtime.availability()
+    device_id = int((group.options or RuntimeOptions()).extra.get("device_id", 0))
+    # a runtime that cannot run here names no GPU: the row is about this host
+    here = Placement.here(runtime.device if ok else "cpu", device_id)
+    for message in _measure_group(group, runtime, ok, why, device_id):
+        if isinstance(message, CellFinished):
+            message = dataclasses.replace(message, measurement=message.measurement.placed(here))
+        yield message
+
+
+def _measure_group(group: Group, runtime, ok: bool, why: str, device_id: int) -> Iterator[Message]:
+    cells = group.cells
     if not ok:
         yield from _all(cells, unavailable(group.runtime, why))
         return
-    device_id = int((group.options or RuntimeOptions()).extra.get("device_id", 0))
     mem_baseline = device_memory_used(f"cuda:{device_id}") if runtime.device == "cuda" else None
     t0 = time.perf_counter()
     options = dataclasses.replace(group.options or RuntimeOptions(), axis_ranges=axis_ranges(cells, group.source))

@@ -73,6 +73,9 @@ class Comparison:
         env_diffs: (field, value in A, value in B) for each environment field that differs (a field recorded
             by one run only is not a difference).
         threshold: fraction, e.g. 0.05.
+        hardware_diffs: (cell, machine in A, machine in B) for each cell measured in both runs on different
+            hardware (``host`` / ``gpu_name``; a run that did not record them is not a difference): a run spanning
+            several machines can differ cell by cell where its header's environment is one machine's.
     """
 
     cells: pd.DataFrame
@@ -81,6 +84,7 @@ class Comparison:
     run_a: str = "A"
     run_b: str = "B"
     counts: dict[str, int] = field(default_factory=dict)
+    hardware_diffs: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def regressions(self) -> pd.DataFrame:
@@ -201,7 +205,35 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, header_a: dict | None = None
         out[col] = pd.to_numeric(out[col], errors="coerce").astype("Int64")
     counts = out["verdict"].str.split(":").str[0].value_counts().to_dict()
     return Comparison(out, env_differences(header_a, header_b), threshold,
-                      str(header_a.get("run_id", "A")), str(header_b.get("run_id", "B")), counts)
+                      str(header_a.get("run_id", "A")), str(header_b.get("run_id", "B")), counts,
+                      hardware_differences(df_a, df_b))
+
+
+def _machine(host, gpu) -> str:
+    return str(host) + (f" ({gpu})" if isinstance(gpu, str) and gpu else "")
+
+
+def hardware_differences(df_a: pd.DataFrame, df_b: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(cell, machine in A, machine in B) for each cell both runs measured (ok) whose ``host`` or ``gpu_name``
+    differs; a run without the columns (recorded before them) or a row without a host is not a difference."""
+    if "host" not in df_a or "host" not in df_b:
+        return []
+    keys = list(KEY_COLUMNS)
+    a, b = (_keyed(tables.ok_rows(df)) for df in (df_a, df_b))
+    for frame in (a, b):
+        if "gpu_name" not in frame:
+            frame["gpu_name"] = None
+    joined = a[keys + list(tables.HARDWARE)].merge(b[keys + list(tables.HARDWARE)], on=keys, suffixes=("_a", "_b"))
+    diffs = []
+    for _, row in joined.iterrows():
+        if pd.isna(row["host_a"]) or pd.isna(row["host_b"]):
+            continue
+        gpu_a = None if pd.isna(row["gpu_name_a"]) else row["gpu_name_a"]
+        gpu_b = None if pd.isna(row["gpu_name_b"]) else row["gpu_name_b"]
+        if (row["host_a"], gpu_a) != (row["host_b"], gpu_b):
+            cell = f"{row['model']} {row['runtime']} b{row['batch']} t{row['seq_len']}"
+            diffs.append((cell, _machine(row["host_a"], gpu_a), _machine(row["host_b"], gpu_b)))
+    return diffs
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, threshold: float = 0.05) -> Comparison:
@@ -260,6 +292,10 @@ def _headline(c: Comparison) -> list[str]:
         lines.append(f"Warning: the environments differ in {len(c.env_diffs)} field(s) "
                      f"({', '.join(d[0] for d in c.env_diffs)}); timing changes may come from the machine or the "
                      "libraries rather than the code.")
+    if c.hardware_diffs:
+        cell, a, b = c.hardware_diffs[0]
+        lines.append(f"Warning: {len(c.hardware_diffs)} cell(s) ran on different hardware in A and B (e.g. {cell}: "
+                     f"{a} → {b}); their changes may come from the machines rather than the code.")
     return lines
 
 

@@ -231,6 +231,10 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
         "reference's own configuration and is not counted as a pass; failures are marked, with the first block "
         "whose residual stream left the floor.", agreement_tables))
     optional = [
+        ("hosts", "Hosts", "This run's cells were measured on more than one machine (a distributed executor or "
+         "merged shards; docs/scaling.md): the cells each host (and GPU) measured. The latency and speed-up tables "
+         "are split by machine, since figures from different machines are not comparable.",
+         tables.host_table(df)),
         ("attention", "Attention variants", "Each attention variant (decomposed, sdpa, ONNX Attention, ONNX "
          "Runtime fused) at the same model, part, precision, runtime and shape: p50 latency, agreement with the "
          "reference and the execution provider that ran the attention nodes.", tables.attention_variant_table(df)),
@@ -341,7 +345,14 @@ def env_rows(header: dict) -> list[tuple[str, str]]:
         rows.append((f"matrix: {key}", _fmt_value(value)))
     if header.get("n_cells") is not None:
         rows.append(("matrix cells", str(header["n_cells"])))
-    known = {"run_id", "started", "finished", "env", "harness_overhead_ms", "matrix", "ceilings", "n_cells"}
+    for source in header.get("merged_from") or []:
+        rows.append(("merged from", f"{source.get('path')}: run {source.get('run_id')}"
+                     + (f", shard {source['shard']}" if source.get("shard") else "")
+                     + f", host {source.get('host')}" + (f" ({', '.join(source['gpus'])})" if source.get("gpus")
+                                                         else "")
+                     + f", {source.get('rows_kept')} of {source.get('rows')} rows kept"))
+    known = {"run_id", "started", "finished", "env", "harness_overhead_ms", "matrix", "ceilings", "n_cells",
+             "merged_from"}
     rows += [(k, _fmt_value(v) if not isinstance(v, dict) else json.dumps(v, sort_keys=True))
              for k, v in sorted(header.items()) if k not in known]
     return rows

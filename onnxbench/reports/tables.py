@@ -18,6 +18,8 @@ GROUP = ["model", "part", "attention", "precision"]
 #: Key columns that describe *what* was run (shown as a note when constant over a table).
 DESCRIPTIVE = ["model", "part", "attention", "precision", "opset", "config_id"]
 DEFAULT_REFERENCE = "torch"
+#: Columns naming the machine that measured a row (a run can span several: docs/scaling.md).
+HARDWARE = ("host", "gpu_name")
 #: Speed-up baseline of rows that ran on a CUDA device: PyTorch eager on the same GPU, so that a GPU runtime's
 #: ratio answers "how much faster than PyTorch on this GPU" (CPU rows keep the CPU reference).
 GPU_BASELINE = "torch-cuda"
@@ -109,7 +111,8 @@ def speedup_table(df: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame
 
 def latency_grid(df: pd.DataFrame, stats: tuple[str, ...] = ("latency_ms_p50", "latency_ms_p99"),
                  reference: str | None = None) -> list[tuple[dict, pd.DataFrame]]:
-    """Latency of ok cells laid out runtime × (batch, seq_len), one table per (model, part, precision).
+    """Latency of ok cells laid out runtime × (batch, seq_len), one table per (model, part, precision), and per
+    host and GPU (:data:`HARDWARE`) when the run's rows were measured on several.
 
     Rows: the varying of (attention, opset), then batch and seq_len. Columns: ``(runtime label, stat)`` for each
     stat in ``stats`` (ms), or ``(runtime label, "speedup")`` when ``stats == ("speedup",)``: baseline p50 /
@@ -126,9 +129,11 @@ def latency_grid(df: pd.DataFrame, stats: tuple[str, ...] = ("latency_ms_p50", "
     ok["_label"] = runtime_labels(ok)
     labels = _ordered(ok["_label"])
     row_keys = varying(ok, ["attention", "opset"]) + SHAPE
+    # a run measured on several machines gets one table per machine: their figures are not comparable
+    by = ["model", "part", "precision"] + varying(ok, list(HARDWARE))
     out = []
-    for group, g in ok.groupby(["model", "part", "precision"], sort=True, dropna=False):
-        group_dict = dict(zip(["model", "part", "precision"], group, strict=True))
+    for group, g in ok.groupby(by, sort=True, dropna=False):
+        group_dict = {k: v for k, v in zip(by, group, strict=True) if not (k in HARDWARE and pd.isna(v))}
         index = g[row_keys].drop_duplicates().sort_values(row_keys, kind="stable")
         frame = index.reset_index(drop=True)
         for label in labels:
@@ -405,3 +410,20 @@ def attention_variant_table(df: pd.DataFrame) -> pd.DataFrame:
     keys = ["model", "part", "precision", "runtime"] + SHAPE + ["attention"]
     cols = ["opset", "latency_ms_p50", "max_abs_err", "cosine", "attention_provider"]
     return ok.sort_values(keys)[keys + cols].reset_index(drop=True)
+
+
+def host_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per machine that measured cells (``host``, ``gpu_name``): how many cells, how many ok and failed, and which
+    runtimes and models ran there. Empty unless the rows name more than one machine."""
+    cols = [c for c in HARDWARE if c in df]
+    rows = latest(df)
+    if not cols or "host" not in cols or rows["host"].dropna().empty or not varying(rows.dropna(subset=["host"]),
+                                                                                    cols):
+        return pd.DataFrame()
+    out = []
+    for key, g in rows.dropna(subset=["host"]).groupby(cols, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        out.append({**dict(zip(cols, key, strict=True)), "cells": len(g), "ok": int((g["status"] == "ok").sum()),
+                    "failed": int((g["status"] == "failed").sum()),
+                    "runtimes": ", ".join(_ordered(g["runtime"])), "models": ", ".join(_ordered(g["model"]))})
+    return pd.DataFrame(out)
