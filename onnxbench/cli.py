@@ -192,9 +192,9 @@ def run(
     if resume is not None:
         if (any(v is not None for v in axis_flags) or checkpoint or onnx or dim or int_range or shape
                 or reference_model):
-            fail("--resume continues the matrix (and shard) recorded in RUN_DIR/header.json; drop --matrix, "
-                 "--shard and the axis and timing flags (only --cell-timeout, --retry-failed, --cache-dir and "
-                 "--executor apply)")
+            fail("--resume continues the matrix (and shard) recorded in RUN_DIR/header.json; drop --matrix and the "
+                 "axis and timing flags and --shard (only --cell-timeout, --retry-failed, --cache-dir and the "
+                 "executor flags apply)")
         if overwrite:
             fail("--overwrite starts a new run and --resume continues one; give one of them")
         if not resume.is_dir():

@@ -144,3 +144,15 @@ def test_a_run_spanning_two_hosts_is_reported_by_host_and_compare_warns(shard_ru
     assert f"Warning: {n} cell(s) ran on different hardware in A and B" in proc.stdout
     proc = subprocess.run([*CLI, "compare", str(s1), str(s1)], capture_output=True, text=True, timeout=300)
     assert "different hardware" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--executor", "dask"], "unknown --executor 'dask'; known: process, ray"),
+    (["--ray-address", "auto"], "--ray-address applies to --executor ray"),
+    (["--shard", "3/2"], "expected K/N with 1 <= K <= N"),
+])
+def test_bad_executor_or_shard_flags_are_one_clear_error(args, message, tmp_path):
+    proc = subprocess.run([*CLI, "run", "--models", "tiny", "--out", str(tmp_path / "run"), *args],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 2 and message in proc.stdout, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr and not (tmp_path / "run").exists()
