@@ -257,7 +257,12 @@ def run(
     cells = built.cells
     done = done_cell_ids(out, retry_failed) if resume is not None else set()
     todo = [c for c in cells if c.cell_id not in done]
-    console.print(f"{len(cells)} cells -> {out}" + (f" ({len(todo)} left to run)" if resume is not None else ""))
+    shard_note = f" (shard {spec.shard})" if spec.shard else ""
+    console.print(f"{len(cells)} cells{shard_note} -> {out}"
+                  + (f" ({len(todo)} left to run)" if resume is not None else ""))
+    if spec.shard and not cells:
+        console.print(f"shard {spec.shard} has no cells: the matrix has fewer (artifact, runtime) groups than shards; "
+                      "its run directory merges as an empty part", highlight=False, soft_wrap=True)
     # cells that differ only in an axis the line does not name (attention, precision, ...) share one line
     unrunnable = [(c, built.unrunnable_reason(c)) for c in todo]
     for line in dict.fromkeys(f"  cannot run, will be a skipped row: {c.model} {c.runtime} b{c.batch} "
