@@ -4,6 +4,7 @@ Faults are injected through the documented hook ``ONNXBENCH_FAULT`` (onnxbench/b
 inside the real worker process running the real ONNX Runtime / torch session; nothing is mocked.
 """
 
+import socket
 import subprocess
 import sys
 
@@ -72,6 +73,7 @@ def test_a_dead_or_hung_worker_fails_only_its_cell(tmp_path, cache_dir, monkeypa
     killed = by_cell.pop(("ort-cpu", 16))
     assert killed["status"] == "failed" and reason in killed["reason"]
     assert killed["model"] == "tiny" and killed["batch"] == 1  # the failed row still carries its keys
+    assert killed["host"] == socket.gethostname() and killed["gpu_name"] is None  # where it died
     # the cells after the killed one ran in a fresh worker, and so did the other runtime's group
     assert {k: r["status"] for k, r in by_cell.items()} == dict.fromkeys(by_cell, "ok")
     assert all(r["agree"] and r["latency_ms_p50"] > 0 and r["peak_rss_mb"] > 50 for r in by_cell.values())

@@ -36,6 +36,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from .. import runtimes
+from ..runtimes import RuntimeOptions
 from .messages import CellFinished, CellStarted, Group, GroupFinished, Message, SessionOpened, WorkerStarted
 from .rows import Measurement, Placement
 from .worker import measure_group
@@ -102,9 +103,10 @@ class ProcessPerGroupExecutor(Executor):
         """The messages of ``group``, measured in worker processes (forked by ``server``, else fresh
         interpreters), with a ``failed`` :class:`CellFinished` synthesised for a cell whose worker died or timed
         out (see the module docstring); those rows name this host, the worker's."""
-        here = Placement.here(runtimes.runtime_class(group.runtime).device)
+        here = None  # asked only for a row the worker did not place (the driver API call is not free)
         for message in self._supervise(group, server):
-            if isinstance(message, CellFinished):
+            if isinstance(message, CellFinished) and message.measurement.placement is None:
+                here = here or _placement(group)
                 message = dataclasses.replace(message, measurement=message.measurement.placed(here))
             yield message
 
@@ -162,6 +164,12 @@ class ProcessPerGroupExecutor(Executor):
             yield CellFinished(current, Measurement.failed(f"{reason} while measuring this cell"))
             pending = [c for c in pending if c.cell_id != current]
         yield GroupFinished()
+
+
+def _placement(group: Group) -> Placement:
+    """This host, and the GPU the group's worker was to use (its ``device_id`` option, as the worker reads it)."""
+    device_id = int((group.options or RuntimeOptions()).extra.get("device_id", 0))
+    return Placement.here(runtimes.runtime_class(group.runtime).device, device_id)
 
 
 def _worker_environment(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
