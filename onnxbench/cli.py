@@ -120,7 +120,9 @@ def run(
     attention: str | None = typer.Option(
         None, help="comma-separated attention variants (decomposed, sdpa, onnx-attention, ort-fused)"),
     parts: str | None = typer.Option(None, help="comma-separated parts: model, attention"),
-    precisions: str | None = typer.Option(None, help="comma-separated precisions"),
+    precisions: str | None = typer.Option(
+        None, help="comma-separated precisions: fp32, fp16, bf16, int8-dynamic (the fp32 graph quantized; "
+                   "runs on ort-cpu; --onnx files get it beside their own precision)"),
     opsets: str | None = typer.Option(None, help="comma-separated opsets"),
     batches: str | None = typer.Option(None, help="comma-separated batch sizes"),
     seq_lens: str | None = typer.Option(None, help="comma-separated sequence lengths (generate: prompt lengths)"),

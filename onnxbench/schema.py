@@ -26,7 +26,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "n_params": ("int", "parameters of the model (tied embedding counted once)"),
     "part": ("str", "'model' (full transformer) or 'attention' (one block's attention)"),
     "attention": ("str", "attention variant: decomposed | sdpa | onnx-attention | ort-fused | external"),
-    "precision": ("str", "fp32 | fp16 | bf16 (the graph's compute precision)"),
+    "precision": ("str", "fp32 | fp16 | bf16 (the graph's compute precision) | int8-dynamic (the fp32 graph's "
+                         "MatMul weights int8, activations quantized at run time; docs/quantization.md)"),
     "opset": ("int", "default-domain ONNX opset of the file that ran (its opset_import); the opset asked for "
                      "when the cell got no file"),
     "runtime": ("str", "registry name: torch | ort-cpu | ort-cuda | ort-trt | tensorrt | torch-compile | torch-cuda | "
@@ -83,6 +84,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "cosine": ("float", "cosine similarity of y and y_ref over the positions finite in both"),
     "top1_agree": ("float", "fraction of positions whose argmax token equals the reference's"),
     "nan_count": ("int", "NaN or Inf values in the output"),
+    "kl_mean": ("float", "nats, mean over positions of KL(p_ref || p) of the softmax over the last axis (the "
+                         "next-token distribution); quantized rows only (docs/quantization.md)"),
+    "kl_max": ("float", "nats, max over positions of that KL divergence; quantized rows only"),
     "ref_nonfinite": ("int", "NaN or Inf values in the reference output (where y differs there: not judged)"),
     "nonfinite_matched": ("int", "positions NaN/Inf in both output and reference with the same value (equal)"),
     "atol": ("float", "absolute tolerance used"),
@@ -93,7 +97,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "floor_ratio": ("float", "err_fp64 / noise_floor (unitless; docs/agreement.md)"),
     "floor_factor": ("float", "largest floor_ratio that passes, for this runtime and precision"),
     "agree": ("bool", "passed: |y - y_ref| <= atol + rtol*|y_ref| where both finite, no NaN/Inf where y_ref is "
-                      "finite, cosine >= min, floor_ratio <= floor_factor; empty for a 'reference' row"),
+                      "finite, cosine >= min, floor_ratio <= floor_factor (a quantized row: cosine, top1_agree, "
+                      "kl_mean and kl_max within the limits of docs/quantization.md, no NaN/Inf); empty for a "
+                      "'reference' row"),
     "verdict": ("str", "pass | FAIL | reference (the row's runtime and configuration are the reference's own: "
                        "a comparison with itself, never a pass)"),
     "first_divergent_block": ("int", "first block whose residual stream's error ratio exceeds floor_factor "

@@ -265,9 +265,15 @@ def peak_for(ceilings: dict | None, device: str, precision: str,
     On the CPU the fp32 peak is used for every precision (ONNX Runtime's CPU EP computes fp16 graphs through
     fp32 casts). On CUDA, fp16/bf16 cells use the matching tensor-core peak, and fp32 cells that ran with TF32
     allowed (``tf32``) the TF32 peak, so that a TF32 cell is not read against the far lower fp32 roof (and a
-    fraction cannot exceed 1 for that reason). ``(None, None)`` without ceilings.
+    fraction cannot exceed 1 for that reason). A quantized precision (``int8-dynamic``) has no GEMM peak unless
+    the ceilings hold one of that name: its integer kernels are not bounded by the fp32 peak (int8 gpt2-small
+    runs about 2.9x the fp32 rate here, docs/quantization.md). ``(None, None)`` without ceilings.
     """
+    from ..export.quantize import QUANTIZED_PRECISIONS
+
     entry = (ceilings or {}).get(device) or (ceilings or {}).get(device.split(":")[0]) or {}
+    if precision in QUANTIZED_PRECISIONS:
+        return entry.get(f"gemm_gflops_{precision}"), entry.get("mem_bw_gbs")
     key = "tf32" if precision == "fp32" and tf32 else precision
     flops = entry.get(f"gemm_gflops_{key}") or entry.get("gemm_gflops")
     return flops, entry.get("mem_bw_gbs")

@@ -16,6 +16,7 @@ else:  # pragma: no cover - Python 3.10
 from ..errors import MatrixError
 from ..export import DEFAULT_OPSET, PRECISIONS
 from ..export.opsets import describe, supported_opsets, unsupported_reason
+from ..export.quantize import QUANTIZED_PRECISIONS
 from ..export.variants import VARIANTS
 from ..noise import NOISE_LIMIT
 from .cells import Cell, parse_shard, shard_cells
@@ -25,6 +26,9 @@ from .timing import TimingConfig
 #: Attention variants -> the reference config's ``attention`` implementation they are exported from
 #: (the export recipes and graph checks live in ``onnxbench.export.variants``).
 ATTENTION_VARIANTS = {name: v.implementation for name, v in VARIANTS.items()}
+#: Values of the ``precisions`` axis: the export precisions, and the quantized ones made from the fp32 graph
+#: (docs/quantization.md).
+MATRIX_PRECISIONS = (*PRECISIONS, *QUANTIZED_PRECISIONS)
 #: Model parts a cell can measure: the full transformer, or block 0's attention alone.
 PARTS = ("model", "attention")
 #: What a cell measures: one forward pass over the prompt, or greedy generation after it (docs/generation.md).
@@ -38,7 +42,9 @@ class MatrixSpec:
     Attributes:
         models: preset names (see ``onnxbench.models.PRESETS``; :class:`~.sources.PresetSource`).
         attention: attention variants (keys of :data:`ATTENTION_VARIANTS`).
-        precisions: ``fp32`` / ``fp16`` / ``bf16``.
+        precisions: ``fp32`` / ``fp16`` / ``bf16`` / ``int8-dynamic`` (the fp32 graph's MatMul weights quantized
+            by ONNX Runtime, :mod:`onnxbench.export.quantize`; run by the runtimes that declare it, a ``skipped``
+            row on the others; an ONNX file gets int8-dynamic cells beside its own precision).
         opsets: ONNX opsets to export at.
         runtimes: runtime registry names.
         batches: batch sizes B.
@@ -147,8 +153,8 @@ class MatrixSpec:
         if self.models or self.checkpoints:
             self._validate_opsets()
         for p in self.precisions:
-            if p not in PRECISIONS:
-                raise MatrixError(f"unknown precision {p!r}; known: {', '.join(PRECISIONS)}")
+            if p not in MATRIX_PRECISIONS:
+                raise MatrixError(f"unknown precision {p!r}; known: {', '.join(MATRIX_PRECISIONS)}")
         for r in self.runtimes:
             if r not in runtimes.registry():
                 raise MatrixError(f"unknown runtime {r!r}; registered: {', '.join(runtimes.registry())}")
@@ -277,8 +283,19 @@ class Matrix:
         return self.sources[cell.model]
 
     def unrunnable_reason(self, cell: Cell) -> str | None:
-        """Why ``cell`` cannot run (it becomes a ``skipped`` row), or ``None`` if it can."""
-        return self.source(cell).unrunnable_reason(cell)
+        """Why ``cell`` cannot run (it becomes a ``skipped`` row), or ``None`` if it can: the model's reason
+        (:meth:`ModelSource.unrunnable_reason`), or a precision the runtime does not run
+        (:meth:`onnxbench.runtimes.Runtime.precision_reason`)."""
+        from .. import runtimes
+
+        why = self.source(cell).unrunnable_reason(cell)
+        if why:
+            return why
+        why = runtimes.runtime_class(cell.runtime).precision_reason(cell.precision)
+        if why:
+            able = [n for n, cls in runtimes.registry().items() if cell.precision in cls.quantized_precisions]
+            return f"{why}; runtimes that run it: {', '.join(able) or 'none registered'}"
+        return None
 
 
 def names_of(limits: dict[str, int]) -> str:

@@ -9,6 +9,11 @@
   (``onnx.reference.ReferenceEvaluator`` on a float64 copy), against which the unoptimized session's error is the
   noise floor.
 
+A quantized cell (``int8-dynamic``) is compared with the same float reference (float64 torch, or the float file on
+ONNX Runtime without graph optimizations) but judged on the criteria of :mod:`onnxbench.benchmarks.quant_agreement`
+(docs/quantization.md): it has no noise floor, since quantization error is not rounding error of a float
+precision.
+
 A row whose runtime and configuration are the reference's own (:meth:`Reference.is_self`) compares the reference
 with itself: its verdict is ``reference``, never a pass.
 """
@@ -22,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..export import ExportArtifact
+from ..export.quantize import QUANTIZED_PRECISIONS
 from ..models import TransformerConfig
 from .fp64 import ForwardResult, TorchReference, noise_floor, onnx_float64
 
@@ -138,6 +144,8 @@ class TorchFloat64Reference(Reference):
 
     def _expected(self, feeds: dict[str, np.ndarray], precision: str) -> Expected:
         ref64: ForwardResult = self.torch.float64(feeds)
+        if precision in QUANTIZED_PRECISIONS:
+            return Expected(dict(ref64.outputs))
         at_p = self.torch.at_precision(feeds, precision, keep=False)
         fp64 = {name: (y64, noise_floor(at_p.outputs[name], y64, precision)) for name, y64 in ref64.outputs.items()}
         floor_blocks = [noise_floor(h, h64, precision) for h, h64 in zip(at_p.blocks, ref64.blocks, strict=True)]
@@ -192,6 +200,8 @@ class OnnxFileReference(Reference):
         if self._session is None:
             self._session = runtimes.get(self.runtime).open(self.artifact, RuntimeOptions(extra=dict(self.config)))
         outputs = self._session.run(feeds)
+        if precision in QUANTIZED_PRECISIONS:
+            return Expected(outputs)
         try:
             if self._model is None:
                 self._model = onnx.load(str(self.artifact.path))

@@ -153,20 +153,24 @@ class DecodeColumns:
 @dataclass(frozen=True)
 class AgreementColumns:
     """Agreement of the worst output with the reference (:class:`onnxbench.benchmarks.agreement.Agreement`
-    without the output name and the cosine bound)."""
+    without the output name and the cosine bound; for a quantized row, :class:`onnxbench.benchmarks.
+    quant_agreement.QuantAgreement`, with the KL divergence of the next-token distribution, nats)."""
 
     max_abs_err: float | None = None
     max_rel_err: float | None = None
     cosine: float | None = None
     top1_agree: float | None = None
     nan_count: int | None = None
+    kl_mean: float | None = None
+    kl_max: float | None = None
     atol: float | None = None
     rtol: float | None = None
     agree: bool | None = None
 
     @classmethod
     def of(cls, agreement: Agreement) -> AgreementColumns:
-        return cls(**{f.name: getattr(agreement, f.name) for f in dataclasses.fields(cls)})
+        """The columns of a float comparison (the KL columns, a quantized row's, stay empty)."""
+        return cls(**{f.name: getattr(agreement, f.name, None) for f in dataclasses.fields(cls)})
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,7 @@ class _Run:
             source = self.matrix.source(artifact_cells[0])
             runnable = []
             for cell in artifact_cells:
-                why = source.unrunnable_reason(cell)
+                why = self.matrix.unrunnable_reason(cell)
                 if why:
                     self.emit(cell, source, None, Measurement.skipped(why))
                 else:

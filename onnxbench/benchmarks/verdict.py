@@ -15,8 +15,12 @@ import numpy as np
 
 from .agreement import Agreement, Tolerance, compare_outputs, worst
 from .divergence import BoundaryNotFound, block_ratios, first_divergent_block
+from .quant_agreement import INT8_DYNAMIC_THRESHOLDS, QuantAgreement, QuantThresholds, compare_quantized
 from .reference import Expected, Reference
 from .rows import AgreementColumns, ReferenceCheck
+
+#: Pass limits of each quantized precision (docs/quantization.md).
+QUANT_THRESHOLDS: dict[str, QuantThresholds] = {"int8-dynamic": INT8_DYNAMIC_THRESHOLDS}
 
 VERDICTS = ("pass", "FAIL", "reference")
 
@@ -74,6 +78,71 @@ def judge(outputs: dict[str, np.ndarray], expected: Expected, tol: Tolerance, re
     else:
         verdict = "pass" if agreement.agree else "FAIL"
     return Verdict(agreement, verdict, reference.label)
+
+
+@dataclass(frozen=True)
+class QuantVerdict:
+    """The agreement columns of a quantized row (:mod:`onnxbench.benchmarks.quant_agreement`).
+
+    Attributes:
+        agreement: the summarising output's comparison (the first failing one, else the lowest cosine).
+        reference_config: what the outputs were compared with (``Reference.label``).
+    """
+
+    agreement: QuantAgreement
+    reference_config: str
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.agreement.agree else "FAIL"
+
+    @property
+    def failed(self) -> bool:
+        return not self.agreement.agree
+
+    def parts(self, first_divergent_block: int | None = None) -> tuple[AgreementColumns, ReferenceCheck]:
+        """The row parts: cosine, top-1, KL mean/max, max abs error, NaN count and the verdict; the float
+        bands' columns (atol, rtol, required atol, noise floor) stay empty."""
+        a = self.agreement
+        return (AgreementColumns(max_abs_err=a.max_abs_err, cosine=a.cosine, top1_agree=a.top1_agree,
+                                 nan_count=a.nan_count, kl_mean=a.kl_mean, kl_max=a.kl_max, agree=a.agree),
+                ReferenceCheck(verdict=self.verdict, reference_config=self.reference_config,
+                               first_divergent_block=first_divergent_block))
+
+
+def judge_quantized(outputs: dict[str, np.ndarray], expected: Expected, precision: str, reference: Reference,
+                    fast_outputs: dict[str, np.ndarray] | None = None) -> QuantVerdict:
+    """Judge a quantized graph's float ``outputs`` (and ``fast_outputs``, its timed path's) against the float
+    reference by :func:`~onnxbench.benchmarks.quant_agreement.compare_quantized` with ``precision``'s
+    thresholds (:data:`QUANT_THRESHOLDS`). Outputs are matched by name (by position when no name matches and the
+    counts are equal); integer outputs are not judged; a rank-1 output counts as one position. A row of a
+    quantized graph is never the reference itself.
+
+    Raises:
+        KeyError: for a precision without thresholds.
+        ValueError: if no float output matches a reference output, or shapes differ.
+    """
+    thresholds = QUANT_THRESHOLDS[precision]
+    results = []
+    for values in (outputs, fast_outputs):
+        if values is None:
+            continue
+        matched = {k: v for k, v in values.items() if k in expected.outputs}
+        if not matched and len(values) == len(expected.outputs):
+            matched = dict(zip(expected.outputs, values.values(), strict=True))
+        for name, y in matched.items():
+            y_ref = np.asarray(expected.outputs[name])
+            y = np.asarray(y)
+            if not (np.issubdtype(y.dtype, np.floating) and np.issubdtype(y_ref.dtype, np.floating)):
+                continue
+            if y.ndim < 2:
+                y, y_ref = y.reshape(1, -1), y_ref.reshape(1, -1)
+            results.append(compare_quantized(y, y_ref, thresholds, name))
+    if not results:
+        raise ValueError(f"no float output of {sorted(outputs)} matches the reference's {sorted(expected.outputs)}")
+    failing = [r for r in results if not r.agree]
+    summary = failing[0] if failing else min(results, key=lambda r: r.cosine)
+    return QuantVerdict(summary, reference.label)
 
 
 def locate(block_states: list[np.ndarray], expected: Expected, tol: Tolerance,

@@ -49,7 +49,7 @@ from .reference import Expected, Reference
 from .rows import GpuStages, Measurement, Outcome, Placement, Resources, SessionInfo, Throughput
 from .sources import ModelSource
 from .timing import measure, measure_stages
-from .verdict import Verdict, judge, locate, runtime_block_states
+from .verdict import QUANT_THRESHOLDS, Verdict, judge, judge_quantized, locate, runtime_block_states
 
 FAULT_ENV = "ONNXBENCH_FAULT"
 
@@ -175,27 +175,32 @@ def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: Matrix
     trim_heap()
     reset_peak_rss()
     outputs = session.run(feeds)
-    tol = runtimes.runtime_class(cell.runtime).tolerance(cell.precision, bool(session.options.get("tf32", False)))
+    quantized = cell.precision in QUANT_THRESHOLDS
+    tol = None if quantized else runtimes.runtime_class(cell.runtime).tolerance(
+        cell.precision, bool(session.options.get("tf32", False)))
     t0 = time.perf_counter()
     timing, _ = measure(session.prepare(feeds), session.synchronize, spec.timing)
     stages = split_timing(session, feeds, spec)
     timing_s = time.perf_counter() - t0
     resources = Resources(peak_rss_mb(), device_mem_mb(session, mem_baseline))
     # The timed path (IOBinding, a replayed CUDA graph) must agree too, not only run().
-    verdict = judge(outputs, expected, tol, reference, cell.runtime, session.options, session.fetch_outputs())
+    if quantized:  # judged on what quantization should preserve (docs/quantization.md), not the float bands
+        verdict = judge_quantized(outputs, expected, cell.precision, reference, session.fetch_outputs())
+    else:
+        verdict = judge(outputs, expected, tol, reference, cell.runtime, session.options, session.fetch_outputs())
     notes = list(session.notes)  # e.g. compute nodes that left the requested EP
     noisy = noise_reason(timing.as_row(), spec.noise_limit)
     if noisy:
         notes.append(noisy)
     block = None
-    if (verdict.failed or spec.locate_divergence) and verdict.verdict != "reference":
+    if (verdict.failed or spec.locate_divergence) and verdict.verdict != "reference" and not quantized:
         # after the resources are read: the second session must not count in this cell's peak memory
         block, note = _first_divergent_block(cell, session, artifact, options, cache_dir, feeds, expected, tol,
                                              verdict, reference)
         notes += [note] if note else []
     if expected.note:
         notes.append(f"note: no noise floor ({expected.note[:300]})")
-    if verdict.agreement.ref_nonfinite:
+    if getattr(verdict.agreement, "ref_nonfinite", 0):
         notes.append(f"note: the reference output has {verdict.agreement.ref_nonfinite} NaN/Inf values; positions "
                      "where this output differs from them are not judged")
     agreement, check = verdict.parts(block)

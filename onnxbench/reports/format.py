@@ -154,6 +154,8 @@ SPECS: dict[str, Spec] = {
     "cosine": _n("cosine", cosine),
     "top1_agree": _n("top-1 agree", percent),
     "nan_count": _n("NaN/Inf", integer),
+    "kl_mean": _n("KL mean (nats)", error),
+    "kl_max": _n("KL max (nats)", error),
     "atol": _n("atol", error),
     "rtol": _n("rtol", error),
     "agree": Spec("agreement", boolean),
@@ -196,6 +198,10 @@ SPECS: dict[str, Spec] = {
     "status_b": Spec("status B"),
     "ci_overlap": Spec("CI95s overlap"),
     "verdict": Spec("verdict"),
+    "float_precision": Spec("float precision"),
+    "float_p50": _n("float p50 (ms)", ms),
+    "quantized_p50": _n("quantized p50 (ms)", ms),
+    "quant_speedup": _n("speed-up vs float", speedup),
 }
 
 

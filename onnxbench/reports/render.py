@@ -230,6 +230,14 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
         "docs/agreement.md). Required atol: the smallest atol that would have passed. A 'reference' row ran the "
         "reference's own configuration and is not counted as a pass; failures are marked, with the first block "
         "whose residual stream left the floor.", agreement_tables))
+    quantized = tables.quantized_table(df)
+    if len(quantized):
+        out.append(Section(
+            "quantized", "Quantized vs float", "Each quantized cell beside the float cell it was made from (same "
+            "model, runtime and shape): p50 of both, the speed-up (float p50 / quantized p50), and what it costs "
+            "in accuracy against the float reference: KL(p_ref ‖ p) of the next-token distribution (mean and max "
+            "over positions, nats), top-1 agreement and cosine, judged by the limits of docs/quantization.md.",
+            [Table(quantized, fail=[v == "FAIL" for v in quantized["verdict"]])]))
     optional = [
         ("hosts", "Hosts", "This run's cells were measured on more than one machine (a distributed executor or "
          "merged shards; docs/scaling.md): the cells each host (and GPU) measured. The latency and speed-up tables "

@@ -261,6 +261,35 @@ def agreement_table(df: pd.DataFrame) -> pd.DataFrame:
     return ok[cols].reset_index(drop=True)
 
 
+#: The float precision a quantized graph is made from (docs/quantization.md: int8-dynamic quantizes fp32 graphs).
+QUANTIZED_FROM = "fp32"
+
+
+def quantized_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per ok quantized cell (a row with ``kl_mean``): its p50 beside the p50 of the float cell it was made from
+    (same key columns but precision :data:`QUANTIZED_FROM` and opset), the speed-up (float p50 / quantized p50,
+    > 1 is faster) and its accuracy against the float reference: KL mean and max (nats), top-1 agreement,
+    cosine and the verdict. Empty when the run has no quantized row."""
+    if "kl_mean" not in df:
+        return pd.DataFrame()
+    ok = ok_rows(df)
+    quantized = ok[ok["kl_mean"].notna()].copy()
+    if quantized.empty:
+        return pd.DataFrame()
+    keys = [c for c in KEY_COLUMNS if c not in ("precision", "opset") and c in df]
+    floats = ok[ok["precision"] == QUANTIZED_FROM][keys + ["latency_ms_p50"]].rename(
+        columns={"latency_ms_p50": "float_p50"})
+    merged = quantized.merge(floats.drop_duplicates(subset=keys, keep="last"), on=keys, how="left")
+    merged["runtime"] = runtime_labels(merged)
+    merged["verdict"] = verdicts(merged)
+    merged["float_precision"] = QUANTIZED_FROM
+    merged["quantized_p50"] = merged["latency_ms_p50"]
+    merged["quant_speedup"] = merged["float_p50"] / merged["quantized_p50"]
+    return merged[["model", "part", "attention", "runtime"] + SHAPE + [
+        "precision", "float_p50", "quantized_p50", "quant_speedup", "kl_mean", "kl_max", "top1_agree", "cosine",
+        "verdict"]].reset_index(drop=True)
+
+
 def divergence_table(df: pd.DataFrame) -> pd.DataFrame:
     """Ok cells whose first diverging block was located (failing cells, or every cell of a run with
     ``--locate-divergence``): the block, the output's error as a multiple of the noise floor, and the verdict."""

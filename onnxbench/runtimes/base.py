@@ -267,6 +267,9 @@ class Runtime(ABC):
         tolerances: agreement bands keyed by (graph precision, TF32 allowed), from :mod:`onnxbench.tolerance`.
         in_default_matrix: False keeps a slow-to-build runtime out of the embedded default matrix (it stays
             selectable by name).
+        quantized_precisions: the quantized precisions (:data:`onnxbench.export.quantize.QUANTIZED_PRECISIONS`)
+            whose graphs the runtime runs; a cell of another one is a ``skipped`` row
+            (:meth:`precision_reason`).
     """
 
     name: ClassVar[str] = ""
@@ -274,6 +277,17 @@ class Runtime(ABC):
     options_type: ClassVar[type[TypedOptions]] = NoOptions
     tolerances: ClassVar[Bands] = CPU_BANDS
     in_default_matrix: ClassVar[bool] = True
+    quantized_precisions: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def precision_reason(cls, precision: str) -> str | None:
+        """Why this runtime cannot run a graph of ``precision`` (a quantized precision it does not declare in
+        :attr:`quantized_precisions`), or None if it can."""
+        from ..export.quantize import QUANTIZED_PRECISIONS
+
+        if precision in QUANTIZED_PRECISIONS and precision not in cls.quantized_precisions:
+            return f"{cls.name} does not run {precision} graphs (its runtime class declares no such kernels)"
+        return None
 
     @classmethod
     @abstractmethod

@@ -286,6 +286,9 @@ class OrtCpu(Runtime):
 
     name = "ort-cpu"
     options_type = OrtOptions
+    #: DynamicQuantizeLinear / MatMulInteger and their fused DynamicQuantizeMatMul / MatMulIntegerToFloat have CPU
+    #: EP kernels (docs/quantization.md)
+    quantized_precisions = ("int8-dynamic",)
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:

@@ -7,9 +7,11 @@ It has no torch module, so:
   (:class:`onnxbench.benchmarks.reference.OnnxFileReference`); or, for a file exported from one of our models by
   any exporter, that model's float64 torch reference (``reference_model``, ``--reference-model``);
   ``torch`` cells become ``skipped`` with the reason (the torch runtimes refuse an artifact without a config);
-- it is run as it is: the matrix's attention variants, precisions, opsets and parts do not apply; its cells have
+- it is run as it is: the matrix's attention variants, opsets and parts do not apply; its cells have
   ``attention`` = :data:`ATTENTION_LABEL`, ``opset`` read from the graph and ``precision`` from the graph's first
-  floating-point output;
+  floating-point output. Of the precisions, only a quantized one (``int8-dynamic``) applies: when the matrix
+  lists it, the file also gets cells that run it quantized (:func:`onnxbench.export.quantize.
+  quantize_int8_dynamic`, cached by the file's content), compared with the float file's reference;
 - its inputs are generated from the graph's input specs (:func:`onnxbench.benchmarks.inputs.make_feeds`):
   dynamic dims are bound from ``MatrixSpec.dims`` (``--dim NAME=SIZE`` or ``--dim NAME=MIN:OPT:MAX``, fed at
   OPT) or, for axes named like a batch or a sequence, from the matrix's batch sizes and sequence lengths; an
@@ -39,6 +41,7 @@ import onnx
 
 from ...errors import MatrixError
 from ...export import ExportArtifact, TensorSpec, read_artifact
+from ...export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
 from ..cells import Cell
 from ..graph_work import GraphWork, graph_work
 from ..inputs import BATCH_AXES, SEQ_AXES, make_feeds
@@ -341,15 +344,33 @@ class OnnxFileSource(ModelSource):
             raise MatrixError(f"{self.path}: {exc}") from None
 
     def cells(self, spec: MatrixSpec) -> list[Cell]:
-        """runtimes x the bound (batch, seq_len) values (:func:`shape_axes`; ``spec.shapes[stem]`` overrides the
-        batch/sequence lists as it does for presets)."""
+        """(the file's own precision, then each quantized precision of ``spec.precisions``) x runtimes x the bound
+        (batch, seq_len) values (:func:`shape_axes`; ``spec.shapes[stem]`` overrides the batch/sequence lists as
+        it does for presets)."""
         batches, seq_lens = shape_axes(self.model, *spec.shape_axes(self.name), self.dims)
-        precision = precision_of(self.model)
+        precisions = [precision_of(self.model), *(p for p in spec.precisions if p in QUANTIZED_PRECISIONS)]
         return [Cell(self.name, ATTENTION_LABEL, precision, self.model.opset, runtime, b, t)
-                for runtime, b, t in itertools.product(spec.runtimes, batches, seq_lens)]
+                for precision, runtime, b, t in itertools.product(precisions, spec.runtimes, batches, seq_lens)]
+
+    def unrunnable_reason(self, cell: Cell) -> str | None:
+        """A quantized cell of a file that is not fp32 (quantization takes an fp32 graph)."""
+        own = precision_of(self.model)
+        if cell.precision in QUANTIZED_PRECISIONS and own != "fp32":
+            return f"{cell.precision} is made from an fp32 graph; {self.path} is {own}"
+        return super().unrunnable_reason(cell)
 
     def artifact(self, cell: Cell, cache_dir: str | Path | None = None) -> ExportArtifact:
-        return self.model
+        """The file as it is, or for a quantized cell the file quantized (cached by its content), with the
+        file's ``input_shapes`` applied likewise.
+
+        Raises:
+            ValueError: from :func:`~onnxbench.export.quantize.quantize_int8_dynamic` (e.g. no MatMul weight).
+        """
+        if cell.precision not in QUANTIZED_PRECISIONS:
+            return self.model
+        quantized = quantize_int8_dynamic(self.path, cache_dir=cache_dir)
+        _, _, unranked = _inspect_file(quantized.path)
+        return with_input_shapes(quantized.path, quantized, unranked, dict(self.input_shapes))
 
     def work(self, cell: Cell, artifact: ExportArtifact | None = None) -> Work | None:
         """FLOPs and bytes of one inference of the graph that ran (``artifact``, else the file) at the cell's
@@ -377,10 +398,11 @@ class OnnxFileSource(ModelSource):
         return dim_ranges(self.dims)
 
     def reference(self, artifact: ExportArtifact, cache_dir: str | Path | None = None) -> Reference:
-        """ONNX Runtime CPU without graph optimizations on the file (and its float64 evaluation where the graph
-        is small enough), or the ``reference_model``'s float64 torch reference."""
+        """ONNX Runtime CPU without graph optimizations on the file as given (and its float64 evaluation where the
+        graph is small enough), or the ``reference_model``'s float64 torch reference; a quantized ``artifact`` is
+        compared with the same float reference."""
         from ..reference import OnnxFileReference, model_reference
 
         if self.reference_model:
             return model_reference(self.reference_model, self.seed, cache_dir=cache_dir)
-        return OnnxFileReference(artifact)
+        return OnnxFileReference(self.model)  # the float file, also for its quantized cells

@@ -20,6 +20,7 @@ import numpy as np
 from ...errors import MatrixError
 from ...export import ExportArtifact, TensorSpec, to_onnx, unsupported_reason
 from ...export.decoder_with_past import DECODER_WITH_PAST, empty_past
+from ...export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
 from ...export.variants import VARIANTS
 from ...models import PRESETS, TransformerConfig
 from ..cells import Cell
@@ -96,6 +97,8 @@ class TransformerSource(ModelSource):
         if cell.new_tokens and total > self.max_positions:
             return (f"prompt length {cell.seq_len} + {cell.new_tokens} new tokens = {total} exceeds {self.name}'s "
                     f"max_positions={self.max_positions}")
+        if cell.precision in QUANTIZED_PRECISIONS and cell.scenario != "prefill":
+            return f"{cell.precision} is measured on prefill cells (its quantized criteria judge one forward pass)"
         return super().unrunnable_reason(cell) or unsupported_reason(self.exporter, cell.attention, cell.opset)
 
     def prompt(self, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +123,11 @@ class TransformerSource(ModelSource):
                        variant=attention, part=part, **kwargs)
 
     def artifact(self, cell: Cell, cache_dir: str | Path | None = None) -> ExportArtifact:
+        """The export at the cell's precision; for ``int8-dynamic`` the fp32 export quantized
+        (:func:`onnxbench.export.quantize.quantize_int8_dynamic`), both cached."""
+        if cell.precision in QUANTIZED_PRECISIONS:
+            fp32 = self.export(cell.attention, "fp32", cell.opset, cell.part, cache_dir)
+            return quantize_int8_dynamic(fp32, cache_dir=cache_dir)
         return self.export(cell.attention, cell.precision, cell.opset, cell.part, cache_dir)
 
     def reference(self, artifact: ExportArtifact, cache_dir: str | Path | None = None) -> Reference:
@@ -142,11 +150,20 @@ class TransformerSource(ModelSource):
                     **empty_past(self.base_config, batch, dtype)}
         return make_feeds(specs, batch, seq_len, seed=self.seed, int_high=self.base_config.vocab_size)
 
-    def work(self, cell: Cell, artifact: ExportArtifact | None = None) -> Work:
+    def work(self, cell: Cell, artifact: ExportArtifact | None = None) -> Work | None:
         """Per inference (prefill), or per decode step at the mean context (generate:
         :func:`onnxbench.benchmarks.workmodel.decode_step_work`; a generation of one token has no decode step, and
-        its latency columns are the prefill's, so its work is the prefill's too). Analytic: ``artifact`` is not
-        read."""
+        its latency columns are the prefill's, so its work is the prefill's too). Analytic, except for a
+        quantized graph, whose work is counted from the graph that ran (its weights are int8:
+        :mod:`onnxbench.benchmarks.graph_work`; the FLOPs agree with the analytic ones exactly,
+        tests/test_graph_work.py)."""
+        if cell.precision in QUANTIZED_PRECISIONS:
+            from .onnx_file import counted_work
+
+            if artifact is None:
+                return None
+            counted = counted_work(artifact.path, cell.batch, cell.seq_len)
+            return counted.work if counted.complete else None
         config = self.config(cell.attention)
         if cell.new_tokens > 1:
             return decode_step_work(config, cell.batch, cell.seq_len, cell.new_tokens, cell.precision)
