@@ -124,6 +124,9 @@ def run(
         None, help="comma-separated precisions: fp32, fp16, bf16, int8-dynamic (the fp32 graph quantized; "
                    "runs on ort-cpu; --onnx files get it beside their own precision)"),
     opsets: str | None = typer.Option(None, help="comma-separated opsets"),
+    threads: str | None = typer.Option(
+        None, help="comma-separated intra-op thread counts (1 .. logical cores), an axis of the CPU runtimes "
+                   "that take one (ort-cpu, torch); default: each runtime's own"),
     batches: str | None = typer.Option(None, help="comma-separated batch sizes"),
     seq_lens: str | None = typer.Option(None, help="comma-separated sequence lengths (generate: prompt lengths)"),
     scenario: str | None = typer.Option(None, help="comma-separated scenarios: prefill (one forward pass), "
@@ -189,7 +192,7 @@ def run(
 
     spec = default_matrix()
     run_executor = _executor(executor, ray_address)
-    axis_flags = (models, runtimes, attention, precisions, opsets, batches, seq_lens, exporter, min_time,
+    axis_flags = (models, runtimes, attention, precisions, opsets, threads, batches, seq_lens, exporter, min_time,
                   min_iters, matrix, scenario, new_tokens, padding, shard)
     if resume is not None:
         if (any(v is not None for v in axis_flags) or checkpoint or onnx or dim or int_range or shape
@@ -218,7 +221,7 @@ def run(
     overrides = {
         "models": _csv(models), "runtimes": _csv(runtimes), "attention": _csv(attention),
         "precisions": _csv(precisions), "opsets": _csv(opsets, int), "batches": _csv(batches, int),
-        "seq_lens": _csv(seq_lens, int), "exporter": exporter, "parts": _csv(parts),
+        "seq_lens": _csv(seq_lens, int), "exporter": exporter, "parts": _csv(parts), "threads": _csv(threads, int),
         "scenarios": _csv(scenario), "new_tokens": _csv(new_tokens, int), "paddings": _csv(padding, float),
     }
     if checkpoint or onnx:  # a user's own models replace the default presets unless --models names some
@@ -421,7 +424,7 @@ def _verdict(row: dict) -> str:
 def _print_summary(rows: list[dict]) -> None:
     ok = [r for r in rows if r["status"] == "ok"]
     # axes other than the shape that vary over the rows get a column, or rows look duplicated
-    axes = [k for k in ("part", "attention", "precision") if len({r.get(k) for r in ok}) > 1]
+    axes = [k for k in ("part", "attention", "precision", "threads") if len({r.get(k) for r in ok}) > 1]
     table = Table("model", *axes, "runtime", "config", "B", "T", "status", "p50 ms", "tok/s", "GFLOP/s", "% peak",
                   "max abs err", "x floor", "verdict")
     for r in ok:
@@ -439,7 +442,8 @@ def _print_summary(rows: list[dict]) -> None:
         console.print(f"{status}: {runtime}: {reason}", highlight=False)
     for r in rows:
         if r["status"] == "ok" and r["reason"]:
-            console.print(f"{r['model']} {r['runtime']} b{r['batch']} t{r['seq_len']}: {r['reason']}",
+            threads = f" {r['threads']} threads" if r.get("threads") else ""
+            console.print(f"{r['model']} {r['runtime']}{threads} b{r['batch']} t{r['seq_len']}: {r['reason']}",
                           highlight=False)
 
 

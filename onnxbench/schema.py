@@ -12,10 +12,11 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 #: Cell key columns: two rows with equal keys measure the same thing (used by resume and compare).
-KEY_COLUMNS = ("model", "part", "attention", "precision", "opset", "runtime", "batch", "seq_len", "config_id",
-               "scenario", "new_tokens", "padding")
-#: What a key column means in a run recorded before it existed (a join must not tell such rows apart).
-KEY_DEFAULTS = {"config_id": "default", "scenario": "prefill", "new_tokens": 0, "padding": 0.0}
+KEY_COLUMNS = ("model", "part", "attention", "precision", "opset", "runtime", "threads", "batch", "seq_len",
+               "config_id", "scenario", "new_tokens", "padding")
+#: What a key column means in a run recorded before it existed (a join must not tell such rows apart); every row
+#: before the threads axis ran at the runtime's default thread count (0).
+KEY_DEFAULTS = {"config_id": "default", "threads": 0, "scenario": "prefill", "new_tokens": 0, "padding": 0.0}
 
 #: column -> (dtype, unit or meaning)
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -32,6 +33,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
                      "when the cell got no file"),
     "runtime": ("str", "registry name: torch | ort-cpu | ort-cuda | ort-trt | tensorrt | torch-compile | torch-cuda | "
                        "torch-compile-cuda"),
+    "threads": ("int", "intra-op threads asked for (the matrix's threads axis, for runtimes that take it); 0: the "
+                       "runtime's default (the options column records what was in force)"),
     "config_id": ("str", "'default' or the name of a tuned runtime configuration"),
     "options": ("str", "JSON of the runtime options in force (threads, optimisation level, TF32, ...)"),
     "provider_requested": ("str", "execution provider / device asked for"),

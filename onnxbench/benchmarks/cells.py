@@ -13,7 +13,8 @@ from ..errors import MatrixError
 
 @dataclass(frozen=True)
 class Cell:
-    """One measurement: a model part under a runtime at one (batch, seq_len).
+    """One measurement: a model part under a runtime (at ``threads`` intra-op threads, 0: its default) at one
+    (batch, seq_len).
 
     The fields are the key columns of a result row (:data:`onnxbench.schema.KEY_COLUMNS`); ``cell_id`` hashes
     them, so that a resumed run recognises the cells it already has.
@@ -35,6 +36,7 @@ class Cell:
     scenario: str = "prefill"
     new_tokens: int = 0
     padding: float = 0.0
+    threads: int = 0
 
     @property
     def artifact_key(self) -> tuple:
@@ -46,7 +48,7 @@ class Cell:
         fields = dataclasses.asdict(self)
         # fields added later hash only when they differ from their defaults, so that runs recorded before
         # them keep their cell ids (and resume)
-        for name in ("scenario", "new_tokens", "padding"):
+        for name in ("scenario", "new_tokens", "padding", "threads"):
             if fields[name] == _DEFAULTS[name]:
                 del fields[name]
         payload = json.dumps(fields, sort_keys=True)

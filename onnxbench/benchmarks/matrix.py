@@ -47,6 +47,9 @@ class MatrixSpec:
             row on the others; an ONNX file gets int8-dynamic cells beside its own precision).
         opsets: ONNX opsets to export at.
         runtimes: runtime registry names.
+        threads: intra-op thread counts (``--threads 1,2``), an axis of the runtimes that declare it
+            (:attr:`onnxbench.runtimes.Runtime.thread_axis`: ort-cpu, torch); each is 1 .. the logical core count.
+            Empty (the default): one cell per runtime at its default thread count (``threads`` column 0).
         batches: batch sizes B.
         seq_lens: sequence lengths T (prefill of T tokens).
         seed: weight and input seed.
@@ -100,6 +103,7 @@ class MatrixSpec:
     precisions: list[str] = field(default_factory=lambda: ["fp32"])
     opsets: list[int] = field(default_factory=lambda: [DEFAULT_OPSET])
     runtimes: list[str] = field(default_factory=lambda: ["torch", "ort-cpu"])
+    threads: list[int] = field(default_factory=list)
     batches: list[int] = field(default_factory=lambda: [1, 4])
     seq_lens: list[int] = field(default_factory=lambda: [32, 128])
     seed: int = 0
@@ -161,6 +165,7 @@ class MatrixSpec:
         self._validate_generation()
         if self.shard is not None:
             parse_shard(self.shard)
+        self._validate_threads()
         if self.cell_timeout_s <= 0:
             raise MatrixError(f"cell_timeout_s must be > 0 seconds, got {self.cell_timeout_s}")
         sources = build_sources(self)
@@ -190,7 +195,8 @@ class MatrixSpec:
                 raise MatrixError(f"prompt length {t} + {n} new tokens = {t + n} exceeds {names_of(limits)}; "
                                   f"generate at most {max(longest - t, 0)} new tokens after a {t}-token prompt "
                                   "(--new-tokens) or shorten the prompt (--seq-lens)")
-        cells = list(dict.fromkeys(cell for source in sources.values() for cell in source.cells(self)))
+        cells = list(dict.fromkeys(cell for source in sources.values()
+                                   for cell in self._with_threads(source.cells(self))))
         if self.shard is not None:
             cells = shard_cells(cells, self.shard)
         return Matrix(self, sources, cells)
@@ -209,6 +215,34 @@ class MatrixSpec:
         if not self.paddings or any(not 0 <= p < 1 for p in self.paddings):
             raise MatrixError(f"padding fractions must lie in [0, 1) (every row keeps at least one prompt token), "
                               f"got {self.paddings}; use e.g. --padding 0,0.25")
+
+    def _validate_threads(self) -> None:
+        """Thread counts are 1 .. the logical core count, and some runtime of the matrix takes them."""
+        from .. import runtimes
+        from ..env import cpu_counts
+
+        if not self.threads:
+            return
+        logical = cpu_counts()[0] or max(self.threads)
+        bad = [t for t in self.threads if not isinstance(t, int) or isinstance(t, bool) or not 1 <= t <= logical]
+        if bad:
+            raise MatrixError(f"threads {bad} out of range: intra-op thread counts are 1 .. {logical} (the logical "
+                              "cores of this machine)")
+        takers = [n for n, cls in runtimes.registry().items() if cls.thread_axis]
+        if not any(r in takers for r in self.runtimes):
+            raise MatrixError(f"threads is an axis of the CPU runtimes that take a thread count ({', '.join(takers)})"
+                              f"; none is among the runtimes asked for ({', '.join(self.runtimes)})")
+
+    def _with_threads(self, cells: list[Cell]) -> list[Cell]:
+        """Each cell of a runtime that takes a thread count once per value of :attr:`threads` (adjacent, so
+        that the cells of one artifact and runtime stay together); other cells as they are."""
+        from .. import runtimes
+
+        if not self.threads:
+            return cells
+        return [dataclasses.replace(cell, threads=t) if runtimes.runtime_class(cell.runtime).thread_axis else cell
+                for cell in cells for t in (self.threads if runtimes.runtime_class(cell.runtime).thread_axis
+                                            else [0])]
 
     def _validate_opsets(self) -> None:
         """An opset that the exporter cannot produce for any of the matrix's attention variants is an error; one

@@ -72,6 +72,7 @@ class CellKey:
     precision: str
     opset: int
     runtime: str
+    threads: int
     config_id: str
     batch: int
     seq_len: int

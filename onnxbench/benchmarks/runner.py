@@ -18,6 +18,7 @@ from pathlib import Path
 from .. import env, runtimes
 from ..export import ExportArtifact
 from ..rundir import ResultWriter, RunDir, check_writable, refuse_existing_run
+from ..runtimes import RuntimeOptions
 from . import resume as resuming
 from . import tune as tuning
 from .ceilings import measure_ceilings, reprobe
@@ -220,17 +221,22 @@ class _Run:
                 for cell in runnable:
                     self.emit(cell, source, None, Measurement.failed(f"export failed: {type(exc).__name__}: {exc}"))
                 continue
-            for runtime_cells in _group(runnable, key=lambda c: c.runtime):
-                yield Group(source, artifact, tuple(runtime_cells), spec, cache_dir=self.cache_dir)
+            for runtime_cells in _group(runnable, key=lambda c: (c.runtime, c.threads)):
+                threads = runtime_cells[0].threads
+                options = RuntimeOptions(intra_op_threads=threads) if threads else None
+                yield Group(source, artifact, tuple(runtime_cells), spec, options=options, cache_dir=self.cache_dir)
 
     def tuned_groups(self, tune: bool | list[str]) -> Iterator[Group]:
-        """For each group that had an ok cell and whose runtime is tuned: search the runtime's grid on the group's
+        """For each group at the runtime's default thread count (the search picks its own)
+        that had an ok cell and whose runtime is tuned: search the runtime's grid on the group's
         shapes (recorded in ``header["tuning"]``) and choose a configuration per shape
         (:func:`onnxbench.benchmarks.tune.choose`); then the group's cells again as ``tuned`` cells, one group per
         chosen configuration. A shape that kept the default gets the default row's measurement as its tuned row
         (written here, not measured again; its ``reason`` says so)."""
         for group in list(self.ok_groups):
             name = group.runtime
+            if group.cells[0].threads:  # the search picks its own thread count: tune the default-thread cells
+                continue
             if not (tune is True or name in tune) or not tuning.grid(name) \
                     or not runtimes.get(name).availability()[0]:
                 continue

@@ -137,3 +137,50 @@ def roofline(df: pd.DataFrame) -> bytes | None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     return save_png(fig)
+
+
+def thread_scaling(df: pd.DataFrame) -> bytes | None:
+    """Tokens/s against intra-op threads (the ``threads`` axis), one line per runtime (and tuned configuration),
+    one panel per shape and per value of whichever of (model, part, precision, attention, opset) vary; a dotted
+    line is perfect scaling from the line's fewest threads. Cells at the runtime's default thread count
+    (``threads`` 0) are left out: their count is the runtime's choice. None unless some runtime ran at two or
+    more thread counts."""
+    if "threads" not in df:
+        return None
+    ok = ok_rows(df).dropna(subset=["throughput_tok_s", "threads"])
+    ok = ok[ok["threads"].astype(int) > 0].copy()
+    if ok.empty:
+        return None
+    ok["threads"] = ok["threads"].astype(int)
+    ok["_label"] = runtime_labels(ok.drop(columns=["threads"]))  # the runtime, not the thread count: one line
+    if ok.groupby("_label")["threads"].nunique().max() < 2:
+        return None
+    labels = list(dict.fromkeys(ok["_label"]))
+    panels = list(ok.groupby(varying(ok, ["model", "part", "precision", "attention", "opset"]) + ["batch", "seq_len"],
+                             sort=True, dropna=False))
+    ncols = min(len(panels), 3)
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.6 * nrows), squeeze=False)
+    for ax, (values, sub) in zip(axes.flat, panels, strict=False):
+        values = values if isinstance(values, tuple) else (values,)
+        for i, label in enumerate(labels):
+            g = sub[sub["_label"] == label].sort_values("threads")
+            if g.empty:
+                continue
+            ax.plot(g["threads"], g["throughput_tok_s"], marker="o", color=f"C{i % 10}", label=label)
+            t0, y0 = g["threads"].iloc[0], g["throughput_tok_s"].iloc[0]
+            ax.plot(g["threads"], y0 * g["threads"] / t0, linestyle=":", color=f"C{i % 10}", alpha=0.6)
+        ax.set_title(", ".join(str(v) for v in values[:-2]) + (", " if len(values) > 2 else "")
+                     + f"batch {values[-2]}, seq len {values[-1]}", fontsize=10)
+        ticks = sorted(sub["threads"].unique())
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xlabel("intra-op threads")
+        ax.set_ylabel("throughput (tokens/s)")
+        ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return save_png(fig)

@@ -55,6 +55,8 @@ PLOTS: list[tuple[str, str, str, Callable[[pd.DataFrame], bytes | None]]] = [
     ("roofline", "Roofline: achieved GFLOP/s vs operational intensity", "plot_roofline.png", plots.roofline),
     ("generation", "Decode step latency vs context length (bandwidth bound dashed)", "plot_decode.png",
      generation.decode_latency_plot),
+    ("threads", "Throughput vs intra-op threads (dotted: perfect scaling)", "plot_threads.png",
+     plots.thread_scaling),
 ]
 #: Plots over every scenario's rows; the others see prefill rows only.
 ALL_SCENARIOS = {"plot_decode.png"}
@@ -216,6 +218,11 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
              Table(generation.generation_table(gen), specs=generation.SPECS,
                    fail=[v == "FAIL" for v in generation.generation_table(gen)["verdict"]])],
             plots=by_section.pop("generation", [])))
+    if "threads" in by_section:
+        out.append(Section("threads", "Thread scaling", "Tokens/s of each runtime at each intra-op thread count of "
+                           "the matrix's threads axis (cells at a runtime's default count are left out); the dotted "
+                           "line continues the fewest-threads figure linearly. On a machine shared with other work, "
+                           "more threads than idle cores lose.", plots=by_section.pop("threads")))
     diverging = tables.divergence_table(df)
     agreement_tables = [Table(agreement, fail=[v == "FAIL" for v in agreement["verdict"]])]
     if len(diverging):

@@ -71,11 +71,30 @@ def _is_default_config(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)) or value == "default"
 
 
+def _threads(value) -> int:
+    return 0 if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)) else int(value)
+
+
 def runtime_labels(df: pd.DataFrame) -> pd.Series:
-    """``runtime``, or ``runtime [config_id]`` for a tuned (non-default) configuration."""
-    return pd.Series([r if _is_default_config(c) else f"{r} [{c}]" for r, c in zip(df["runtime"], df["config_id"],
-                                                                                      strict=True)],
-                     index=df.index, dtype="object")
+    """``runtime``, with `` ×N threads`` where the cell asked for N intra-op threads (the threads axis) and
+    `` [config_id]`` for a tuned (non-default) configuration."""
+    threads = df["threads"] if "threads" in df else pd.Series(0, index=df.index)
+    labels = []
+    for r, c, t in zip(df["runtime"], df["config_id"], threads, strict=True):
+        label = r + (f" ×{_threads(t)} threads" if _threads(t) else "")
+        labels.append(label if _is_default_config(c) else f"{label} [{c}]")
+    return pd.Series(labels, index=df.index, dtype="object")
+
+
+def baseline_rows(g: pd.DataFrame, base: str, threads=0) -> pd.DataFrame:
+    """Rows of runtime ``base`` in ``g`` to read a speed-up against: those at the same ``threads`` where the
+    baseline has them, else those at its default thread count, so that each cell key has one baseline row."""
+    rows = g[g["runtime"] == base]
+    if "threads" not in rows or rows.empty:
+        return rows
+    counts = rows["threads"].map(_threads)
+    same = rows[counts == _threads(threads)]
+    return same if len(same) else rows[counts == 0]
 
 
 def _ordered(values: pd.Series) -> list:
@@ -143,7 +162,8 @@ def latency_grid(df: pd.DataFrame, stats: tuple[str, ...] = ("latency_ms_p50", "
             merged = frame[row_keys].merge(sub, on=row_keys, how="left")
             if stats == ("speedup",):
                 base = baseline_for(_device(sub), reference)
-                ref = frame[row_keys].merge(g[g["runtime"] == base], on=row_keys, how="left")
+                threads = sub["threads"].iloc[0] if "threads" in sub else 0
+                ref = frame[row_keys].merge(baseline_rows(g, base, threads), on=row_keys, how="left")
                 frame[f"{label}|speedup"] = ref["latency_ms_p50"].to_numpy() / merged["latency_ms_p50"].to_numpy()
             else:
                 for stat in stats:
@@ -200,7 +220,7 @@ def summary_table(df: pd.DataFrame, reference: str | None = None, requested: lis
             continue
         best = agreeing.iloc[0]
         base = baseline_for(best["device"], reference)
-        refs = g[g["runtime"] == base]
+        refs = baseline_rows(g, base, best["threads"] if "threads" in best else 0)
         same = refs[refs["attention"] == best["attention"]]
         ref_rows = (same if len(same) else refs).sort_values("latency_ms_p50", kind="stable")
         ref_p50 = ref_rows["latency_ms_p50"].iloc[0] if len(ref_rows) else float("nan")

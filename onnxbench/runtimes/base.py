@@ -267,6 +267,8 @@ class Runtime(ABC):
         tolerances: agreement bands keyed by (graph precision, TF32 allowed), from :mod:`onnxbench.tolerance`.
         in_default_matrix: False keeps a slow-to-build runtime out of the embedded default matrix (it stays
             selectable by name).
+        thread_axis: whether the runtime honours ``RuntimeOptions.intra_op_threads``, so that the matrix's
+            ``threads`` axis applies to it (CPU runtimes); the others get one cell at their default.
         quantized_precisions: the quantized precisions (:data:`onnxbench.export.quantize.QUANTIZED_PRECISIONS`)
             whose graphs the runtime runs; a cell of another one is a ``skipped`` row
             (:meth:`precision_reason`).
@@ -277,6 +279,7 @@ class Runtime(ABC):
     options_type: ClassVar[type[TypedOptions]] = NoOptions
     tolerances: ClassVar[Bands] = CPU_BANDS
     in_default_matrix: ClassVar[bool] = True
+    thread_axis: ClassVar[bool] = False
     quantized_precisions: ClassVar[tuple[str, ...]] = ()
 
     @classmethod

@@ -289,6 +289,7 @@ class OrtCpu(Runtime):
     #: DynamicQuantizeLinear / MatMulInteger and their fused DynamicQuantizeMatMul / MatMulIntegerToFloat have CPU
     #: EP kernels (docs/quantization.md)
     quantized_precisions = ("int8-dynamic",)
+    thread_axis = True  # SessionOptions.intra_op_num_threads
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:

@@ -211,6 +211,7 @@ class TorchEager(Runtime):
 
     name = "torch"
     options_type = TorchEagerOptions
+    thread_axis = True  # torch.set_num_threads for the session's lifetime
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
