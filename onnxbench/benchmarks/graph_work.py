@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,24 @@ def graph_work(path: str | Path, batch: int = 1, seq_len: int = 1, dims: dict[st
         input_shapes=shapes_in, output_shapes={k: v for k, v in outputs.items() if v is not None},
         weight_bytes=float(weight_bytes),
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _graph_work(path: str, mtime_ns: int, batch: int, seq_len: int, dims: tuple, input_shapes: tuple) -> GraphWork:
+    return graph_work(path, batch, seq_len, dict(dims), {k: tuple(v) for k, v in input_shapes})
+
+
+def counted_work(path: str | Path, batch: int, seq_len: int, dims: dict[str, int] | None = None,
+                 input_shapes: dict[str, list[int | str]] | None = None) -> GraphWork:
+    """:func:`graph_work` of the file at ``path``, cached per file version and shape (a run asks once per row).
+
+    Raises:
+        ValueError / OSError: see :func:`graph_work`.
+    """
+    path = Path(path)
+    return _graph_work(str(path.resolve()), path.stat().st_mtime_ns, batch, seq_len,
+                       tuple(sorted((dims or {}).items())),
+                       tuple(sorted((k, tuple(v)) for k, v in (input_shapes or {}).items())))
 
 
 class _Unknown(Exception):

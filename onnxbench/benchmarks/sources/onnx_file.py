@@ -43,7 +43,7 @@ from ...errors import MatrixError
 from ...export import ExportArtifact, TensorSpec, read_artifact
 from ...export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
 from ..cells import Cell
-from ..graph_work import GraphWork, graph_work
+from ..graph_work import counted_work
 from ..inputs import BATCH_AXES, SEQ_AXES, make_feeds
 from .base import ModelSource
 
@@ -189,26 +189,6 @@ def shape_axes(artifact: ExportArtifact, batches: list[int], seq_lens: list[int]
         bound = [dim_sizes(dims)[a] for a in present if a in dims]
         out.append([int(bound[0])] if bound else (list(values) if present else [1]))
     return out[0], out[1]
-
-
-@functools.lru_cache(maxsize=64)
-def _graph_work(path: str, mtime_ns: int, batch: int, seq_len: int, dims: tuple, input_shapes: tuple) -> GraphWork:
-    return graph_work(path, batch, seq_len, dict(dims), {k: tuple(v) for k, v in input_shapes})
-
-
-def counted_work(path: str | Path, batch: int, seq_len: int, dims: dict[str, int | list[int]] | None = None,
-                 input_shapes: dict[str, list[int | str]] | None = None) -> GraphWork:
-    """:func:`onnxbench.benchmarks.graph_work.graph_work` of the file at ``path`` with its axes bound as an ONNX
-    file's cells bind them (``dims`` at OPT, :func:`dim_sizes`), cached per file version and shape (a run asks
-    once per row).
-
-    Raises:
-        ValueError: see :func:`~onnxbench.benchmarks.graph_work.graph_work`.
-    """
-    path = Path(path)
-    return _graph_work(str(path.resolve()), path.stat().st_mtime_ns, batch, seq_len,
-                       tuple(sorted(dim_sizes(dims or {}).items())),
-                       tuple(sorted((k, tuple(v)) for k, v in (input_shapes or {}).items())))
 
 
 @functools.lru_cache(maxsize=16)
@@ -378,7 +358,7 @@ class OnnxFileSource(ModelSource):
         (:attr:`GraphWork.uncounted <onnxbench.benchmarks.graph_work.GraphWork>` not empty) or fails."""
         path = artifact.path if artifact is not None else self.path
         try:
-            counted = counted_work(path, cell.batch, cell.seq_len, self.dims, self.input_shapes)
+            counted = counted_work(path, cell.batch, cell.seq_len, dim_sizes(self.dims), self.input_shapes)
         except (ValueError, OSError):
             return None
         return counted.work if counted.complete else None

@@ -24,6 +24,7 @@ from ...export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
 from ...export.variants import VARIANTS
 from ...models import PRESETS, TransformerConfig
 from ..cells import Cell
+from ..graph_work import counted_work
 from ..inputs import make_feeds
 from ..workmodel import Work, decode_step_work, work
 from .base import ModelSource
@@ -158,8 +159,6 @@ class TransformerSource(ModelSource):
         :mod:`onnxbench.benchmarks.graph_work`; the FLOPs agree with the analytic ones exactly,
         tests/test_graph_work.py)."""
         if cell.precision in QUANTIZED_PRECISIONS:
-            from .onnx_file import counted_work
-
             if artifact is None:
                 return None
             counted = counted_work(artifact.path, cell.batch, cell.seq_len)
