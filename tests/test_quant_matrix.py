@@ -99,3 +99,10 @@ def test_int8_of_a_file_that_is_not_fp32_is_skipped_with_the_reason(tmp_path, ca
 def test_unknown_precision_lists_int8_dynamic():
     with pytest.raises(MatrixError, match="int8-dynamic"):
         MatrixSpec(models=["tiny"], precisions=["int4"]).validate()
+
+
+def test_int8_generate_cells_are_skipped_with_the_reason():
+    matrix = MatrixSpec(models=["tiny"], precisions=[INT8], runtimes=["ort-cpu"], scenarios=["generate"],
+                        new_tokens=[2], batches=[1], seq_lens=[8]).build()
+    (cell,) = matrix.cells
+    assert "measured on prefill cells" in matrix.unrunnable_reason(cell)
