@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from onnxbench.benchmarks.matrix import MatrixSpec
+from onnxbench.benchmarks.quant_agreement import INT8_DYNAMIC_THRESHOLDS as INT8_THRESHOLDS
 from onnxbench.benchmarks.runner import run_matrix
 from onnxbench.benchmarks.timing import TimingConfig
 from onnxbench.errors import MatrixError
@@ -106,3 +107,25 @@ def test_int8_generate_cells_are_skipped_with_the_reason():
                         new_tokens=[2], batches=[1], seq_lens=[8]).build()
     (cell,) = matrix.cells
     assert "measured on prefill cells" in matrix.unrunnable_reason(cell)
+
+
+def test_judge_quantized_fails_a_distorted_output_and_ignores_integer_ones():
+    import numpy as np
+
+    from onnxbench.benchmarks.reference import Expected, Reference
+    from onnxbench.benchmarks.verdict import judge_quantized
+
+    class Ref(Reference):
+        label = "float reference"
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((2, 8, 50)).astype(np.float32)
+    expected = Expected({"logits": logits, "ids": np.arange(4)})
+    close = logits + 1e-3 * rng.standard_normal(logits.shape).astype(np.float32)
+    good = judge_quantized({"logits": close, "ids": np.arange(4) + 1}, expected, INT8, Ref())
+    assert good.verdict == "pass" and good.agreement.kl_mean < 1e-4
+    bad = judge_quantized({"logits": close, "ids": np.arange(4)}, expected, INT8, Ref(),
+                          fast_outputs={"logits": 3 * logits})  # the timed path's outputs are judged too
+    assert bad.verdict == "FAIL" and bad.agreement.kl_mean > INT8_THRESHOLDS.max_kl_mean
+    columns, check = bad.parts()
+    assert columns.kl_max == bad.agreement.kl_max and columns.atol is None and check.verdict == "FAIL"
