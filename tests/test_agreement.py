@@ -183,7 +183,8 @@ def test_references_know_their_own_configuration(tiny_artifact, sqrt_onnx):
     ort_ref.close()
 
 
-def test_float64_reference_is_cached_on_disk_by_weights_and_inputs(tiny_artifact, cache_dir):
+def test_float64_reference_is_cached_on_disk_by_weights_and_inputs(tiny_artifact, tmp_path):
+    cache_dir = tmp_path  # a cache of its own: another test may have cached the float64 reference of these inputs
     reference = TorchFloat64Reference.of_artifact(tiny_artifact, cache_dir)
     feeds = {"input_ids": np.random.default_rng(0).integers(0, 512, (2, 8))}
     first = reference.expected(feeds, "fp32")
