@@ -114,6 +114,10 @@ def main() -> int:
             models=models, precisions=["fp32", "fp16"], runtimes=fast,
             batches=[1, 8], seq_lens=[32, 128], shapes={"gpt2-small": {"batches": [1, 4], "seq_lens": [128]}},
             timing=timing)))
+        # the generate scenario: each runtime's decode loop on device buffers (docs/generation.md)
+        specs.append((args.out / "generate", MatrixSpec(
+            models=["tiny"], precisions=["fp32", "fp16"], runtimes=fast, batches=[1, 4], seq_lens=[32],
+            scenarios=["generate"], new_tokens=[16], paddings=[0.0, 0.25], timing=timing)))
     if slow:
         specs.append((args.out / "compiled", MatrixSpec(models=models, precisions=["fp32", "fp16"], runtimes=slow,
                                                         batches=[1], seq_lens=[128], timing=timing)))

@@ -191,3 +191,23 @@ def test_run_writes_generation_rows_and_the_report_section(tmp_path, cache_dir):
     assert "no decode loop" in rows[("torch-compile", 0.0)]["reason"]
     report = write_report(tmp_path / "run")["markdown"].read_text()
     assert "## Generation" in report and "Lowest TTFT and TPOT per model and batch" in report
+    assert "## Latency" not in report  # no prefill rows: no empty prefill tables
+    assert (tmp_path / "run" / "plot_decode.png").stat().st_size > 0
+
+
+def test_a_generate_group_gets_an_optimization_profile_over_the_cache_axes(cache_dir):
+    from onnxbench.benchmarks.worker import axis_ranges
+    from onnxbench.runtimes.trt_profiles import input_profile
+
+    cells = [Cell("tiny", "decomposed", "fp32", 18, "tensorrt", b, t, part=DECODER_WITH_PAST, scenario="generate",
+                  new_tokens=n) for b, t, n in ((1, 16, 8), (4, 32, 4))]
+    ranges = axis_ranges(cells)
+    assert ranges["sequence"] == (1, 1, 32) and ranges["past_sequence"][::2] == (0, 34)
+    assert ranges["total_sequence"][::2] == (16, 35) and ranges["batch"][::2] == (1, 4)
+    profile = input_profile(artifact(cache_dir).inputs, ranges)
+    for b, t, n in ((1, 16, 8), (4, 32, 4)):  # every step of both generations lies inside the profile
+        for s in range(n):
+            past, step = (0, t) if s == 0 else (t + s - 1, 1)
+            shapes = {"input_ids": (b, step), "attention_mask": (b, t + s), "past_key_values.0.key": (b, 4, past, 16)}
+            for name, shape in shapes.items():
+                assert profile[name].contains(shape), (name, shape, profile[name])

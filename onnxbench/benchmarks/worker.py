@@ -231,10 +231,15 @@ def _first_divergent_block(cell: Cell, session: Session, artifact: ExportArtifac
 
 def axis_ranges(cells: list[Cell], source: ModelSource | None = None) -> dict[str, tuple[int, int, int]]:
     """(min, opt, max) of the batch sizes and sequence lengths one session will run, plus every axis the
-    model's source binds itself (``--dim``): its optimization profile, for runtimes that build for a shape
-    range."""
+    model's source binds itself (``--dim``), and for generate cells the cache axes of the decoder-with-past graph
+    (:func:`onnxbench.runtimes.trt_profiles.generation_ranges`): its optimization profile, for runtimes that build
+    for a shape range."""
     extra = source.axis_ranges() if source is not None else {}
-    return {**extra, **_trt_profiles.axis_ranges([c.batch for c in cells], [c.seq_len for c in cells])}
+    ranges = {**extra, **_trt_profiles.axis_ranges([c.batch for c in cells], [c.seq_len for c in cells])}
+    generations = [(c.seq_len, c.new_tokens) for c in cells if c.new_tokens]
+    if generations:  # a decoder-with-past graph: decode steps of one token over a growing cache
+        ranges.update(_trt_profiles.generation_ranges(generations))
+    return ranges
 
 
 def split_timing(session: Session, feeds: dict[str, np.ndarray], spec: MatrixSpec) -> GpuStages | None:

@@ -201,6 +201,8 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
                    "GPU) for GPU runtimes, chosen by each row's device." if gpu else ""),
                 _grids(df, ("speedup",))),
     ]
+    if df.empty and not gen.empty:  # a run of generations only: no prefill tables to show empty
+        out = []
     if "throughput" in by_section:
         out.append(Section("throughput", "Throughput", "Tokens/s = batch × seq len / p50.",
                            plots=by_section.pop("throughput")))
@@ -228,15 +230,16 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
     if len(diverging):
         agreement_tables.append(Table(diverging, subtitle="First diverging block", fail=[
             v == "FAIL" for v in diverging["verdict"]]))
-    out.append(Section(
-        "agreement", "Agreement", f"Outputs compared with the reference ({ref}; our models in float64, a user's "
-        "ONNX file on ONNX Runtime CPU without graph optimizations) on the same inputs. A cell passes when "
-        "|y − y_ref| ≤ atol + rtol·|y_ref| (numpy.allclose's rule) wherever both are finite, no NaN/Inf appears "
-        "where the reference is finite, the cosine is high enough, and its error against float64 is at most the "
-        "allowed multiple of the precision's noise floor (the reference at that precision against float64; "
-        "docs/agreement.md). Required atol: the smallest atol that would have passed. A 'reference' row ran the "
-        "reference's own configuration and is not counted as a pass; failures are marked, with the first block "
-        "whose residual stream left the floor.", agreement_tables))
+    if not df.empty or gen.empty:
+        out.append(Section(
+            "agreement", "Agreement", f"Outputs compared with the reference ({ref}; our models in float64, a user's "
+            "ONNX file on ONNX Runtime CPU without graph optimizations) on the same inputs. A cell passes when "
+            "|y − y_ref| ≤ atol + rtol·|y_ref| (numpy.allclose's rule) wherever both are finite, no NaN/Inf appears "
+            "where the reference is finite, the cosine is high enough, and its error against float64 is at most the "
+            "allowed multiple of the precision's noise floor (the reference at that precision against float64; "
+            "docs/agreement.md). Required atol: the smallest atol that would have passed. A 'reference' row ran the "
+            "reference's own configuration and is not counted as a pass; failures are marked, with the first block "
+            "whose residual stream left the floor.", agreement_tables))
     quantized = tables.quantized_table(df)
     if len(quantized):
         out.append(Section(

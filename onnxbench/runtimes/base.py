@@ -224,7 +224,7 @@ class Session(ABC):
                 ``skipped`` with this reason, never run under another runtime's name.
         """
         raise RuntimeUnavailable(f"{self.runtime} has no decode loop (generate scenario); runtimes with one: "
-                                 "torch, torch-cuda, ort-cpu, ort-cuda")
+                                 "torch, torch-cuda, ort-cpu, ort-cuda, ort-trt, tensorrt")
 
     def eager_module(self) -> Any:
         """The eager torch module this session runs as it is, so that forward hooks observe what it computes

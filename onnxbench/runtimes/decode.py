@@ -10,6 +10,7 @@ the next token, nothing else. Nothing here reads a clock. See docs/generation.md
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -66,3 +67,121 @@ class DecodeLoop(ABC):
         Raises:
             RuntimeError: when the generation was not recorded.
         """
+
+
+class BufferedDecodeLoop(DecodeLoop):
+    """The buffers of a decode loop that runs an exported decoder-with-past graph (docs/generation.md), allocated
+    once on the session's device, and the greedy choice; subclasses run one step of the graph on them
+    (:meth:`_run`), binding the tensors :meth:`step_io` names.
+
+    The graph's ``present.{i}.*`` is Concat(past, new), a new tensor of length past + T per step, so the cache
+    cannot be updated in place in one buffer of the maximum length. Instead each cache tensor has two buffers of
+    the maximum length T0 + N - 1 (ping-pong): step s reads its past from one and the runtime writes its present
+    straight into the other, so the cache never leaves the device and is never copied outside the graph's own
+    Concat. The prompt, the (B, T0 + s) mask of every step, the (B, 1) next-token buffer the greedy choice writes
+    and the next step reads, and the logits buffers are allocated once too. All are torch tensors on ``device``,
+    so the argmax runs where the logits are and, on a GPU, nothing crosses to the host between steps.
+
+    Args:
+        config: the model's config (n_layers, n_heads, d_head, vocab_size, max_positions).
+        input_ids: int64 (B, T0); attention_mask: int64 (B, T0), 0 on left padding.
+        new_tokens: N >= 1.
+        dtype: the graph's float dtype (torch.float32 / torch.float16 / torch.bfloat16).
+        device: ``cpu`` or ``cuda:N``.
+        stream: a torch CUDA stream the graph runs on; the greedy choice is queued on it too (None: torch's
+            current stream).
+        sync_each_step: wait for torch's stream after each greedy choice (a device synchronisation, no copy):
+            needed when the graph runs on a stream of its own that does not follow torch's.
+
+    Raises:
+        GenerationError: for a request that cannot run (before anything is allocated).
+    """
+
+    def __init__(self, config, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int, dtype,
+                 device: str, stream=None, sync_each_step: bool = False) -> None:
+        import torch
+
+        from ..models import check_generation
+
+        ids = torch.from_numpy(np.ascontiguousarray(input_ids))
+        mask = torch.from_numpy(np.ascontiguousarray(attention_mask))
+        check_generation(config, ids, new_tokens, mask)
+        self._torch = torch
+        self.device = torch.device(device)
+        self.stream = stream
+        self.sync_each_step = sync_each_step and self.device.type == "cuda"
+        self.batch, self.prompt_len = ids.shape
+        self.new_tokens, self.vocab_size = new_tokens, config.vocab_size
+        B, T0, N = self.batch, self.prompt_len, new_tokens
+        self.n_heads, self.d_head = config.n_heads, config.d_head
+        on = {"device": self.device}
+        self.prompt = ids.to(torch.int64).to(**on).contiguous()
+        self.next_ids = torch.zeros(B, 1, dtype=torch.int64, **on)
+        full = torch.ones(B, T0 + N, dtype=torch.int64)
+        full[:, :T0] = mask.to(torch.int64)
+        self.masks = [full[:, :T0 + s].contiguous().to(**on) for s in range(N)]
+        longest = T0 + N - 1
+        names = [f"{i}.{kv}" for i in range(config.n_layers) for kv in ("key", "value")]
+        self.cache = {name: [torch.empty(B * self.n_heads * longest * self.d_head, dtype=dtype, **on)
+                             for _ in range(2)] for name in names}
+        self.prefill_logits = torch.empty(B, T0, config.vocab_size, dtype=dtype, **on)
+        self.step_logits = torch.empty(B, 1, config.vocab_size, dtype=dtype, **on)
+        self._tokens = torch.zeros(B, N, dtype=torch.int64, **on)
+        self.reset()
+
+    def step_io(self, s: int) -> tuple[dict[str, tuple], dict[str, tuple]]:
+        """``(inputs, outputs)`` of step s (0: the prefill): ``{graph tensor name: (buffer, shape)}``; a buffer's
+        first ``prod(shape)`` elements hold the tensor (C order)."""
+        B, T0, H, d = self.batch, self.prompt_len, self.n_heads, self.d_head
+        past_len, step_len = (0, T0) if s == 0 else (T0 + s - 1, 1)
+        inputs = {"input_ids": (self.prompt if s == 0 else self.next_ids, (B, step_len)),
+                  "attention_mask": (self.masks[s], (B, T0 + s))}
+        outputs = {"logits": (self.prefill_logits if s == 0 else self.step_logits, (B, step_len, self.vocab_size))}
+        for name, (even, odd) in self.cache.items():
+            past, present = (odd, even) if s % 2 == 0 else (even, odd)
+            inputs[f"past_key_values.{name}"] = (past, (B, H, past_len, d))
+            outputs[f"present.{name}"] = (present, (B, H, past_len + step_len, d))
+        return inputs, outputs
+
+    @abstractmethod
+    def _run(self, s: int) -> None:
+        """Run step s of the graph on :meth:`step_io`'s buffers (asynchronously on a GPU)."""
+
+    def reset(self, record: bool = False) -> None:
+        self.s = 0
+        self._tokens.zero_()
+        self._record = self._torch.empty(self.batch, self.new_tokens, self.vocab_size) if record else None
+
+    def _run_and_choose(self) -> None:
+        torch = self._torch
+        self._run(self.s)
+        last = (self.prefill_logits if self.s == 0 else self.step_logits)[:, -1]  # (B, vocab_size)
+        with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+            torch.argmax(last, dim=-1, keepdim=True, out=self.next_ids)
+            self._tokens[:, self.s] = self.next_ids[:, 0]
+        if self._record is not None:
+            if self.stream is not None:
+                self.stream.synchronize()
+            self._record[:, self.s] = last.float().cpu()
+        if self.sync_each_step:
+            torch.cuda.current_stream(self.device).synchronize()
+
+    def prefill(self) -> None:
+        self.s = 0
+        self._run_and_choose()
+
+    def step(self) -> None:
+        if self.s + 1 >= self.new_tokens:
+            raise IndexError(f"all {self.new_tokens} tokens are chosen; reset() first")
+        self.s += 1
+        self._run_and_choose()
+
+    def tokens(self) -> np.ndarray:
+        if self.stream is not None:
+            self.stream.synchronize()
+        return self._tokens.cpu().numpy()
+
+    def logits(self) -> np.ndarray:
+        if self._record is None:
+            raise RuntimeError("this generation was not recorded; reset(record=True) before the prefill")
+        return self._record.numpy()

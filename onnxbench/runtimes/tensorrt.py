@@ -35,7 +35,8 @@ from ..errors import OptionError
 from ..export import ExportArtifact, TensorSpec, default_cache_dir
 from ..tolerance import CUDA_BANDS
 from . import probes
-from .base import Runtime, RuntimeOptions, Session, TypedOptions
+from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session, TypedOptions
+from .decode import BufferedDecodeLoop
 from .trt_profiles import ShapeRange, check_binding, input_profile, resolve_ranges
 
 #: TensorRT DataType name -> torch / numpy dtype name.
@@ -138,6 +139,46 @@ def build_engine(trt, logger, onnx_path: Path, profile: dict[str, ShapeRange], o
     return bytes(memoryview(serialized))
 
 
+class TrtDecodeLoop(BufferedDecodeLoop):
+    """Greedy decoding on a TensorRT execution context: :class:`~onnxbench.runtimes.decode.BufferedDecodeLoop`'s
+    device buffers, and per step the input shapes and the tensor addresses of :meth:`step_io` set on the context
+    (``IExecutionContext.set_input_shape`` / ``set_tensor_address``) before ``execute_async_v3`` on the session's
+    stream, where the greedy choice is queued too; a context holds one set of addresses, so they are set each step
+    (host calls only, no copy). Untested: written against the TensorRT 10 Python API
+    (https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/python-api-docs.html).
+
+    Raises:
+        GenerationError: for a request that cannot run.
+        ShapeOutOfRange / TypeError: for a step whose shapes lie outside the profile or a dtype the engine does
+            not take (checked for the first and the last step before anything runs).
+    """
+
+    def __init__(self, session: TensorrtSession, input_ids: np.ndarray, attention_mask: np.ndarray,
+                 new_tokens: int) -> None:
+        import torch
+
+        dtype = getattr(torch, session._dtypes["past_key_values.0.key"])
+        super().__init__(session._model_config, input_ids, attention_mask, new_tokens, dtype, session.device,
+                         stream=session.stream)
+        self.context = session.context
+        self._io = [self.step_io(s) for s in range(new_tokens)]
+        for s in {0, new_tokens - 1}:
+            for name, (buffer, shape) in self._io[s][0].items():
+                session._check(name, str(buffer.dtype), shape)
+
+    def _run(self, s: int) -> None:
+        inputs, outputs = self._io[s]
+        for name, (buffer, shape) in inputs.items():
+            if not (self.context.set_input_shape(name, shape) and self.context.set_tensor_address(
+                    name, buffer.data_ptr())):
+                raise RuntimeError(f"TensorRT rejected input {name!r} at shape {shape} (see the TensorRT log)")
+        for name, (buffer, _shape) in outputs.items():
+            if not self.context.set_tensor_address(name, buffer.data_ptr()):
+                raise RuntimeError(f"TensorRT set_tensor_address({name!r}) failed (see the TensorRT log)")
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+
+
 class TensorrtSession(Session):
     """A TensorRT engine and execution context on one CUDA device, with torch CUDA tensors as I/O buffers.
 
@@ -201,9 +242,25 @@ class TensorrtSession(Session):
                         "strongly_typed": True, "builder_optimization_level": build["builder_optimization_level"],
                         "profile": {n: r.describe() for n, r in self._profile.items()}}
         self._keep: list = []
+        self._model_config = artifact.config  # None for a foreign file: no decode loop
 
     def inputs(self) -> tuple[TensorSpec, ...]:
         return self._inputs
+
+    def decoder(self, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int) -> TrtDecodeLoop:
+        """Greedy decoding on the engine's device buffers (:class:`TrtDecodeLoop`), every step's shapes checked
+        against the optimization profile before anything runs.
+
+        Raises:
+            GenerationError: for a request that cannot run, before any work.
+            RuntimeUnavailable: for an engine that is not an onnxbench decoder-with-past export.
+            ShapeOutOfRange: for a step outside the engine's profile (the matrix's generation ranges,
+                :func:`onnxbench.runtimes.trt_profiles.generation_ranges`, cover its own cells).
+        """
+        if self._model_config is None or "past_key_values.0.key" not in self._profile:
+            raise RuntimeUnavailable("tensorrt generates with an onnxbench decoder-with-past export only "
+                                     "(docs/generation.md)")
+        return TrtDecodeLoop(self, input_ids, attention_mask, new_tokens)
 
     def _check(self, name: str, dtype: str, shape: tuple[int, ...]) -> None:
         if name not in self._profile:

@@ -60,6 +60,26 @@ def axis_ranges(batches: Iterable[int], seq_lens: Iterable[int]) -> dict[str, tu
     return {"batch": axis_range(batches), "sequence": axis_range(seq_lens)}
 
 
+def generation_ranges(requests: Iterable[tuple[int, int]]) -> dict[str, tuple[int, int, int]]:
+    """Ranges of a decoder-with-past graph's axes (docs/generation.md) over greedy generations of
+    ``(prompt length T0, new tokens N)``: ``sequence`` from 1 (a decode step) to the longest prompt (a prefill),
+    opt 1 since decode steps are most of the calls; ``past_sequence`` from 0 (the prefill's empty cache; TensorRT
+    allows empty tensors) to T0 + N - 2; ``total_sequence`` (the mask) from the shortest prompt to T0 + N - 1;
+    opt of both at the middle of the longest generation.
+
+    Raises:
+        ValueError: for no request, or a prompt or N < 1.
+    """
+    requests = list(requests)
+    if not requests or min(min(t, n) for t, n in requests) < 1:
+        raise ValueError(f"generation ranges need prompts and new tokens >= 1, got {requests}")
+    longest_prompt = max(t for t, _ in requests)
+    t0, n = max(requests, key=lambda r: r[0] + r[1])
+    middle = t0 + n // 2
+    return {"sequence": (1, 1, longest_prompt), "past_sequence": (0, middle - 1, t0 + n - 2),
+            "total_sequence": (min(t for t, _ in requests), middle, t0 + n - 1)}
+
+
 #: Used when the caller gives no ranges (a session opened outside the matrix runner).
 DEFAULT_AXIS_RANGES = {"batch": (1, 1, 4), "sequence": (1, 128, 512)}
 

@@ -108,6 +108,16 @@ class ModelSource(ABC):
             ValueError: for an input the source cannot generate (names it and the fix).
         """
 
+    def prompt(self, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
+        """The prompts of a ``generate`` cell, the same for every runtime: ``(input_ids, attention_mask)``, int64
+        (batch, seq_len), 0 in the mask on left padding (docs/generation.md).
+
+        Raises:
+            NotImplementedError: for a source without the generate scenario (the default; it contributes no
+                generate cells).
+        """
+        raise NotImplementedError(f"{self.describe()} has no generate scenario")
+
     def axis_ranges(self) -> dict[str, tuple[int, int, int]]:
         """``{axis name: (min, opt, max)}`` the source binds itself (beyond the matrix's batch and sequence
         axes), for optimization profiles (:mod:`onnxbench.runtimes.trt_profiles`); default none."""
