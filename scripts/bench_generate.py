@@ -35,7 +35,8 @@ def main() -> int:
     parser.add_argument("--batches", default="1,4")
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--generations", type=int, default=3, help="timed generations per cell (at least)")
+    parser.add_argument("--generations", type=int, default=2, help="timed generations per cell (at least); the "
+                        "checked generation before them is the warm-up")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-generate"))
     args = parser.parse_args()
     if (args.out / "header.json").exists():
@@ -43,8 +44,8 @@ def main() -> int:
     spec = MatrixSpec(models=[args.model], runtimes=args.runtimes.split(","),
                       batches=[int(b) for b in args.batches.split(",")], seq_lens=[args.prompt],
                       scenarios=["generate"], new_tokens=[args.new_tokens],
-                      timing=TimingConfig(warmup_iters=1, min_iters=args.generations, min_time_s=0.0,
-                                          max_time_s=120.0))
+                      timing=TimingConfig(warmup_iters=0, min_iters=args.generations, min_time_s=0.0,
+                                          max_time_s=120.0), cell_timeout_s=1800.0)
     print(f"load average before: {os.getloadavg()}", flush=True)
     summary = run_matrix(spec, args.out, ceilings=True)
     print(f"load average after: {os.getloadavg()}")

@@ -407,5 +407,7 @@ def test_gpu_check_runs_the_matrix_and_prints_the_table(tmp_path, cache_dir):
                       "--out", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     table = proc.stdout.split("== Results", 1)[1]
-    assert "latency_ms_p50" in table and table.count(" ort-cpu ") == 8  # Markdown with tabulate, else plain
+    # 8 prefill cells and 8 generate cells (fp32/fp16 x B 1, 4 x padding 0, 0.25); Markdown with tabulate, else plain
+    assert "latency_ms_p50" in table and table.count(" ort-cpu ") == 16
     assert (tmp_path / "run" / "results.jsonl").is_file()
+    assert (tmp_path / "run" / "generate" / "results.jsonl").is_file()
