@@ -3,14 +3,15 @@ side by side on the same machine.
 
     python scripts/bench_run_wall.py --before main --rounds 3           # the default run, A B B A A B
     python scripts/bench_run_wall.py --before f64030e -- --models tiny --runtimes torch,ort-cpu
+    python scripts/bench_run_wall.py --before /tmp/tree-with-a-patch     # a source tree as A
 
-Revision A is unpacked with ``git archive`` into a temporary folder; both trees run with this interpreter
-(``python -m onnxbench.cli run --out DIR [ARGS]``, the tree first on ``PYTHONPATH``), so that they share the
-installed libraries and the export cache. Exports should already be cached (run the command once first): the
-figure is for a run with cached exports. The runs alternate A B B A A B ... so that a neighbour's load drifting
-over time falls on both alike; the 1-minute load average before each run is printed, and so is the CLI's own
-"worker start-up" figure. Per-round ratio = B / A of the two runs of that round; the median and the range over
-rounds are the figure and its spread.
+Revision A is unpacked with ``git archive`` into a temporary folder (an existing folder is taken as A's tree); both
+trees run with this interpreter (``python -m onnxbench.cli run --out DIR [ARGS]``, the tree first on
+``PYTHONPATH``), so that they share the installed libraries and the export cache. Exports should already be cached
+(run the command once first): the figure is for a run with cached exports. The runs alternate A B B A A B ... so
+that a neighbour's load drifting over time falls on both alike; the 1-minute load average before each run is
+printed, and so is the CLI's own "worker start-up" figure. Per-round ratio = B / A of the two runs of that round;
+the median and the range over rounds are the figure and its spread.
 
 A benchmark, not a test: it prints figures and exits 0.
 """
@@ -54,12 +55,13 @@ def timed_run(tree: Path, out: Path, args: list[str]) -> tuple[float, float | No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--before", required=True, help="git revision A (e.g. main, a commit id)")
+    parser.add_argument("--before", required=True, help="git revision A (e.g. main, a commit id), or a source tree")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("args", nargs="*", help="arguments for `onnxbench run` after --out (after a --)")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_run_wall-") as tmp:
-        trees = {"A": unpack(opts.before, Path(tmp) / "before"), "B": ROOT}
+        before = Path(opts.before).resolve() if Path(opts.before).is_dir() else unpack(opts.before, Path(tmp) / "a")
+        trees = {"A": before, "B": ROOT}
         walls: dict[str, list[float]] = {"A": [], "B": []}
         print(f"A = {opts.before}, B = this checkout; command: python -m onnxbench.cli run --out DIR "
               + " ".join(opts.args))
