@@ -98,3 +98,30 @@ def test_tuned_configurations_say_which_won_where_next_to_the_default(run):
     for line in table.itertuples():
         ref = default[(default.attention == line.attention) & (default.seq_len == line.seq_len)]
         assert line.default_p50 == ref.latency_ms_p50.item() and line.tuned_p50 > line.default_p50
+
+
+def test_a_complete_shard_is_not_an_incomplete_run_and_its_summary_says_merge():
+    """A shard runs whole groups of some runtimes: no "Incomplete run" warning when its own cells all ran, and the
+    summary names no winner against a runtime that is in another shard, saying how to compare."""
+    df = load(DATA / "run_small")
+    header = load_header(DATA / "run_small")
+    shard = df[df.runtime == "ort-cpu"]
+    header = {**header, "n_cells": len(shard), "matrix": {**header["matrix"], "shard": "2/2"}}
+    md = render_markdown(shard, header, [])
+    assert "Incomplete run" not in md
+    assert "none: no row for torch (shard 2/2: `onnxbench merge` the shards to compare)" in md
+    unsharded = {**header, "matrix": {**header["matrix"], "shard": None}}
+    assert "Incomplete run" in render_markdown(shard, unsharded, []), "without a shard the warning stays"
+
+
+def test_a_noisy_generate_row_is_listed_under_noisy_timings():
+    """The warning's count covers generate rows, so the section it points to lists them too (with the scenario)."""
+    df = load(DATA / "run_small")
+    header = load_header(DATA / "run_small")
+    gen = df[df.runtime == "ort-cpu"].head(1).assign(scenario="generate", new_tokens=4, padding=0.25,
+                                                     part="decoder-with-past", tpot_ms_p50=1.0)
+    gen["ci95_p50_hi_ms"] = gen["latency_ms_p50"] * 3
+    md = render_markdown(gen, header, [])
+    assert "Noisy timings: 1 of 1" in md and "## Noisy timings" in md
+    section = md.split("## Noisy timings")[1]
+    assert "| generate | 4 | 0.25 |" in section

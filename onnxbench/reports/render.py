@@ -107,7 +107,10 @@ def _marked(values: pd.Series, flags, fmt) -> list:
 
 def _summary(df: pd.DataFrame, header: dict, ref: str) -> Table:
     """The summary table; figures from a noisy timing carry :data:`~.format.NOISE_MARK`."""
-    summary = summary_table(df, ref, (header.get("matrix") or {}).get("runtimes"), noise.run_limit(header))
+    matrix = header.get("matrix") or {}
+    why = (f"shard {matrix['shard']}: `onnxbench merge` the shards to compare" if matrix.get("shard")
+           else "incomplete run")
+    summary = summary_table(df, ref, matrix.get("runtimes"), noise.run_limit(header), why)
     gpu = tables.has_gpu_rows(df)
     # One baseline for every row (a CPU-only run): it is named in the headings, the column would repeat it.
     summary = summary.drop(columns=[c for c in ("faster_but_disagreeing",) if summary[c].isna().all()]
@@ -273,7 +276,8 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
     optional.append(
         ("noise", "Noisy timings", f"Cells whose 95 % confidence interval of the median is wider than {_pct(limit)} "
          "of p50 (a busy or throttling machine; the rule is in docs/measurement.md); differences smaller than the "
-         "interval are not meaningful.", tables.noisy_table(df, limit)))
+         "interval are not meaningful; a generate row's figures are its decode step's.",
+         tables.noisy_table(everything, limit)))
     for anchor, title, intro, frame in optional:
         if not frame.empty:
             fail = _agree_fail(frame) if "agree" in frame else None
@@ -360,7 +364,7 @@ def env_rows(header: dict) -> list[tuple[str, str]]:
     if overhead is not None:
         rows.append(("harness overhead", f"{overhead:.3g} ms per timed iteration"))
     for key, value in header.get("matrix", {}).items():
-        rows.append((f"matrix: {key}", _fmt_value(value)))
+        rows.append((f"matrix: {key}", "none" if value is None else _fmt_value(value)))  # None: axis not set
     if header.get("n_cells") is not None:
         rows.append(("matrix cells", str(header["n_cells"])))
     for source in header.get("merged_from") or []:

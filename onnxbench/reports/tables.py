@@ -178,7 +178,7 @@ def noisy_mask(df: pd.DataFrame, limit: float = NOISE_LIMIT) -> pd.Series:
 
 
 def summary_table(df: pd.DataFrame, reference: str | None = None, requested: list[str] | None = None,
-                  noise_limit: float = NOISE_LIMIT) -> pd.DataFrame:
+                  noise_limit: float = NOISE_LIMIT, why_missing: str = "incomplete run") -> pd.DataFrame:
     """Per (model, part, precision, batch, seq_len): the fastest runtime (by p50) whose agreement passed.
 
     Columns: model, part, precision, batch, seq_len, ``fastest`` (runtime label), attention, latency_ms_p50,
@@ -189,7 +189,8 @@ def summary_table(df: pd.DataFrame, reference: str | None = None, requested: lis
     fastest's / the baseline's timing is noisy, :func:`onnxbench.noise.is_noisy` with ``noise_limit``).
     ``fastest`` is "none agreed" when no cell passed, and names no winner ("none: no row for X (incomplete
     run)") when a runtime of ``requested`` (the matrix's runtimes, ``header["matrix"]["runtimes"]``) has no row,
-    of any status, at that key: a runtime that never ran cannot have lost.
+    of any status, at that key: a runtime that never ran cannot have lost. ``why_missing`` is the parenthesis
+    (a shard's runtimes may be in another shard).
     """
     ok = ok_rows(df).copy()
     keys = ["model", "part", "precision", "batch", "seq_len"]
@@ -211,7 +212,7 @@ def summary_table(df: pd.DataFrame, reference: str | None = None, requested: lis
         row = dict(zip(keys, key, strict=True))
         missing = [r for r in requested if r not in present.get(tuple(map(str, key)), set())]
         if missing:
-            row.update(fastest=f"none: no row for {', '.join(missing)} (incomplete run)")
+            row.update(fastest=f"none: no row for {', '.join(missing)} ({why_missing})")
             rows.append(row)
             continue
         if agreeing.empty:
@@ -242,11 +243,13 @@ def run_completeness(df: pd.DataFrame, header: dict) -> dict:
     ``expected`` is the header's ``n_cells`` (the matrix's cell count recorded by the runner; None for runs
     that did not record it); ``missing`` counts the matrix cells (``config_id`` default) without a row;
     ``runtimes_without_rows`` are runtimes the matrix requested (``header["matrix"]["runtimes"]``) with no row at
-    all."""
+    all (none for a shard, which runs only some groups)."""
     rows = latest(df)
     default = rows[[_is_default_config(c) for c in rows["config_id"]]]
     expected = header.get("n_cells")
-    requested = (header.get("matrix") or {}).get("runtimes") or []
+    matrix = header.get("matrix") or {}
+    # a shard runs whole groups of some runtimes only: its own cell count (n_cells) says whether it is complete
+    requested = [] if matrix.get("shard") else matrix.get("runtimes") or []
     have = set(rows["runtime"].dropna())
     return {"interrupted": bool(header.get("interrupted")),
             "expected": expected,
@@ -358,7 +361,10 @@ def noisy_table(df: pd.DataFrame, limit: float = NOISE_LIMIT) -> pd.DataFrame:
         return pd.DataFrame()
     noisy["ci95_width"] = [ci95_width(r) for r in noisy.to_dict("records")]
     noisy["runtime"] = runtime_labels(noisy)
-    cols = ["model", "part", "attention", "precision", "opset", "runtime"] + SHAPE + [
+    # a generate row's latency columns are its decode step's (TPOT): name the scenario where there is one
+    scenario = (["scenario", "new_tokens", "padding"]
+                if noisy["scenario"].astype("object").eq("generate").any() else [])
+    cols = ["model", "part", "attention", "precision", "opset", "runtime"] + SHAPE + scenario + [
         "iters", "latency_ms_p50", "ci95_p50_lo_ms", "ci95_p50_hi_ms", "ci95_width", "cov"]
     return noisy[cols].reset_index(drop=True)
 
