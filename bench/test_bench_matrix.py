@@ -22,11 +22,11 @@ import pytest
 
 from onnxbench import runtimes
 from onnxbench.benchmarks import MatrixSpec, tolerance_for
-from onnxbench.benchmarks.matrix import load_matrix
+from onnxbench.benchmarks.measure.timing import harness_overhead_ms
+from onnxbench.benchmarks.plan.matrix import load_matrix
 from onnxbench.benchmarks.rows import CellKey, ModelInfo, SessionInfo
-from onnxbench.benchmarks.timing import harness_overhead_ms
-from onnxbench.benchmarks.verdict import judge
-from onnxbench.benchmarks.worker import axis_ranges
+from onnxbench.benchmarks.run.worker import axis_ranges
+from onnxbench.benchmarks.verify.verdict import judge
 from onnxbench.runtimes import RuntimeOptions, RuntimeUnavailable
 
 

@@ -72,8 +72,8 @@ def export(
         "and weights from instead of --preset/--seed"),
 ) -> None:
     """Export the reference transformer to ONNX (cached) and print where it is."""
-    from .benchmarks.matrix import ATTENTION_VARIANTS
-    from .benchmarks.sources import CheckpointSource, PresetSource
+    from .benchmarks.plan.matrix import ATTENTION_VARIANTS
+    from .benchmarks.plan.sources import CheckpointSource, PresetSource
     from .export.onnx_export import check_copy_target, copy_artifact
 
     if attention not in ATTENTION_VARIANTS:
@@ -185,8 +185,8 @@ def run(
     import dataclasses
 
     from .benchmarks import default_matrix, run_matrix
-    from .benchmarks.matrix import load_matrix
-    from .benchmarks.resume import done_cell_ids, resume_spec
+    from .benchmarks.plan.matrix import load_matrix
+    from .benchmarks.run.resume import done_cell_ids, resume_spec
     from .reports import write_report
     from .rundir import check_writable, refuse_existing_run, set_aside
 
@@ -308,7 +308,7 @@ def _executor(name: str, address: str | None):
         if address is not None:
             fail("--ray-address applies to --executor ray")
         return None
-    from .benchmarks.ray_executor import RayExecutor, ray_module
+    from .benchmarks.run.ray_executor import RayExecutor, ray_module
 
     try:
         ray_module()
@@ -457,7 +457,7 @@ def merge(
 ) -> None:
     """Join run directories into one (shards of a Slurm array or Kubernetes indexed job): every cell once,
     refusing cells measured in several runs on different hardware unless --prefer says which to keep."""
-    from .benchmarks.merge import merge_runs
+    from .benchmarks.run.merge import merge_runs
     from .reports import write_report
 
     try:

@@ -1,7 +1,7 @@
 """The one noise criterion of onnxbench: when a cell's median latency is too uncertain to compare.
 
 A cell is **noisy** when the 95 % confidence interval of its median (the timing harness's distribution-free
-order-statistic interval, :func:`onnxbench.benchmarks.timing.median_ci95`) is wider than :data:`NOISE_LIMIT`
+order-statistic interval, :func:`onnxbench.benchmarks.measure.timing.median_ci95`) is wider than :data:`NOISE_LIMIT`
 times the median; a row without a recorded interval is judged by its coefficient of variation (std / mean)
 instead. The interval decides where it exists because a few outliers inflate the CoV while the median stays well
 determined. The worker's warning in a row's ``reason``, the CLI's end-of-run warning and the report's banner,

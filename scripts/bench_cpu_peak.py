@@ -2,12 +2,15 @@
 
 Runs the real matrix (``onnxbench.benchmarks.run_matrix``) for gpt2-small, fp32, decomposed attention, batch 1,
 seq_len 128 and 512, under torch eager, torch-compile (Inductor) and ort-cpu, tuning ort-cpu (a ``tuned`` row: the
-best of ``onnxbench.benchmarks.tune.grid`` at each shape; ``--tune-torch`` tunes torch eager too), after measuring
+best of ``onnxbench.benchmarks.measure.tune.grid`` at each shape; ``--tune-torch`` tunes torch eager too), after
+measuring
 the machine's ceilings with a larger GEMM than ``onnxbench run`` uses. Prints per seq_len: p50 of torch eager,
 torch-compile, ort-cpu default and ort-cpu tuned, their speed-ups over torch eager, achieved GFLOP/s and the
 fraction of the measured fp32 GEMM peak, and checks the targets (best ort-cpu >= 1.5x torch eager; >= 70% of the
-GEMM peak at seq_len 512). The ceilings are probed at the start and, by the runner, again at the end of the run
-(``onnxbench.benchmarks.ceilings.reprobe``): the printed fractions use the higher, as the run's rows do. Exit status
+GEMM peak at seq_len 512). The ceilings are probed at the start and, by the runner, again at the end of the
+run
+(``onnxbench.benchmarks.measure.ceilings.reprobe``): the printed fractions use the higher, as the run's rows do. Exit
+status
 0 whatever the figures: targets are reported, not asserted.
 
 Usage::
@@ -29,7 +32,7 @@ import time
 from pathlib import Path
 
 from onnxbench.benchmarks import MatrixSpec, TimingConfig, run_matrix
-from onnxbench.benchmarks.ceilings import measure_ceilings
+from onnxbench.benchmarks.measure.ceilings import measure_ceilings
 from onnxbench.rundir import set_aside
 
 TARGET_SPEEDUP = 1.5

@@ -14,6 +14,7 @@ import tempfile
 import time
 
 from onnxbench.benchmarks import MatrixSpec
+from onnxbench.benchmarks.measure.timing import Timing
 from onnxbench.benchmarks.rows import (
     AgreementColumns,
     CellKey,
@@ -27,7 +28,6 @@ from onnxbench.benchmarks.rows import (
     assemble,
     now,
 )
-from onnxbench.benchmarks.timing import Timing
 from onnxbench.rundir import RunDir
 
 

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from onnxbench.benchmarks import MatrixSpec, run_matrix
-from onnxbench.benchmarks.timing import TimingConfig
+from onnxbench.benchmarks.measure.timing import TimingConfig
 from onnxbench.models import get_preset
 from onnxbench.rundir import set_aside
 

@@ -17,10 +17,10 @@ import dataclasses
 import time
 
 from onnxbench.benchmarks import Cell, Group, MatrixSpec, TimingConfig
-from onnxbench.benchmarks.messages import CellFinished
+from onnxbench.benchmarks.measure.timing import harness_overhead_ms
 from onnxbench.benchmarks.rows import assemble
-from onnxbench.benchmarks.timing import harness_overhead_ms
-from onnxbench.benchmarks.worker import measure_group
+from onnxbench.benchmarks.run.messages import CellFinished
+from onnxbench.benchmarks.run.worker import measure_group
 
 
 def measure_twice(cell: Cell, spec: MatrixSpec) -> list[dict]:

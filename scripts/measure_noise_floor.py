@@ -19,10 +19,10 @@ import time
 import numpy as np
 
 from onnxbench import runtimes
-from onnxbench.benchmarks.divergence import block_outputs_artifact
-from onnxbench.benchmarks.fp64 import TorchReference, floor_ratio, noise_floor
 from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.benchmarks.matrix import ATTENTION_VARIANTS
+from onnxbench.benchmarks.plan.matrix import ATTENTION_VARIANTS
+from onnxbench.benchmarks.verify.divergence import block_outputs_artifact
+from onnxbench.benchmarks.verify.fp64 import TorchReference, floor_ratio, noise_floor
 from onnxbench.export import to_onnx
 from onnxbench.models import get_preset
 from onnxbench.runtimes import RuntimeOptions

@@ -33,7 +33,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.benchmarks.quant_agreement import INT8_DYNAMIC_THRESHOLDS, compare_quantized
+from onnxbench.benchmarks.verify.quantized import INT8_DYNAMIC_THRESHOLDS, compare_quantized
 from onnxbench.export import read_artifact, to_onnx
 from onnxbench.export.quantize import Int8DynamicOptions, quantize_int8_dynamic
 from onnxbench.models import build, get_preset

@@ -1,7 +1,7 @@
 """Faults planted in an exported ONNX graph (never in the torch module), each confined to one block, for the
 tests that the agreement check fails them and locates them in that block.
 
-Blocks are found through the exporter's module records (``onnxbench.benchmarks.divergence.module_scopes``), so
+Blocks are found through the exporter's module records (``onnxbench.benchmarks.verify.divergence.module_scopes``), so
 the same edits apply to dynamo and TorchScript exports and to every attention variant.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxbench.benchmarks.divergence import module_scopes
+from onnxbench.benchmarks.verify.divergence import module_scopes
 
 _ATTENTION_OPS = {("", "Attention"), ("ai.onnx", "Attention"), ("com.microsoft", "MultiHeadAttention"),
                   ("com.microsoft", "Attention")}
@@ -125,9 +125,9 @@ def main() -> None:
 
     from onnxbench import runtimes
     from onnxbench.benchmarks.inputs import make_feeds
-    from onnxbench.benchmarks.matrix import ATTENTION_VARIANTS
-    from onnxbench.benchmarks.reference import TorchFloat64Reference
-    from onnxbench.benchmarks.verdict import judge, locate, runtime_block_states
+    from onnxbench.benchmarks.plan.matrix import ATTENTION_VARIANTS
+    from onnxbench.benchmarks.verify.reference import TorchFloat64Reference
+    from onnxbench.benchmarks.verify.verdict import judge, locate, runtime_block_states
     from onnxbench.export import read_artifact, to_onnx
     from onnxbench.models import get_preset
     from onnxbench.runtimes import RuntimeOptions

@@ -9,12 +9,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxbench.benchmarks import MatrixSpec, TimingConfig, run_matrix
-from onnxbench.benchmarks.agreement import Tolerance, compare, required_atol
-from onnxbench.benchmarks.fp64 import float64_copy, noise_floor, onnx_float64
-from onnxbench.benchmarks.messages import CellFinished, Group
-from onnxbench.benchmarks.reference import OnnxFileReference, TorchFloat64Reference
 from onnxbench.benchmarks.rows import ReferenceCheck, assemble
-from onnxbench.benchmarks.worker import measure_group
+from onnxbench.benchmarks.run.messages import CellFinished, Group
+from onnxbench.benchmarks.run.worker import measure_group
+from onnxbench.benchmarks.verify.agreement import Tolerance, compare, required_atol
+from onnxbench.benchmarks.verify.fp64 import float64_copy, noise_floor, onnx_float64
+from onnxbench.benchmarks.verify.reference import OnnxFileReference, TorchFloat64Reference
 from onnxbench.export import read_artifact
 from onnxbench.runtimes import RuntimeOptions
 

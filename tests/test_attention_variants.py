@@ -11,8 +11,8 @@ import onnx
 import pytest
 import torch
 
-from onnxbench.benchmarks.agreement import compare, tolerance_for
 from onnxbench.benchmarks.inputs import make_feeds
+from onnxbench.benchmarks.verify.agreement import compare, tolerance_for
 from onnxbench.export import VARIANTS, VariantMismatch, census, to_onnx, verify_variant
 from onnxbench.export.variants import (
     SAFE_FP16_FILL,

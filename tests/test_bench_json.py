@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from onnxbench.benchmarks import MatrixSpec, run_matrix
-from onnxbench.benchmarks.timing import TimingConfig
+from onnxbench.benchmarks.measure.timing import TimingConfig
 from onnxbench.reports import load, load_header
 from onnxbench.schema import COLUMNS, KEY_COLUMNS
 from tests.test_cli import run_cli

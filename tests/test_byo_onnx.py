@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.benchmarks.sources.onnx_file import inspect_onnx, shape_axes
+from onnxbench.benchmarks.plan.sources.onnx_file import inspect_onnx, shape_axes
 from onnxbench.export import TensorSpec
 
 # onnx 1.23 writes IR version 14 by default, newer than onnxruntime 1.31 reads (13)
@@ -190,7 +190,7 @@ def test_input_of_unknown_rank_is_refused_until_shape_gives_it(tmp_path):
 
 
 def test_input_shapes_matrix_key_shapes_the_feeds(tmp_path):
-    from onnxbench.benchmarks.matrix import load_matrix
+    from onnxbench.benchmarks.plan.matrix import load_matrix
 
     path = _identity_model(tmp_path / "unranked.onnx", [("x", TensorProto.FLOAT, None)])
     toml = tmp_path / "m.toml"
@@ -215,8 +215,8 @@ def _past_model(tmp_path):
 @pytest.mark.parametrize("past, want", [(3, ((1, 3, 4), (2, 3, 4), (2, 3, 4))),
                                         ([1, 3, 8], ((1, 1, 4), (2, 3, 4), (2, 8, 4)))])
 def test_every_dim_bound_axis_gets_an_optimization_profile_range(tmp_path, past, want):
-    from onnxbench.benchmarks.matrix import MatrixSpec
-    from onnxbench.benchmarks.worker import axis_ranges
+    from onnxbench.benchmarks.plan.matrix import MatrixSpec
+    from onnxbench.benchmarks.run.worker import axis_ranges
     from onnxbench.runtimes.trt_profiles import input_profile, trt_shape_strings
 
     spec = MatrixSpec(models=[], onnx_models=[str(_past_model(tmp_path))], runtimes=["ort-cpu"], batches=[1, 2],

@@ -3,7 +3,7 @@ dynamic axes, the variant's attention core reading the past, agreement with the 
 CPU at (B, T, T_past) shapes including an empty past, no NaN for all-padding rows, and a 16-step greedy decode
 through ONNX Runtime with the cache that matches torch's tokens and the no-cache recomputation.
 
-Tolerances: the project's bands (onnxbench.benchmarks.agreement.TOLERANCES: fp32 atol = rtol = 1e-3, fp16 5e-2);
+Tolerances: the project's bands (onnxbench.benchmarks.verify.agreement.TOLERANCES: fp32 atol = rtol = 1e-3, fp16 5e-2);
 measured fp32 differences are ~3e-7 on the tiny preset (printed with ``pytest -s``).
 """
 
@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from onnxbench.benchmarks.agreement import compare, tolerance_for
+from onnxbench.benchmarks.verify.agreement import compare, tolerance_for
 from onnxbench.export import (
     DECODER_WITH_PAST,
     VARIANTS,

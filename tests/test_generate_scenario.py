@@ -16,9 +16,9 @@ import torch
 from onnxbench import runtimes
 from onnxbench.benchmarks import MatrixSpec, run_matrix
 from onnxbench.benchmarks.cells import Cell
-from onnxbench.benchmarks.generate import first_divergent_step, judge_generation
-from onnxbench.benchmarks.reference import TorchFloat64Reference
-from onnxbench.benchmarks.timing import TimingConfig, measure_generation
+from onnxbench.benchmarks.measure.timing import TimingConfig, measure_generation
+from onnxbench.benchmarks.scenarios.generate import first_divergent_step, judge_generation
+from onnxbench.benchmarks.verify.reference import TorchFloat64Reference
 from onnxbench.errors import MatrixError
 from onnxbench.export import DECODER_WITH_PAST, to_onnx
 from onnxbench.models import GenerationError, build, get_preset, greedy_generate
@@ -196,7 +196,7 @@ def test_run_writes_generation_rows_and_the_report_section(tmp_path, cache_dir):
 
 
 def test_a_generate_group_gets_an_optimization_profile_over_the_cache_axes(cache_dir):
-    from onnxbench.benchmarks.worker import axis_ranges
+    from onnxbench.benchmarks.run.worker import axis_ranges
     from onnxbench.runtimes.trt_profiles import input_profile
 
     cells = [Cell("tiny", "decomposed", "fp32", 18, "tensorrt", b, t, part=DECODER_WITH_PAST, scenario="generate",

@@ -18,11 +18,11 @@ from onnx import TensorProto, helper
 
 from onnxbench import runtimes
 from onnxbench.benchmarks import MatrixSpec, TimingConfig, run_matrix
-from onnxbench.benchmarks.ceilings import measure_ceilings, peak_for
 from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.benchmarks.sources.onnx_file import inspect_onnx
-from onnxbench.benchmarks.timing import measure, measure_stages
-from onnxbench.benchmarks.worker import device_memory_used
+from onnxbench.benchmarks.measure.ceilings import measure_ceilings, peak_for
+from onnxbench.benchmarks.measure.timing import measure, measure_stages
+from onnxbench.benchmarks.plan.sources.onnx_file import inspect_onnx
+from onnxbench.benchmarks.run.worker import device_memory_used
 from onnxbench.reports import tables
 from onnxbench.runtimes import RuntimeOptions, ort_trt
 from onnxbench.runtimes import probes as gpu

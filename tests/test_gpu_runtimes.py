@@ -15,7 +15,7 @@ import pytest
 from onnxbench import runtimes
 from onnxbench.benchmarks import MatrixSpec, TimingConfig, compare_outputs, run_matrix, tolerance_for
 from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.benchmarks.timing import measure_stages
+from onnxbench.benchmarks.measure.timing import measure_stages
 from onnxbench.errors import OptionError
 from onnxbench.export import TensorSpec
 from onnxbench.runtimes import RuntimeOptions, RuntimeUnavailable, ShapeOutOfRange, probes
@@ -66,7 +66,7 @@ def test_profile_follows_the_matrix_axes_and_keeps_static_dims():
 
 
 def test_run_matrix_profile_covers_exactly_the_cells_of_one_session():
-    from onnxbench.benchmarks.worker import axis_ranges
+    from onnxbench.benchmarks.run.worker import axis_ranges
 
     cells = MatrixSpec(models=["tiny"], runtimes=["tensorrt"], batches=[2, 1, 8], seq_lens=[16, 64]).expand()
     assert axis_ranges(cells) == {"batch": (1, 2, 8), "sequence": (16, 64, 64)}
@@ -365,7 +365,7 @@ def test_ort_trt_runs_on_tensorrt_and_names_the_linked_version(tiny_artifact):
 @pytest.mark.gpu
 def test_cuda_ceilings_are_measured_with_a_tf32_peak():
     require_runtime("torch-cuda")
-    from onnxbench.benchmarks.ceilings import measure_ceilings
+    from onnxbench.benchmarks.measure.ceilings import measure_ceilings
 
     c = measure_ceilings(gemm_n=256, copy_bytes=16 * 2**20, cuda=True,
                          timing=TimingConfig(warmup_iters=1, min_iters=3, min_time_s=0.0, max_time_s=1.0))

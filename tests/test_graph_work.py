@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxbench.benchmarks.graph_work import graph_work
-from onnxbench.benchmarks.workmodel import work
+from onnxbench.benchmarks.measure.graph_work import graph_work
+from onnxbench.benchmarks.measure.workmodel import work
 from onnxbench.export import to_onnx
 from onnxbench.export.quantize import quantize_int8_dynamic
 from onnxbench.models import get_preset

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from onnxbench.benchmarks import TOLERANCES, TimingConfig, Tolerance, compare, measure
-from onnxbench.benchmarks.agreement import tolerance_for
-from onnxbench.benchmarks.timing import median_ci95, summarize, throughput
+from onnxbench.benchmarks.measure.timing import median_ci95, summarize, throughput
+from onnxbench.benchmarks.verify.agreement import tolerance_for
 
 
 def _logits(seed=0, shape=(2, 5, 50)):

@@ -12,9 +12,9 @@ import psutil
 import pytest
 
 from onnxbench.benchmarks import Executor, InProcessExecutor, MatrixSpec, ProcessPerGroupExecutor, read_rows, run_matrix
-from onnxbench.benchmarks.messages import WorkerStarted
-from onnxbench.benchmarks.timing import TimingConfig
-from onnxbench.benchmarks.worker import FAULT_ENV, inject_fault
+from onnxbench.benchmarks.measure.timing import TimingConfig
+from onnxbench.benchmarks.run.messages import WorkerStarted
+from onnxbench.benchmarks.run.worker import FAULT_ENV, inject_fault
 
 
 def _spec(**kw) -> MatrixSpec:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from onnxbench.benchmarks import MatrixSpec, default_matrix
-from onnxbench.benchmarks.matrix import load_matrix
+from onnxbench.benchmarks.plan.matrix import load_matrix
 from onnxbench.schema import KEY_COLUMNS
 from tests.test_cli import run_cli
 

@@ -8,12 +8,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from onnxbench.benchmarks.graph_work import graph_work
-from onnxbench.benchmarks.matrix import MatrixSpec
-from onnxbench.benchmarks.runner import run_matrix
-from onnxbench.benchmarks.sources import OnnxFileSource
-from onnxbench.benchmarks.timing import TimingConfig
-from onnxbench.benchmarks.workmodel import work
+from onnxbench.benchmarks.measure.graph_work import graph_work
+from onnxbench.benchmarks.measure.timing import TimingConfig
+from onnxbench.benchmarks.measure.workmodel import work
+from onnxbench.benchmarks.plan.matrix import MatrixSpec
+from onnxbench.benchmarks.plan.sources import OnnxFileSource
+from onnxbench.benchmarks.run.runner import run_matrix
 from onnxbench.models import get_preset
 from onnxbench.reports import write_report
 

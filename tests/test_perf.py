@@ -9,10 +9,10 @@ import pytest
 
 from onnxbench import runtimes
 from onnxbench.benchmarks import MatrixSpec, TimingConfig, default_matrix, run_matrix
-from onnxbench.benchmarks.ceilings import best_of, measure_ceilings, peak_for, reprobe
 from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.benchmarks.tune import choose, search
-from onnxbench.benchmarks.workmodel import above_peak_reason, achieved, work
+from onnxbench.benchmarks.measure.ceilings import best_of, measure_ceilings, peak_for, reprobe
+from onnxbench.benchmarks.measure.tune import choose, search
+from onnxbench.benchmarks.measure.workmodel import above_peak_reason, achieved, work
 from onnxbench.models import get_preset
 from onnxbench.models.flops import attention_flops, forward_flops
 from onnxbench.rundir import read_rows
@@ -164,15 +164,15 @@ def test_a_shape_keeps_the_default_unless_a_candidate_is_distinguishably_faster(
 
 
 def _measurement(p50, lo, hi, config):
+    from onnxbench.benchmarks.measure.timing import Timing
     from onnxbench.benchmarks.rows import Measurement, Outcome, SessionInfo
-    from onnxbench.benchmarks.timing import Timing
 
     return Measurement(Outcome("ok"), SessionInfo(options=json.dumps({"tune_config": config})),
                        timing=Timing(1, 10, p50, p50, p50, p50, lo, 0.1, lo, hi, 0.01))
 
 
 def test_a_tuned_row_distinguishably_slower_than_the_default_reports_the_default():
-    from onnxbench.benchmarks.runner import no_slower_than_default
+    from onnxbench.benchmarks.run.runner import no_slower_than_default
 
     default = _measurement(10.0, 9.5, 10.5, "default")
     slower = _measurement(12.0, 11.0, 13.0, "fused")
@@ -261,7 +261,7 @@ def test_torch_compile_agrees_with_eager_and_keeps_compile_out_of_timing(tiny_ar
 
 
 def test_torch_grid_varies_grad_mode_and_threads_and_ort_grid_has_the_fusions():
-    from onnxbench.benchmarks.tune import grid
+    from onnxbench.benchmarks.measure.tune import grid
 
     torch_grid = grid("torch")
     assert torch_grid["no_grad"].extra == {"inference_mode": False} and "default" in torch_grid

@@ -11,9 +11,9 @@ import pytest
 from onnxbench import runtimes
 from onnxbench.benchmarks import MatrixSpec, TimingConfig, run_matrix
 from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.benchmarks.matrix import ATTENTION_VARIANTS
-from onnxbench.benchmarks.reference import TorchFloat64Reference
-from onnxbench.benchmarks.verdict import judge, locate, runtime_block_states
+from onnxbench.benchmarks.plan.matrix import ATTENTION_VARIANTS
+from onnxbench.benchmarks.verify.reference import TorchFloat64Reference
+from onnxbench.benchmarks.verify.verdict import judge, locate, runtime_block_states
 from onnxbench.export import read_artifact, to_onnx
 from onnxbench.models import build, get_preset
 from onnxbench.models.gpt2 import checkpoint_config, save_checkpoint

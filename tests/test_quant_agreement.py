@@ -13,7 +13,7 @@ import pytest
 from onnx import numpy_helper
 
 from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.benchmarks.quant_agreement import (
+from onnxbench.benchmarks.verify.quantized import (
     INT8_DYNAMIC_THRESHOLDS,
     QuantThresholds,
     compare_quantized,

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from onnxbench.benchmarks.matrix import MatrixSpec
-from onnxbench.benchmarks.quant_agreement import INT8_DYNAMIC_THRESHOLDS as INT8_THRESHOLDS
-from onnxbench.benchmarks.runner import run_matrix
-from onnxbench.benchmarks.timing import TimingConfig
+from onnxbench.benchmarks.measure.timing import TimingConfig
+from onnxbench.benchmarks.plan.matrix import MatrixSpec
+from onnxbench.benchmarks.run.runner import run_matrix
+from onnxbench.benchmarks.verify.quantized import INT8_DYNAMIC_THRESHOLDS as INT8_THRESHOLDS
 from onnxbench.errors import MatrixError
 from onnxbench.reports import write_report
 from onnxbench.runtimes import registry
@@ -112,8 +112,8 @@ def test_int8_generate_cells_are_skipped_with_the_reason():
 def test_judge_quantized_fails_a_distorted_output_and_ignores_integer_ones():
     import numpy as np
 
-    from onnxbench.benchmarks.reference import Expected, Reference
-    from onnxbench.benchmarks.verdict import judge_quantized
+    from onnxbench.benchmarks.verify.reference import Expected, Reference
+    from onnxbench.benchmarks.verify.verdict import judge_quantized
 
     class Ref(Reference):
         label = "float reference"

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.benchmarks.quant_agreement import compare_quantized
+from onnxbench.benchmarks.verify.quantized import compare_quantized
 from onnxbench.export import to_onnx
 from onnxbench.export.quantize import INT8_DYNAMIC, Int8DynamicOptions, model_sha256, quantize_int8_dynamic
 from onnxbench.models import get_preset

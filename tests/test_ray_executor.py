@@ -8,13 +8,13 @@ import time
 import pytest
 
 from onnxbench.benchmarks import MatrixSpec, ProcessPerGroupExecutor, read_rows, run_matrix
-from onnxbench.benchmarks.messages import Group
-from onnxbench.benchmarks.timing import TimingConfig
-from onnxbench.benchmarks.worker import FAULT_ENV
+from onnxbench.benchmarks.measure.timing import TimingConfig
+from onnxbench.benchmarks.run.messages import Group
+from onnxbench.benchmarks.run.worker import FAULT_ENV
 from onnxbench.runtimes import RuntimeOptions
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]'; the test extra has it)")
-from onnxbench.benchmarks.ray_executor import RayExecutor  # noqa: E402 - after the skip
+from onnxbench.benchmarks.run.ray_executor import RayExecutor  # noqa: E402 - after the skip
 
 pytestmark = pytest.mark.ray
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from onnxbench.benchmarks import MatrixSpec, read_rows, run_matrix
-from onnxbench.benchmarks.resume import resume_spec
-from onnxbench.benchmarks.timing import TimingConfig
-from onnxbench.benchmarks.worker import FAULT_ENV
+from onnxbench.benchmarks.measure.timing import TimingConfig
+from onnxbench.benchmarks.run.resume import resume_spec
+from onnxbench.benchmarks.run.worker import FAULT_ENV
 from onnxbench.reports import load
 from tests.conftest import DATA
 from tests.test_cli import CLI, run_cli

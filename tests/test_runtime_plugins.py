@@ -15,7 +15,7 @@ import pytest
 
 from onnxbench import runtimes
 from onnxbench.benchmarks import MatrixSpec, TimingConfig, run_matrix
-from onnxbench.benchmarks.tune import grid
+from onnxbench.benchmarks.measure.tune import grid
 from onnxbench.errors import OnnxbenchError, OptionError
 from onnxbench.runtimes import RuntimeOptions
 from onnxbench.tolerance import CPU_BANDS, CUDA_BANDS, GPU_FP16, GPU_TF32, TF32, TOLERANCES

@@ -12,8 +12,8 @@ import pytest
 
 from onnxbench.benchmarks import MatrixSpec, read_rows, run_matrix
 from onnxbench.benchmarks.cells import shard_cells
-from onnxbench.benchmarks.merge import MergeError, merge_runs
-from onnxbench.benchmarks.timing import TimingConfig
+from onnxbench.benchmarks.measure.timing import TimingConfig
+from onnxbench.benchmarks.run.merge import MergeError, merge_runs
 from onnxbench.errors import MatrixError
 from onnxbench.rundir import RunDir
 

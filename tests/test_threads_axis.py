@@ -13,9 +13,9 @@ import sys
 import pytest
 
 from onnxbench.benchmarks.cells import Cell
-from onnxbench.benchmarks.matrix import MatrixSpec, load_matrix
-from onnxbench.benchmarks.runner import run_matrix
-from onnxbench.benchmarks.timing import TimingConfig
+from onnxbench.benchmarks.measure.timing import TimingConfig
+from onnxbench.benchmarks.plan.matrix import MatrixSpec, load_matrix
+from onnxbench.benchmarks.run.runner import run_matrix
 from onnxbench.env import cpu_counts
 from onnxbench.errors import MatrixError
 from onnxbench.reports import write_report

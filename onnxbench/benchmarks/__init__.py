@@ -1,15 +1,15 @@
 """Matrix spec and expansion, model sources, the agreement and timing harnesses, executors and the matrix runner."""
 
 from ..rundir import read_rows
-from .agreement import TOLERANCES, Agreement, Tolerance, compare, compare_outputs, tolerance_for
 from .cells import Cell
-from .executors import Executor, InProcessExecutor, ProcessPerGroupExecutor
-from .matrix import ATTENTION_VARIANTS, Matrix, MatrixSpec, default_matrix
-from .messages import Group
-from .ray_executor import RayExecutor
-from .runner import RunSummary, run_matrix
-from .sources import ModelSource
-from .timing import Timing, TimingConfig, measure
+from .measure.timing import Timing, TimingConfig, measure
+from .plan.matrix import ATTENTION_VARIANTS, Matrix, MatrixSpec, default_matrix
+from .plan.sources import ModelSource
+from .run.executors import Executor, InProcessExecutor, ProcessPerGroupExecutor
+from .run.messages import Group
+from .run.ray_executor import RayExecutor
+from .run.runner import RunSummary, run_matrix
+from .verify.agreement import TOLERANCES, Agreement, Tolerance, compare, compare_outputs, tolerance_for
 
 __all__ = [
     "ATTENTION_VARIANTS",

@@ -38,9 +38,9 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..schema import SCHEMA_VERSION, make_row
-from .agreement import Agreement
 from .cells import Cell
-from .timing import Timing, throughput
+from .measure.timing import Timing, throughput
+from .verify.agreement import Agreement
 
 if TYPE_CHECKING:
     from ..runtimes import Session
@@ -126,7 +126,7 @@ class SessionInfo:
 
 @dataclass(frozen=True)
 class Throughput:
-    """Sequences/s and tokens/s at the p50 latency (:func:`onnxbench.benchmarks.timing.throughput`)."""
+    """Sequences/s and tokens/s at the p50 latency (:func:`onnxbench.benchmarks.measure.timing.throughput`)."""
 
     throughput_seq_s: float | None = None
     throughput_tok_s: float | None = None
@@ -138,8 +138,9 @@ class Throughput:
 
 @dataclass(frozen=True)
 class DecodeColumns:
-    """A generate cell's timing and token check (:func:`onnxbench.benchmarks.timing.measure_generation`,
-    :mod:`onnxbench.benchmarks.generate`): TTFT, TPOT percentiles and decode tokens/s, end-to-end ms, and the first
+    """A generate cell's timing and token check (:func:`onnxbench.benchmarks.measure.timing.measure_generation`,
+    :mod:`onnxbench.benchmarks.scenarios.generate`): TTFT, TPOT percentiles and decode tokens/s, end-to-end ms, and
+    the first
     step whose greedy token left the reference's."""
 
     ttft_ms: float | None = None
@@ -153,7 +154,7 @@ class DecodeColumns:
 
 @dataclass(frozen=True)
 class AgreementColumns:
-    """Agreement of the worst output with the reference (:class:`onnxbench.benchmarks.agreement.Agreement`
+    """Agreement of the worst output with the reference (:class:`onnxbench.benchmarks.verify.agreement.Agreement`
     without the output name and the cosine bound; for a quantized row, :class:`onnxbench.benchmarks.
     quant_agreement.QuantAgreement`, with the KL divergence of the next-token distribution, nats)."""
 
@@ -243,7 +244,7 @@ class Placement:
 
 @dataclass(frozen=True)
 class WorkColumns:
-    """Work model of an ok cell (:mod:`onnxbench.benchmarks.workmodel`)."""
+    """Work model of an ok cell (:mod:`onnxbench.benchmarks.measure.workmodel`)."""
 
     flops: float | None = None
     bytes_moved: float | None = None

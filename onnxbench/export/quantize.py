@@ -62,7 +62,7 @@ from .onnx_export import (
 #: The precision label of a dynamically quantized artifact (``ExportArtifact.precision``, result rows).
 INT8_DYNAMIC = "int8-dynamic"
 #: Precisions made by quantizing an fp32 graph (a value of the matrix's ``precisions`` axis beside
-#: :data:`onnxbench.export.PRECISIONS`); their rows are judged by :mod:`onnxbench.benchmarks.quant_agreement`.
+#: :data:`onnxbench.export.PRECISIONS`); their rows are judged by :mod:`onnxbench.benchmarks.verify.quantized`.
 QUANTIZED_PRECISIONS = (INT8_DYNAMIC,)
 WEIGHT_TYPES = ("QInt8", "QUInt8")
 #: Above this many bytes of weights the intermediate models are written with external data (protobuf's 2 GiB

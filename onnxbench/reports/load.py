@@ -83,7 +83,7 @@ def load_pytest_benchmark(path: str | Path) -> pd.DataFrame:
     Key columns, provenance and agreement come from each benchmark's ``extra_info`` (benchmarks without
     onnxbench's ``extra_info`` keep only their name in ``model``); pytest-benchmark's statistics, in seconds,
     become ms columns: mean, median (p50), min, stddev, and from the raw ``data`` p90, p99, the distribution-free
-    95% CI of the median (as in ``onnxbench.benchmarks.timing``) and the coefficient of variation.
+    95% CI of the median (as in ``onnxbench.benchmarks.measure.timing``) and the coefficient of variation.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -91,7 +91,7 @@ def load_pytest_benchmark(path: str | Path) -> pd.DataFrame:
     """
     import numpy as np
 
-    from ..benchmarks.timing import median_ci95
+    from ..benchmarks.measure.timing import median_ci95
 
     path = Path(path)
     if not path.is_file():

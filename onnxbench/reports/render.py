@@ -301,7 +301,7 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
 
 
 def ceiling_rows(ceilings: dict | None) -> list[dict]:
-    """One row per device of a run's ``header["ceilings"]`` (:mod:`onnxbench.benchmarks.ceilings`): GEMM peak
+    """One row per device of a run's ``header["ceilings"]`` (:mod:`onnxbench.benchmarks.measure.ceilings`): GEMM peak
     (GFLOP/s) with the backend that set it and each backend's figure, fp16/bf16 GEMM peaks where measured,
     copy bandwidth (GB/s), the probe sizes and how many probes the figures are the best of. [] without
     ceilings."""

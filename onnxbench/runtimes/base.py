@@ -6,7 +6,7 @@ can run here (:meth:`Runtime.availability`, which never raises) and opens a :cla
 (:meth:`Session.run`, host numpy in and out) and offers a device-resident fast path for timing
 (:meth:`Session.prepare` binds the inputs once and returns a zero-argument callable that launches one
 inference; :meth:`Session.synchronize` waits for the device). Timing never lives here: the harness in
-``onnxbench.benchmarks.timing`` owns the clock.
+``onnxbench.benchmarks.measure.timing`` owns the clock.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A session that can generate (:meth:`onnxbench.runtimes.base.Session.decoder`) returns a :class:`DecodeLoop` for
 one request (B prompts of T0 tokens, left-padded, and N new tokens). The loop owns everything a runtime keeps
 between steps (the key/value cache, the mask, the chosen tokens), allocated when the loop is made, so that the
-harness (``onnxbench.benchmarks.timing.measure_generation``) can time :meth:`DecodeLoop.prefill` (TTFT) and each
+harness (``onnxbench.benchmarks.measure.timing.measure_generation``) can time :meth:`DecodeLoop.prefill` (TTFT) and each
 :meth:`DecodeLoop.step` (TPOT) as callables: a timed step is the step, its cache update and the greedy choice of
 the next token, nothing else. Nothing here reads a clock. See docs/generation.md ("The decode loop").
 """

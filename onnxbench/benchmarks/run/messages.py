@@ -19,12 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..export import ExportArtifact
-from ..runtimes import RuntimeOptions
-from .cells import Cell
-from .matrix import MatrixSpec
-from .rows import Measurement
-from .sources import ModelSource
+from ...export import ExportArtifact
+from ...runtimes import RuntimeOptions
+from ..cells import Cell
+from ..plan.matrix import MatrixSpec
+from ..plan.sources import ModelSource
+from ..rows import Measurement
 
 
 @dataclass(frozen=True, eq=False)

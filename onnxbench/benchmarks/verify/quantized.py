@@ -1,6 +1,6 @@
 """Agreement of a quantized graph's logits with the float reference, judged on what quantization should preserve.
 
-An int8 graph cannot meet the elementwise ``allclose`` bands of :mod:`onnxbench.benchmarks.agreement` (its
+An int8 graph cannot meet the elementwise ``allclose`` bands of :mod:`onnxbench.benchmarks.verify.agreement` (its
 logits move by about 1e-2, far beyond the fp32 band), yet it is fine if the model still predicts the same next
 token from nearly the same distribution. So a quantized graph is judged by:
 

@@ -10,7 +10,7 @@
   noise floor.
 
 A quantized cell (``int8-dynamic``) is compared with the same float reference (float64 torch, or the float file on
-ONNX Runtime without graph optimizations) but judged on the criteria of :mod:`onnxbench.benchmarks.quant_agreement`
+ONNX Runtime without graph optimizations) but judged on the criteria of :mod:`onnxbench.benchmarks.verify.quantized`
 (docs/quantization.md): it has no noise floor, since quantization error is not rounding error of a float
 precision.
 
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export import ExportArtifact
-from ..export.quantize import QUANTIZED_PRECISIONS
-from ..models import TransformerConfig
+from ...export import ExportArtifact
+from ...export.quantize import QUANTIZED_PRECISIONS
+from ...models import TransformerConfig
 from .fp64 import ForwardResult, TorchReference, noise_floor, onnx_float64
 
 
@@ -121,7 +121,7 @@ class TorchFloat64Reference(Reference):
     """The reference transformer in float64 (torch, CPU); its noise floor is the module at the cell's precision.
 
     Args:
-        reference: the model (:class:`onnxbench.benchmarks.fp64.TorchReference`, which caches float64 results);
+        reference: the model (:class:`onnxbench.benchmarks.verify.fp64.TorchReference`, which caches float64 results);
             its output is ``logits`` (``attention_output`` for the attention part), matched by name.
     """
 
@@ -175,7 +175,7 @@ class TorchFloat64Reference(Reference):
 
 class OnnxFileReference(Reference):
     """A foreign ONNX file's reference: ONNX Runtime CPU with every graph optimization disabled, and where the
-    graph is small enough (:func:`onnxbench.benchmarks.fp64.float64_size_problem`) a float64 evaluation of it
+    graph is small enough (:func:`onnxbench.benchmarks.verify.fp64.float64_size_problem`) a float64 evaluation of it
     whose error against the unoptimized session is the noise floor."""
 
     runtime = "ort-cpu"
@@ -194,8 +194,8 @@ class OnnxFileReference(Reference):
     def _expected(self, feeds: dict[str, np.ndarray], precision: str) -> Expected:
         import onnx
 
-        from .. import runtimes
-        from ..runtimes import RuntimeOptions
+        from ... import runtimes
+        from ...runtimes import RuntimeOptions
 
         if self._session is None:
             self._session = runtimes.get(self.runtime).open(self.artifact, RuntimeOptions(extra=dict(self.config)))
@@ -228,8 +228,8 @@ def model_reference(model: str, seed: int, checkpoints: list[str] = (), part: st
     Raises:
         KeyError: for a name that is neither a preset nor an existing checkpoint directory (lists the presets).
     """
-    from ..models import PRESETS
-    from ..models.gpt2 import checkpoint_config, checkpoint_sha256
+    from ...models import PRESETS
+    from ...models.gpt2 import checkpoint_config, checkpoint_sha256
 
     if model in PRESETS:
         return TorchFloat64Reference(TorchReference(PRESETS[model], seed, part=part, cache_dir=cache_dir))

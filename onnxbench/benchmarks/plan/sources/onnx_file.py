@@ -4,7 +4,7 @@ It has no torch module, so:
 
 - its reference is ONNX Runtime's CPU EP running the same file in its own precision with every graph
   optimization disabled, plus a float64 evaluation of the graph where it is small enough
-  (:class:`onnxbench.benchmarks.reference.OnnxFileReference`); or, for a file exported from one of our models by
+  (:class:`onnxbench.benchmarks.verify.reference.OnnxFileReference`); or, for a file exported from one of our models by
   any exporter, that model's float64 torch reference (``reference_model``, ``--reference-model``);
   ``torch`` cells become ``skipped`` with the reason (the torch runtimes refuse an artifact without a config);
 - it is run as it is: the matrix's attention variants, opsets and parts do not apply; its cells have
@@ -22,7 +22,7 @@ It has no torch module, so:
   size bound to the sequence axis (1 where the graph has no such axis, so that tokens/s is then sequences/s),
   ``n_params`` = its initializers' elements, and work-model columns (``flops``, ``bytes_moved``, the achieved
   rates, fractions of the peaks and the roofline point) counted from the graph at the cell's bound shapes
-  (:func:`onnxbench.benchmarks.graph_work.graph_work`, docs/work_model.md); left empty where the count is
+  (:func:`onnxbench.benchmarks.measure.graph_work.graph_work`, docs/work_model.md); left empty where the count is
   incomplete (an operator that may hold heavy work but is not counted), so that a partial count never passes
   for a full one.
 """
@@ -39,19 +39,19 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import onnx
 
-from ...errors import MatrixError
-from ...export import ExportArtifact, TensorSpec, read_artifact
-from ...export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
-from ..cells import Cell
-from ..graph_work import counted_work
-from ..inputs import BATCH_AXES, SEQ_AXES, make_feeds
+from ....errors import MatrixError
+from ....export import ExportArtifact, TensorSpec, read_artifact
+from ....export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
+from ...cells import Cell
+from ...inputs import BATCH_AXES, SEQ_AXES, make_feeds
+from ...measure.graph_work import counted_work
 from .base import ModelSource
 
 if TYPE_CHECKING:
-    from ...models import TransformerConfig
+    from ....models import TransformerConfig
+    from ...measure.workmodel import Work
+    from ...verify.reference import Reference
     from ..matrix import MatrixSpec
-    from ..reference import Reference
-    from ..workmodel import Work
 
 #: The ``attention`` column of an ONNX file's cells: a label only (the graph's attention is whatever it holds).
 ATTENTION_LABEL = "external"
@@ -198,8 +198,8 @@ def reference_config(reference_model: str) -> TransformerConfig:
     Raises:
         MatrixError: (a ValueError) for anything else (lists the presets).
     """
-    from ...models import PRESETS
-    from ...models.gpt2 import checkpoint_config
+    from ....models import PRESETS
+    from ....models.gpt2 import checkpoint_config
 
     if reference_model in PRESETS:
         return PRESETS[reference_model]
@@ -355,7 +355,7 @@ class OnnxFileSource(ModelSource):
     def work(self, cell: Cell, artifact: ExportArtifact | None = None) -> Work | None:
         """FLOPs and bytes of one inference of the graph that ran (``artifact``, else the file) at the cell's
         bound shapes, counted from the graph (:func:`counted_work`); None where the count is incomplete
-        (:attr:`GraphWork.uncounted <onnxbench.benchmarks.graph_work.GraphWork>` not empty) or fails."""
+        (:attr:`GraphWork.uncounted <onnxbench.benchmarks.measure.graph_work.GraphWork>` not empty) or fails."""
         path = artifact.path if artifact is not None else self.path
         try:
             counted = counted_work(path, cell.batch, cell.seq_len, dim_sizes(self.dims), self.input_shapes)
@@ -381,7 +381,7 @@ class OnnxFileSource(ModelSource):
         """ONNX Runtime CPU without graph optimizations on the file as given (and its float64 evaluation where the
         graph is small enough), or the ``reference_model``'s float64 torch reference; a quantized ``artifact`` is
         compared with the same float reference."""
-        from ..reference import OnnxFileReference, model_reference
+        from ...verify.reference import OnnxFileReference, model_reference
 
         if self.reference_model:
             return model_reference(self.reference_model, self.seed, cache_dir=cache_dir)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..rows import AgreementColumns, ReferenceCheck
 from .agreement import Agreement, Tolerance, compare_outputs, worst
 from .divergence import BoundaryNotFound, block_ratios, first_divergent_block
-from .quant_agreement import INT8_DYNAMIC_THRESHOLDS, QuantAgreement, QuantThresholds, compare_quantized
+from .quantized import INT8_DYNAMIC_THRESHOLDS, QuantAgreement, QuantThresholds, compare_quantized
 from .reference import Expected, Reference
-from .rows import AgreementColumns, ReferenceCheck
 
 #: Pass limits of each quantized precision (docs/quantization.md).
 QUANT_THRESHOLDS: dict[str, QuantThresholds] = {"int8-dynamic": INT8_DYNAMIC_THRESHOLDS}
@@ -30,7 +30,7 @@ class Verdict:
     """The agreement columns of one row.
 
     Attributes:
-        agreement: the summarising output's comparison (:func:`onnxbench.benchmarks.agreement.worst`).
+        agreement: the summarising output's comparison (:func:`onnxbench.benchmarks.verify.agreement.worst`).
         verdict: ``pass`` | ``FAIL`` | ``reference``.
         reference_config: what the outputs were compared with (``Reference.label``).
     """
@@ -82,7 +82,7 @@ def judge(outputs: dict[str, np.ndarray], expected: Expected, tol: Tolerance, re
 
 @dataclass(frozen=True)
 class QuantVerdict:
-    """The agreement columns of a quantized row (:mod:`onnxbench.benchmarks.quant_agreement`).
+    """The agreement columns of a quantized row (:mod:`onnxbench.benchmarks.verify.quantized`).
 
     Attributes:
         agreement: the summarising output's comparison (the first failing one, else the lowest cosine).
@@ -113,7 +113,7 @@ class QuantVerdict:
 def judge_quantized(outputs: dict[str, np.ndarray], expected: Expected, precision: str, reference: Reference,
                     fast_outputs: dict[str, np.ndarray] | None = None) -> QuantVerdict:
     """Judge a quantized graph's float ``outputs`` (and ``fast_outputs``, its timed path's) against the float
-    reference by :func:`~onnxbench.benchmarks.quant_agreement.compare_quantized` with ``precision``'s
+    reference by :func:`~onnxbench.benchmarks.verify.quantized.compare_quantized` with ``precision``'s
     thresholds (:data:`QUANT_THRESHOLDS`). Outputs are matched by name (by position when no name matches and the
     counts are equal); integer outputs are not judged; a rank-1 output counts as one position. A row of a
     quantized graph is never the reference itself.
@@ -181,7 +181,7 @@ def runtime_block_states(session, artifact, runtime_name: str, options, feeds: d
         BoundaryNotFound: when the graph does not show where blocks end, or the runtime does not return the
             boundary outputs (it does not run the graph as given, e.g. a compiled torch module).
     """
-    from .. import runtimes
+    from ... import runtimes
     from .divergence import block_outputs_artifact
     from .fp64 import torch_forward
 

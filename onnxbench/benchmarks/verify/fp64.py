@@ -27,8 +27,8 @@ import numpy as np
 import onnx
 import torch
 
-from ..export import ExportArtifact, default_cache_dir
-from ..models import TransformerConfig, build
+from ...export import ExportArtifact, default_cache_dir
+from ...models import TransformerConfig, build
 
 #: Unit roundoff u = 2^-p of each precision (p = significand bits incl. the implicit one; IEEE 754-2008
 #: binary32 / binary16, and bfloat16's 8 bits). The noise floor is never taken below u * max|y_fp64|, the
@@ -108,7 +108,7 @@ def build_module(config: TransformerConfig, seed: int | None, checkpoint: str | 
     """
     dtype = _TORCH_DTYPES[precision]
     if checkpoint:
-        from ..models.gpt2 import load_checkpoint
+        from ...models.gpt2 import load_checkpoint
 
         module = load_checkpoint(checkpoint, dtype=dtype, attention=config.attention)
     else:

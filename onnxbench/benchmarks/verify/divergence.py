@@ -2,7 +2,7 @@
 
 A failing cell is run again with the **residual stream after each block** as extra graph outputs, on the runtime
 (the ONNX graph edited by :func:`with_block_outputs`) and on the float64 and cell-precision torch references
-(forward hooks, :func:`onnxbench.benchmarks.fp64.torch_forward`). The block whose error ratio to the floor first
+(forward hooks, :func:`onnxbench.benchmarks.verify.fp64.torch_forward`). The block whose error ratio to the floor first
 exceeds the floor factor is named (:func:`first_divergent_block`).
 
 Only block boundaries become outputs: the stream after block ``k`` is the input of block ``k+1``'s first
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..export import ExportArtifact, default_cache_dir, read_artifact
+from ...export import ExportArtifact, default_cache_dir, read_artifact
 
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 _LAYER_NORMS = {("", "LayerNormalization"), ("ai.onnx", "LayerNormalization"),

@@ -9,7 +9,7 @@ the timing harness. At each shape the fastest candidate (lowest p50) wins only i
 than the default: its 95% confidence interval of the median lies wholly below the default's (the rule of
 ``onnxbench compare``); otherwise the default configuration is the shape's tuned one. The runner then measures the
 tuned cells with the matrix's timing and keeps each tuned row no slower than the default beyond the cell's CI
-(:func:`onnxbench.benchmarks.runner.run_matrix`; why per shape and the rules: docs/measurement.md "Tuning").
+(:func:`onnxbench.benchmarks.run.runner.run_matrix`; why per shape and the rules: docs/measurement.md "Tuning").
 
 Each runtime declares its own grid (``Runtime.tuning_grid``, documented on the runtime class); the runtime's
 defaults are always a candidate, named ``"default"``.
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import runtimes
-from ..export import ExportArtifact, TensorSpec
-from ..runtimes import RuntimeOptions
-from .inputs import make_feeds
+from ... import runtimes
+from ...export import ExportArtifact, TensorSpec
+from ...runtimes import RuntimeOptions
+from ..inputs import make_feeds
 from .timing import TimingConfig, measure
 
 #: Short timing for the search (the chosen configuration is then timed with the matrix's own settings): at least 8
@@ -126,7 +126,7 @@ def search(runtime: str, artifact: ExportArtifact, shapes: list[tuple[int, int]]
         candidates: override :func:`grid` (tests).
         axis_ranges: the shape ranges sessions must accept (``RuntimeOptions.axis_ranges``; TensorRT profiles).
         feeds: ``feeds(input specs, batch, seq_len)`` -> inputs, e.g. the model source's
-            (:meth:`onnxbench.benchmarks.sources.ModelSource.feeds`); default: ``input_ids`` int64 (B, T) below the
+            (:meth:`onnxbench.benchmarks.plan.sources.ModelSource.feeds`); default: ``input_ids`` int64 (B, T) below the
             artifact's ``vocab_size``.
     """
     candidates = grid(runtime) if candidates is None else candidates

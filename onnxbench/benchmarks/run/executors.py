@@ -1,6 +1,6 @@
 """Executors: where and how the groups of a matrix are measured.
 
-An :class:`Executor` takes groups of cells (:class:`~onnxbench.benchmarks.messages.Group`: one artifact on one
+An :class:`Executor` takes groups of cells (:class:`~onnxbench.benchmarks.run.messages.Group`: one artifact on one
 runtime) and yields ``(group, message)`` pairs as measuring proceeds. Its contract, whatever it runs on:
 
 - every cell of every group it is given gets exactly one :class:`CellFinished` message;
@@ -14,7 +14,7 @@ runtime) and yields ``(group, message)`` pairs as measuring proceeds. Its contra
 
 Three executors ship: :class:`InProcessExecutor` (this process, no isolation: debugging, or runtimes patched in
 tests), :class:`ProcessPerGroupExecutor` (one worker process per group, forked from a warm fork server, the
-default) and :class:`onnxbench.benchmarks.ray_executor.RayExecutor` (each group a Ray task on a cluster, running
+default) and :class:`onnxbench.benchmarks.run.ray_executor.RayExecutor` (each group a Ray task on a cluster, running
 a :class:`ProcessPerGroupExecutor` there; docs/scaling.md).
 """
 
@@ -35,10 +35,10 @@ from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from .. import runtimes
-from ..runtimes import RuntimeOptions
+from ... import runtimes
+from ...runtimes import RuntimeOptions
+from ..rows import Measurement, Placement
 from .messages import CellFinished, CellStarted, Group, GroupFinished, Message, SessionOpened, WorkerStarted
-from .rows import Measurement, Placement
 from .worker import measure_group
 
 
@@ -71,7 +71,7 @@ class ProcessPerGroupExecutor(Executor):
 
     Args:
         warm: fork each worker from a fork server that imported torch, onnxruntime and the measuring code once per
-            :meth:`run` (:func:`onnxbench.benchmarks.worker.serve`), so that start-up (~4-7 s of imports) is paid
+            :meth:`run` (:func:`onnxbench.benchmarks.run.worker.serve`), so that start-up (~4-7 s of imports) is paid
             once rather than per group; ``False`` starts every worker as a fresh interpreter
             (``python -c ...worker.main``). Where ``os.fork`` does not exist, workers are always fresh.
         env: environment variables to set (a value of None: to remove) in the workers, over this process's own
@@ -187,7 +187,7 @@ def _start_worker(group: Group, env: Mapping[str, str | None] | None = None) -> 
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-c", f"from onnxbench.benchmarks.worker import main; main({write_fd})"],
+            [sys.executable, "-c", f"from onnxbench.benchmarks.run.worker import main; main({write_fd})"],
             stdin=subprocess.PIPE, pass_fds=(write_fd,), env=_worker_environment(env))
     finally:
         os.close(write_fd)  # only the child writes; its exit then reads as EOF here
@@ -201,7 +201,7 @@ def _start_worker(group: Group, env: Mapping[str, str | None] | None = None) -> 
 
 
 class _ForkServer:
-    """The executor's side of :func:`onnxbench.benchmarks.worker.serve`: a warm interpreter, started on the first
+    """The executor's side of :func:`onnxbench.benchmarks.run.worker.serve`: a warm interpreter, started on the first
     worker asked for (so its imports count as that worker's start-up) and again after it died, that forks the
     workers."""
 
@@ -216,7 +216,7 @@ class _ForkServer:
         self.sock, theirs = socket.socketpair()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", f"from onnxbench.benchmarks.worker import serve; serve({theirs.fileno()})"],
+                [sys.executable, "-c", f"from onnxbench.benchmarks.run.worker import serve; serve({theirs.fileno()})"],
                 stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env=_worker_environment(self.env))
         finally:
             theirs.close()

@@ -7,11 +7,11 @@ The order (docs/generation.md, "The generate scenario"):
    is refused here, before any work, and a runtime without a loop makes the cell ``skipped``;
 2. one recorded generation: its tokens (B, N) and the logits each was chosen from (B, N, vocab_size);
 3. the reference's logits for the same inputs (teacher-forced float64 forward without a cache,
-   :meth:`onnxbench.benchmarks.reference.Reference.generation_expected`); the runtime's logits at every step are
+   :meth:`onnxbench.benchmarks.verify.reference.Reference.generation_expected`); the runtime's logits at every step are
    compared with them under the row's tolerance and the noise-floor rule (docs/agreement.md), and its greedy
    tokens must equal the reference's at every step: the first step where they differ is ``first_divergent_step``
    and fails the row;
-4. timed generations (:func:`onnxbench.benchmarks.timing.measure_generation`); their tokens must equal the
+4. timed generations (:func:`onnxbench.benchmarks.measure.timing.measure_generation`); their tokens must equal the
    recorded generation's (a loop that does not reset its state would not).
 """
 
@@ -23,18 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import runtimes
-from ..export import ExportArtifact
-from ..noise import noise_reason
-from ..runtimes import RuntimeOptions, RuntimeUnavailable, Session
-from .agreement import compare
-from .cells import Cell
-from .matrix import MatrixSpec
-from .reference import Reference
-from .rows import DecodeColumns, Measurement, Outcome, Resources, Throughput
-from .sources import ModelSource
-from .timing import measure_generation
-from .verdict import Verdict
+from ... import runtimes
+from ...export import ExportArtifact
+from ...noise import noise_reason
+from ...runtimes import RuntimeOptions, RuntimeUnavailable, Session
+from ..cells import Cell
+from ..measure.timing import measure_generation
+from ..plan.matrix import MatrixSpec
+from ..plan.sources import ModelSource
+from ..rows import DecodeColumns, Measurement, Outcome, Resources, Throughput
+from ..verify.agreement import compare
+from ..verify.reference import Reference
+from ..verify.verdict import Verdict
 
 
 def first_divergent_step(tokens: np.ndarray, reference_logits: np.ndarray) -> int | None:
@@ -78,7 +78,7 @@ def measure_generate(cell: Cell, session: Session, source: ModelSource, spec: Ma
                      mem_baseline: int | None = None, artifact: ExportArtifact | None = None,
                      options: RuntimeOptions | None = None, cache_dir: Path | None = None) -> tuple[Measurement, float]:
     """Measure one generate cell on an open session of its decoder-with-past artifact (the steps: module
-    docstring). Arguments and return as :func:`onnxbench.benchmarks.worker.measure_cell`; the ``latency_ms_*``
+    docstring). Arguments and return as :func:`onnxbench.benchmarks.run.worker.measure_cell`; the ``latency_ms_*``
     columns hold the decode steps' statistics (TPOT), ``throughput_tok_s`` the decode tokens/s.
 
     ``peak_rss_mb`` covers the timed generations (the decode loop's buffers included), not the reference's
@@ -88,7 +88,7 @@ def measure_generate(cell: Cell, session: Session, source: ModelSource, spec: Ma
         GenerationError: for a request that cannot run (before any work).
         Exception: whatever the runtime raises; the caller turns it into a ``failed`` measurement.
     """
-    from .worker import device_mem_mb, peak_rss_mb, reset_peak_rss, trim_heap
+    from ..run.worker import device_mem_mb, peak_rss_mb, reset_peak_rss, trim_heap
 
     input_ids, mask = source.prompt(cell)
     try:

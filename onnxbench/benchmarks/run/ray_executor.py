@@ -7,7 +7,7 @@ instance) with resources that make it exclusive where it must be, its messages s
   (``intra_op_threads`` where its options set one, else every CPU of the largest node, since the runtimes' default
   thread pools span the machine). A cluster without GPUs runs GPU groups with ``num_gpus=0``, so that they become
   ``skipped`` rows with the runtime's reason rather than tasks that never schedule.
-- **Isolation.** The task runs the group through a :class:`~onnxbench.benchmarks.executors.ProcessPerGroupExecutor`
+- **Isolation.** The task runs the group through a :class:`~onnxbench.benchmarks.run.executors.ProcessPerGroupExecutor`
   on its node: the measuring worker is a subprocess of the Ray worker, so a worker killed mid-cell (the
   out-of-memory killer, ``ONNXBENCH_FAULT=kill:...``) costs that cell alone, with the process executor's semantics
   and reasons. Should the Ray task itself die (its Ray worker or its node lost), the driver fails the cell that was
@@ -34,11 +34,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import runtimes
-from ..runtimes import RuntimeOptions
+from ... import runtimes
+from ...runtimes import RuntimeOptions
+from ..rows import Measurement, Placement
 from .executors import Executor, ProcessPerGroupExecutor
 from .messages import CellFinished, CellStarted, Group, GroupFinished, Message
-from .rows import Measurement, Placement
 
 #: Variables of the driver's environment forwarded to the measuring workers.
 FORWARDED_PREFIXES = ("ONNXBENCH_",)

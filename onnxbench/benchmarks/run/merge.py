@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import OnnxbenchError
-from ..rundir import RunDir, check_writable, holds_run, refuse_existing_run
-from .rows import now
+from ...errors import OnnxbenchError
+from ...rundir import RunDir, check_writable, holds_run, refuse_existing_run
+from ..rows import now
 
 
 class MergeError(OnnxbenchError, ValueError):

@@ -25,8 +25,8 @@ import json
 import math
 from dataclasses import dataclass
 
-from ..models.flops import attention_flops, forward_flops
-from ..models.transformer import TransformerConfig
+from ...models.flops import attention_flops, forward_flops
+from ...models.transformer import TransformerConfig
 from .ceilings import peak_for
 
 #: Bytes per element of each graph precision.
@@ -113,7 +113,7 @@ def achieved(w: Work, latency_ms: float, ceilings: dict | None, device: str, pre
     """Result-row columns for a cell of work ``w`` that took ``latency_ms`` (its p50) on ``device``:
     ``flops``, ``bytes_moved``, ``achieved_gflops`` (= flops / p50 / 1e9), ``achieved_gbs`` (= bytes / p50 / 1e9)
     and ``frac_peak_flops`` / ``frac_peak_bw`` against the run's measured ceilings (None without ceilings; see
-    :func:`onnxbench.benchmarks.ceilings.peak_for` for which ceiling applies; ``tf32``: the cell ran with TF32
+    :func:`onnxbench.benchmarks.measure.ceilings.peak_for` for which ceiling applies; ``tf32``: the cell ran with TF32
     allowed, so an fp32 cell on CUDA is read against the TF32 peak)."""
     row: dict[str, float] = {"flops": w.flops, "bytes_moved": w.bytes_moved}
     if not latency_ms or latency_ms <= 0 or math.isnan(latency_ms):
@@ -128,7 +128,7 @@ def achieved(w: Work, latency_ms: float, ceilings: dict | None, device: str, pre
 def fractions(achieved_gflops: float | None, achieved_gbs: float | None, ceilings: dict | None, device: str,
               precision: str, tf32: bool = False) -> dict[str, float | None]:
     """``frac_peak_flops`` = achieved GFLOP/s / GEMM peak and ``frac_peak_bw`` = achieved GB/s / bandwidth
-    against ``ceilings`` (:func:`onnxbench.benchmarks.ceilings.peak_for` picks the peak for ``device``,
+    against ``ceilings`` (:func:`onnxbench.benchmarks.measure.ceilings.peak_for` picks the peak for ``device``,
     ``precision`` and ``tf32``); None where a figure is missing. A value above 1 means the ceiling was not an
     upper bound (see :func:`above_peak_reason`)."""
     peak_gflops, peak_gbs = peak_for(ceilings, device, precision, tf32)

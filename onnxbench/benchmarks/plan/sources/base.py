@@ -5,9 +5,9 @@ its name (the ``model`` column), its validation, its sequence-length limit, the 
 matrix's axes, the ONNX artifact of a cell, the runtime that is its reference and the artifact that runtime
 opens, the inputs of a cell, its parameter count and work model, and its torch config where it has one.
 Nothing outside a source asks which kind of model it is: a new kind is one more subclass registered in
-:data:`onnxbench.benchmarks.sources.SOURCE_KINDS`.
+:data:`onnxbench.benchmarks.plan.sources.SOURCE_KINDS`.
 
-Sources are built once per matrix (:meth:`onnxbench.benchmarks.matrix.MatrixSpec.build`), are immutable, and
+Sources are built once per matrix (:meth:`onnxbench.benchmarks.plan.matrix.MatrixSpec.build`), are immutable, and
 are pickled into worker processes together with the group of cells they measure.
 """
 
@@ -19,21 +19,21 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from ...export import ExportArtifact, TensorSpec
-from ..cells import Cell
+from ....export import ExportArtifact, TensorSpec
+from ...cells import Cell
 
 if TYPE_CHECKING:
-    from ...models import TransformerConfig
+    from ....models import TransformerConfig
+    from ...measure.workmodel import Work
+    from ...verify.reference import Reference
     from ..matrix import MatrixSpec
-    from ..reference import Reference
-    from ..workmodel import Work
 
 
 class ModelSource(ABC):
     """One model of the matrix. Subclasses are frozen dataclasses with a ``name`` field.
 
     Class attributes:
-        spec_field: the :class:`~onnxbench.benchmarks.matrix.MatrixSpec` field listing models of this kind
+        spec_field: the :class:`~onnxbench.benchmarks.plan.matrix.MatrixSpec` field listing models of this kind
             (also the TOML key); :meth:`from_spec` reads it.
         reference_runtime: registry name of the runtime whose outputs this model's cells are compared with
             (:meth:`reference` says in which configuration).
@@ -95,7 +95,7 @@ class ModelSource(ABC):
 
     @abstractmethod
     def reference(self, artifact: ExportArtifact, cache_dir: str | Path | None = None) -> Reference:
-        """What the cells of ``artifact`` are compared with (:mod:`onnxbench.benchmarks.reference`): its
+        """What the cells of ``artifact`` are compared with (:mod:`onnxbench.benchmarks.verify.reference`): its
         expected outputs per feeds, its float64 outputs and noise floor where it has them, and whether a row is
         the reference itself. ``cache_dir`` is the export cache (float64 results are cached under it)."""
 
@@ -129,9 +129,9 @@ class ModelSource(ABC):
         """Parameters of the model (the ``n_params`` column), or None where unknown."""
 
     def work(self, cell: Cell, artifact: ExportArtifact | None = None) -> Work | None:
-        """FLOPs and bytes moved of one inference of ``cell`` (:mod:`onnxbench.benchmarks.workmodel`), or None
+        """FLOPs and bytes moved of one inference of ``cell`` (:mod:`onnxbench.benchmarks.measure.workmodel`), or None
         where the source has no work model for it (the work columns then stay empty). ``artifact`` is the graph
-        the cell ran, for sources that count the graph itself (:mod:`onnxbench.benchmarks.graph_work`)."""
+        the cell ran, for sources that count the graph itself (:mod:`onnxbench.benchmarks.measure.graph_work`)."""
         return None
 
     def config(self, attention: str) -> TransformerConfig | None:

@@ -13,15 +13,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from ..errors import MatrixError
-from ..export import DEFAULT_OPSET, PRECISIONS
-from ..export.opsets import describe, supported_opsets, unsupported_reason
-from ..export.quantize import QUANTIZED_PRECISIONS
-from ..export.variants import VARIANTS
-from ..noise import NOISE_LIMIT
-from .cells import Cell, parse_shard, shard_cells
+from ...errors import MatrixError
+from ...export import DEFAULT_OPSET, PRECISIONS
+from ...export.opsets import describe, supported_opsets, unsupported_reason
+from ...export.quantize import QUANTIZED_PRECISIONS
+from ...export.variants import VARIANTS
+from ...noise import NOISE_LIMIT
+from ..cells import Cell, parse_shard, shard_cells
+from ..measure.timing import TimingConfig
 from .sources import ModelSource, OnnxFileSource, build_sources
-from .timing import TimingConfig
 
 #: Attention variants -> the reference config's ``attention`` implementation they are exported from
 #: (the export recipes and graph checks live in ``onnxbench.export.variants``).
@@ -141,7 +141,7 @@ class MatrixSpec:
             MatrixError: (a ValueError) naming the bad value and the allowed ones (or the limit it breaks).
             ValueError / FileNotFoundError: for a checkpoint directory or ONNX file that cannot be used.
         """
-        from .. import runtimes
+        from ... import runtimes
 
         for a in self.attention:
             if a not in ATTENTION_VARIANTS:
@@ -218,8 +218,8 @@ class MatrixSpec:
 
     def _validate_threads(self) -> None:
         """Thread counts are 1 .. the logical core count, and some runtime of the matrix takes them."""
-        from .. import runtimes
-        from ..env import cpu_counts
+        from ... import runtimes
+        from ...env import cpu_counts
 
         if not self.threads:
             return
@@ -236,7 +236,7 @@ class MatrixSpec:
     def _with_threads(self, cells: list[Cell]) -> list[Cell]:
         """Each cell of a runtime that takes a thread count once per value of :attr:`threads` (adjacent, so
         that the cells of one artifact and runtime stay together); other cells as they are."""
-        from .. import runtimes
+        from ... import runtimes
 
         if not self.threads:
             return cells
@@ -320,7 +320,7 @@ class Matrix:
         """Why ``cell`` cannot run (it becomes a ``skipped`` row), or ``None`` if it can: the model's reason
         (:meth:`ModelSource.unrunnable_reason`), or a precision the runtime does not run
         (:meth:`onnxbench.runtimes.Runtime.precision_reason`)."""
-        from .. import runtimes
+        from ... import runtimes
 
         why = self.source(cell).unrunnable_reason(cell)
         if why:
@@ -367,7 +367,7 @@ def default_matrix() -> MatrixSpec:
     gpt2-small at B = 1 only; every registered runtime except those marked ``in_default_matrix = False``
     (torch-compile, whose compile of gpt2-small takes minutes on 2 cores); the ones that cannot run here become
     ``skipped`` rows. About 2 minutes on 2 CPU cores, most of it the one-time dynamo export of gpt2-small."""
-    from .. import runtimes
+    from ... import runtimes
 
     names = [name for name, cls in runtimes.registry().items() if cls.in_default_matrix]
     return MatrixSpec(runtimes=names, shapes={"gpt2-small": {"batches": [1]}})

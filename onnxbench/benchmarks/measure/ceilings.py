@@ -1,7 +1,7 @@
 """Machine ceilings: the dense GEMM peak and the memory bandwidth this machine reaches, measured at the start of a
 run and stored in the run header (``header["ceilings"]``) so that every cell can be read as a fraction of them.
 
-What is measured (through the timing harness, :func:`onnxbench.benchmarks.timing.measure`):
+What is measured (through the timing harness, :func:`onnxbench.benchmarks.measure.timing.measure`):
 
 - **GEMM peak** (GFLOP/s): a square ``(n, n) @ (n, n)`` fp32 product, ``2 n^3`` FLOPs, through each runtime's own
   kernels — ``torch.matmul`` and a one-node ONNX ``MatMul`` in ONNX Runtime's CPU EP (MLAS); the higher is kept
@@ -48,7 +48,7 @@ def _cuda_clock(device: str):
         return (lambda: None), None
     import torch
 
-    from ..runtimes.torch_cuda import TorchEventTimer
+    from ...runtimes.torch_cuda import TorchEventTimer
 
     stream = torch.cuda.current_stream(device)
     return stream.synchronize, TorchEventTimer(stream)
@@ -269,7 +269,7 @@ def peak_for(ceilings: dict | None, device: str, precision: str,
     the ceilings hold one of that name: its integer kernels are not bounded by the fp32 peak (int8 gpt2-small
     runs about 2.9x the fp32 rate here, docs/quantization.md). ``(None, None)`` without ceilings.
     """
-    from ..export.quantize import QUANTIZED_PRECISIONS
+    from ...export.quantize import QUANTIZED_PRECISIONS
 
     entry = (ceilings or {}).get(device) or (ceilings or {}).get(device.split(":")[0]) or {}
     if precision in QUANTIZED_PRECISIONS:

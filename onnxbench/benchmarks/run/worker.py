@@ -1,12 +1,12 @@
-"""The cell worker: measures the cells of one :class:`~onnxbench.benchmarks.messages.Group` (one artifact on one
-runtime), in whatever process an executor runs it (:mod:`onnxbench.benchmarks.executors`).
+"""The cell worker: measures the cells of one :class:`~onnxbench.benchmarks.run.messages.Group` (one artifact on one
+runtime), in whatever process an executor runs it (:mod:`onnxbench.benchmarks.run.executors`).
 
 The process-per-group executor starts one worker process (a fresh interpreter, :func:`main`) per group, so that
 a crash, a hang or an out-of-memory kill inside a runtime costs one cell and never the run. The worker opens one
 session, computes the reference outputs per shape itself (cheaper than shipping logits between processes; float64
-results are also cached on disk, :mod:`onnxbench.benchmarks.reference`), measures each cell with
+results are also cached on disk, :mod:`onnxbench.benchmarks.verify.reference`), measures each cell with
 :func:`measure_cell` and emits the typed messages of
-:mod:`onnxbench.benchmarks.messages` (:func:`measure_group`).
+:mod:`onnxbench.benchmarks.run.messages` (:func:`measure_group`).
 
 Fault injection (for tests and for checking a deployment's isolation; documented in README "Isolation"):
 set ``ONNXBENCH_FAULT=ACTION:FIELD=VALUE[,FIELD=VALUE...]`` in the environment of ``onnxbench run``, where ACTION
@@ -35,21 +35,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import runtimes
-from ..export import ExportArtifact
-from ..noise import noise_reason
-from ..runtimes import RuntimeOptions, RuntimeUnavailable, Session
-from ..runtimes import trt_profiles as _trt_profiles
-from .cells import Cell
-from .divergence import BoundaryNotFound
-from .generate import measure_generate
-from .matrix import MatrixSpec
+from ... import runtimes
+from ...export import ExportArtifact
+from ...noise import noise_reason
+from ...runtimes import RuntimeOptions, RuntimeUnavailable, Session
+from ...runtimes import trt_profiles as _trt_profiles
+from ..cells import Cell
+from ..measure.timing import measure, measure_stages
+from ..plan.matrix import MatrixSpec
+from ..plan.sources import ModelSource
+from ..rows import GpuStages, Measurement, Outcome, Placement, Resources, SessionInfo, Throughput
+from ..scenarios.generate import measure_generate
+from ..verify.divergence import BoundaryNotFound
+from ..verify.reference import Expected, Reference
+from ..verify.verdict import QUANT_THRESHOLDS, Verdict, judge, judge_quantized, locate, runtime_block_states
 from .messages import CellFinished, CellStarted, Group, GroupFinished, Message, SessionOpened, WorkerStarted
-from .reference import Expected, Reference
-from .rows import GpuStages, Measurement, Outcome, Placement, Resources, SessionInfo, Throughput
-from .sources import ModelSource
-from .timing import measure, measure_stages
-from .verdict import QUANT_THRESHOLDS, Verdict, judge, judge_quantized, locate, runtime_block_states
 
 FAULT_ENV = "ONNXBENCH_FAULT"
 
@@ -90,7 +90,7 @@ def device_memory_used(device: str) -> int | None:
     accounting, whose PIDs are the host's and never match inside a container."""
     if not device.startswith("cuda"):
         return None
-    from ..runtimes import cuda_driver
+    from ...runtimes import cuda_driver
 
     try:
         return cuda_driver.memory_used(int(device.split(":")[1]) if ":" in device else 0)
@@ -209,7 +209,7 @@ def measure_cell(cell: Cell, session: Session, source: ModelSource, spec: Matrix
                        agreement=agreement, reference_check=check, stages=stages, resources=resources), timing_s
 
 
-#: How a cell of each scenario (``Cell.scenario``, :data:`onnxbench.benchmarks.matrix.SCENARIOS`) is measured; all
+#: How a cell of each scenario (``Cell.scenario``, :data:`onnxbench.benchmarks.plan.matrix.SCENARIOS`) is measured; all
 #: take :func:`measure_cell`'s arguments and return what it returns.
 MEASURES = {"prefill": measure_cell, "generate": measure_generate}
 
@@ -263,7 +263,7 @@ def _attention_provider(session: Session, cell: Cell, source: ModelSource) -> st
 def unavailable(runtime: str, reason: str) -> Measurement:
     """The measurement of a cell whose runtime cannot run here: ``skipped`` with ``reason``, or ``failed`` when
     ``$ONNXBENCH_REQUIRE_GPU`` requires this GPU runtime (a GPU check must not pass by skipping)."""
-    from ..runtimes.probes import REQUIRE_GPU_ENV, required_gpu_runtimes
+    from ...runtimes.probes import REQUIRE_GPU_ENV, required_gpu_runtimes
 
     gpu_names = [n for n, cls in runtimes.registry().items() if cls.device == "cuda"]
     if runtime in required_gpu_runtimes(gpu_names):
@@ -278,7 +278,7 @@ def _last_frame(exc: BaseException) -> str:
 
 def measure_group(group: Group) -> Iterator[Message]:
     """Open one session of ``group.artifact`` on the group's runtime and measure every cell, yielding the
-    messages of :mod:`onnxbench.benchmarks.messages` (from :class:`SessionOpened` to :class:`GroupFinished`). A
+    messages of :mod:`onnxbench.benchmarks.run.messages` (from :class:`SessionOpened` to :class:`GroupFinished`). A
     cell's exception becomes a ``failed`` measurement; the runtime being unavailable or falling back makes every
     cell ``skipped``. ``group.options`` (e.g. a tuned configuration) are passed to the runtime; ``group.label``
     is merged into the ``options`` column. Every cell's measurement names this host (and GPU) in its
@@ -369,13 +369,14 @@ def _measure_into(group: Group, fd: int) -> None:
 #: 4-7 s on 2 cores, torch and onnxruntime above all), so that a worker starts in milliseconds. Imports only: no
 #: torch operator runs and no session opens in the server, so no thread pool or CUDA context exists to be
 #: inherited by a forked worker (docs/design.md "Isolation").
-PRELOAD = ("numpy", "torch", "onnx", "onnxruntime", "onnxbench.benchmarks.fp64", "onnxbench.benchmarks.reference",
-           "onnxbench.benchmarks.verdict", "onnxbench.benchmarks.sources")
+PRELOAD = ("numpy", "torch", "onnx", "onnxruntime", "onnxbench.benchmarks.verify.fp64",
+"onnxbench.benchmarks.verify.reference",
+           "onnxbench.benchmarks.verify.verdict", "onnxbench.benchmarks.plan.sources")
 
 
 def serve(control_fd: int) -> None:
     """Entry point of the fork server (``python -c "...worker import serve; serve(FD)"``, started by
-    :class:`onnxbench.benchmarks.executors.ProcessPerGroupExecutor`): import :data:`PRELOAD` once, then fork one
+    :class:`onnxbench.benchmarks.run.executors.ProcessPerGroupExecutor`): import :data:`PRELOAD` once, then fork one
     worker per request.
 
     Protocol on the Unix socket ``control_fd``, one request at a time: the executor sends the write end of a fresh

@@ -1,6 +1,6 @@
 """Work model of any ONNX file: FLOPs and bytes per inference counted from the graph at bound input shapes.
 
-:mod:`onnxbench.benchmarks.workmodel` derives the work of onnxbench's own transformer from its config; a user's
+:mod:`onnxbench.benchmarks.measure.workmodel` derives the work of onnxbench's own transformer from its config; a user's
 ONNX file has no config, so here the graph itself is counted:
 
 1. the dynamic axes of the inputs are bound by the rules of the input generator
@@ -20,7 +20,8 @@ ONNX file has no config, so here the graph itself is counted:
    Attention counts the full S_q x S_kv score square and the weighted sum of values, as the analytic model does
    (a causal kernel skips about half of it).
 
-Bytes moved is the lower bound of :mod:`onnxbench.benchmarks.workmodel`: every initializer (and every ``Constant``
+Bytes moved is the lower bound of :mod:`onnxbench.benchmarks.measure.workmodel`: every initializer (and every
+``Constant``
 node's tensor) read once at its own dtype (int8 weights 1 byte, int4 half a byte), the bound inputs read once and
 the outputs written once. Nodes that may hold heavy work but cannot be counted (an operator outside the list above
 such as LSTM or GroupQueryAttention, a shape that inference could not determine, a control-flow subgraph) are
@@ -43,8 +44,8 @@ import onnx
 import onnx.inliner
 from onnx import TensorProto
 
-from ..export.onnx_export import tensor_specs
-from .inputs import bind_shapes
+from ...export.onnx_export import tensor_specs
+from ..inputs import bind_shapes
 from .workmodel import Work
 
 MS_DOMAIN = "com.microsoft"
@@ -86,7 +87,7 @@ class GraphWork:
 
     @property
     def work(self) -> Work:
-        """As the :class:`~onnxbench.benchmarks.workmodel.Work` the result columns are computed from."""
+        """As the :class:`~onnxbench.benchmarks.measure.workmodel.Work` the result columns are computed from."""
         return Work(self.flops, self.bytes_moved)
 
     @property

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...errors import MatrixError
+from ....errors import MatrixError
 from .base import ModelSource
 from .onnx_file import OnnxFileSource
 from .transformer import CheckpointSource, PresetSource, TransformerSource

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..rundir import RunDir
-from .matrix import MatrixSpec
-from .rows import now
+from ...rundir import RunDir
+from ..plan.matrix import MatrixSpec
+from ..rows import now
 
 
 def resume_spec(run_dir: str | Path) -> MatrixSpec:

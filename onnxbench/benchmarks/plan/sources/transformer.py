@@ -2,7 +2,7 @@
 
 Both export the reference transformer (:mod:`onnxbench.export`) for every (part, attention variant, precision,
 opset) of the matrix and compare it with the torch module running the same weights in float64, whose error at
-the cell's precision is the noise floor (:class:`onnxbench.benchmarks.reference.TorchFloat64Reference`). They
+the cell's precision is the noise floor (:class:`onnxbench.benchmarks.verify.reference.TorchFloat64Reference`). They
 differ only in where the config and the weights come from: :class:`PresetSource` takes a preset's config and the
 matrix's seed, :class:`CheckpointSource` reads ``config.json`` and ``model.safetensors`` from a directory
 (:mod:`onnxbench.models.gpt2`).
@@ -17,21 +17,21 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from ...errors import MatrixError
-from ...export import ExportArtifact, TensorSpec, to_onnx, unsupported_reason
-from ...export.decoder_with_past import DECODER_WITH_PAST, empty_past
-from ...export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
-from ...export.variants import VARIANTS
-from ...models import PRESETS, TransformerConfig
-from ..cells import Cell
-from ..graph_work import counted_work
-from ..inputs import make_feeds
-from ..workmodel import Work, decode_step_work, work
+from ....errors import MatrixError
+from ....export import ExportArtifact, TensorSpec, to_onnx, unsupported_reason
+from ....export.decoder_with_past import DECODER_WITH_PAST, empty_past
+from ....export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
+from ....export.variants import VARIANTS
+from ....models import PRESETS, TransformerConfig
+from ...cells import Cell
+from ...inputs import make_feeds
+from ...measure.graph_work import counted_work
+from ...measure.workmodel import Work, decode_step_work, work
 from .base import ModelSource
 
 if TYPE_CHECKING:
+    from ...verify.reference import Reference
     from ..matrix import MatrixSpec
-    from ..reference import Reference
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class TransformerSource(ModelSource):
     def reference(self, artifact: ExportArtifact, cache_dir: str | Path | None = None) -> Reference:
         """The float64 torch module of the artifact's config, weights and part, whatever the graph's precision;
         the module at the graph's precision gives the noise floor."""
-        from ..reference import TorchFloat64Reference
+        from ...verify.reference import TorchFloat64Reference
 
         return TorchFloat64Reference.of_artifact(artifact, cache_dir)
 
@@ -153,10 +153,10 @@ class TransformerSource(ModelSource):
 
     def work(self, cell: Cell, artifact: ExportArtifact | None = None) -> Work | None:
         """Per inference (prefill), or per decode step at the mean context (generate:
-        :func:`onnxbench.benchmarks.workmodel.decode_step_work`; a generation of one token has no decode step, and
-        its latency columns are the prefill's, so its work is the prefill's too). Analytic, except for a
+        :func:`onnxbench.benchmarks.measure.workmodel.decode_step_work`; a generation of one token has no decode step,
+        and its latency columns are the prefill's, so its work is the prefill's too). Analytic, except for a
         quantized graph, whose work is counted from the graph that ran (its weights are int8:
-        :mod:`onnxbench.benchmarks.graph_work`; the FLOPs agree with the analytic ones exactly,
+        :mod:`onnxbench.benchmarks.measure.graph_work`; the FLOPs agree with the analytic ones exactly,
         tests/test_graph_work.py)."""
         if cell.precision in QUANTIZED_PRECISIONS:
             if artifact is None:
@@ -209,7 +209,7 @@ class CheckpointSource(TransformerSource):
             FileNotFoundError: for a missing directory or file.
             ValueError: for an unsupported config.
         """
-        from ...models.gpt2 import checkpoint_config
+        from ....models.gpt2 import checkpoint_config
 
         return cls(Path(directory).resolve().name, checkpoint_config(directory), seed=seed, exporter=exporter,
                    checkpoint=str(directory))

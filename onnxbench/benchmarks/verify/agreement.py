@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import runtimes
-from ..tolerance import CPU_BANDS, TOLERANCES, Tolerance, band
+from ... import runtimes
+from ...tolerance import CPU_BANDS, TOLERANCES, Tolerance, band
 
 
 def tolerance_for(precision: str, runtime: str | None = None, tf32: bool = False) -> Tolerance:
@@ -29,7 +29,7 @@ def tolerance_for(precision: str, runtime: str | None = None, tf32: bool = False
 @dataclass(frozen=True)
 class FloorCheck:
     """An output's error against the float64 reference next to the noise floor of its precision
-    (docs/agreement.md; :mod:`onnxbench.benchmarks.fp64`).
+    (docs/agreement.md; :mod:`onnxbench.benchmarks.verify.fp64`).
 
     Attributes:
         err_fp64: max |y - y_fp64| over the positions finite in both.

@@ -1,7 +1,7 @@
 """The matrix runner: build the matrix, export once per artifact, hand the (artifact, runtime) groups to an
-executor (:mod:`onnxbench.benchmarks.executors`), and append one row per cell to the run directory
+executor (:mod:`onnxbench.benchmarks.run.executors`), and append one row per cell to the run directory
 (:mod:`onnxbench.rundir`) as soon as its measurement arrives; optionally tune each group afterwards
-(:mod:`onnxbench.benchmarks.tune`)."""
+(:mod:`onnxbench.benchmarks.measure.tune`)."""
 
 from __future__ import annotations
 
@@ -15,22 +15,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import env, runtimes
-from ..export import ExportArtifact
-from ..rundir import ResultWriter, RunDir, check_writable, refuse_existing_run
-from ..runtimes import RuntimeOptions
+from ... import env, runtimes
+from ...export import ExportArtifact
+from ...rundir import ResultWriter, RunDir, check_writable, refuse_existing_run
+from ...runtimes import RuntimeOptions
+from ..cells import Cell
+from ..measure import tune as tuning
+from ..measure.ceilings import measure_ceilings, reprobe
+from ..measure.timing import harness_overhead_ms
+from ..measure.workmodel import above_peak_reason, achieved, row_fractions
+from ..plan.matrix import Matrix, MatrixSpec
+from ..plan.sources import ModelSource
+from ..rows import CellKey, Measurement, ModelInfo, RunStamp, WorkColumns, assemble, now
 from . import resume as resuming
-from . import tune as tuning
-from .ceilings import measure_ceilings, reprobe
-from .cells import Cell
 from .executors import Executor, InProcessExecutor, ProcessPerGroupExecutor
-from .matrix import Matrix, MatrixSpec
 from .messages import CellFinished, Group, Message, SessionOpened, WorkerStarted
-from .rows import CellKey, Measurement, ModelInfo, RunStamp, WorkColumns, assemble, now
-from .sources import ModelSource
-from .timing import harness_overhead_ms
 from .worker import axis_ranges
-from .workmodel import above_peak_reason, achieved, row_fractions
 
 
 def new_run_id() -> str:
@@ -87,19 +87,19 @@ def run_matrix(
         retry_failed: with ``resume``, drop the ``failed`` rows first so that those cells run again.
         isolate: without ``executor``: measure groups in worker processes (default, :class:`ProcessPerGroupExecutor`);
             ``False`` measures them in this process (:class:`InProcessExecutor`, debugging).
-        ceilings: measure the machine's ceilings first (:mod:`onnxbench.benchmarks.ceilings`, a few seconds)
+        ceilings: measure the machine's ceilings first (:mod:`onnxbench.benchmarks.measure.ceilings`, a few seconds)
             into ``header["ceilings"]``, or take them as given (a dict from ``measure_ceilings``); the
             ``frac_peak_*`` columns are empty without them.
-        tune: after the matrix, search the grid (:mod:`onnxbench.benchmarks.tune`) of each (artifact, runtime)
+        tune: after the matrix, search the grid (:mod:`onnxbench.benchmarks.measure.tune`) of each (artifact, runtime)
             group that had an ok cell and run the group again with the best configuration as
             ``config_id = "tuned"`` cells; the search is recorded in ``header["tuning"]``. A list tunes only the
             runtimes named in it.
         executor: measures the groups (overrides ``isolate``).
 
     Ceilings the run measured are probed again when it ends (also after a resume) and the higher kept
-    (:func:`onnxbench.benchmarks.ceilings.reprobe`); every row's ``frac_peak_*`` is then recomputed against them,
-    and a row still above a ceiling carries a warning in its ``reason``
-    (:func:`onnxbench.benchmarks.workmodel.above_peak_reason`).
+    (:func:`onnxbench.benchmarks.measure.ceilings.reprobe`); every row's ``frac_peak_*`` is then recomputed against
+    them, and a row still above a ceiling carries a warning in its ``reason``
+    (:func:`onnxbench.benchmarks.measure.workmodel.above_peak_reason`).
 
     Raises:
         ValueError: for an invalid matrix (before anything runs).
@@ -230,9 +230,9 @@ class _Run:
         """For each group at the runtime's default thread count (the search picks its own)
         that had an ok cell and whose runtime is tuned: search the runtime's grid on the group's
         shapes (recorded in ``header["tuning"]``) and choose a configuration per shape
-        (:func:`onnxbench.benchmarks.tune.choose`); then the group's cells again as ``tuned`` cells, one group per
-        chosen configuration. A shape that kept the default gets the default row's measurement as its tuned row
-        (written here, not measured again; its ``reason`` says so)."""
+        (:func:`onnxbench.benchmarks.measure.tune.choose`); then the group's cells again as ``tuned`` cells, one
+        group per chosen configuration. A shape that kept the default gets the default row's measurement as its
+        tuned row (written here, not measured again; its ``reason`` says so)."""
         for group in list(self.ok_groups):
             name = group.runtime
             if group.cells[0].threads:  # the search picks its own thread count: tune the default-thread cells

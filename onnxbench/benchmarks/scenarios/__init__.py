@@ -1,0 +1,1 @@
+"""What one cell measures: one module per scenario (prefill, generate) behind one contract."""
