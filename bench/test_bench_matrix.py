@@ -25,7 +25,7 @@ from onnxbench.benchmarks import MatrixSpec, tolerance_for
 from onnxbench.benchmarks.measure.timing import harness_overhead_ms
 from onnxbench.benchmarks.plan.matrix import load_matrix
 from onnxbench.benchmarks.rows import CellKey, ModelInfo, SessionInfo
-from onnxbench.benchmarks.run.worker import axis_ranges
+from onnxbench.benchmarks.run.worker import session_ranges
 from onnxbench.benchmarks.verify.verdict import judge
 from onnxbench.runtimes import RuntimeOptions, RuntimeUnavailable
 
@@ -61,7 +61,7 @@ class _Sessions:
             # As `onnxbench run` opens it: one session per (artifact, runtime) whose optimization profile spans
             # exactly the shapes of that group's cells.
             group = [c for c in CELLS if (c.artifact_key, c.runtime) == key]
-            options = RuntimeOptions(axis_ranges=axis_ranges(group or [cell]))
+            options = RuntimeOptions(profile_ranges=session_ranges(group or [cell]))
             try:
                 self.sessions[key] = runtime.open(self.artifact(cell), options) if ok else why
             except RuntimeUnavailable as exc:

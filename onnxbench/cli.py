@@ -227,12 +227,12 @@ def run(
     if checkpoint or onnx:  # a user's own models replace the default presets unless --models names some
         spec.models = []
         spec.checkpoints = [str(p) for p in checkpoint or []]
-        spec.onnx_models = [str(p) for p in onnx or []]
-        spec.dims = _key_values(dim, "--dim", "NAME=SIZE or NAME=MIN:OPT:MAX", _dim)
-        spec.input_shapes = _key_values(shape, "--shape", "NAME=d0,d1,... (sizes or axis names)", _shape)
-        spec.int_ranges = _key_values(int_range, "--int-range", "[INPUT=]LO:HI", _range, default_key="*")
+        spec.onnx.files = [str(p) for p in onnx or []]
+        spec.onnx.dims = _key_values(dim, "--dim", "NAME=SIZE or NAME=MIN:OPT:MAX", _dim)
+        spec.onnx.input_shapes = _key_values(shape, "--shape", "NAME=d0,d1,... (sizes or axis names)", _shape)
+        spec.onnx.int_ranges = _key_values(int_range, "--int-range", "[INPUT=]LO:HI", _range, default_key="*")
     if reference_model:
-        spec.reference_models = _reference_models(onnx or [], reference_model)
+        spec.onnx.reference_models = _reference_models(onnx or [], reference_model)
     if locate_divergence:
         spec.locate_divergence = True
     if shard is not None:

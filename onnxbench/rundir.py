@@ -115,6 +115,39 @@ def set_aside(directory: str | Path) -> Path | None:
     return target
 
 
+def claim(directory: str | Path, resume: bool = False, overwrite: bool = False) -> Path | None:
+    """Make ``directory`` ready for a run: the one place where a run directory's preconditions are checked
+    (docs/measurement.md, "One run per directory").
+
+    A new run needs a directory that holds no run (``overwrite`` first moves one aside with :func:`set_aside`);
+    a resumed run needs the run's ``header.json``; both need the directory writable (it is created).
+
+    Returns:
+        where a run that was in ``directory`` was moved to (``overwrite``), else None.
+
+    Raises:
+        ValueError: for an empty path (it would be the current folder), or ``resume`` with ``overwrite``.
+        FileNotFoundError: if ``resume`` and ``directory`` holds no run.
+        FileExistsError: if not ``resume`` and ``directory`` holds a run (names the ways on).
+        PermissionError: if the directory cannot be created or written, or a run cannot be moved aside.
+    """
+    if not str(directory).strip():
+        raise ValueError("the run directory is an empty path (it would be the current folder); give one with --out")
+    if resume and overwrite:
+        raise ValueError("--overwrite starts a new run and --resume continues one; give one of them")
+    directory, moved = Path(directory), None
+    if resume:
+        if not (directory / HEADER).is_file():
+            raise FileNotFoundError(f"{directory} holds no run to resume ({HEADER} missing); start one with "
+                                    f"`onnxbench run --out {directory}`")
+    elif overwrite:
+        moved = set_aside(directory)
+    else:
+        refuse_existing_run(directory)
+    check_writable(directory)
+    return moved
+
+
 class ResultWriter:
     """Appends rows to ``results.jsonl``, flushed and fsynced per row so that a crash loses nothing.
     Use as a context manager (or call :meth:`close`)."""

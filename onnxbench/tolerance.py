@@ -89,6 +89,14 @@ CPU_BANDS: Bands = {**{(p, tf32): t for p, t in TOLERANCES.items() for tf32 in (
 CUDA_BANDS: Bands = {**CPU_BANDS, ("fp32", True): GPU_TF32, ("fp16", False): GPU_FP16, ("fp16", True): GPU_FP16}
 
 
+def tf32_allowed(options) -> bool:
+    """Whether a session ran fp32 matrix products with TF32 allowed: its options (a mapping, as
+    ``Session.options`` and the ``options`` column hold them) say ``tf32 = true``. The one place the setting is
+    read: the agreement band (:func:`band`) and the ceiling a row is read against depend on it, and the CUDA
+    runtimes record what was in force (docs/design.md, "Tolerances")."""
+    return bool((options or {}).get("tf32", False))
+
+
 def band(bands: Bands, precision: str, tf32: bool = False) -> Tolerance:
     """The band of ``bands`` for (graph precision, whether TF32 was allowed).
 

@@ -8,7 +8,7 @@ The two sessions are timed in alternating rounds (fp32, int8, int8, fp32, fp32, 
 harness (onnxbench/benchmarks/timing.py), so that a neighbour's load on a shared machine falls on both alike; each
 round's speed-up is fp32 p50 / int8 p50 of that round, and the spread over rounds is printed with the median. The
 accuracy is the int8 logits judged against the fp32 logits on the same token ids by
-``onnxbench.benchmarks.verify.quantized.compare_quantized``.
+``onnxbench.benchmarks.verify.quantized.check_quantized``.
 
 A benchmark, not a test: it prints figures and exits 0.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from onnxbench.benchmarks.inputs import make_feeds
 from onnxbench.benchmarks.measure.timing import TimingConfig, measure
-from onnxbench.benchmarks.verify.quantized import compare_quantized
+from onnxbench.benchmarks.verify.quantized import check_quantized
 from onnxbench.export import to_onnx
 from onnxbench.export.quantize import Int8DynamicOptions, quantize_int8_dynamic
 from onnxbench.models import get_preset
@@ -83,7 +83,7 @@ def main() -> None:
     sessions = {name: OrtCpu().open(art, RuntimeOptions(intra_op_threads=args.threads))
                 for name, art in (("fp32", fp32), ("int8", int8))}
     y = {name: s.run(feeds)["logits"] for name, s in sessions.items()}
-    agreement = compare_quantized(y["int8"], y["fp32"])
+    agreement = check_quantized(y["int8"], y["fp32"])
     calls = {name: s.prepare(feeds) for name, s in sessions.items()}
     p50s: dict[str, list[float]] = {"fp32": [], "int8": []}
     for r in range(args.rounds):

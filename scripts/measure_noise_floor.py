@@ -22,7 +22,7 @@ from onnxbench import runtimes
 from onnxbench.benchmarks.inputs import make_feeds
 from onnxbench.benchmarks.plan.matrix import ATTENTION_VARIANTS
 from onnxbench.benchmarks.verify.divergence import block_outputs_artifact
-from onnxbench.benchmarks.verify.fp64 import TorchReference, floor_ratio, noise_floor
+from onnxbench.benchmarks.verify.fp64 import TorchForwards, floor_ratio, noise_floor
 from onnxbench.export import to_onnx
 from onnxbench.models import get_preset
 from onnxbench.runtimes import RuntimeOptions
@@ -40,7 +40,7 @@ def measure(preset: str, exporter: str, variant: str, precision: str, seed: int 
     config = get_preset(preset, attention=ATTENTION_VARIANTS[variant])
     artifact = to_onnx(config, seed=seed, precision=precision, exporter=exporter, variant=variant,
                        model_name=preset)
-    reference = TorchReference.of_artifact(artifact)
+    reference = TorchForwards.of_artifact(artifact)
     blocks_artifact, block_names = block_outputs_artifact(artifact, config.n_layers)
     rows = []
     sessions = {"torch": None}

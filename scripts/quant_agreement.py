@@ -5,7 +5,7 @@ The figures behind the thresholds in ``onnxbench/benchmarks/quant_agreement.py``
     python scripts/quant_agreement.py                                  # tiny and gpt2-small, B in {1,4}, T in {32,128}
     python scripts/quant_agreement.py --models tiny --batches 1 --seq-lens 32
 
-Cases, each judged by ``compare_quantized`` against ONNX Runtime CPU running the fp32 source on the same token ids:
+Cases, each judged by ``check_quantized`` against ONNX Runtime CPU running the fp32 source on the same token ids:
 
 - ``fp32 torch``: the fp32 graph against torch eager (the noise floor, no quantization);
 - ``int8 default``: :class:`Int8DynamicOptions` defaults (QInt8 weights, per-channel, reduce_range);
@@ -33,7 +33,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.benchmarks.verify.quantized import INT8_DYNAMIC_THRESHOLDS, compare_quantized
+from onnxbench.benchmarks.verify.quantized import INT8_DYNAMIC_THRESHOLDS, check_quantized
 from onnxbench.export import read_artifact, to_onnx
 from onnxbench.export.quantize import Int8DynamicOptions, quantize_int8_dynamic
 from onnxbench.models import build, get_preset
@@ -145,7 +145,7 @@ def main() -> None:
                                 y = torch_model(torch.from_numpy(feeds["input_ids"])).numpy()
                         else:
                             y = test.run(None, feeds)[0]
-                        a = compare_quantized(y, y_ref)
+                        a = check_quantized(y, y_ref)
                         print(f"| {name} | {case} | {b} | {s} | {a.cosine:.6f} | {a.top1_agree:.4f} | "
                               f"{a.kl_mean:.2e} | {a.kl_max:.2e} | {a.max_abs_err:.3g} | "
                               f"{'yes' if a.agree else 'NO'} |", flush=True)

@@ -9,10 +9,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxbench.benchmarks import MatrixSpec, TimingConfig, run_matrix
+from onnxbench.benchmarks.plan.sources import OnnxFiles
 from onnxbench.benchmarks.rows import ReferenceCheck, assemble
 from onnxbench.benchmarks.run.messages import CellFinished, Group
 from onnxbench.benchmarks.run.worker import measure_group
-from onnxbench.benchmarks.verify.agreement import Tolerance, compare, required_atol
+from onnxbench.benchmarks.verify.agreement import Tolerance, check, required_atol
 from onnxbench.benchmarks.verify.fp64 import float64_copy, noise_floor, onnx_float64
 from onnxbench.benchmarks.verify.reference import OnnxFileReference, TorchFloat64Reference
 from onnxbench.export import read_artifact
@@ -31,18 +32,18 @@ def test_nan_and_inf_at_the_same_positions_compare_equal_and_are_counted():
     ref = _logits()
     ref[0, 0, :3] = [np.nan, np.inf, -np.inf]
     y = ref + 1e-5
-    result = compare(y, ref, FP32)
+    result = check(y, ref, FP32)
     assert result.agree and result.nonfinite_matched == 3 and result.nan_count == 3 and result.ref_nonfinite == 3
     assert result.max_abs_err == pytest.approx(1e-5) and result.cosine == pytest.approx(1.0)
     y[0, 0, 1] = -np.inf  # the opposite infinity is not the same value
-    assert compare(y, ref, FP32).nonfinite_matched == 2
+    assert check(y, ref, FP32).nonfinite_matched == 2
 
 
 def test_nan_in_the_output_where_the_reference_is_finite_fails():
     ref = _logits()
     y = ref.copy()
     y[1, 2, 3] = np.nan
-    result = compare(y, ref, Tolerance(atol=1e9, rtol=1e9, min_cosine=-1))
+    result = check(y, ref, Tolerance(atol=1e9, rtol=1e9, min_cosine=-1))
     assert not result.agree and result.nan_count == 1 and result.required_atol == np.inf
     assert result.cosine == pytest.approx(1.0)  # over the finite positions only
 
@@ -51,7 +52,7 @@ def test_a_non_finite_reference_is_reported_and_not_a_failure_of_the_runtime():
     ref = _logits()
     ref[1, :, 7] = np.nan  # e.g. Sqrt of a negative input in the reference alone
     y = np.nan_to_num(ref, nan=123.0)
-    result = compare(y, ref, FP32)
+    result = check(y, ref, FP32)
     assert result.agree and result.ref_nonfinite == 5 and result.nonfinite_matched == 0 and result.nan_count == 0
     assert result.max_abs_err == 0.0 and result.top1_agree == pytest.approx(1.0)
 
@@ -61,9 +62,9 @@ def test_required_atol_is_the_smallest_atol_that_passes_at_the_rtol():
     y = ref + np.random.default_rng(1).uniform(-1e-3, 1e-3, ref.shape)
     need = required_atol(y, ref, rtol=1e-4)
     assert need == pytest.approx(np.max(np.abs(y - ref) - 1e-4 * np.abs(ref)))
-    assert compare(y, ref, Tolerance(atol=need * 1.0001, rtol=1e-4, min_cosine=0)).agree
-    assert not compare(y, ref, Tolerance(atol=need * 0.99, rtol=1e-4, min_cosine=0)).agree
-    assert compare(y, ref, Tolerance(atol=1, rtol=1e-4)).required_atol == pytest.approx(need)
+    assert check(y, ref, Tolerance(atol=need * 1.0001, rtol=1e-4, min_cosine=0)).agree
+    assert not check(y, ref, Tolerance(atol=need * 0.99, rtol=1e-4, min_cosine=0)).agree
+    assert check(y, ref, Tolerance(atol=1, rtol=1e-4)).required_atol == pytest.approx(need)
     assert required_atol(ref, ref, rtol=0.0) == 0.0
 
 
@@ -72,13 +73,13 @@ def test_the_floor_check_fails_an_error_far_above_the_floor_inside_the_absolute_
     floor = 1e-6
     drift = np.zeros_like(y64)
     drift[0, 1, 2] = 50 * floor  # 5e-5: well inside atol = 1e-3
-    close = compare(y64 + drift / 25, y64, FP32, fp64=(y64, floor))
-    far = compare(y64 + drift, y64, FP32, fp64=(y64, floor))
+    close = check(y64 + drift / 25, y64, FP32, fp64=(y64, floor))
+    far = check(y64 + drift, y64, FP32, fp64=(y64, floor))
     assert close.agree and close.floor.floor_ratio == pytest.approx(2.0)
     assert not far.agree and far.floor.floor_ratio == pytest.approx(50.0) and far.required_atol < FP32.atol
-    check = ReferenceCheck.of(far, "FAIL", "torch float64")
-    assert check.err_fp64 == pytest.approx(5e-5) and check.floor_factor == 10.0 and check.noise_floor == floor
-    assert ReferenceCheck.of(compare(y64, y64, FP32), "pass", "x").floor_ratio is None  # no float64: no floor
+    columns = ReferenceCheck.of(far, "FAIL", "torch float64")
+    assert columns.err_fp64 == pytest.approx(5e-5) and columns.floor_factor == 10.0 and columns.noise_floor == floor
+    assert ReferenceCheck.of(check(y64, y64, FP32), "pass", "x").floor_ratio is None  # no float64: no floor
 
 
 def test_noise_floor_is_never_below_the_unit_roundoff_of_the_largest_value():
@@ -138,8 +139,8 @@ def sqrt_onnx(tmp_path_factory):
 
 
 def test_user_model_with_nan_in_its_reference_passes_with_the_nan_counted(sqrt_onnx, tmp_path, cache_dir):
-    spec = MatrixSpec(models=[], onnx_models=[str(sqrt_onnx)], runtimes=["ort-cpu"], batches=[3], seq_lens=[1],
-                      timing=FAST)
+    spec = MatrixSpec(models=[], runtimes=["ort-cpu"], batches=[3], seq_lens=[1], timing=FAST,
+                      onnx=OnnxFiles(files=[str(sqrt_onnx)]))
     rows = run_matrix(spec, tmp_path / "run", cache_dir=cache_dir, isolate=False).rows
     assert len(rows) == 1
     row = rows[0]
@@ -154,8 +155,8 @@ def test_user_model_with_nan_in_its_reference_passes_with_the_nan_counted(sqrt_o
 
 
 def test_the_reference_configuration_on_its_own_runtime_is_a_reference_row_not_a_pass(sqrt_onnx, cache_dir):
-    spec = MatrixSpec(models=[], onnx_models=[str(sqrt_onnx)], runtimes=["ort-cpu"], batches=[3], seq_lens=[1],
-                      timing=FAST)
+    spec = MatrixSpec(models=[], runtimes=["ort-cpu"], batches=[3], seq_lens=[1], timing=FAST,
+                      onnx=OnnxFiles(files=[str(sqrt_onnx)]))
     matrix = spec.build()
     (cell,) = matrix.cells
     source = matrix.source(cell)

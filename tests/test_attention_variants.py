@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.benchmarks.verify.agreement import compare, tolerance_for
+from onnxbench.benchmarks.verify.agreement import check
 from onnxbench.export import VARIANTS, VariantMismatch, census, to_onnx, verify_variant
 from onnxbench.export.variants import (
     SAFE_FP16_FILL,
@@ -23,6 +23,7 @@ from onnxbench.export.variants import (
 from onnxbench.models import get_preset
 from onnxbench.runtimes import get
 from onnxbench.runtimes.ort_placement import profile_attention
+from onnxbench.tolerance import CPU_BANDS, band
 
 # Shapes different from the export example (B=2, T=8): two batch sizes x two sequence lengths.
 SHAPES = [(1, 5), (1, 19), (3, 5), (3, 19)]
@@ -67,7 +68,7 @@ def test_variant_graph_and_agreement(cache_dir, variant, precision, part):
     assert art.opset == (23 if variant == "onnx-attention" else 18)
     assert art.metadata["onnxbench.variant"] == variant and art.metadata["onnxbench.part"] == part
 
-    tol = tolerance_for(precision)
+    tol = band(CPU_BANDS, precision)
     with get("ort-cpu").open(art) as ort_session, get("torch").open(
         type(art)(**{**art.__dict__, "precision": "fp32"})
     ) as reference:
@@ -75,7 +76,7 @@ def test_variant_graph_and_agreement(cache_dir, variant, precision, part):
             feeds = make_feeds(ort_session.inputs(), batch, seq_len, seed=1, int_high=512)
             y = next(iter(ort_session.run(feeds).values()))
             y_ref = next(iter(reference.run(feeds).values()))
-            agreement = compare(y, y_ref, tol)
+            agreement = check(y, y_ref, tol)
             expected_shape = (batch, seq_len, 512 if part == "model" else 64)
             assert y.shape == expected_shape
             assert agreement.agree, (variant, precision, part, batch, seq_len, agreement)
@@ -194,7 +195,7 @@ def test_fp16_under_scaled_activations_has_no_nan(tmp_path, variant):
     logits = sess.run(None, {"input_ids": ids.numpy()})[0]
     assert logits.dtype == np.float16
     assert np.isfinite(logits).all()
-    agreement = compare(logits, reference, tolerance_for("fp16"))
+    agreement = check(logits, reference, band(CPU_BANDS, "fp16"))
     assert agreement.cosine >= 0.999, agreement
 
 

@@ -1,3 +1,4 @@
+
 """Bring your own ONNX: a model built by other code (transformers BERT), inputs generated from its graph,
 run through `onnxbench run --onnx` with ORT CPU as the reference; and the errors for models it cannot feed."""
 
@@ -12,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxbench.benchmarks.inputs import make_feeds
+from onnxbench.benchmarks.plan.sources import OnnxFiles
 from onnxbench.benchmarks.plan.sources.onnx_file import inspect_onnx, shape_axes
 from onnxbench.export import TensorSpec
 
@@ -216,14 +218,15 @@ def _past_model(tmp_path):
                                         ([1, 3, 8], ((1, 1, 4), (2, 3, 4), (2, 8, 4)))])
 def test_every_dim_bound_axis_gets_an_optimization_profile_range(tmp_path, past, want):
     from onnxbench.benchmarks.plan.matrix import MatrixSpec
-    from onnxbench.benchmarks.run.worker import axis_ranges
+    from onnxbench.benchmarks.run.worker import session_ranges
     from onnxbench.runtimes.trt_profiles import input_profile, trt_shape_strings
 
-    spec = MatrixSpec(models=[], onnx_models=[str(_past_model(tmp_path))], runtimes=["ort-cpu"], batches=[1, 2],
-                      seq_lens=[8], dims={"past_sequence_length": past, "extra.0": 5})
+    spec = MatrixSpec(models=[], runtimes=["ort-cpu"], batches=[1, 2], seq_lens=[8],
+                      onnx=OnnxFiles(files=[str(_past_model(tmp_path))], dims={"past_sequence_length": past,
+                                                                               "extra.0": 5}))
     built = spec.build()
     source = built.sources["past"]
-    profile = input_profile(source.model.inputs, axis_ranges(built.cells, source))
+    profile = input_profile(source.model.inputs, session_ranges(built.cells, source))
     assert (profile["past"].min, profile["past"].opt, profile["past"].max) == want
     assert profile["extra"].min == profile["extra"].max == (5, 2)
     strings = trt_shape_strings(profile)

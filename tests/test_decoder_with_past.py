@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from onnxbench.benchmarks.verify.agreement import compare, tolerance_for
+from onnxbench.benchmarks.verify.agreement import check
 from onnxbench.export import (
     DECODER_WITH_PAST,
     VARIANTS,
@@ -30,6 +30,7 @@ from onnxbench.export import (
 )
 from onnxbench.export.decoder_with_past import input_names, output_names
 from onnxbench.models import build, get_preset, greedy_generate, left_pad
+from onnxbench.tolerance import CPU_BANDS, band
 
 CONFIG = get_preset("tiny")
 # (B, T, T_past): prefills (empty past) and decode steps, none the export example (2, 3, 5)
@@ -113,7 +114,7 @@ def test_graph_io_core_op_and_agreement_at_shapes(cache_dir, variant, precision)
 
     sess = session(art)
     reference = build(CONFIG, seed=0)
-    tol = tolerance_for(precision)
+    tol = band(CPU_BANDS, precision)
     dtype = torch.float16 if precision == "fp16" else torch.float32
     worst = 0.0
     for batch, length, past_length in SHAPES:
@@ -122,7 +123,7 @@ def test_graph_io_core_op_and_agreement_at_shapes(cache_dir, variant, precision)
         with torch.no_grad():
             ref, present = reference(ids, mask, [(k.float(), v.float()) for k, v in past], use_cache=True)
         tokens = mask[:, past_length:].bool().numpy()  # padded queries' logits are meaningless: not compared
-        agreement = compare(out["logits"][tokens], ref.numpy()[tokens], tol, "logits")
+        agreement = check(out["logits"][tokens], ref.numpy()[tokens], tol, "logits")
         assert out["logits"].shape == (batch, length, 512)
         assert agreement.agree, (batch, length, past_length, agreement)
         keys = mask.bool().numpy()
@@ -130,7 +131,7 @@ def test_graph_io_core_op_and_agreement_at_shapes(cache_dir, variant, precision)
             assert out[f"present.{i}.key"].shape == (batch, 4, past_length + length, 16)
             for name, expected in ((f"present.{i}.key", k), (f"present.{i}.value", v)):
                 got = out[name].transpose(0, 2, 1, 3)[keys]  # (tokens, H, d_head)
-                assert compare(got, expected.numpy().transpose(0, 2, 1, 3)[keys], tol, name).agree, name
+                assert check(got, expected.numpy().transpose(0, 2, 1, 3)[keys], tol, name).agree, name
         worst = max(worst, agreement.max_abs_err)
     print(f"\n{variant} {precision}: logits max abs err {worst:.2e} over (B, T, T_past) in {SHAPES}")
 
@@ -147,7 +148,7 @@ def test_all_padding_row_gives_no_nan(cache_dir, variant, precision):
     for outputs in (prefill, step):
         assert all(np.isfinite(v).all() for v in outputs.values())
     alone = run(sess, {"input_ids": ids[1:], "attention_mask": mask[1:], **empty_past(CONFIG, 1, dtype)})
-    assert compare(prefill["logits"][1], alone["logits"][0], tolerance_for(precision)).agree
+    assert check(prefill["logits"][1], alone["logits"][0], band(CPU_BANDS, precision)).agree
 
 
 def ort_greedy(sess, ids: np.ndarray, mask: np.ndarray, new_tokens: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,8 +175,8 @@ def test_greedy_decode_through_onnx_runtime_matches_torch(cache_dir, variant):
     tokens, logits = ort_greedy(sess, ids.numpy(), mask.numpy(), 17)  # prefill + 16 decode steps
     cached = greedy_generate(reference, ids, 17, mask)
     recomputed = greedy_generate(reference, ids, 17, mask, use_cache=False)
-    vs_cached = compare(logits, cached.logits.numpy(), tolerance_for("fp32"))
-    vs_recomputed = compare(logits, recomputed.logits.numpy(), tolerance_for("fp32"))
+    vs_cached = check(logits, cached.logits.numpy(), band(CPU_BANDS, "fp32"))
+    vs_recomputed = check(logits, recomputed.logits.numpy(), band(CPU_BANDS, "fp32"))
     print(f"\n{variant}: 17 greedy tokens x 3 rows; logits max abs err vs torch cached "
           f"{vs_cached.max_abs_err:.2e}, vs no-cache recompute {vs_recomputed.max_abs_err:.2e}")
     np.testing.assert_array_equal(tokens, cached.tokens.numpy())

@@ -13,7 +13,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxbench.benchmarks import TOLERANCES, MatrixSpec, TimingConfig, compare, run_matrix
+from onnxbench.benchmarks import TOLERANCES, MatrixSpec, TimingConfig, run_matrix
+from onnxbench.benchmarks.verify.agreement import check
 from onnxbench.export import content_sha256, external_data_files, onnx_export, read_artifact, to_onnx
 from onnxbench.export.inspect import inspect_model
 from onnxbench.export.onnx_export import copy_artifact, is_onnxbench_artifact
@@ -101,7 +102,7 @@ def test_weights_over_the_threshold_go_to_external_data(tmp_path, monkeypatch, v
     for path in (artifact.path, copy):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-        assert compare(got, expected, TOLERANCES["fp32"]).agree, path
+        assert check(got, expected, TOLERANCES["fp32"]).agree, path
 
     with open(data, "r+b") as f:  # damage the weights: the cache must not serve them
         f.seek(100)

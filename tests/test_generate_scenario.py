@@ -196,12 +196,12 @@ def test_run_writes_generation_rows_and_the_report_section(tmp_path, cache_dir):
 
 
 def test_a_generate_group_gets_an_optimization_profile_over_the_cache_axes(cache_dir):
-    from onnxbench.benchmarks.run.worker import axis_ranges
+    from onnxbench.benchmarks.run.worker import session_ranges
     from onnxbench.runtimes.trt_profiles import input_profile
 
     cells = [Cell("tiny", "decomposed", "fp32", 18, "tensorrt", b, t, part=DECODER_WITH_PAST, scenario="generate",
                   new_tokens=n) for b, t, n in ((1, 16, 8), (4, 32, 4))]
-    ranges = axis_ranges(cells)
+    ranges = session_ranges(cells)
     assert ranges["sequence"] == (1, 1, 32) and ranges["past_sequence"][::2] == (0, 34)
     assert ranges["total_sequence"][::2] == (16, 35) and ranges["batch"][::2] == (1, 4)
     profile = input_profile(artifact(cache_dir).inputs, ranges)

@@ -20,9 +20,9 @@ from onnxbench import runtimes
 from onnxbench.benchmarks import MatrixSpec, TimingConfig, run_matrix
 from onnxbench.benchmarks.inputs import make_feeds
 from onnxbench.benchmarks.measure.ceilings import measure_ceilings, peak_for
+from onnxbench.benchmarks.measure.memory import device_memory_used
 from onnxbench.benchmarks.measure.timing import measure, measure_stages
 from onnxbench.benchmarks.plan.sources.onnx_file import inspect_onnx
-from onnxbench.benchmarks.run.worker import device_memory_used
 from onnxbench.reports import tables
 from onnxbench.runtimes import RuntimeOptions, ort_trt
 from onnxbench.runtimes import probes as gpu
@@ -208,7 +208,7 @@ def test_ort_trt_engine_cache_key_holds_every_build_option():
 
 
 def test_ort_trt_cache_folder_follows_nvidia_tf32_override(tiny_artifact, monkeypatch):
-    options = RuntimeOptions(axis_ranges={"batch": (1, 1, 2), "sequence": (8, 8, 16)})
+    options = RuntimeOptions(profile_ranges={"batch": (1, 1, 2), "sequence": (8, 8, 16)})
     monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
     with_tf32, _ = ort_trt.tensorrt_provider_options(tiny_artifact, options, 0)
     monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
@@ -232,7 +232,7 @@ def test_a_graph_tensorrt_cannot_take_whole_gets_no_explicit_profiles(tmp_path, 
     reason = ort_trt.partitioned_reason(tmp_path / "fused.onnx")
     assert "1 com.microsoft node(s) (FastGelu)" in reason
     art = inspect_onnx(tmp_path / "fused.onnx")[0]
-    opts, labels = ort_trt.tensorrt_provider_options(art, RuntimeOptions(axis_ranges={"batch": (1, 1, 2)}), 0)
+    opts, labels = ort_trt.tensorrt_provider_options(art, RuntimeOptions(profile_ranges={"batch": (1, 1, 2)}), 0)
     assert not any(k.startswith("trt_profile_") for k in opts)
     assert "partitioned" in labels["profile"] and "FastGelu" in labels["profile"]
 

@@ -13,9 +13,10 @@ import onnxruntime as ort
 import pytest
 
 from onnxbench import runtimes
-from onnxbench.benchmarks import MatrixSpec, TimingConfig, compare_outputs, run_matrix, tolerance_for
+from onnxbench.benchmarks import MatrixSpec, TimingConfig, run_matrix
 from onnxbench.benchmarks.inputs import make_feeds
 from onnxbench.benchmarks.measure.timing import measure_stages
+from onnxbench.benchmarks.verify.agreement import check_outputs
 from onnxbench.errors import OptionError
 from onnxbench.export import TensorSpec
 from onnxbench.runtimes import RuntimeOptions, RuntimeUnavailable, ShapeOutOfRange, probes
@@ -25,10 +26,10 @@ from onnxbench.runtimes.tensorrt import Tensorrt, build_options, engine_cache_ke
 from onnxbench.runtimes.trt_profiles import (
     ShapeRange,
     axis_range,
-    axis_ranges,
     check_binding,
     input_profile,
     resolve_ranges,
+    shape_ranges,
     trt_shape_strings,
 )
 from onnxbench.tolerance import GPU_FP16, GPU_TF32, TF32, TOLERANCES
@@ -55,7 +56,7 @@ def test_axis_range_is_min_upper_median_max_of_distinct_values():
 
 
 def test_profile_follows_the_matrix_axes_and_keeps_static_dims():
-    ranges = axis_ranges([1, 4], [32, 128])
+    ranges = shape_ranges([1, 4], [32, 128])
     assert ranges == {"batch": (1, 4, 4), "sequence": (32, 128, 128)}
     pixels = TensorSpec("pixels", "float32", ("batch", 3, "height"))
     profile = input_profile([IDS, pixels], {**ranges, "height": (8, 16, 32)})
@@ -66,10 +67,10 @@ def test_profile_follows_the_matrix_axes_and_keeps_static_dims():
 
 
 def test_run_matrix_profile_covers_exactly_the_cells_of_one_session():
-    from onnxbench.benchmarks.run.worker import axis_ranges
+    from onnxbench.benchmarks.run.worker import session_ranges
 
     cells = MatrixSpec(models=["tiny"], runtimes=["tensorrt"], batches=[2, 1, 8], seq_lens=[16, 64]).expand()
-    assert axis_ranges(cells) == {"batch": (1, 2, 8), "sequence": (16, 64, 64)}
+    assert session_ranges(cells) == {"batch": (1, 2, 8), "sequence": (16, 64, 64)}
 
 
 def test_ranges_default_and_clip_to_max_positions():
@@ -110,7 +111,7 @@ def test_shape_outside_the_profile_quotes_min_opt_max():
 # --- cache keys ------------------------------------------------------------------------------------------------
 
 def test_engine_cache_key_changes_with_every_ingredient():
-    profile = input_profile([IDS], axis_ranges([1, 4], [32, 128]))
+    profile = input_profile([IDS], shape_ranges([1, 4], [32, 128]))
     default, tf32 = Tensorrt.parse_options({}), Tensorrt.parse_options({"tf32": True})
     opts = build_options(default, profile)
     base = engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200", opts)
@@ -121,7 +122,7 @@ def test_engine_cache_key_changes_with_every_ingredient():
         engine_cache_key("a" * 64, "10.13.0", "NVIDIA A100-SXM4-80GB", opts),
         engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200", build_options(tf32, profile)),
         engine_cache_key("a" * 64, "10.13.0", "NVIDIA H200",
-                         build_options(default, input_profile([IDS], axis_ranges([1, 8], [32, 128])))),
+                         build_options(default, input_profile([IDS], shape_ranges([1, 8], [32, 128])))),
     ]
     assert len({base, *variants}) == 6
 
@@ -150,8 +151,8 @@ def test_cuda_provider_options_default_to_tf32_off_and_reject_unknown_keys():
 
 
 def test_ort_trt_options_cache_by_model_and_carry_the_profile(tiny_artifact):
-    opts, labels = tensorrt_provider_options(tiny_artifact, RuntimeOptions(axis_ranges=axis_ranges([1, 2], [8, 4096])),
-                                             0)
+    options = RuntimeOptions(profile_ranges=shape_ranges([1, 2], [8, 4096]))
+    opts, labels = tensorrt_provider_options(tiny_artifact, options, 0)
     top = tiny_artifact.config.max_positions
     assert opts["trt_engine_cache_enable"] == "True" and opts["trt_timing_cache_enable"] == "True"
     assert f"/{tiny_artifact.sha256[:16]}/" in opts["trt_engine_cache_path"]
@@ -165,11 +166,11 @@ def test_ort_trt_options_cache_by_model_and_carry_the_profile(tiny_artifact):
 # --- tolerances ------------------------------------------------------------------------------------------------
 
 def test_tolerances_are_keyed_by_runtime_precision_and_tf32():
-    assert tolerance_for("fp32", "ort-cuda", tf32=False) == TOLERANCES["fp32"]
-    assert tolerance_for("fp32", "tensorrt", tf32=True) == GPU_TF32
-    assert tolerance_for("fp16", "ort-trt") == GPU_FP16
-    assert tolerance_for("fp16", "ort-cpu") == TOLERANCES["fp16"]
-    assert tolerance_for("fp32", "ort-cpu", tf32=True) == TF32
+    assert runtimes.runtime_class("ort-cuda").tolerance("fp32", tf32=False) == TOLERANCES["fp32"]
+    assert runtimes.runtime_class("tensorrt").tolerance("fp32", tf32=True) == GPU_TF32
+    assert runtimes.runtime_class("ort-trt").tolerance("fp16") == GPU_FP16
+    assert runtimes.runtime_class("ort-cpu").tolerance("fp16") == TOLERANCES["fp16"]
+    assert runtimes.runtime_class("ort-cpu").tolerance("fp32", tf32=True) == TF32
     assert GPU_FP16.atol > TOLERANCES["fp16"].atol > TOLERANCES["fp32"].atol
     # TF32 keeps the fp16 bands' absolute check and its own floor factor against the fp32 floor
     assert (GPU_TF32.atol, TF32.atol) == (GPU_FP16.atol, TOLERANCES["fp16"].atol)
@@ -282,8 +283,8 @@ def _check_against_reference(session, artifact, batch=2, seq=16, tf32=False):
     fp32 = dataclasses.replace(artifact, precision="fp32")
     with runtimes.get("torch").open(fp32) as ref:
         reference = ref.run({k: v.astype(np.int64) for k, v in feeds.items()})
-    tol = tolerance_for(artifact.precision, session.runtime, tf32)
-    results = compare_outputs(session.run(feeds), reference, tol)
+    tol = runtimes.runtime_class(session.runtime).tolerance(artifact.precision, tf32)
+    results = check_outputs(session.run(feeds), reference, tol)
     assert all(a.agree for a in results), results
     return feeds
 
@@ -335,7 +336,7 @@ def test_ort_cuda_reuses_one_binding_and_graph_per_shape_and_its_outputs_agree(t
 def test_tensorrt_builds_caches_checks_dtype_and_profile(tiny_artifact, tmp_path, monkeypatch):
     require_runtime("tensorrt")
     monkeypatch.setenv("ONNXBENCH_CACHE", str(tmp_path))
-    options = RuntimeOptions(axis_ranges=axis_ranges([1, 2], [8, 16]))
+    options = RuntimeOptions(profile_ranges=shape_ranges([1, 2], [8, 16]))
     with runtimes.get("tensorrt").open(tiny_artifact, options) as s:
         assert s.options["engine_cache"] == "miss" and s.build_s > 0 and s.options["tf32"] is False
         feeds = _check_against_reference(s, tiny_artifact, 2, 16)
@@ -356,7 +357,7 @@ def test_tensorrt_builds_caches_checks_dtype_and_profile(tiny_artifact, tmp_path
 @pytest.mark.tensorrt
 def test_ort_trt_runs_on_tensorrt_and_names_the_linked_version(tiny_artifact):
     require_runtime("ort-trt")
-    with OrtTrt().open(tiny_artifact, RuntimeOptions(axis_ranges=axis_ranges([1, 2], [8, 16]))) as s:
+    with OrtTrt().open(tiny_artifact, RuntimeOptions(profile_ranges=shape_ranges([1, 2], [8, 16]))) as s:
         assert s.provider_actual == "TensorrtExecutionProvider"
         assert "libnvinfer.so." in s.options["tensorrt_linked"]
         _check_against_reference(s, tiny_artifact, 2, 16, tf32=s.options["tf32"])

@@ -1,9 +1,12 @@
 import numpy as np
 import pytest
 
-from onnxbench.benchmarks import TOLERANCES, TimingConfig, Tolerance, compare, measure
-from onnxbench.benchmarks.measure.timing import median_ci95, summarize, throughput
-from onnxbench.benchmarks.verify.agreement import tolerance_for
+from onnxbench import runtimes
+from onnxbench.benchmarks import TOLERANCES, TimingConfig, Tolerance, measure
+from onnxbench.benchmarks.measure.timing import median_ci95, summarize
+from onnxbench.benchmarks.rows import Throughput
+from onnxbench.benchmarks.verify.agreement import check
+from onnxbench.tolerance import CPU_BANDS, band
 
 
 def _logits(seed=0, shape=(2, 5, 50)):
@@ -12,7 +15,7 @@ def _logits(seed=0, shape=(2, 5, 50)):
 
 def test_identical_outputs_agree_exactly():
     y = _logits()
-    result = compare(y, y.copy(), TOLERANCES["fp32"])
+    result = check(y, y.copy(), TOLERANCES["fp32"])
     assert result.agree and result.max_abs_err == 0 and result.cosine == pytest.approx(1.0)
     assert result.top1_agree == 1.0 and result.nan_count == 0
 
@@ -21,8 +24,8 @@ def test_one_perturbed_element_fails_fp32_but_passes_fp16_band():
     y = _logits()
     bad = y.copy()
     bad[1, 2, 3] += 0.02
-    assert not compare(bad, y, TOLERANCES["fp32"]).agree
-    assert compare(bad, y, TOLERANCES["fp16"]).agree
+    assert not check(bad, y, TOLERANCES["fp32"]).agree
+    assert check(bad, y, TOLERANCES["fp16"]).agree
 
 
 def test_nan_always_fails_and_is_counted():
@@ -30,7 +33,7 @@ def test_nan_always_fails_and_is_counted():
     bad = y.copy()
     bad[0, 0, 0] = np.nan
     bad[0, 1, 0] = np.inf
-    result = compare(bad, y, Tolerance(atol=1e9, rtol=1e9, min_cosine=-1))
+    result = check(bad, y, Tolerance(atol=1e9, rtol=1e9, min_cosine=-1))
     assert not result.agree and result.nan_count == 2
 
 
@@ -39,22 +42,22 @@ def test_top1_agreement_counts_changed_argmax():
     y[..., 0] = 1
     other = y.copy()
     other[0, 1, 2] = 5  # position 1 now prefers token 2
-    assert compare(other, y, TOLERANCES["fp32"]).top1_agree == pytest.approx(0.75)
+    assert check(other, y, TOLERANCES["fp32"]).top1_agree == pytest.approx(0.75)
 
 
 def test_relative_error_uses_a_floor():
     ref = np.array([[0.0, 1.0]])
-    result = compare(ref + 1e-4, ref, TOLERANCES["fp32"], rel_floor=1e-3)
+    result = check(ref + 1e-4, ref, TOLERANCES["fp32"], rel_floor=1e-3)
     assert result.max_rel_err == pytest.approx(0.1)
 
 
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="differs from the reference"):
-        compare(np.zeros((1, 2)), np.zeros((2, 1)), TOLERANCES["fp32"])
+        check(np.zeros((1, 2)), np.zeros((2, 1)), TOLERANCES["fp32"])
 
 
 def test_tf32_widens_the_fp32_band():
-    assert tolerance_for("fp32", "ort-cuda", tf32=True).atol > tolerance_for("fp32").atol
+    assert runtimes.runtime_class("ort-cuda").tolerance("fp32", tf32=True).atol > band(CPU_BANDS, "fp32").atol
 
 
 def test_measure_respects_min_iters_and_min_time():
@@ -102,4 +105,5 @@ def test_median_ci_covers_the_true_median_about_95_percent_of_the_time():
 
 
 def test_throughput_units():
-    assert throughput(4, 128, 100.0) == pytest.approx((40.0, 5120.0))
+    t = Throughput.of(4, 128, 100.0)
+    assert (t.throughput_seq_s, t.throughput_tok_s) == pytest.approx((40.0, 5120.0))

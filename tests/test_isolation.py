@@ -13,8 +13,8 @@ import pytest
 
 from onnxbench.benchmarks import Executor, InProcessExecutor, MatrixSpec, ProcessPerGroupExecutor, read_rows, run_matrix
 from onnxbench.benchmarks.measure.timing import TimingConfig
+from onnxbench.benchmarks.run.faults import FAULT_ENV, inject_fault
 from onnxbench.benchmarks.run.messages import WorkerStarted
-from onnxbench.benchmarks.run.worker import FAULT_ENV, inject_fault
 
 
 def _spec(**kw) -> MatrixSpec:
@@ -85,7 +85,7 @@ def test_an_exception_in_a_cell_is_a_failed_row_with_the_exception(tmp_path, cac
     run_matrix(spec, tmp_path, cache_dir=cache_dir)
     by_cell = _by_cell(read_rows(tmp_path))
     assert by_cell[("torch", 24)]["status"] == "failed"
-    assert "RuntimeError: fault injected by ONNXBENCH_FAULT @ worker.py" in by_cell[("torch", 24)]["reason"]
+    assert "RuntimeError: fault injected by ONNXBENCH_FAULT @ faults.py" in by_cell[("torch", 24)]["reason"]
     assert by_cell[("torch", 8)]["status"] == by_cell[("torch", 16)]["status"] == "ok"
 
 

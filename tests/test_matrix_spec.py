@@ -7,6 +7,7 @@ import pytest
 
 from onnxbench.benchmarks import MatrixSpec, default_matrix
 from onnxbench.benchmarks.plan.matrix import load_matrix
+from onnxbench.benchmarks.plan.sources import OnnxFiles
 from onnxbench.schema import KEY_COLUMNS
 from tests.test_cli import run_cli
 
@@ -122,8 +123,8 @@ def test_each_model_kind_is_one_source_and_model_names_are_unique(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["batch", 4])])
     path = tmp_path / "relu.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(path))
-    spec = MatrixSpec(models=["tiny"], onnx_models=[str(path)], runtimes=["ort-cpu"], batches=[1, 2],
-                      seq_lens=[8], attention=["decomposed", "sdpa"], precisions=["fp32", "fp16"])
+    spec = MatrixSpec(models=["tiny"], runtimes=["ort-cpu"], batches=[1, 2], seq_lens=[8],
+                      attention=["decomposed", "sdpa"], precisions=["fp32", "fp16"], onnx=OnnxFiles(files=[str(path)]))
     matrix = spec.build()
     assert [type(s).__name__ for s in matrix.sources.values()] == ["PresetSource", "OnnxFileSource"]
     relu = [c for c in matrix.cells if c.model == "relu"]
@@ -135,4 +136,4 @@ def test_each_model_kind_is_one_source_and_model_names_are_unique(tmp_path):
     clash = tmp_path / "tiny.onnx"
     clash.write_bytes(path.read_bytes())
     with pytest.raises(ValueError, match=r"share the model name 'tiny'; rename one of them"):
-        MatrixSpec(models=["tiny"], onnx_models=[str(clash)]).validate()
+        MatrixSpec(models=["tiny"], onnx=OnnxFiles(files=[str(clash)])).validate()

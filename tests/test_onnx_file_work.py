@@ -1,3 +1,4 @@
+
 """A user's ONNX file gets the work-model columns (FLOPs, bytes, achieved rates, fractions of the peaks, roofline
 point) from the graph counter: on our own export given as a file they agree with the analytic model, on a BERT
 from transformers they are the graph's count, and a graph the counter cannot count fully gets none."""
@@ -12,7 +13,7 @@ from onnxbench.benchmarks.measure.graph_work import graph_work
 from onnxbench.benchmarks.measure.timing import TimingConfig
 from onnxbench.benchmarks.measure.workmodel import work
 from onnxbench.benchmarks.plan.matrix import MatrixSpec
-from onnxbench.benchmarks.plan.sources import OnnxFileSource
+from onnxbench.benchmarks.plan.sources import OnnxFiles, OnnxFileSource
 from onnxbench.benchmarks.run.runner import run_matrix
 from onnxbench.models import get_preset
 from onnxbench.reports import write_report
@@ -28,8 +29,8 @@ def _ok(rows):
 
 
 def test_own_export_as_a_file_gets_the_analytic_work_and_a_roofline_point(tiny_artifact, tmp_path, cache_dir):
-    spec = MatrixSpec(models=[], onnx_models=[str(tiny_artifact.path)], runtimes=["ort-cpu"], batches=[1, 2],
-                      seq_lens=[16], timing=FAST)
+    spec = MatrixSpec(models=[], runtimes=["ort-cpu"], batches=[1, 2], seq_lens=[16], timing=FAST,
+                      onnx=OnnxFiles(files=[str(tiny_artifact.path)]))
     rows = _ok(run_matrix(spec, tmp_path / "run", cache_dir=cache_dir, isolate=False, ceilings=CEILINGS).rows)
     assert len(rows) == 2
     config = get_preset("tiny")
@@ -46,8 +47,8 @@ def test_own_export_as_a_file_gets_the_analytic_work_and_a_roofline_point(tiny_a
 
 
 def test_bert_rows_carry_the_graph_count(bert_onnx, tmp_path, cache_dir):
-    spec = MatrixSpec(models=[], onnx_models=[str(bert_onnx)], runtimes=["ort-cpu"], dims={"batch": 2},
-                      seq_lens=[8, 16], int_ranges={"input_ids": [0, 100]}, timing=FAST)
+    spec = MatrixSpec(models=[], runtimes=["ort-cpu"], seq_lens=[8, 16], timing=FAST,
+                      onnx=OnnxFiles(files=[str(bert_onnx)], dims={"batch": 2}, int_ranges={"input_ids": [0, 100]}))
     rows = _ok(run_matrix(spec, tmp_path / "run", cache_dir=cache_dir, isolate=False).rows)
     for row in rows:
         counted = graph_work(bert_onnx, row["batch"], row["seq_len"])
@@ -70,7 +71,7 @@ def test_graph_the_counter_cannot_count_fully_gets_no_work_columns(tmp_path):
     path = tmp_path / "branchy.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(path))
     source = OnnxFileSource.at(path)
-    (cell,) = source.cells(MatrixSpec(models=[], onnx_models=[str(path)], runtimes=["ort-cpu"], batches=[1],
-                                      seq_lens=[8]))
+    (cell,) = MatrixSpec(models=[], runtimes=["ort-cpu"], batches=[1], seq_lens=[8],
+                         onnx=OnnxFiles(files=[str(path)])).build().cells
     assert not graph_work(path, 1, 8).complete
     assert source.work(cell) is None

@@ -12,6 +12,7 @@ from onnxbench import runtimes
 from onnxbench.benchmarks import MatrixSpec, TimingConfig, run_matrix
 from onnxbench.benchmarks.inputs import make_feeds
 from onnxbench.benchmarks.plan.matrix import ATTENTION_VARIANTS
+from onnxbench.benchmarks.plan.sources import OnnxFiles
 from onnxbench.benchmarks.verify.reference import TorchFloat64Reference
 from onnxbench.benchmarks.verify.verdict import judge, locate, runtime_block_states
 from onnxbench.export import read_artifact, to_onnx
@@ -43,8 +44,9 @@ def test_planted_faults_fail_and_are_located_through_reference_model(deep_tiny, 
     for i, (fault, block) in enumerate(planted.items()):
         files[fault] = plant(artifact.path, tmp_path / f"fault{i}.onnx", fault, block, 16)
     names = {path.stem: label for label, path in files.items()}
-    spec = MatrixSpec(models=[], onnx_models=[str(p) for p in files.values()], runtimes=["ort-cpu"], batches=[2],
-                      seq_lens=[16], timing=FAST, reference_models={stem: str(directory) for stem in names})
+    spec = MatrixSpec(models=[], runtimes=["ort-cpu"], batches=[2], seq_lens=[16], timing=FAST,
+                      onnx=OnnxFiles(files=[str(p) for p in files.values()],
+                                     reference_models={stem: str(directory) for stem in names}))
     rows = {names[r["model"]]: r for r in run_matrix(spec, tmp_path / "run", cache_dir=cache_dir,
                                                     isolate=False).rows}
     clean = rows["clean"]
@@ -107,7 +109,7 @@ def test_gpt2_small_clean_variants_pass_and_a_planted_fault_is_located(tmp_path,
                       2 * len(variants))
     artifact = to_onnx(get_preset("gpt2-small"), seed=0, cache_dir=cache_dir, model_name="gpt2-small")
     path = plant(artifact.path, tmp_path / "gpt2-fault.onnx", "softmax-scale-1/d", 7, 64)
-    spec = MatrixSpec(models=[], onnx_models=[str(path)], runtimes=["ort-cpu"], batches=[1], seq_lens=[8],
-                      timing=FAST, reference_models={"gpt2-fault": "gpt2-small"})
+    spec = MatrixSpec(models=[], runtimes=["ort-cpu"], batches=[1], seq_lens=[8], timing=FAST,
+                      onnx=OnnxFiles(files=[str(path)], reference_models={"gpt2-fault": "gpt2-small"}))
     (row,) = run_matrix(spec, tmp_path / "fault", cache_dir=cache_dir, isolate=False).rows
     assert row["verdict"] == "FAIL" and row["first_divergent_block"] == 7, row

@@ -16,7 +16,7 @@ from onnxbench.benchmarks.inputs import make_feeds
 from onnxbench.benchmarks.verify.quantized import (
     INT8_DYNAMIC_THRESHOLDS,
     QuantThresholds,
-    compare_quantized,
+    check_quantized,
     log_softmax,
     next_token_kl,
 )
@@ -42,26 +42,26 @@ def test_kl_against_a_hand_computed_value():
 def test_compare_quantized_metrics_and_limits():
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((2, 5, 50)).astype(np.float32)
-    same = compare_quantized(ref.copy(), ref)
+    same = check_quantized(ref.copy(), ref)
     assert same.agree and same.cosine == pytest.approx(1.0) and same.top1_agree == 1.0 and same.kl_max == 0.0
     noisy = ref + 0.01 * rng.standard_normal(ref.shape).astype(np.float32)
-    a = compare_quantized(noisy, ref)
+    a = check_quantized(noisy, ref)
     kl = next_token_kl(ref, noisy)
     assert a.kl_mean == pytest.approx(kl.mean()) and a.kl_max == pytest.approx(kl.max()) and a.agree
     strict = QuantThresholds(min_cosine=0.99, min_top1=0.7, max_kl_mean=a.kl_mean / 2, max_kl_max=1.0)
-    assert not compare_quantized(noisy, ref, strict).agree  # each limit is applied
+    assert not check_quantized(noisy, ref, strict).agree  # each limit is applied
     flipped = ref.copy()
     flipped[..., 0] = ref.max(-1) + 1.0  # a different argmax everywhere
-    assert compare_quantized(flipped, ref).top1_agree == pytest.approx(np.mean(ref.argmax(-1) == 0))
+    assert check_quantized(flipped, ref).top1_agree == pytest.approx(np.mean(ref.argmax(-1) == 0))
     bad = noisy.copy()
     bad[0, 0, 0] = np.nan
-    result = compare_quantized(bad, ref)
+    result = check_quantized(bad, ref)
     assert result.nan_count == 1 and not result.agree and np.isfinite(result.kl_mean)
     assert set(result.as_row()) >= {"cosine", "top1_agree", "kl_mean", "kl_max", "min_cosine", "max_kl_mean"}
     with pytest.raises(ValueError, match="shape"):
-        compare_quantized(ref[:1], ref)
+        check_quantized(ref[:1], ref)
     with pytest.raises(ValueError, match="position axis"):
-        compare_quantized(ref[0, 0], ref[0, 0])
+        check_quantized(ref[0, 0], ref[0, 0])
 
 
 def _weight_under(model: onnx.ModelProto, scope: str) -> str:
@@ -85,7 +85,7 @@ def test_a_planted_scale_fault_fails_where_the_clean_graph_passes(tiny_artifact,
     feeds = make_feeds(tiny_artifact.inputs, 4, 32, int_high=config.vocab_size)
     run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds)[0]  # noqa: E731
     y_ref = run(tiny_artifact.path)
-    good, bad = compare_quantized(run(clean.path), y_ref), compare_quantized(run(broken), y_ref)
+    good, bad = check_quantized(run(clean.path), y_ref), check_quantized(run(broken), y_ref)
     assert good.agree and not bad.agree
     assert bad.cosine < INT8_DYNAMIC_THRESHOLDS.min_cosine < good.cosine
     assert bad.kl_mean > 10 * good.kl_mean

@@ -1,3 +1,4 @@
+
 """int8-dynamic as a precision of the matrix: presets and user ONNX files are quantized (cached like exports),
 run on the runtimes that declare it (skipped with the reason elsewhere), judged by the quantized criteria against
 the float reference, and shown next to their float rows in the report."""
@@ -8,6 +9,7 @@ import pytest
 
 from onnxbench.benchmarks.measure.timing import TimingConfig
 from onnxbench.benchmarks.plan.matrix import MatrixSpec
+from onnxbench.benchmarks.plan.sources import OnnxFiles
 from onnxbench.benchmarks.run.runner import run_matrix
 from onnxbench.benchmarks.verify.quantized import INT8_DYNAMIC_THRESHOLDS as INT8_THRESHOLDS
 from onnxbench.errors import MatrixError
@@ -73,8 +75,8 @@ def test_report_shows_int8_accuracy_next_to_its_speed_up(tiny_int8_run):
 
 
 def test_int8_of_a_user_onnx_file_is_compared_with_the_float_file(tiny_artifact, tmp_path, cache_dir):
-    spec = MatrixSpec(models=[], onnx_models=[str(tiny_artifact.path)], precisions=[INT8], runtimes=["ort-cpu"],
-                      batches=[1], seq_lens=[16], timing=FAST)
+    spec = MatrixSpec(models=[], precisions=[INT8], runtimes=["ort-cpu"], batches=[1], seq_lens=[16], timing=FAST,
+                      onnx=OnnxFiles(files=[str(tiny_artifact.path)]))
     rows = run_matrix(spec, tmp_path / "run", cache_dir=cache_dir, isolate=False).rows
     by_precision = {r["precision"]: r for r in rows}
     assert set(by_precision) == {"fp32", INT8}  # the file as given, and quantized
@@ -89,8 +91,8 @@ def test_int8_of_a_file_that_is_not_fp32_is_skipped_with_the_reason(tmp_path, ca
     from onnxbench.models import get_preset
 
     fp16 = to_onnx(get_preset("tiny"), precision="fp16", cache_dir=cache_dir, model_name="tiny")
-    spec = MatrixSpec(models=[], onnx_models=[str(fp16.path)], precisions=[INT8], runtimes=["ort-cpu"],
-                      batches=[1], seq_lens=[8], timing=FAST)
+    spec = MatrixSpec(models=[], precisions=[INT8], runtimes=["ort-cpu"], batches=[1], seq_lens=[8], timing=FAST,
+                      onnx=OnnxFiles(files=[str(fp16.path)]))
     rows = run_matrix(spec, tmp_path / "run", cache_dir=cache_dir, isolate=False).rows
     (skipped,) = [r for r in rows if r["precision"] == INT8]
     assert skipped["status"] == "skipped" and "made from an fp32 graph" in skipped["reason"] and "fp16" in \

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxbench.benchmarks.inputs import make_feeds
-from onnxbench.benchmarks.verify.quantized import compare_quantized
+from onnxbench.benchmarks.verify.quantized import check_quantized
 from onnxbench.export import to_onnx
 from onnxbench.export.quantize import INT8_DYNAMIC, Int8DynamicOptions, model_sha256, quantize_int8_dynamic
 from onnxbench.models import get_preset
@@ -56,7 +56,7 @@ def test_tiny_int8_runs_in_ort_cpu_and_agrees(tiny_artifact, tiny_int8):
         feeds = make_feeds(tiny_artifact.inputs, b, t, int_high=config.vocab_size)
         y_ref, y = _run(tiny_artifact.path, feeds), _run(tiny_int8.path, feeds)
         assert not np.array_equal(y, y_ref)  # it is a different graph...
-        assert compare_quantized(y, y_ref).agree  # ...that still agrees by the int8 criteria
+        assert check_quantized(y, y_ref).agree  # ...that still agrees by the int8 criteria
 
 
 def test_cached_by_source_content_and_options(tiny_artifact, tiny_int8, cache_dir, tmp_path):
@@ -91,7 +91,7 @@ def test_every_attention_variant_quantizes_and_runs(variant, cache_dir, tmp_path
     if variant in ("onnx-attention", "ort-fused"):  # symbolic shape inference cannot follow these graphs
         assert steps[0].startswith("symbolic_shape_inference skipped")
     feeds = make_feeds(art.inputs, 2, 16, int_high=config.vocab_size)
-    assert compare_quantized(_run(q.path, feeds), _run(art.path, feeds)).agree
+    assert check_quantized(_run(q.path, feeds), _run(art.path, feeds)).agree
 
 
 def test_user_file_with_external_data(tiny_artifact, cache_dir, tmp_path):
@@ -104,7 +104,7 @@ def test_user_file_with_external_data(tiny_artifact, cache_dir, tmp_path):
     assert q.config is None and q.variant == "external" and q.precision == INT8_DYNAMIC
     assert q.model_name == "user-lm" and q.metadata["onnxbench.source"] == str(path.resolve())
     feeds = make_feeds(q.inputs, 1, 32, int_high=get_preset("tiny").vocab_size)
-    assert compare_quantized(_run(q.path, feeds), _run(path, feeds)).agree
+    assert check_quantized(_run(q.path, feeds), _run(path, feeds)).agree
     # the content hash covers the external weights: change them and the key changes
     before = model_sha256(path)
     data = bytearray((tmp_path / "user-lm.weights").read_bytes())

@@ -9,8 +9,8 @@ import pytest
 
 from onnxbench.benchmarks import MatrixSpec, ProcessPerGroupExecutor, read_rows, run_matrix
 from onnxbench.benchmarks.measure.timing import TimingConfig
+from onnxbench.benchmarks.run.faults import FAULT_ENV
 from onnxbench.benchmarks.run.messages import Group
-from onnxbench.benchmarks.run.worker import FAULT_ENV
 from onnxbench.runtimes import RuntimeOptions
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]'; the test extra has it)")

@@ -12,8 +12,8 @@ import pytest
 
 from onnxbench.benchmarks import MatrixSpec, read_rows, run_matrix
 from onnxbench.benchmarks.measure.timing import TimingConfig
+from onnxbench.benchmarks.run.faults import FAULT_ENV
 from onnxbench.benchmarks.run.resume import resume_spec
-from onnxbench.benchmarks.run.worker import FAULT_ENV
 from onnxbench.reports import load
 from tests.conftest import DATA
 from tests.test_cli import CLI, run_cli

@@ -1,4 +1,5 @@
-"""A cell of the benchmark matrix: one model part under one runtime at one (batch, seq_len); shards of a matrix."""
+"""A cell of the benchmark matrix: one model part under one runtime at one (batch, seq_len); the axes a model's
+cells are expanded from; shards of a matrix."""
 
 from __future__ import annotations
 
@@ -58,6 +59,38 @@ class Cell:
     def group_key(self) -> tuple:
         """Cells with the same key are measured by one session (one artifact on one runtime configuration)."""
         return (*self.artifact_key, self.runtime, self.config_id)
+
+
+@dataclass(frozen=True)
+class ScenarioAxes:
+    """One scenario of the matrix as a model source expands it.
+
+    Attributes:
+        name: the scenario (the ``scenario`` key column).
+        decoder: its cells run the model exported with its KV cache (part ``decoder-with-past``), not the
+            matrix's parts.
+        fields: the values of the scenario's own key columns, one mapping per combination (prefill: one empty
+            mapping; generate: ``{"new_tokens": N, "padding": p}`` for every N and p).
+    """
+
+    name: str
+    decoder: bool = False
+    fields: tuple[dict, ...] = ({},)
+
+
+@dataclass(frozen=True)
+class CellAxes:
+    """The matrix's axes as one model sees them (its per-model shapes applied): what a model source needs to list
+    its cells (:meth:`onnxbench.benchmarks.plan.sources.ModelSource.cells`), and nothing else of the matrix."""
+
+    attention: tuple[str, ...]
+    precisions: tuple[str, ...]
+    opsets: tuple[int, ...]
+    runtimes: tuple[str, ...]
+    parts: tuple[str, ...]
+    batches: tuple[int, ...]
+    seq_lens: tuple[int, ...]
+    scenarios: tuple[ScenarioAxes, ...] = (ScenarioAxes("prefill"),)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

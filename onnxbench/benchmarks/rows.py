@@ -14,7 +14,7 @@ part                  columns                                               fill
                       build time
 :class:`Timing`       latency statistics                                    the timing harness
 :class:`Throughput`   sequences/s, tokens/s                                 the timing harness
-:class:`DecodeColumns` TTFT, TPOT, decode tokens/s, end-to-end, first       the generation harness and its
+:class:`GenerateColumns` TTFT, TPOT, decode tokens/s, end-to-end, first       the generation harness and its
                       diverging step                                        token check
 :class:`AgreementColumns` errors, cosine, top-1, tolerances, pass/fail      the agreement check
 :class:`ReferenceCheck` required atol, NaN/Inf matching, error vs float64,  the agreement check and the
@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..schema import SCHEMA_VERSION, make_row
 from .cells import Cell
-from .measure.timing import Timing, throughput
-from .verify.agreement import Agreement
 
 if TYPE_CHECKING:
     from ..runtimes import Session
@@ -125,19 +123,45 @@ class SessionInfo:
 
 
 @dataclass(frozen=True)
+class Timing:
+    """Latency statistics of one cell, in milliseconds per inference (the timing harness,
+    :mod:`onnxbench.benchmarks.measure.timing`)."""
+
+    warmup_iters: int
+    iters: int
+    latency_ms_mean: float
+    latency_ms_p50: float
+    latency_ms_p90: float
+    latency_ms_p99: float
+    latency_ms_min: float
+    latency_ms_std: float
+    ci95_p50_lo_ms: float
+    ci95_p50_hi_ms: float
+    cov: float
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Throughput:
-    """Sequences/s and tokens/s at the p50 latency (:func:`onnxbench.benchmarks.measure.timing.throughput`)."""
+    """Sequences/s and tokens/s at the p50 latency."""
 
     throughput_seq_s: float | None = None
     throughput_tok_s: float | None = None
 
     @classmethod
     def of(cls, batch: int, seq_len: int, latency_ms: float) -> Throughput:
-        return cls(*throughput(batch, seq_len, latency_ms))
+        """(B / p50, B·T / p50) for one inference of ``batch`` x ``seq_len`` tokens taking ``latency_ms`` ms; NaN
+        for a latency that is not positive."""
+        if not latency_ms or latency_ms <= 0:
+            return cls(float("nan"), float("nan"))
+        per_s = 1000.0 / latency_ms
+        return cls(batch * per_s, batch * seq_len * per_s)
 
 
 @dataclass(frozen=True)
-class DecodeColumns:
+class GenerateColumns:
     """A generate cell's timing and token check (:func:`onnxbench.benchmarks.measure.timing.measure_generation`,
     :mod:`onnxbench.benchmarks.scenarios.generate`): TTFT, TPOT percentiles and decode tokens/s, end-to-end ms, and
     the first
@@ -170,8 +194,10 @@ class AgreementColumns:
     agree: bool | None = None
 
     @classmethod
-    def of(cls, agreement: Agreement) -> AgreementColumns:
-        """The columns of a float comparison (the KL columns, a quantized row's, stay empty)."""
+    def of(cls, agreement) -> AgreementColumns:
+        """The columns of an agreement (:class:`~onnxbench.benchmarks.verify.agreement.Agreement` or
+        :class:`~onnxbench.benchmarks.verify.quantized.QuantAgreement`): the fields it has (a float comparison
+        leaves the KL columns empty)."""
         return cls(**{f.name: getattr(agreement, f.name, None) for f in dataclasses.fields(cls)})
 
 
@@ -194,7 +220,7 @@ class ReferenceCheck:
     first_divergent_block: int | None = None
 
     @classmethod
-    def of(cls, agreement: Agreement, verdict: str, reference_config: str,
+    def of(cls, agreement, verdict: str, reference_config: str,
            first_divergent_block: int | None = None) -> ReferenceCheck:
         floor = agreement.floor
         return cls(agreement.required_atol, agreement.ref_nonfinite, agreement.nonfinite_matched,
@@ -255,7 +281,7 @@ class WorkColumns:
 
 
 #: Every part of a row; their fields together are exactly the schema's columns.
-ROW_PARTS = (RunStamp, CellKey, Outcome, ModelInfo, SessionInfo, Timing, Throughput, DecodeColumns,
+ROW_PARTS = (RunStamp, CellKey, Outcome, ModelInfo, SessionInfo, Timing, Throughput, GenerateColumns,
              AgreementColumns, ReferenceCheck, GpuStages, Resources, Placement, WorkColumns)
 
 
@@ -274,7 +300,7 @@ class Measurement:
     reference_check: ReferenceCheck | None = None
     stages: GpuStages | None = None
     resources: Resources | None = None
-    decode: DecodeColumns | None = None
+    decode: GenerateColumns | None = None
     placement: Placement | None = None
 
     @classmethod

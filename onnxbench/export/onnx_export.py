@@ -200,13 +200,6 @@ def _hash_file(h, path: Path) -> None:
             h.update(chunk)
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of one file's bytes (hex); a model's identity is :func:`content_sha256`."""
-    h = hashlib.sha256()
-    _hash_file(h, Path(path))
-    return h.hexdigest()
-
-
 def _load_graph(path: Path) -> onnx.ModelProto:
     """The model at ``path`` without its external data (a graph over 2 GiB of weights stays small).
 

@@ -51,15 +51,15 @@ class RuntimeOptions:
             ``{"cuda_graph": True}``, ``{"tf32": False}``), checked against the runtime's
             :attr:`Runtime.options_type` in :meth:`Runtime.open`: an unknown key or a wrong type raises
             :class:`~onnxbench.errors.OptionError`.
-        axis_ranges: ``{"batch": (min, opt, max), "sequence": (min, opt, max)}`` of the shapes the session
-            will see (from the matrix, ``onnxbench.runtimes.trt_profiles.axis_ranges``); runtimes that build for a
+        profile_ranges: ``{"batch": (min, opt, max), "sequence": (min, opt, max)}`` of the shapes the session
+            will see (from the matrix, ``onnxbench.runtimes.trt_profiles.profile_ranges``); runtimes that build for a
             shape range (TensorRT optimization profiles) use it, others ignore it. Empty: runtime default.
     """
 
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-    axis_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    profile_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def tensorrt_provider_options(artifact: ExportArtifact, options: RuntimeOptions,
         labels = {"profile": f"implicit: the graph is partitioned ({partitioned}), and ONNX Runtime refuses "
                              "explicit profile shapes for partitioned graphs"}
     else:
-        ranges = resolve_ranges(options.axis_ranges, artifact.config.max_positions if artifact.config else None)
+        ranges = resolve_ranges(options.profile_ranges, artifact.config.max_positions if artifact.config else None)
         trt.update(trt_shape_strings(input_profile(artifact.inputs, ranges)))
         labels = {"profile_min": trt["trt_profile_min_shapes"], "profile_opt": trt["trt_profile_opt_shapes"],
                   "profile_max": trt["trt_profile_max_shapes"]}

@@ -199,7 +199,7 @@ class TensorrtSession(Session):
         self.device = f"cuda:{device_id}"
         torch.cuda.set_device(device_id)
         gpu_name = torch.cuda.get_device_name(device_id)
-        ranges = resolve_ranges(options.axis_ranges, artifact.config.max_positions if artifact.config else None)
+        ranges = resolve_ranges(options.profile_ranges, artifact.config.max_positions if artifact.config else None)
         profile = input_profile(artifact.inputs, ranges)
         build = build_options(typed, profile)
         key = engine_cache_key(artifact.sha256, trt.__version__, gpu_name, build)

@@ -54,7 +54,7 @@ def axis_range(values: Iterable[int]) -> tuple[int, int, int]:
     return distinct[0], distinct[len(distinct) // 2], distinct[-1]
 
 
-def axis_ranges(batches: Iterable[int], seq_lens: Iterable[int]) -> dict[str, tuple[int, int, int]]:
+def shape_ranges(batches: Iterable[int], seq_lens: Iterable[int]) -> dict[str, tuple[int, int, int]]:
     """``{"batch": (min, opt, max), "sequence": (min, opt, max)}`` from the matrix's batch sizes and sequence
     lengths (the cells one session will run)."""
     return {"batch": axis_range(batches), "sequence": axis_range(seq_lens)}
@@ -80,15 +80,32 @@ def generation_ranges(requests: Iterable[tuple[int, int]]) -> dict[str, tuple[in
             "total_sequence": (min(t for t, _ in requests), middle, t0 + n - 1)}
 
 
+def profile_ranges(shapes: Iterable[tuple[int, int]], generations: Iterable[tuple[int, int]] = (),
+                   dims: dict[str, tuple[int, int, int]] | None = None) -> dict[str, tuple[int, int, int]]:
+    """Every dynamic axis's (min, opt, max) for one session (``RuntimeOptions.profile_ranges``): ``dims``, the
+    axes bound by name (``--dim``), then the batch and sequence axes of the ``(batch, seq_len)`` ``shapes``
+    (:func:`shape_ranges`), then for greedy ``generations`` of ``(prompt length, new tokens)`` the cache axes
+    of a decoder-with-past graph (:func:`generation_ranges`).
+
+    Raises:
+        ValueError: for no shapes, or a size < 1.
+    """
+    shapes, generations = list(shapes), list(generations)
+    ranges = {**(dims or {}), **shape_ranges([b for b, _ in shapes], [t for _, t in shapes])}
+    if generations:
+        ranges.update(generation_ranges(generations))
+    return ranges
+
+
 #: Used when the caller gives no ranges (a session opened outside the matrix runner).
-DEFAULT_AXIS_RANGES = {"batch": (1, 1, 4), "sequence": (1, 128, 512)}
+DEFAULT_PROFILE_RANGES = {"batch": (1, 1, 4), "sequence": (1, 128, 512)}
 
 
 def resolve_ranges(ranges: dict[str, tuple[int, int, int]] | None,
                    max_positions: int | None = None) -> dict[str, tuple[int, int, int]]:
-    """``ranges`` (from the matrix) or :data:`DEFAULT_AXIS_RANGES`, with the sequence axis clipped to the
+    """``ranges`` (from the matrix) or :data:`DEFAULT_PROFILE_RANGES`, with the sequence axis clipped to the
     model's ``max_positions`` (a profile beyond it would describe shapes the model rejects)."""
-    resolved = dict(ranges or DEFAULT_AXIS_RANGES)
+    resolved = dict(ranges or DEFAULT_PROFILE_RANGES)
     if max_positions and "sequence" in resolved:
         resolved["sequence"] = tuple(min(v, max_positions) for v in resolved["sequence"])
     return resolved

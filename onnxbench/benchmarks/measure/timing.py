@@ -17,9 +17,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
+
+from ..rows import Timing
 
 
 @dataclass(frozen=True)
@@ -46,26 +48,6 @@ class TimingConfig:
             raise ValueError(f"need 1 <= min_iters <= max_iters, got {self.min_iters}, {self.max_iters}")
         if self.warmup_iters < 0 or self.min_time_s < 0 or self.max_time_s <= 0:
             raise ValueError("warmup_iters and min_time_s must be >= 0 and max_time_s > 0")
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Latency statistics of one cell, in milliseconds per inference."""
-
-    warmup_iters: int
-    iters: int
-    latency_ms_mean: float
-    latency_ms_p50: float
-    latency_ms_p90: float
-    latency_ms_p99: float
-    latency_ms_min: float
-    latency_ms_std: float
-    ci95_p50_lo_ms: float
-    ci95_p50_hi_ms: float
-    cov: float
-
-    def as_row(self) -> dict:
-        return asdict(self)
 
 
 def median_ci95(samples: np.ndarray) -> tuple[float, float]:
@@ -247,11 +229,3 @@ def harness_overhead_ms(config: TimingConfig | None = None) -> float:
     cfg = config or TimingConfig(warmup_iters=10, min_iters=1000, min_time_s=0.05, max_time_s=1.0)
     timing, _ = measure(lambda: None, lambda: None, cfg)
     return timing.latency_ms_p50
-
-
-def throughput(batch: int, seq_len: int, latency_ms: float) -> tuple[float, float]:
-    """(sequences/s, tokens/s) for one inference of ``batch`` x ``seq_len`` tokens taking ``latency_ms``."""
-    if not latency_ms or latency_ms <= 0:
-        return float("nan"), float("nan")
-    per_s = 1000.0 / latency_ms
-    return batch * per_s, batch * seq_len * per_s

@@ -112,7 +112,7 @@ def choose(p50_ms: dict[str, float], ci95_ms: dict[str, tuple[float, float]]) ->
 
 def search(runtime: str, artifact: ExportArtifact, shapes: list[tuple[int, int]], *, seed: int = 0,
            timing: TimingConfig = SEARCH_TIMING, candidates: dict[str, RuntimeOptions] | None = None,
-           axis_ranges: dict[str, tuple[int, int, int]] | None = None,
+           profile_ranges: dict[str, tuple[int, int, int]] | None = None,
            feeds: Callable[[tuple[TensorSpec, ...], int, int], dict[str, np.ndarray]] | None = None) -> TuneResult:
     """Time every candidate configuration of ``runtime`` on ``artifact`` at each (batch, seq_len) in ``shapes``
     and choose one per shape (:func:`choose`). Candidates that fail are recorded, not raised.
@@ -124,7 +124,7 @@ def search(runtime: str, artifact: ExportArtifact, shapes: list[tuple[int, int]]
         seed: input seed of the default ``feeds``.
         timing: timing-harness settings for each candidate and shape.
         candidates: override :func:`grid` (tests).
-        axis_ranges: the shape ranges sessions must accept (``RuntimeOptions.axis_ranges``; TensorRT profiles).
+        profile_ranges: the shape ranges sessions must accept (``RuntimeOptions.profile_ranges``; TensorRT profiles).
         feeds: ``feeds(input specs, batch, seq_len)`` -> inputs, e.g. the model source's
             (:meth:`onnxbench.benchmarks.plan.sources.ModelSource.feeds`); default: ``input_ids`` int64 (B, T) below the
             artifact's ``vocab_size``.
@@ -139,7 +139,7 @@ def search(runtime: str, artifact: ExportArtifact, shapes: list[tuple[int, int]]
     for name, options in candidates.items():
         per_shape, ci = {}, {}
         try:
-            opened = dataclasses.replace(options, axis_ranges=axis_ranges or options.axis_ranges)
+            opened = dataclasses.replace(options, profile_ranges=profile_ranges or options.profile_ranges)
             with runtimes.get(runtime).open(artifact, opened) as session:
                 for batch, seq_len in shapes:
                     inputs = feeds(session.inputs(), batch, seq_len)

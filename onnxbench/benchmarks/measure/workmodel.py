@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from ...models.flops import attention_flops, forward_flops
 from ...models.transformer import TransformerConfig
+from ...tolerance import tf32_allowed
 from .ceilings import peak_for
 
 #: Bytes per element of each graph precision.
@@ -41,11 +42,6 @@ class Work:
 
     flops: float
     bytes_moved: float
-
-    @property
-    def intensity(self) -> float:
-        """Operational intensity, FLOPs per byte (Williams et al. 2009)."""
-        return self.flops / self.bytes_moved
 
 
 def attention_params(config: TransformerConfig) -> int:
@@ -140,7 +136,7 @@ def row_fractions(row: dict, ceilings: dict | None) -> dict[str, float | None]:
     """:func:`fractions` of a result row's achieved rates against ``ceilings`` (device, precision and the TF32 in
     force read from the row's ``device``, ``precision`` and ``options`` columns)."""
     try:
-        tf32 = bool(json.loads(row.get("options") or "{}").get("tf32", False))
+        tf32 = tf32_allowed(json.loads(row.get("options") or "{}"))
     except (ValueError, AttributeError):
         tf32 = False
     return fractions(row.get("achieved_gflops"), row.get("achieved_gbs"), ceilings, row.get("device") or "cpu",

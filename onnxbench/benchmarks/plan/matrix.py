@@ -1,5 +1,5 @@
-"""The benchmark matrix: axes, the embedded default, TOML matrix files, and the built matrix (its model sources
-and cells)."""
+"""The benchmark matrix: axes, the embedded default, TOML matrix files and command-line overrides (applied by the
+same code, :meth:`MatrixSpec.from_dict`), and the built matrix (its model sources and cells)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from ...export.opsets import describe, supported_opsets, unsupported_reason
 from ...export.quantize import QUANTIZED_PRECISIONS
 from ...export.variants import VARIANTS
 from ...noise import NOISE_LIMIT
-from ..cells import Cell, parse_shard, shard_cells
+from .. import scenarios as scenario_registry
+from ..cells import Cell, CellAxes, ScenarioAxes, parse_shard, shard_cells
 from ..measure.timing import TimingConfig
-from .sources import ModelSource, OnnxFileSource, build_sources
+from .sources import SOURCE_KINDS, ModelSource, OnnxFiles, SourceSettings, build_sources
 
 #: Attention variants -> the reference config's ``attention`` implementation they are exported from
 #: (the export recipes and graph checks live in ``onnxbench.export.variants``).
@@ -31,8 +32,6 @@ ATTENTION_VARIANTS = {name: v.implementation for name, v in VARIANTS.items()}
 MATRIX_PRECISIONS = (*PRECISIONS, *QUANTIZED_PRECISIONS)
 #: Model parts a cell can measure: the full transformer, or block 0's attention alone.
 PARTS = ("model", "attention")
-#: What a cell measures: one forward pass over the prompt, or greedy generation after it (docs/generation.md).
-SCENARIOS = ("prefill", "generate")
 
 
 @dataclass
@@ -58,16 +57,9 @@ class MatrixSpec:
         shapes: optional per-model override ``{preset: {"batches": [...], "seq_lens": [...]}}``.
         checkpoints: local GPT-2-style checkpoint directories (``config.json`` + ``model.safetensors``); each is
             a model named after its directory, exported with its own weights (:class:`~.sources.CheckpointSource`).
-        onnx_models: paths of users' ONNX files, each a model named after the file's stem, run on the ONNX
-            runtimes with ORT CPU without graph optimizations as the reference (:class:`~.sources.OnnxFileSource`).
-        dims: sizes of named dynamic axes of the ONNX files (``{"batch": 4, "past": [1, 3, 8]}``): a size, or
-            ``[min, opt, max]`` (inputs are fed at opt; optimization profiles span min..max).
-        int_ranges: ``{input name or "*": [lo, hi)}`` for integer inputs of the ONNX files.
-        input_shapes: ``{input name: [d0, d1, ...]}`` shapes (sizes or axis names) of ONNX-file inputs, required
-            for an input whose graph declares no shape (``--shape NAME=d0,d1,...``).
-        reference_models: ``{ONNX file's model name: preset name or checkpoint directory}``: that file is
-            compared with the model's float64 torch reference instead of ONNX Runtime (``--reference-model``;
-            the file must take ``input_ids`` and output ``logits``, checked before anything runs).
+        onnx: users' ONNX files and their options (the ``[onnx]`` table: :class:`~.sources.OnnxFiles`), each file a
+            model named after its stem, run on the ONNX runtimes with ORT CPU without graph optimizations as the
+            reference (:class:`~.sources.OnnxFileSource`).
         locate_divergence: name the first diverging block of every row (``--locate-divergence``), not only of
             failing ones (docs/agreement.md).
         parts: ``model`` and/or ``attention`` (block 0's attention exported alone).
@@ -111,11 +103,7 @@ class MatrixSpec:
     timing: TimingConfig = field(default_factory=TimingConfig)
     shapes: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     checkpoints: list[str] = field(default_factory=list)
-    onnx_models: list[str] = field(default_factory=list)
-    dims: dict[str, int | list[int]] = field(default_factory=dict)
-    int_ranges: dict[str, list[int]] = field(default_factory=dict)
-    input_shapes: dict[str, list[int | str]] = field(default_factory=dict)
-    reference_models: dict[str, str] = field(default_factory=dict)
+    onnx: OnnxFiles = field(default_factory=OnnxFiles)
     locate_divergence: bool = False
     parts: list[str] = field(default_factory=lambda: ["model"])
     cell_timeout_s: float = 600.0
@@ -154,30 +142,27 @@ class MatrixSpec:
             if needs:
                 raise MatrixError(f"attention variants {needs} need the dynamo exporter; drop them or use "
                                  "--exporter dynamo")
-        if self.models or self.checkpoints:
-            self._validate_opsets()
         for p in self.precisions:
             if p not in MATRIX_PRECISIONS:
                 raise MatrixError(f"unknown precision {p!r}; known: {', '.join(MATRIX_PRECISIONS)}")
         for r in self.runtimes:
             if r not in runtimes.registry():
                 raise MatrixError(f"unknown runtime {r!r}; registered: {', '.join(runtimes.registry())}")
-        self._validate_generation()
+        for name in self.scenarios:
+            scenario_registry.get(name).validate(self)
         if self.shard is not None:
             parse_shard(self.shard)
         self._validate_threads()
         if self.cell_timeout_s <= 0:
             raise MatrixError(f"cell_timeout_s must be > 0 seconds, got {self.cell_timeout_s}")
-        sources = build_sources(self)
+        sources = build_sources({kind.spec_field: getattr(self, kind.spec_field) for kind in SOURCE_KINDS},
+                                SourceSettings(self.seed, self.exporter))
         if not sources:
             raise MatrixError("nothing to run: give presets (--models), --checkpoint DIR or --onnx PATH")
-        files = [name for name, source in sources.items() if isinstance(source, OnnxFileSource)]
-        for name in self.reference_models:
-            if name not in files:
-                raise MatrixError(f"reference_models names {name!r}, which is not one of the ONNX files' models "
-                                  f"({', '.join(files) or 'none given'}; a file's model name is its stem)")
+        if any(source.exported for source in sources.values()):
+            self._validate_opsets()
         for source in sources.values():
-            source.validate(self)
+            source.validate()
             batches, seq_lens = self.shape_axes(source.name)
             if any(b < 1 for b in batches) or any(t < 1 for t in seq_lens):
                 raise MatrixError("batch sizes and sequence lengths must be >= 1")
@@ -196,25 +181,19 @@ class MatrixSpec:
                                   f"generate at most {max(longest - t, 0)} new tokens after a {t}-token prompt "
                                   "(--new-tokens) or shorten the prompt (--seq-lens)")
         cells = list(dict.fromkeys(cell for source in sources.values()
-                                   for cell in self._with_threads(source.cells(self))))
+                                   for cell in self._with_threads(source.cells(self.axes_for(source.name)))))
         if self.shard is not None:
             cells = shard_cells(cells, self.shard)
         return Matrix(self, sources, cells)
 
-    def _validate_generation(self) -> None:
-        """The generate scenario's axes: known scenarios, at least one new token, padding in [0, 1) so that every
-        row keeps a token (a prompt of padding alone has nothing to continue)."""
-        for name in self.scenarios:
-            if name not in SCENARIOS:
-                raise MatrixError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
-        if "generate" not in self.scenarios:
-            return
-        if not self.new_tokens or any(n < 1 for n in self.new_tokens):
-            raise MatrixError(f"new tokens must be >= 1 (a generation makes at least one token), got "
-                              f"{self.new_tokens}; use e.g. --new-tokens 64")
-        if not self.paddings or any(not 0 <= p < 1 for p in self.paddings):
-            raise MatrixError(f"padding fractions must lie in [0, 1) (every row keeps at least one prompt token), "
-                              f"got {self.paddings}; use e.g. --padding 0,0.25")
+    def axes_for(self, model: str) -> CellAxes:
+        """The axes ``model``'s source expands its cells from: the matrix's, with ``[shapes.MODEL]`` applied and
+        each scenario's own key fields (:meth:`onnxbench.benchmarks.scenarios.Scenario.axes`) listed."""
+        batches, seq_lens = self.shape_axes(model)
+        scenarios = tuple(ScenarioAxes(name, scenario_registry.get(name).decoder,
+                                       tuple(scenario_registry.get(name).axes(self))) for name in self.scenarios)
+        return CellAxes(tuple(self.attention), tuple(self.precisions), tuple(self.opsets), tuple(self.runtimes),
+                        tuple(self.parts), tuple(batches), tuple(seq_lens), scenarios)
 
     def _validate_threads(self) -> None:
         """Thread counts are 1 .. the logical core count, and some runtime of the matrix takes them."""
@@ -268,34 +247,136 @@ class MatrixSpec:
 
     @classmethod
     def from_dict(cls, data: dict, base: MatrixSpec | None = None) -> MatrixSpec:
-        """A spec from a mapping shaped like :meth:`to_dict` (a TOML table or a run header's ``matrix``);
-        keys absent from ``data`` keep ``base``'s values (default: the dataclass defaults).
+        """A spec from a mapping shaped like :meth:`to_dict` (a TOML table, a run header's ``matrix``, or the
+        command line's overrides); keys absent from ``data`` keep ``base``'s values (default: the dataclass
+        defaults). A single value for a list axis means a list of one (``models = "tiny"``); keys of older
+        files and headers are read under their current names (:data:`LEGACY_KEYS`, the flat ONNX-file keys).
 
         Raises:
-            MatrixError: (a ValueError) for an unknown key (naming the known ones) or a bad ``timing`` entry.
+            MatrixError: (a ValueError) for an unknown key (naming the known ones) or a value of the wrong type
+                (naming the key and the type expected).
         """
         spec = dataclasses.replace(base) if base is not None else cls()
         data = {LEGACY_KEYS.get(k, k): v for k, v in data.items()}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        legacy_onnx = {OnnxFiles.LEGACY_KEYS[k]: data.pop(k) for k in list(data) if k in OnnxFiles.LEGACY_KEYS}
+        if legacy_onnx:
+            data["onnx"] = {**legacy_onnx, **_as_table(data.get("onnx", {}))}
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
         if unknown:
             raise MatrixError(f"unknown matrix keys {unknown}; known: {', '.join(sorted(known))}")
-        lists = {f.name for f in dataclasses.fields(cls) if isinstance(getattr(cls(), f.name), list)}
         for key, value in data.items():
-            if key in lists and not isinstance(value, list):
-                value = [value]  # `models = "tiny"` means ["tiny"], not the characters of the string
             if key == "timing":
-                timing_keys = {f.name for f in dataclasses.fields(TimingConfig)}
-                bad = sorted(set(value) - timing_keys)
-                if bad:
-                    raise MatrixError(f"unknown [timing] keys {bad}; known: {', '.join(sorted(timing_keys))}")
-                value = dataclasses.replace(spec.timing, **value)
+                value = _timing(spec.timing, value)
             elif key == "shapes":
-                value = {m: dict(axes) for m, axes in value.items()}
-            elif isinstance(value, list):
-                value = list(value)
+                value = _shapes(value)
+            elif key == "onnx":
+                value = OnnxFiles.from_dict(value)
+            else:
+                value = _typed(key, known[key].type, value)
             setattr(spec, key, value)
         return spec
+
+    def with_overrides(self, overrides: dict) -> tuple[MatrixSpec, list[str]]:
+        """This spec with ``overrides`` (the command line's flags, as a mapping shaped like :meth:`to_dict`) applied
+        by :meth:`from_dict`, the code that reads matrix files. A ``batches`` or ``seq_lens`` override applies to
+        every model: it replaces the axis in the per-model ``[shapes.MODEL]`` tables too (what was asked is what
+        runs), and each replaced entry is named in the notes returned.
+
+        Returns:
+            (the new spec, one note per per-model shape the overrides replaced).
+
+        Raises:
+            MatrixError: as :meth:`from_dict`.
+        """
+        spec = MatrixSpec.from_dict(overrides, self)
+        notes, shapes = [], {m: dict(axes) for m, axes in spec.shapes.items()}
+        for axis in ("batches", "seq_lens"):
+            if axis not in overrides:
+                continue
+            for model, axes in shapes.items():
+                if axis in axes and list(axes[axis]) != list(getattr(spec, axis)):
+                    notes.append(f"{axis} = {getattr(spec, axis)} applies to {model} too, in place of its "
+                                 f"[shapes.{model}] {axis} = {list(axes[axis])}")
+                axes.pop(axis, None)
+        spec.shapes = {m: axes for m, axes in shapes.items() if axes}
+        return spec, notes
+
+
+def _as_table(value) -> dict:
+    return value if isinstance(value, dict) else {"files": value}
+
+
+def _typed(key: str, annotation: str, value):
+    """``value`` checked against the field's annotation (``list[int]``, ``float``, ``str | None``, ...): a list
+    field takes a list of that element type (a single value: a list of one), an int field no bool, a float field
+    an int too.
+
+    Raises:
+        MatrixError: naming the key, the value and the type expected.
+    """
+    annotation = str(annotation).replace(" ", "")
+    is_list = annotation.startswith("list[")
+    kind = annotation[5:-1] if is_list else annotation.split("|")[0]
+    optional = "None" in annotation.split("|")
+    values = (value if isinstance(value, list) else [value]) if is_list else [value]
+    checked = []
+    for v in values:
+        if v is None and optional:
+            checked.append(v)
+        elif kind == "int" and isinstance(v, int) and not isinstance(v, bool):
+            checked.append(v)
+        elif kind == "float" and isinstance(v, (int, float)) and not isinstance(v, bool):
+            checked.append(float(v))
+        elif kind in ("str", "bool") and type(v).__name__ == kind:
+            checked.append(v)
+        else:
+            expected = {"int": "integers", "float": "numbers", "str": "strings", "bool": "true or false"}[kind]
+            raise MatrixError(f"matrix key {key!r}: {v!r} is not {'a list of ' if is_list else ''}{expected}"
+                              f"{'' if is_list else ' (one value)'}; e.g. {_EXAMPLES.get(key, key + ' = ...')}")
+    return checked if is_list else checked[0]
+
+
+_EXAMPLES = {"batches": "batches = [1, 4]", "seq_lens": "seq_lens = [32, 128]", "opsets": "opsets = [18]",
+             "threads": "threads = [1, 2]", "new_tokens": "new_tokens = [64]", "paddings": "paddings = [0, 0.25]",
+             "models": 'models = ["tiny"]', "runtimes": 'runtimes = ["torch", "ort-cpu"]', "seed": "seed = 0",
+             "cell_timeout_s": "cell_timeout_s = 600", "noise_limit": "noise_limit = 0.1"}
+
+
+def _timing(base: TimingConfig, value) -> TimingConfig:
+    """The ``[timing]`` table over ``base``.
+
+    Raises:
+        MatrixError: for a key that is not a timing setting, or a value of the wrong type or range.
+    """
+    if not isinstance(value, dict):
+        raise MatrixError(f"[timing] must be a table of {', '.join(f.name for f in dataclasses.fields(TimingConfig))}"
+                          f"; got {value!r}")
+    known = {f.name: f for f in dataclasses.fields(TimingConfig)}
+    bad = sorted(set(value) - set(known))
+    if bad:
+        raise MatrixError(f"unknown [timing] keys {bad}; known: {', '.join(sorted(known))}")
+    try:
+        return dataclasses.replace(base, **{k: _typed(f"timing.{k}", known[k].type, v) for k, v in value.items()})
+    except ValueError as exc:
+        raise MatrixError(f"[timing]: {exc}") from None
+
+
+def _shapes(value) -> dict[str, dict[str, list[int]]]:
+    """The ``[shapes.MODEL]`` tables: per model, ``batches`` and/or ``seq_lens``.
+
+    Raises:
+        MatrixError: for anything else.
+    """
+    if not isinstance(value, dict) or not all(isinstance(axes, dict) for axes in value.values()):
+        raise MatrixError(f"shapes must be tables [shapes.MODEL] with batches and/or seq_lens; got {value!r}")
+    out = {}
+    for model, axes in value.items():
+        bad = sorted(set(axes) - {"batches", "seq_lens"})
+        if bad:
+            raise MatrixError(f"[shapes.{model}] keys {bad}: only batches and seq_lens can be set per model")
+        out[model] = {k: _typed(f"shapes.{model}.{k}", "list[int]", v) for k, v in axes.items()}
+    return out
 
 
 @dataclass

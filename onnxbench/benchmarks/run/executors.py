@@ -23,21 +23,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import pickle
 import signal
-import socket
 import subprocess
-import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
-from multiprocessing import reduction
-from multiprocessing.connection import Connection
-from pathlib import Path
 
 from ... import runtimes
 from ...runtimes import RuntimeOptions
 from ..rows import Measurement, Placement
+from .forkserver import ForkServer, start_fresh_worker
 from .messages import CellFinished, CellStarted, Group, GroupFinished, Message, SessionOpened, WorkerStarted
 from .worker import measure_group
 
@@ -71,8 +66,8 @@ class ProcessPerGroupExecutor(Executor):
 
     Args:
         warm: fork each worker from a fork server that imported torch, onnxruntime and the measuring code once per
-            :meth:`run` (:func:`onnxbench.benchmarks.run.worker.serve`), so that start-up (~4-7 s of imports) is paid
-            once rather than per group; ``False`` starts every worker as a fresh interpreter
+            :meth:`run` (:func:`onnxbench.benchmarks.run.forkserver.serve`), so that start-up (~4-7 s of imports)
+            is paid once rather than per group; ``False`` starts every worker as a fresh interpreter
             (``python -c ...worker.main``). Where ``os.fork`` does not exist, workers are always fresh.
         env: environment variables to set (a value of None: to remove) in the workers, over this process's own
             (e.g. what a distributed executor forwards from its driver).
@@ -89,7 +84,7 @@ class ProcessPerGroupExecutor(Executor):
         self.env = dict(env or {})
 
     def run(self, groups: Iterable[Group]) -> Iterator[tuple[Group, Message]]:
-        server = _ForkServer(self.env) if self.warm else None
+        server = ForkServer(self.env) if self.warm else None
         try:
             for group in groups:
                 with contextlib.closing(self.supervise(group, server)) as messages:
@@ -99,7 +94,7 @@ class ProcessPerGroupExecutor(Executor):
             if server is not None:
                 server.close()
 
-    def supervise(self, group: Group, server: _ForkServer | None = None) -> Iterator[Message]:
+    def supervise(self, group: Group, server: ForkServer | None = None) -> Iterator[Message]:
         """The messages of ``group``, measured in worker processes (forked by ``server``, else fresh
         interpreters), with a ``failed`` :class:`CellFinished` synthesised for a cell whose worker died or timed
         out (see the module docstring); those rows name this host, the worker's."""
@@ -110,13 +105,13 @@ class ProcessPerGroupExecutor(Executor):
                 message = dataclasses.replace(message, measurement=message.measurement.placed(here))
             yield message
 
-    def _supervise(self, group: Group, server: _ForkServer | None) -> Iterator[Message]:
+    def _supervise(self, group: Group, server: ForkServer | None) -> Iterator[Message]:
         timeout_s = group.spec.cell_timeout_s
         pending = list(group.cells)
         while pending:
             started = time.perf_counter()
             subset = dataclasses.replace(group, cells=tuple(pending))
-            proc, receiver = server.start_worker(subset) if server is not None else _start_worker(subset, self.env)
+            proc, receiver = server.start_worker(subset) if server is not None else start_fresh_worker(subset, self.env)
             current, session_open, reason = None, False, None
             try:
                 wait = max(STARTUP_TIMEOUT_S, timeout_s)
@@ -170,128 +165,6 @@ def _placement(group: Group) -> Placement:
     """This host, and the GPU the group's worker was to use (its ``device_id`` option, as the worker reads it)."""
     device_id = int((group.options or RuntimeOptions()).extra.get("device_id", 0))
     return Placement.here(runtimes.runtime_class(group.runtime).device, device_id)
-
-
-def _worker_environment(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
-    """This process's environment for a worker (or fork server), with ``env`` set over it (None: removed): the
-    package importable, the same runtimes."""
-    package_root = str(Path(__file__).resolve().parents[2])
-    base = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
-    return runtimes.plugin_environment({**base, "PYTHONPATH": os.pathsep.join(
-        filter(None, [package_root, base.get("PYTHONPATH")]))})
-
-
-def _start_worker(group: Group, env: Mapping[str, str | None] | None = None) -> tuple[subprocess.Popen, Connection]:
-    """Start ``python -c worker.main()`` with ``group`` pickled on its stdin and a one-way pipe for messages;
-    ``env`` is set over this process's environment."""
-    read_fd, write_fd = os.pipe()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", f"from onnxbench.benchmarks.run.worker import main; main({write_fd})"],
-            stdin=subprocess.PIPE, pass_fds=(write_fd,), env=_worker_environment(env))
-    finally:
-        os.close(write_fd)  # only the child writes; its exit then reads as EOF here
-    receiver = Connection(read_fd, writable=False)
-    try:
-        proc.stdin.write(pickle.dumps(group))
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass  # the child died at once: its exit code tells why
-    return proc, receiver
-
-
-class _ForkServer:
-    """The executor's side of :func:`onnxbench.benchmarks.run.worker.serve`: a warm interpreter, started on the first
-    worker asked for (so its imports count as that worker's start-up) and again after it died, that forks the
-    workers."""
-
-    def __init__(self, env: Mapping[str, str | None] | None = None) -> None:
-        self.proc: subprocess.Popen | None = None
-        self.env = env
-
-    def _ensure_started(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            return
-        self.close()
-        self.sock, theirs = socket.socketpair()
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", f"from onnxbench.benchmarks.run.worker import serve; serve({theirs.fileno()})"],
-                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env=_worker_environment(self.env))
-        finally:
-            theirs.close()
-        self.control = Connection(os.dup(self.sock.fileno()))
-
-    def start_worker(self, group: Group) -> tuple[_ForkedWorker, Connection]:
-        """Fork a worker measuring ``group``: its handle (``subprocess.Popen``'s ``poll``/``wait``/``kill``) and
-        the read end of its message pipe. A server that died on the way makes a handle of an already dead
-        worker, whose pipe reads as EOF."""
-        self._ensure_started()
-        read_fd, write_fd = os.pipe()
-        worker = _ForkedWorker(self)
-        try:
-            reduction.sendfds(self.sock, [write_fd])
-            self.control.send_bytes(pickle.dumps(group))
-            worker.pid = self.control.recv()[1]
-        except (OSError, EOFError):
-            worker.returncode = self._died()
-        finally:
-            os.close(write_fd)
-        return worker, Connection(read_fd, writable=False)
-
-    def _died(self) -> int:
-        """The exit status of a server that stopped answering (killed if it still runs)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        return self.proc.wait()
-
-    def close(self) -> None:
-        """End the server: EOF on its socket, then a kill if it has not exited within 10 s."""
-        if self.proc is None:
-            return
-        self.control.close()
-        self.sock.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-
-class _ForkedWorker:
-    """A worker forked by the fork server, with the part of ``subprocess.Popen``'s interface the supervisor
-    uses; its exit status comes from the server, which is its parent."""
-
-    def __init__(self, server: _ForkServer) -> None:
-        self.server, self.pid, self.returncode = server, None, None
-
-    def poll(self) -> int | None:
-        return self.returncode if self.returncode is not None else self._exit_status(0)
-
-    def wait(self, timeout: float | None = None) -> int:
-        """The exit status; waits ``timeout`` seconds (None: for ever).
-
-        Raises:
-            subprocess.TimeoutExpired: if the worker is still running after ``timeout`` seconds.
-        """
-        if self.returncode is None and self._exit_status(timeout) is None:
-            raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
-        return self.returncode
-
-    def kill(self) -> None:
-        if self.returncode is None and self.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-
-    def _exit_status(self, timeout: float | None) -> int | None:
-        try:
-            if not self.server.control.poll(timeout):
-                return None
-            self.returncode = self.server.control.recv()[1]
-        except (OSError, EOFError):
-            self.returncode = self.server._died()
-        return self.returncode
 
 
 def _exit_reason(exitcode: int | None) -> str:

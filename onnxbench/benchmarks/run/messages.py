@@ -16,6 +16,7 @@ whose worker died or went silent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ..cells import Cell
 from ..plan.matrix import MatrixSpec
 from ..plan.sources import ModelSource
 from ..rows import Measurement
+from ..scenarios import SCENARIOS, Scenario
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +43,8 @@ class Group:
         label: merged into the ``options`` column (e.g. ``{"tune_config": name}``).
         cache_dir: the export cache (None: the default); float64 references and block-boundary graphs are
             cached under it.
+        scenarios: the scenarios of the cells (by name), which travel with the group into its worker (default:
+            the registered ones).
     """
 
     source: ModelSource
@@ -50,6 +54,7 @@ class Group:
     options: RuntimeOptions | None = None
     label: dict = field(default_factory=dict)
     cache_dir: Path | None = None
+    scenarios: Mapping[str, Scenario] = field(default_factory=lambda: dict(SCENARIOS))
 
     @property
     def runtime(self) -> str:

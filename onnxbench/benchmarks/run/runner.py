@@ -16,9 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ... import env, runtimes
-from ...export import ExportArtifact
-from ...rundir import ResultWriter, RunDir, check_writable, refuse_existing_run
+from ...export import ExportArtifact, default_cache_dir
+from ...rundir import ResultWriter, RunDir, check_writable, claim
 from ...runtimes import RuntimeOptions
+from ...tolerance import tf32_allowed
 from ..cells import Cell
 from ..measure import tune as tuning
 from ..measure.ceilings import measure_ceilings, reprobe
@@ -30,7 +31,21 @@ from ..rows import CellKey, Measurement, ModelInfo, RunStamp, WorkColumns, assem
 from . import resume as resuming
 from .executors import Executor, InProcessExecutor, ProcessPerGroupExecutor
 from .messages import CellFinished, Group, Message, SessionOpened, WorkerStarted
-from .worker import axis_ranges
+from .worker import session_ranges
+
+
+def check_cache_writable(cache_dir: Path) -> None:
+    """The export cache must take files before any work: a run whose every cell fails on a read-only cache
+    would have measured nothing.
+
+    Raises:
+        PermissionError: naming the folder and the fix (``--cache-dir``, ``$ONNXBENCH_CACHE``).
+    """
+    try:
+        check_writable(cache_dir)
+    except PermissionError as exc:
+        raise PermissionError(f"the export cache {cache_dir} is not writable ({exc.__cause__ or exc}); choose "
+                              "another with --cache-dir or $ONNXBENCH_CACHE") from None
 
 
 def new_run_id() -> str:
@@ -41,10 +56,12 @@ def new_run_id() -> str:
 class RunSummary:
     """What a finished run produced and where the wall time went (seconds). ``exports`` counts the artifacts
     the run asked the exporter for (ONNX files given by the user are read, not exported), ``exports_cached``
-    those served from the export cache."""
+    those served from the export cache; ``set_aside`` is where an earlier run in the directory was moved
+    (``overwrite``)."""
 
     run_dir: Path
     rows: list[dict] = field(default_factory=list)
+    set_aside: Path | None = None
     export_s: float = 0.0
     exports: int = 0
     exports_cached: int = 0
@@ -66,6 +83,8 @@ def run_matrix(
     ceilings: bool | dict = False,
     tune: bool | list[str] = False,
     executor: Executor | None = None,
+    overwrite: bool = False,
+    on_start: Callable[[Matrix, list[Cell]], None] | None = None,
 ) -> RunSummary:
     """Run every cell of ``spec`` and write the run directory.
 
@@ -95,6 +114,10 @@ def run_matrix(
             ``config_id = "tuned"`` cells; the search is recorded in ``header["tuning"]``. A list tunes only the
             runtimes named in it.
         executor: measures the groups (overrides ``isolate``).
+        overwrite: if ``run_dir`` holds a run, move it aside first (:func:`onnxbench.rundir.set_aside`; the
+            summary's ``set_aside`` says where).
+        on_start: called once the run directory and the export cache are checked, before any work, with the
+            matrix and the cells left to run (the CLI prints the plan).
 
     Ceilings the run measured are probed again when it ends (also after a resume) and the higher kept
     (:func:`onnxbench.benchmarks.measure.ceilings.reprobe`); every row's ``frac_peak_*`` is then recomputed against
@@ -102,18 +125,17 @@ def run_matrix(
     (:func:`onnxbench.benchmarks.measure.workmodel.above_peak_reason`).
 
     Raises:
-        ValueError: for an invalid matrix (before anything runs).
-        PermissionError: if ``run_dir`` is not writable.
+        ValueError: for an invalid matrix, or an empty ``run_dir`` (before anything runs).
+        PermissionError: if ``run_dir`` or the export cache is not writable (before anything runs).
         FileNotFoundError: if ``resume`` and ``run_dir`` has no ``header.json``.
-        FileExistsError: if not ``resume`` and ``run_dir`` already holds a run
-            (:func:`onnxbench.rundir.set_aside` moves it).
+        FileExistsError: if not ``resume`` and ``run_dir`` already holds a run (``overwrite`` moves it aside).
     """
     matrix = spec if isinstance(spec, Matrix) else spec.build()
     spec = matrix.spec
+    set_aside = claim(run_dir, resume, overwrite)  # every precondition of the run directory, in one place
     run_dir = Path(run_dir)
-    if not resume:
-        refuse_existing_run(run_dir)
-    check_writable(run_dir)
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    check_cache_writable(cache_dir)
     directory = RunDir(run_dir)
     if resume:
         header, done = resuming.reopen(run_dir, retry_failed)
@@ -130,12 +152,15 @@ def run_matrix(
     header["interrupted"] = True  # until the run ends normally: a killed parent leaves it marked
     header.pop("finished", None)
     directory.write_header(header)
+    todo = [c for c in matrix.cells if c.cell_id not in done]
+    if on_start:
+        on_start(matrix, todo)
     executor = executor or (ProcessPerGroupExecutor() if isolate else InProcessExecutor())
     interrupted = False
     with directory.writer() as writer:
-        run = _Run(matrix, header, writer, RunSummary(run_dir), Path(cache_dir) if cache_dir else None, on_cell)
+        run = _Run(matrix, header, writer, RunSummary(run_dir, set_aside=set_aside), cache_dir, on_cell)
         try:
-            run.execute(executor, run.groups([c for c in matrix.cells if c.cell_id not in done]))
+            run.execute(executor, run.groups(todo))
             if tune:
                 run.execute(executor, run.tuned_groups(tune))
             writer.close()
@@ -191,7 +216,7 @@ class _Run:
             return None
         device = (measurement.session.device if measurement.session else None) or "cpu"
         options = json.loads(measurement.session.options or "{}") if measurement.session else {}
-        tf32 = bool(options.get("tf32", False))  # an fp32 cell with TF32 is read against the TF32 peak
+        tf32 = tf32_allowed(options)  # an fp32 cell with TF32 is read against the TF32 peak
         return WorkColumns(**achieved(work, measurement.timing.latency_ms_p50, self.header.get("ceilings"),
                                       device, cell.precision, tf32))
 
@@ -244,7 +269,7 @@ class _Run:
             shapes = list(dict.fromkeys((c.batch, c.seq_len) for c in cells))
             t0 = time.perf_counter()
             result = tuning.search(name, group.artifact, shapes, feeds=group.source.feeds,
-                                   axis_ranges=axis_ranges(list(cells), group.source))
+                                   profile_ranges=session_ranges(cells, group.source))
             self.summary.timing_s += time.perf_counter() - t0
             first = cells[0]
             self.header.setdefault("tuning", []).append(

@@ -19,22 +19,25 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ... import runtimes
-from ...export import ExportArtifact
-from ...noise import noise_reason
-from ...runtimes import RuntimeOptions, RuntimeUnavailable, Session
-from ..cells import Cell
+from ...errors import MatrixError
+from ...runtimes import RuntimeUnavailable
+from ...tolerance import tf32_allowed
 from ..measure.timing import measure_generation
-from ..plan.matrix import MatrixSpec
-from ..plan.sources import ModelSource
-from ..rows import DecodeColumns, Measurement, Outcome, Resources, Throughput
-from ..verify.agreement import compare
+from ..rows import GenerateColumns, Measurement, Throughput
+from ..verify.agreement import check
 from ..verify.reference import Reference
 from ..verify.verdict import Verdict
+from .base import CellContext, Scenario
+
+if TYPE_CHECKING:
+    from ...runtimes import Session
+    from ..cells import Cell
+    from ..plan.matrix import MatrixSpec
 
 
 def first_divergent_step(tokens: np.ndarray, reference_logits: np.ndarray) -> int | None:
@@ -63,7 +66,7 @@ def judge_generation(tokens: np.ndarray, logits: np.ndarray, expected, tol, refe
     y64, floor = expected.fp64["logits"]
     step = first_divergent_step(tokens, y64)
     upto = logits.shape[1] if step is None else step + 1
-    agreement = compare(logits[:, :upto], expected.outputs["logits"][:, :upto], tol, "logits",
+    agreement = check(logits[:, :upto], expected.outputs["logits"][:, :upto], tol, "logits",
                         fp64=(y64[:, :upto], floor))
     if reference.is_self(runtime, options):
         verdict = "reference"
@@ -74,59 +77,80 @@ def judge_generation(tokens: np.ndarray, logits: np.ndarray, expected, tol, refe
     return Verdict(agreement, verdict, reference.label), step
 
 
-def measure_generate(cell: Cell, session: Session, source: ModelSource, spec: MatrixSpec, reference: Reference,
-                     mem_baseline: int | None = None, artifact: ExportArtifact | None = None,
-                     options: RuntimeOptions | None = None, cache_dir: Path | None = None) -> tuple[Measurement, float]:
-    """Measure one generate cell on an open session of its decoder-with-past artifact (the steps: module
-    docstring). Arguments and return as :func:`onnxbench.benchmarks.run.worker.measure_cell`; the ``latency_ms_*``
-    columns hold the decode steps' statistics (TPOT), ``throughput_tok_s`` the decode tokens/s.
+class Generate(Scenario):
+    """Greedy decoding of ``new_tokens`` tokens after prompts of ``seq_len`` tokens with the KV cache
+    (docs/generation.md); ``padding`` is the fraction of left padding in the batch's last row."""
 
-    ``peak_rss_mb`` covers the timed generations (the decode loop's buffers included), not the reference's
-    float64 forward, which runs before the peak is reset.
+    name = "generate"
+    key_fields = ("new_tokens", "padding")
+    columns = ("padding", "ttft_ms", "tpot_ms_p50", "decode_tok_s")
+    decoder = True
 
-    Raises:
-        GenerationError: for a request that cannot run (before any work).
-        Exception: whatever the runtime raises; the caller turns it into a ``failed`` measurement.
-    """
-    from ..run.worker import device_mem_mb, peak_rss_mb, reset_peak_rss, trim_heap
+    def axes(self, spec: MatrixSpec) -> list[dict[str, Any]]:
+        """Every (new tokens, padding) of the matrix."""
+        return [{"new_tokens": n, "padding": float(p)} for n in spec.new_tokens for p in spec.paddings]
 
-    input_ids, mask = source.prompt(cell)
-    try:
-        loop = session.decoder(input_ids, mask, cell.new_tokens)
-    except RuntimeUnavailable as exc:
-        return Measurement.skipped(str(exc)), 0.0
-    steps = cell.new_tokens - 1
-    loop.reset(record=True)
-    loop.prefill()
-    for _ in range(steps):
-        loop.step()
-    session.synchronize()
-    tokens, logits = loop.tokens(), loop.logits()
-    expected = reference.generation_expected(input_ids, mask, tokens, cell.precision)
-    tol = runtimes.runtime_class(cell.runtime).tolerance(cell.precision, bool(session.options.get("tf32", False)))
-    verdict, step = judge_generation(tokens, logits, expected, tol, reference, cell.runtime, session.options)
-    trim_heap()
-    reset_peak_rss()
-    t0 = time.perf_counter()
-    timed = measure_generation(loop.reset, loop.prefill, loop.step, steps, session.synchronize, spec.timing)
-    timing_s = time.perf_counter() - t0
-    resources = Resources(peak_rss_mb(), device_mem_mb(session, mem_baseline))
-    notes = list(session.notes)
-    if not np.array_equal(loop.tokens(), tokens):
-        notes.append("warning: the timed generations chose other tokens than the checked one")
-        verdict = dataclasses.replace(verdict, verdict="FAIL" if verdict.verdict == "pass" else verdict.verdict)
-    noisy = noise_reason(timed.tpot.as_row(), spec.noise_limit) if steps else None
-    if noisy:
-        notes.append(noisy)
-    if step is not None:
-        notes.append(f"greedy tokens diverge from the reference at step {step}")
-    tpot, b = timed.tpot, cell.batch
-    decode_tok_s = b * 1e3 / tpot.latency_ms_p50 if steps and tpot.latency_ms_p50 > 0 else None
-    decode = DecodeColumns(timed.ttft.latency_ms_p50, tpot.latency_ms_p50 if steps else None,
-                           tpot.latency_ms_p90 if steps else None, tpot.latency_ms_p99 if steps else None,
-                           decode_tok_s, timed.e2e_ms, step)
-    agreement, check = verdict.parts()
-    # a generation of one token has no decode step: its latency columns are the prefill's
-    timing = tpot if steps else timed.ttft
-    return Measurement(Outcome("ok", "; ".join(notes)), timing=timing, throughput=Throughput(None, decode_tok_s),
-                       agreement=agreement, reference_check=check, resources=resources, decode=decode), timing_s
+    def validate(self, spec: MatrixSpec) -> None:
+        """At least one new token, padding in [0, 1) so that every row keeps a token (a prompt of padding alone has
+        nothing to continue).
+
+        Raises:
+            MatrixError: naming the bad values and an example of good ones.
+        """
+        if not spec.new_tokens or any(n < 1 for n in spec.new_tokens):
+            raise MatrixError(f"new tokens must be >= 1 (a generation makes at least one token), got "
+                              f"{spec.new_tokens}; use e.g. --new-tokens 64")
+        if not spec.paddings or any(not 0 <= p < 1 for p in spec.paddings):
+            raise MatrixError(f"padding fractions must lie in [0, 1) (every row keeps at least one prompt token), "
+                              f"got {spec.paddings}; use e.g. --padding 0,0.25")
+
+    def measure(self, cell: Cell, session: Session, context: CellContext) -> Measurement:
+        """Measure one generate cell on an open session of its decoder-with-past artifact (the steps: module
+        docstring); the ``latency_ms_*`` columns hold the decode steps' statistics (TPOT), ``throughput_tok_s``
+        the decode tokens/s.
+
+        ``peak_rss_mb`` covers the timed generations (the decode loop's buffers included), not the reference's
+        float64 forward, which runs before the peak is reset.
+
+        Raises:
+            GenerationError: for a request that cannot run (before any work).
+            Exception: whatever the runtime raises; the worker turns it into a ``failed`` row.
+        """
+        input_ids, mask = context.source.prompt(cell)
+        try:
+            loop = session.decoder(input_ids, mask, cell.new_tokens)
+        except RuntimeUnavailable as exc:
+            return Measurement.skipped(str(exc))
+        steps = cell.new_tokens - 1
+        loop.reset(record=True)
+        loop.prefill()
+        for _ in range(steps):
+            loop.step()
+        session.synchronize()
+        tokens, logits = loop.tokens(), loop.logits()
+        expected = context.reference.generation_expected(input_ids, mask, tokens, cell.precision)
+        tol = runtimes.runtime_class(cell.runtime).tolerance(cell.precision, tf32_allowed(session.options))
+        verdict, step = judge_generation(tokens, logits, expected, tol, context.reference, cell.runtime,
+                                         session.options)
+        context.start_peak()
+        t0 = time.perf_counter()
+        timed = measure_generation(loop.reset, loop.prefill, loop.step, steps, session.synchronize, context.timing)
+        context.harness_s += time.perf_counter() - t0
+        resources = context.resources(session)
+        notes = []
+        if not np.array_equal(loop.tokens(), tokens):
+            notes.append("warning: the timed generations chose other tokens than the checked one")
+            verdict = dataclasses.replace(verdict, verdict="FAIL" if verdict.verdict == "pass" else verdict.verdict)
+        if step is not None:
+            notes.append(f"greedy tokens diverge from the reference at step {step}")
+        tpot = timed.tpot
+        decode_tok_s = cell.batch * 1e3 / tpot.latency_ms_p50 if steps and tpot.latency_ms_p50 > 0 else None
+        decode = GenerateColumns(timed.ttft.latency_ms_p50, tpot.latency_ms_p50 if steps else None,
+                               tpot.latency_ms_p90 if steps else None, tpot.latency_ms_p99 if steps else None,
+                               decode_tok_s, timed.e2e_ms, step)
+        agreement, check = verdict.parts()
+        # a generation of one token has no decode step: its latency columns are the prefill's
+        timing = tpot if steps else timed.ttft
+        return context.ok(session, tpot.as_row() if steps else None, notes, timing=timing,
+                          throughput=Throughput(None, decode_tok_s), agreement=agreement, reference_check=check,
+                          resources=resources, decode=decode)

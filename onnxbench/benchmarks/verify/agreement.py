@@ -10,20 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ... import runtimes
-from ...tolerance import CPU_BANDS, TOLERANCES, Tolerance, band
-
-
-def tolerance_for(precision: str, runtime: str | None = None, tf32: bool = False) -> Tolerance:
-    """The agreement band of ``runtime`` (its :attr:`~onnxbench.runtimes.Runtime.tolerances`) for a graph of
-    ``precision`` run with TF32 allowed or not; without a runtime, the CPU bands.
-
-    Raises:
-        KeyError: for an unknown runtime or a precision without a band (lists the known ones).
-    """
-    if runtime is None:
-        return band(CPU_BANDS, precision, tf32)
-    return runtimes.runtime_class(runtime).tolerance(precision, tf32)
+from ...tolerance import TOLERANCES, Tolerance
 
 
 @dataclass(frozen=True)
@@ -97,7 +84,7 @@ def required_atol(y: np.ndarray, y_ref: np.ndarray, rtol: float) -> float:
     return max(float(np.max(np.abs(y - y_ref) - rtol * np.abs(y_ref))), 0.0)
 
 
-def compare(y: np.ndarray, y_ref: np.ndarray, tol: Tolerance, name: str = "output",
+def check(y: np.ndarray, y_ref: np.ndarray, tol: Tolerance, name: str = "output",
             rel_floor: float = 1e-3, fp64: tuple[np.ndarray, float] | None = None) -> Agreement:
     """Compare ``y`` with ``y_ref`` (same shape; any float dtype, compared in float64).
 
@@ -156,7 +143,7 @@ def compare(y: np.ndarray, y_ref: np.ndarray, tol: Tolerance, name: str = "outpu
                      need, int(b.size - fin_b.sum()), int(matched.sum()), floor)
 
 
-def compare_outputs(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+def check_outputs(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
                     tol: Tolerance, fp64: dict[str, tuple[np.ndarray, float]] | None = None) -> list[Agreement]:
     """Compare every output present in both dicts (matched by name, or by position when the names differ).
     ``fp64`` maps reference output names to (float64 output, noise floor) for the floor check of
@@ -173,7 +160,7 @@ def compare_outputs(outputs: dict[str, np.ndarray], reference: dict[str, np.ndar
         pairs = [(k, v, r) for (k, v), r in zip(outputs.items(), reference.values(), strict=True)]
     names = list(reference)
     fp64 = fp64 or {}
-    return [compare(v, r, tol, name=k, fp64=fp64.get(names[i])) for i, (k, v, r) in enumerate(pairs)]
+    return [check(v, r, tol, name=k, fp64=fp64.get(names[i])) for i, (k, v, r) in enumerate(pairs)]
 
 
 def worst(agreements: list[Agreement]) -> Agreement:
@@ -182,4 +169,4 @@ def worst(agreements: list[Agreement]) -> Agreement:
     return failing[0] if failing else max(agreements, key=lambda a: a.max_abs_err)
 
 
-__all__ = ["TOLERANCES", "Agreement", "Tolerance", "compare", "compare_outputs", "tolerance_for", "worst"]
+__all__ = ["TOLERANCES", "Agreement", "Tolerance", "check", "check_outputs", "worst"]

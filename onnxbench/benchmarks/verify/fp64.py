@@ -133,8 +133,10 @@ def floor_ratio(err: float, floor: float) -> float:
     return 0.0 if err == 0 else float("inf")
 
 
-class TorchReference:
-    """The float64 torch reference of one model (preset or checkpoint) and its noise floors.
+class TorchForwards:
+    """The forward passes of one model (preset or checkpoint) in torch: in float64 (disk-cached) and at a cell's
+    precision, whose error against float64 is the noise floor. The reference built on them is
+    :class:`onnxbench.benchmarks.verify.reference.TorchFloat64Reference`.
 
     Args:
         config: the model's config; its ``attention`` implementation is the one the floor runs (the cell's
@@ -145,10 +147,6 @@ class TorchReference:
         cache_dir: the export cache; float64 results go to ``cache_dir/reference64`` (default
             ``onnxbench.export.default_cache_dir()``).
     """
-
-    runtime = "torch"
-    #: The options that make a torch session *this* reference (a torch row with them would compare with itself).
-    config = {"dtype": "float64"}
 
     def __init__(self, config: TransformerConfig, seed: int | None = 0, checkpoint: str | None = None,
                  checkpoint_sha256: str | None = None, part: str = "model",
@@ -163,7 +161,7 @@ class TorchReference:
         self._floors: dict[tuple[str, str], ForwardResult] = {}
 
     @classmethod
-    def of_artifact(cls, artifact: ExportArtifact, cache_dir: str | Path | None = None) -> TorchReference:
+    def of_artifact(cls, artifact: ExportArtifact, cache_dir: str | Path | None = None) -> TorchForwards:
         """The reference of an onnxbench export (its metadata names config, seed or checkpoint, part).
 
         Raises:
@@ -173,15 +171,6 @@ class TorchReference:
             raise ValueError(f"{artifact.path} has no onnxbench config: no torch reference to rebuild")
         return cls(artifact.config, artifact.seed, artifact.checkpoint, artifact.checkpoint_sha256, artifact.part,
                    cache_dir)
-
-    @property
-    def label(self) -> str:
-        """What the reference is, for rows and reports."""
-        return "torch float64"
-
-    def is_self(self, runtime: str, options: dict) -> bool:
-        """Whether a row of ``runtime`` with session ``options`` is this reference itself."""
-        return runtime == self.runtime and all(options.get(k) == v for k, v in self.config.items())
 
     def _module(self, precision: str) -> torch.nn.Module:
         if precision not in self._modules:

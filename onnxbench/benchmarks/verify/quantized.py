@@ -100,7 +100,7 @@ def next_token_kl(logits_ref: np.ndarray, logits_q: np.ndarray) -> np.ndarray:
     return np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)
 
 
-def compare_quantized(y: np.ndarray, y_ref: np.ndarray, thresholds: QuantThresholds = INT8_DYNAMIC_THRESHOLDS,
+def check_quantized(y: np.ndarray, y_ref: np.ndarray, thresholds: QuantThresholds = INT8_DYNAMIC_THRESHOLDS,
                       name: str = "logits") -> QuantAgreement:
     """Judge quantized logits ``y`` against the float reference ``y_ref``, both (..., vocab), e.g. (B, T, V).
 

@@ -29,7 +29,7 @@ import numpy as np
 from ...export import ExportArtifact
 from ...export.quantize import QUANTIZED_PRECISIONS
 from ...models import TransformerConfig
-from .fp64 import ForwardResult, TorchReference, noise_floor, onnx_float64
+from .fp64 import ForwardResult, TorchForwards, noise_floor, onnx_float64
 
 
 @dataclass
@@ -121,14 +121,14 @@ class TorchFloat64Reference(Reference):
     """The reference transformer in float64 (torch, CPU); its noise floor is the module at the cell's precision.
 
     Args:
-        reference: the model (:class:`onnxbench.benchmarks.verify.fp64.TorchReference`, which caches float64 results);
+        reference: the model (:class:`onnxbench.benchmarks.verify.fp64.TorchForwards`, which caches float64 results);
             its output is ``logits`` (``attention_output`` for the attention part), matched by name.
     """
 
     runtime = "torch"
     config = {"dtype": "float64"}
 
-    def __init__(self, reference: TorchReference) -> None:
+    def __init__(self, reference: TorchForwards) -> None:
         super().__init__()
         self.torch = reference
         self.n_layers = reference.model_config.n_layers if reference.part == "model" else 0
@@ -136,7 +136,7 @@ class TorchFloat64Reference(Reference):
 
     @classmethod
     def of_artifact(cls, artifact: ExportArtifact, cache_dir: str | Path | None = None) -> TorchFloat64Reference:
-        return cls(TorchReference.of_artifact(artifact, cache_dir))
+        return cls(TorchForwards.of_artifact(artifact, cache_dir))
 
     @property
     def label(self) -> str:
@@ -232,11 +232,11 @@ def model_reference(model: str, seed: int, checkpoints: list[str] = (), part: st
     from ...models.gpt2 import checkpoint_config, checkpoint_sha256
 
     if model in PRESETS:
-        return TorchFloat64Reference(TorchReference(PRESETS[model], seed, part=part, cache_dir=cache_dir))
+        return TorchFloat64Reference(TorchForwards(PRESETS[model], seed, part=part, cache_dir=cache_dir))
     path = Path(model)
     if path.is_dir():
         config: TransformerConfig = checkpoint_config(path)
-        return TorchFloat64Reference(TorchReference(config, None, str(path.resolve()), checkpoint_sha256(path),
+        return TorchFloat64Reference(TorchForwards(config, None, str(path.resolve()), checkpoint_sha256(path),
                                                     part, cache_dir))
     raise KeyError(f"reference model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a checkpoint "
                    "directory (config.json + model.safetensors)")

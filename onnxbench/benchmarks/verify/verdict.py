@@ -14,15 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..rows import AgreementColumns, ReferenceCheck
-from .agreement import Agreement, Tolerance, compare_outputs, worst
+from .agreement import Agreement, Tolerance, check_outputs, worst
 from .divergence import BoundaryNotFound, block_ratios, first_divergent_block
-from .quantized import INT8_DYNAMIC_THRESHOLDS, QuantAgreement, QuantThresholds, compare_quantized
+from .quantized import INT8_DYNAMIC_THRESHOLDS, QuantAgreement, QuantThresholds, check_quantized
 from .reference import Expected, Reference
 
 #: Pass limits of each quantized precision (docs/quantization.md).
 QUANT_THRESHOLDS: dict[str, QuantThresholds] = {"int8-dynamic": INT8_DYNAMIC_THRESHOLDS}
-
-VERDICTS = ("pass", "FAIL", "reference")
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,7 @@ def judge(outputs: dict[str, np.ndarray], expected: Expected, tol: Tolerance, re
             matched, reference_outputs = values, expected.outputs  # same count, other names: by position
         else:
             reference_outputs = {k: v for k, v in expected.outputs.items() if k in matched}
-        agreements += compare_outputs(matched, reference_outputs, tol, expected.fp64)
+        agreements += check_outputs(matched, reference_outputs, tol, expected.fp64)
     agreement = worst(agreements)
     if reference.is_self(runtime, options):
         verdict = "reference"
@@ -113,7 +111,7 @@ class QuantVerdict:
 def judge_quantized(outputs: dict[str, np.ndarray], expected: Expected, precision: str, reference: Reference,
                     fast_outputs: dict[str, np.ndarray] | None = None) -> QuantVerdict:
     """Judge a quantized graph's float ``outputs`` (and ``fast_outputs``, its timed path's) against the float
-    reference by :func:`~onnxbench.benchmarks.verify.quantized.compare_quantized` with ``precision``'s
+    reference by :func:`~onnxbench.benchmarks.verify.quantized.check_quantized` with ``precision``'s
     thresholds (:data:`QUANT_THRESHOLDS`). Outputs are matched by name (by position when no name matches and the
     counts are equal); integer outputs are not judged; a rank-1 output counts as one position. A row of a
     quantized graph is never the reference itself.
@@ -137,7 +135,7 @@ def judge_quantized(outputs: dict[str, np.ndarray], expected: Expected, precisio
                 continue
             if y.ndim < 2:
                 y, y_ref = y.reshape(1, -1), y_ref.reshape(1, -1)
-            results.append(compare_quantized(y, y_ref, thresholds, name))
+            results.append(check_quantized(y, y_ref, thresholds, name))
     if not results:
         raise ValueError(f"no float output of {sorted(outputs)} matches the reference's {sorted(expected.outputs)}")
     failing = [r for r in results if not r.agree]

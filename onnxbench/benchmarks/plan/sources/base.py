@@ -7,34 +7,45 @@ opens, the inputs of a cell, its parameter count and work model, and its torch c
 Nothing outside a source asks which kind of model it is: a new kind is one more subclass registered in
 :data:`onnxbench.benchmarks.plan.sources.SOURCE_KINDS`.
 
-Sources are built once per matrix (:meth:`onnxbench.benchmarks.plan.matrix.MatrixSpec.build`), are immutable, and
-are pickled into worker processes together with the group of cells they measure.
+Sources are built once per matrix (:meth:`onnxbench.benchmarks.plan.matrix.MatrixSpec.build`) from their own
+options (the matrix field :attr:`ModelSource.spec_field` names) and the :class:`SourceSettings`, list their cells
+from the :class:`~onnxbench.benchmarks.cells.CellAxes` the matrix gives each model, are immutable, and are pickled
+into worker processes together with the group of cells they measure. None of them sees the whole matrix.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ....export import ExportArtifact, TensorSpec
-from ...cells import Cell
+from ...cells import Cell, CellAxes
 
 if TYPE_CHECKING:
     from ....models import TransformerConfig
     from ...measure.workmodel import Work
     from ...verify.reference import Reference
-    from ..matrix import MatrixSpec
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """What every source of a matrix shares: the weight and input ``seed`` and the ``exporter`` (``dynamo`` or
+    ``torchscript``) of the sources that export."""
+
+    seed: int = 0
+    exporter: str = "dynamo"
 
 
 class ModelSource(ABC):
     """One model of the matrix. Subclasses are frozen dataclasses with a ``name`` field.
 
     Class attributes:
-        spec_field: the :class:`~onnxbench.benchmarks.plan.matrix.MatrixSpec` field listing models of this kind
-            (also the TOML key); :meth:`from_spec` reads it.
+        spec_field: the :class:`~onnxbench.benchmarks.plan.matrix.MatrixSpec` field holding this kind's options
+            (also the TOML key); :meth:`from_options` reads them.
         reference_runtime: registry name of the runtime whose outputs this model's cells are compared with
             (:meth:`reference` says in which configuration).
         exported: whether :meth:`artifact` exports the model (True) or reads a file as given (False); only
@@ -48,8 +59,9 @@ class ModelSource(ABC):
 
     @classmethod
     @abstractmethod
-    def from_spec(cls, spec: MatrixSpec) -> list[ModelSource]:
-        """The sources of this kind that ``spec`` lists (``getattr(spec, cls.spec_field)``), in order.
+    def from_options(cls, options: Any, settings: SourceSettings) -> list[ModelSource]:
+        """The sources of this kind that ``options`` (the value of the matrix's :attr:`spec_field`) lists, in
+        order.
 
         Raises:
             ValueError / FileNotFoundError: for an entry that does not name a usable model of this kind
@@ -65,17 +77,18 @@ class ModelSource(ABC):
         """Longest sequence the model accepts (tokens), or None where it has no such limit."""
         return None
 
-    def validate(self, spec: MatrixSpec) -> None:
-        """Check the model against the matrix before anything runs (the default checks nothing).
+    def validate(self) -> None:
+        """Check the model and its options before anything runs (the default checks nothing).
 
         Raises:
             ValueError: naming the model, the problem and the fix.
         """
 
     @abstractmethod
-    def cells(self, spec: MatrixSpec) -> list[Cell]:
-        """This model's cells for ``spec``'s axes (which axes apply is the source's business), in matrix order:
-        cells sharing an artifact and a runtime adjacent."""
+    def cells(self, axes: CellAxes) -> list[Cell]:
+        """This model's cells for the matrix's ``axes`` (which axes apply is the source's business), in matrix
+        order: cells sharing an artifact and a runtime adjacent. A cell that cannot run is listed all the same
+        and named by :meth:`unrunnable_reason` (it becomes a ``skipped`` row): nothing asked for is dropped."""
 
     def unrunnable_reason(self, cell: Cell) -> str | None:
         """Why ``cell`` cannot run (it becomes a ``skipped`` row), or None if it can. The default: a sequence
@@ -118,7 +131,7 @@ class ModelSource(ABC):
         """
         raise NotImplementedError(f"{self.describe()} has no generate scenario")
 
-    def axis_ranges(self) -> dict[str, tuple[int, int, int]]:
+    def dim_ranges(self) -> dict[str, tuple[int, int, int]]:
         """``{axis name: (min, opt, max)}`` the source binds itself (beyond the matrix's batch and sequence
         axes), for optimization profiles (:mod:`onnxbench.runtimes.trt_profiles`); default none."""
         return {}

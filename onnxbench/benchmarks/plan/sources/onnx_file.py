@@ -13,11 +13,11 @@ It has no torch module, so:
   lists it, the file also gets cells that run it quantized (:func:`onnxbench.export.quantize.
   quantize_int8_dynamic`, cached by the file's content), compared with the float file's reference;
 - its inputs are generated from the graph's input specs (:func:`onnxbench.benchmarks.inputs.make_feeds`):
-  dynamic dims are bound from ``MatrixSpec.dims`` (``--dim NAME=SIZE`` or ``--dim NAME=MIN:OPT:MAX``, fed at
+  dynamic dims are bound from ``OnnxFiles.dims`` (``--dim NAME=SIZE`` or ``--dim NAME=MIN:OPT:MAX``, fed at
   OPT) or, for axes named like a batch or a sequence, from the matrix's batch sizes and sequence lengths; an
-  input whose graph declares no shape at all (unknown rank) must be given one with ``MatrixSpec.input_shapes``
+  input whose graph declares no shape at all (unknown rank) must be given one with ``OnnxFiles.input_shapes``
   (``--shape NAME=d0,d1,...``), else the matrix is refused; integer inputs are drawn from
-  ``MatrixSpec.int_ranges`` (``--int-range [INPUT=]LO:HI``);
+  ``OnnxFiles.int_ranges`` (``--int-range [INPUT=]LO:HI``);
 - its rows have ``model`` = the file's stem, ``batch`` = the size bound to the batch axis and ``seq_len`` = the
   size bound to the sequence axis (1 where the graph has no such axis, so that tokens/s is then sequences/s),
   ``n_params`` = its initializers' elements, and work-model columns (``flops``, ``bytes_moved``, the achieved
@@ -42,16 +42,78 @@ import onnx
 from ....errors import MatrixError
 from ....export import ExportArtifact, TensorSpec, read_artifact
 from ....export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
-from ...cells import Cell
+from ...cells import Cell, CellAxes
 from ...inputs import BATCH_AXES, SEQ_AXES, make_feeds
 from ...measure.graph_work import counted_work
-from .base import ModelSource
+from .base import ModelSource, SourceSettings
 
 if TYPE_CHECKING:
     from ....models import TransformerConfig
     from ...measure.workmodel import Work
     from ...verify.reference import Reference
-    from ..matrix import MatrixSpec
+
+@dataclass
+class OnnxFiles:
+    """The ONNX-file source's options: the ``[onnx]`` table of a matrix file, or the flags ``--onnx``, ``--dim``,
+    ``--shape``, ``--int-range`` and ``--reference-model`` (README "Your own ONNX files").
+
+    Attributes:
+        files: paths of users' ONNX files, each a model named after the file's stem (``--onnx``).
+        dims: sizes of named dynamic axes (``{"batch": 4, "past": [1, 3, 8]}``): a size, or ``[min, opt, max]``
+            (inputs are fed at opt; optimization profiles span min..max) (``--dim``).
+        int_ranges: ``{input name or "*": [lo, hi)}`` for integer inputs (``--int-range``).
+        input_shapes: ``{input name: [d0, d1, ...]}`` shapes (sizes or axis names), required for an input whose
+            graph declares no shape (``--shape``).
+        reference_models: ``{file's model name: preset name or checkpoint directory}``: that file is compared with
+            the model's float64 torch reference instead of ONNX Runtime (``--reference-model``; the file must take
+            ``input_ids`` and output ``logits``, checked before anything runs).
+    """
+
+    files: list[str] = field(default_factory=list)
+    dims: dict[str, int | list[int]] = field(default_factory=dict)
+    int_ranges: dict[str, list[int]] = field(default_factory=dict)
+    input_shapes: dict[str, list[int | str]] = field(default_factory=dict)
+    reference_models: dict[str, str] = field(default_factory=dict)
+
+    #: Keys of the table before it existed (flat matrix keys, in old matrix files and run headers) -> its keys.
+    LEGACY_KEYS: ClassVar[dict[str, str]] = {"onnx_models": "files", "dims": "dims", "int_ranges": "int_ranges",
+                                              "input_shapes": "input_shapes", "reference_models": "reference_models"}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> OnnxFiles:
+        """The options of a TOML ``[onnx]`` table or a run header's ``matrix.onnx``; a bare list means ``files``.
+
+        Raises:
+            MatrixError: (a ValueError) for an unknown key (naming the known ones) or a value of the wrong kind.
+        """
+        if isinstance(data, (list, str)):
+            data = {"files": data}
+        if not isinstance(data, dict):
+            raise MatrixError(f"[onnx] must be a table of {', '.join(f.name for f in dataclasses.fields(cls))}; "
+                              f"got {data!r}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise MatrixError(f"unknown [onnx] keys {unknown}; known: {', '.join(known)}")
+        files = data.get("files", [])
+        files = [files] if isinstance(files, str) else files
+        for key in ("dims", "int_ranges", "input_shapes", "reference_models"):
+            if not isinstance(data.get(key, {}), dict):
+                raise MatrixError(f"[onnx] {key} must be a table (NAME = value), got {data[key]!r}")
+        return cls([str(f) for f in files], *(dict(data.get(k, {})) for k in known[1:]))
+
+    def validate(self) -> None:
+        """Every ``reference_models`` key names one of the files' models.
+
+        Raises:
+            MatrixError: naming the key and the files' model names.
+        """
+        stems = [Path(f).stem for f in self.files]
+        for name in self.reference_models:
+            if name not in stems:
+                raise MatrixError(f"reference_models names {name!r}, which is not one of the ONNX files' models "
+                                  f"({', '.join(stems) or 'none given'}; a file's model name is its stem)")
+
 
 #: The ``attention`` column of an ONNX file's cells: a label only (the graph's attention is whatever it holds).
 ATTENTION_LABEL = "external"
@@ -275,7 +337,7 @@ class OnnxFileSource(ModelSource):
     int_ranges: dict[str, list[int]] = field(default_factory=dict)
     input_shapes: dict[str, list[int | str]] = field(default_factory=dict)
     reference_model: str | None = None
-    spec_field: ClassVar[str] = "onnx_models"
+    spec_field: ClassVar[str] = "onnx"
 
     @property
     def reference_runtime(self) -> str:
@@ -297,9 +359,15 @@ class OnnxFileSource(ModelSource):
                    dict(input_shapes or {}), reference_model)
 
     @classmethod
-    def from_spec(cls, spec: MatrixSpec) -> list[OnnxFileSource]:
-        return [cls.at(path, spec.seed, spec.dims, spec.int_ranges, spec.input_shapes,
-                       spec.reference_models.get(Path(path).stem)) for path in spec.onnx_models]
+    def from_options(cls, options: OnnxFiles, settings: SourceSettings) -> list[OnnxFileSource]:
+        """The files of ``options`` (the matrix's ``[onnx]`` table), each with its ``reference_models`` entry.
+
+        Raises:
+            MatrixError: for a ``reference_models`` key that names no file.
+        """
+        options.validate()
+        return [cls.at(path, settings.seed, options.dims, options.int_ranges, options.input_shapes,
+                       options.reference_models.get(Path(path).stem)) for path in options.files]
 
     def describe(self) -> str:
         return str(self.path)
@@ -308,7 +376,7 @@ class OnnxFileSource(ModelSource):
     def n_params(self) -> int:
         return self.param_count
 
-    def validate(self, spec: MatrixSpec) -> None:
+    def validate(self) -> None:
         """Every dynamic dim bound and the integer ranges sane (generates inputs once at batch = seq_len = 1);
         with a ``reference_model``, the file's inputs and outputs fit it (:func:`check_reference_fit`).
 
@@ -323,17 +391,25 @@ class OnnxFileSource(ModelSource):
         except ValueError as exc:
             raise MatrixError(f"{self.path}: {exc}") from None
 
-    def cells(self, spec: MatrixSpec) -> list[Cell]:
-        """(the file's own precision, then each quantized precision of ``spec.precisions``) x runtimes x the bound
-        (batch, seq_len) values (:func:`shape_axes`; ``spec.shapes[stem]`` overrides the batch/sequence lists as
-        it does for presets)."""
-        batches, seq_lens = shape_axes(self.model, *spec.shape_axes(self.name), self.dims)
-        precisions = [precision_of(self.model), *(p for p in spec.precisions if p in QUANTIZED_PRECISIONS)]
-        return [Cell(self.name, ATTENTION_LABEL, precision, self.model.opset, runtime, b, t)
-                for precision, runtime, b, t in itertools.product(precisions, spec.runtimes, batches, seq_lens)]
+    def cells(self, axes: CellAxes) -> list[Cell]:
+        """Per scenario: (the file's own precision, then each quantized precision of ``axes.precisions``) x
+        runtimes x the bound (batch, seq_len) values (:func:`shape_axes`; ``[shapes.STEM]`` overrides the
+        batch/sequence lists as it does for presets) x the scenario's own fields. The matrix's attention variants,
+        opsets and parts do not apply to a file run as it is."""
+        batches, seq_lens = shape_axes(self.model, list(axes.batches), list(axes.seq_lens), self.dims)
+        precisions = [precision_of(self.model), *(p for p in axes.precisions if p in QUANTIZED_PRECISIONS)]
+        return [Cell(self.name, ATTENTION_LABEL, precision, self.model.opset, runtime, b, t,
+                     scenario=scenario.name, **fields)
+                for scenario in axes.scenarios
+                for precision, runtime, b, t, fields in itertools.product(precisions, axes.runtimes, batches,
+                                                                          seq_lens, scenario.fields)]
 
     def unrunnable_reason(self, cell: Cell) -> str | None:
-        """A quantized cell of a file that is not fp32 (quantization takes an fp32 graph)."""
+        """A scenario other than prefill (a file is run as one forward pass), or a quantized cell of a file that
+        is not fp32 (quantization takes an fp32 graph)."""
+        if cell.scenario != "prefill":
+            return (f"the {cell.scenario} scenario is not available for ONNX files yet: {self.path} is run as one "
+                    "forward pass (prefill)")
         own = precision_of(self.model)
         if cell.precision in QUANTIZED_PRECISIONS and own != "fp32":
             return f"{cell.precision} is made from an fp32 graph; {self.path} is {own}"
@@ -373,7 +449,7 @@ class OnnxFileSource(ModelSource):
         return make_feeds(specs, batch, seq_len, seed=self.seed, dims=dim_sizes(self.dims),
                           int_ranges=self.int_ranges, int_high=int_high)
 
-    def axis_ranges(self) -> dict[str, tuple[int, int, int]]:
+    def dim_ranges(self) -> dict[str, tuple[int, int, int]]:
         """Every ``--dim`` axis's (min, opt, max) for optimization profiles (see :func:`dim_ranges`)."""
         return dim_ranges(self.dims)
 

@@ -23,15 +23,14 @@ from ....export.decoder_with_past import DECODER_WITH_PAST, empty_past
 from ....export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
 from ....export.variants import VARIANTS
 from ....models import PRESETS, TransformerConfig
-from ...cells import Cell
+from ...cells import Cell, CellAxes
 from ...inputs import make_feeds
 from ...measure.graph_work import counted_work
 from ...measure.workmodel import Work, decode_step_work, work
-from .base import ModelSource
+from .base import ModelSource, SourceSettings
 
 if TYPE_CHECKING:
     from ...verify.reference import Reference
-    from ..matrix import MatrixSpec
 
 
 @dataclass(frozen=True)
@@ -70,24 +69,20 @@ class TransformerSource(ModelSource):
         """
         return self.base_config.replace(attention=VARIANTS[attention].implementation)
 
-    def cells(self, spec: MatrixSpec) -> list[Cell]:
-        """Per scenario: ``prefill``: parts x attention variants x precisions x opsets x runtimes x batches x
-        sequence lengths; ``generate``: the full model exported with its cache (part ``decoder-with-past``) x
-        attention variants x precisions x opsets x runtimes x batches x prompt lengths x new tokens x paddings.
-        A variant that dictates its opset gets that opset (so some cells may coincide: the matrix keeps them
-        once)."""
-        batches, seq_lens = spec.shape_axes(self.name)
+    def cells(self, axes: CellAxes) -> list[Cell]:
+        """Per scenario: the parts (a scenario that decodes: the full model exported with its KV cache, part
+        ``decoder-with-past``) x attention variants x precisions x opsets x runtimes x batches x sequence lengths x
+        the scenario's own fields (generate: new tokens x paddings). A variant that dictates its opset gets that
+        opset (so some cells may coincide: the matrix keeps them once)."""
         cells = []
-        for scenario in spec.scenarios:
-            parts = spec.parts if scenario == "prefill" else [DECODER_WITH_PAST]
-            extra = [{}] if scenario == "prefill" else [
-                {"scenario": scenario, "new_tokens": n, "padding": float(p)}
-                for n, p in itertools.product(spec.new_tokens, spec.paddings)]
-            for part, att, prec, opset, rt in itertools.product(parts, spec.attention, spec.precisions,
-                                                                spec.opsets, spec.runtimes):
+        for scenario in axes.scenarios:
+            parts = [DECODER_WITH_PAST] if scenario.decoder else axes.parts
+            for part, att, prec, opset, rt in itertools.product(parts, axes.attention, axes.precisions,
+                                                                axes.opsets, axes.runtimes):
                 opset = VARIANTS[att].resolve_opset(opset)
-                for b, t, kw in itertools.product(batches, seq_lens, extra):
-                    cells.append(Cell(self.name, att, prec, opset, rt, b, t, part=part, **kw))
+                for b, t, fields in itertools.product(axes.batches, axes.seq_lens, scenario.fields):
+                    cells.append(Cell(self.name, att, prec, opset, rt, b, t, part=part, scenario=scenario.name,
+                                      **fields))
         return cells
 
     def unrunnable_reason(self, cell: Cell) -> str | None:
@@ -187,8 +182,9 @@ class PresetSource(TransformerSource):
         return cls(name, PRESETS[name], seed=seed, exporter=exporter)
 
     @classmethod
-    def from_spec(cls, spec: MatrixSpec) -> list[PresetSource]:
-        return [cls.named(name, spec.seed, spec.exporter) for name in spec.models]
+    def from_options(cls, options: list[str], settings: SourceSettings) -> list[PresetSource]:
+        """The presets named in ``options`` (the matrix's ``models``)."""
+        return [cls.named(name, settings.seed, settings.exporter) for name in options]
 
     def describe(self) -> str:
         return f"preset {self.name!r}"
@@ -215,8 +211,9 @@ class CheckpointSource(TransformerSource):
                    checkpoint=str(directory))
 
     @classmethod
-    def from_spec(cls, spec: MatrixSpec) -> list[CheckpointSource]:
-        return [cls.at(directory, spec.seed, spec.exporter) for directory in spec.checkpoints]
+    def from_options(cls, options: list[str], settings: SourceSettings) -> list[CheckpointSource]:
+        """The checkpoint directories of ``options`` (the matrix's ``checkpoints``)."""
+        return [cls.at(directory, settings.seed, settings.exporter) for directory in options]
 
     def describe(self) -> str:
         return f"checkpoint {self.checkpoint}"
