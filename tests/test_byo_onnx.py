@@ -69,14 +69,14 @@ def test_bert_runs_through_onnxbench_run_onnx(bert_onnx, tmp_path, cache_dir):
 def test_unbound_dim_string_input_and_broken_file_get_clear_errors(tmp_path):
     dyn = _identity_model(tmp_path / "dyn.onnx", [("x", TensorProto.FLOAT, ["batch", "features"])])
     proc = run_cli("run", "--onnx", str(dyn), "--runtimes", "ort-cpu", "--out", str(tmp_path / "r1"))
-    assert proc.returncode == 2 and "--dim features=SIZE" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "--dim features=SIZE" in proc.stderr, proc.stdout + proc.stderr
     strings = _identity_model(tmp_path / "strings.onnx", [("s", TensorProto.STRING, [2])])
     proc = run_cli("run", "--onnx", str(strings), "--runtimes", "ort-cpu", "--out", str(tmp_path / "r2"))
-    assert proc.returncode == 2 and "string tensor" in proc.stdout
+    assert proc.returncode == 2 and "string tensor" in proc.stderr
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"this is not protobuf \xff\xfe")
     proc = run_cli("run", "--onnx", str(broken), "--runtimes", "ort-cpu", "--out", str(tmp_path / "r3"))
-    assert proc.returncode == 2 and "not a loadable ONNX model" in proc.stdout
+    assert proc.returncode == 2 and "not a loadable ONNX model" in proc.stderr
     for p in (proc,):
         assert "Traceback" not in p.stdout + p.stderr
 
@@ -95,7 +95,7 @@ def test_reference_model_that_does_not_fit_is_one_clear_error(tmp_path):
     for args, message in cases:
         out = tmp_path / "run"
         proc = run_cli("run", *args, "--runtimes", "ort-cpu", "--out", str(out))
-        assert proc.returncode == 2 and message in proc.stdout, (args, proc.stdout + proc.stderr)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stdout + proc.stderr)
         assert "Traceback" not in proc.stdout + proc.stderr and not (out / "results.jsonl").exists()
 
 
@@ -243,4 +243,4 @@ def test_dim_range_flag_and_bad_ranges(tmp_path):
     for bad in ("past_sequence_length=8:3:1", "past_sequence_length=1:3"):
         out = tmp_path / "bad"
         proc = run_cli(*base, "--dim", bad, "--out", str(out))
-        assert proc.returncode == 2 and "MIN:OPT:MAX" in proc.stdout and not out.exists(), proc.stdout
+        assert proc.returncode == 2 and "MIN:OPT:MAX" in proc.stderr and not out.exists(), proc.stdout

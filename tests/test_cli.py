@@ -51,7 +51,7 @@ def test_cli_export_prints_the_artifact(tmp_path, cache_dir):
 def test_bad_input_gets_one_clear_error(args, message, tmp_path):
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 2
-    assert message in proc.stdout
+    assert message in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
@@ -59,4 +59,4 @@ def test_unwritable_output_folder_is_named(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     proc = run_cli("run", "--models", "tiny", "--out", str(blocker / "run"))
-    assert proc.returncode == 2 and "is not writable" in proc.stdout and "--out" in proc.stdout
+    assert proc.returncode == 2 and "is not writable" in proc.stderr and "--out" in proc.stderr

@@ -143,7 +143,7 @@ def test_cli_export_out_does_not_overwrite_a_foreign_file(tmp_path, tiny_artifac
     existing = tmp_path / "existing.txt"
     existing.write_text("keep me")
     proc = run_cli("export", "--preset", "tiny", "--out", str(existing), "--cache-dir", str(cache_dir))
-    assert proc.returncode == 2 and "not an onnxbench artifact; pass --overwrite" in proc.stdout, proc.stdout
+    assert proc.returncode == 2 and "not an onnxbench artifact; pass --overwrite" in proc.stderr, proc.stdout
     assert existing.read_text() == "keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["existing.txt"], "no partial or temporary file"
 
@@ -156,7 +156,7 @@ def test_cli_export_out_does_not_overwrite_a_foreign_file(tmp_path, tiny_artifac
 
 
 def test_a_cached_export_is_reported_as_cached_not_as_zero_seconds(tiny_artifact, cache_dir, tmp_path):
-    from onnxbench.cli import _export_time
+    from onnxbench.cli.summary import export_time
 
     spec = MatrixSpec(models=["tiny"], runtimes=["ort-cpu"], batches=[1], seq_lens=[4],
                       timing=TimingConfig(warmup_iters=1, min_iters=3, min_time_s=0))
@@ -164,4 +164,4 @@ def test_a_cached_export_is_reported_as_cached_not_as_zero_seconds(tiny_artifact
     (row,) = summary.rows
     assert row["status"] == "ok" and row["export_s"] is None
     assert row["onnx_sha256"] == tiny_artifact.sha256
-    assert _export_time(summary) == "export cached"
+    assert export_time(summary) == "export cached"

@@ -207,4 +207,4 @@ def test_cli_runs_and_exports_a_checkpoint(tmp_path, cache_dir):
     proc = _cli("export", "--checkpoint", str(ckpt), "--exporter", "torchscript", "--out", str(tmp_path / "m.onnx"))
     assert proc.returncode == 0 and "my-gpt" in proc.stdout, proc.stdout + proc.stderr
     proc = _cli("run", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2"))
-    assert proc.returncode == 2 and "does not exist" in proc.stdout
+    assert proc.returncode == 2 and "does not exist" in proc.stderr

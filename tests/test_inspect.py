@@ -82,7 +82,7 @@ def test_cli_inspect(tiny_artifact, tmp_path):
     assert "attention per block" in table.stdout and "blocks.1" in table.stdout
     missing = subprocess.run([sys.executable, "-m", "onnxbench.cli", "inspect", str(tmp_path / "none.onnx")],
                              capture_output=True, text=True)
-    assert missing.returncode == 2 and "does not exist" in missing.stdout
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
 def test_cli_inspect_labels_the_two_parameter_counts(tiny_artifact):

@@ -8,7 +8,9 @@ import shutil
 
 import pytest
 
-from onnxbench import cli, noise
+from onnxbench import noise
+from onnxbench.cli import console as cli_console
+from onnxbench.cli.summary import print_summary, warn_if_unreliable
 from onnxbench.reports import load, load_header, write_report
 from onnxbench.reports.render import render_markdown
 from onnxbench.reports.tables import summary_table
@@ -95,8 +97,8 @@ def test_the_cli_and_the_report_count_the_same_noisy_cells(tmp_path):
     run = _run(tmp_path, rows)
     md = write_report(run)["markdown"].read_text()
     assert "Noisy timings: 1 of 8 measured cells" in md
-    with cli.console.capture() as captured:
-        cli._warn_if_unreliable(run, rows, noise.NOISE_LIMIT)
+    with cli_console.err.capture() as captured:
+        warn_if_unreliable(run, rows, noise.NOISE_LIMIT)
     assert "1 of 8 measured cells have noisy timings" in captured.get()
     assert [bool(noise.noise_reason(r)) for r in rows] == [True] + [False] * 7
 
@@ -110,8 +112,8 @@ def test_a_fraction_of_peak_above_one_is_a_measurement_problem_not_a_figure(tmp_
     assert "235" not in md, "an impossible fraction must not be shown as a number"
     assert md.count("> peak (measurement problem)") == 2  # the roofline cell and the banner
     assert "Measurement problem: 1 cell(s) exceed a measured ceiling" in _first_lines(md)
-    with cli.console.capture() as captured:
-        cli._print_summary(rows)
+    with cli_console.console.capture() as captured:
+        print_summary(rows)
     assert "> peak (measurement problem)" in captured.get() and "235" not in captured.get()
 
 
@@ -131,8 +133,8 @@ def test_ceilings_are_a_readable_table(tmp_path):
 def test_the_cli_results_table_names_the_axes_that_vary(tmp_path):
     rows = _rows()
     rows += [{**r, "attention": "sdpa", "precision": "fp16"} for r in rows]
-    with cli.console.capture() as captured:
-        cli._print_summary(rows)
+    with cli_console.console.capture() as captured:
+        print_summary(rows)
     text = captured.get()
     header = text.splitlines()[1]
     assert "attention" in header and "precision" in header and "part" not in header

@@ -61,7 +61,7 @@ def test_ctrl_c_then_resume_runs_every_cell_exactly_once(tmp_path, cache_dir):
 
     resumed = run_cli("run", "--resume", str(out), "--cache-dir", str(cache_dir))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"({len(expected) - len(first)} left to run)" in resumed.stdout
+    assert f"({len(expected) - len(first)} left to run)" in resumed.stderr
     rows = read_rows(out)
     ids = [r["cell_id"] for r in rows]
     assert len(ids) == len(set(ids)), "a cell ran twice"
@@ -100,12 +100,12 @@ def test_resume_keeps_failed_cells_unless_asked_to_retry_them(tmp_path, cache_di
 
 def test_resume_refuses_axis_flags_and_non_run_directories(tmp_path):
     proc = run_cli("run", "--resume", str(tmp_path), "--models", "tiny")
-    assert proc.returncode == 2 and "drop --matrix and the axis" in proc.stdout
+    assert proc.returncode == 2 and "drop --models" in proc.stderr
     proc = run_cli("run", "--resume", str(tmp_path))
-    assert proc.returncode == 2 and "has no header.json" in proc.stdout
+    assert proc.returncode == 2 and "has no header.json" in proc.stderr
     missing = tmp_path / "no-such-run"
     proc = run_cli("run", "--resume", str(missing))
-    assert proc.returncode == 2 and f"{missing} does not exist" in proc.stdout and "header.json" not in proc.stdout
+    assert proc.returncode == 2 and f"{missing} does not exist" in proc.stderr and "header.json" not in proc.stderr
     assert not missing.exists()
 
 
@@ -123,7 +123,7 @@ def test_a_directory_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_
             "--cache-dir", str(cache_dir)]
     refused = run_cli(*args)
     assert refused.returncode == 2, refused.stdout + refused.stderr
-    message = refused.stdout.strip()
+    message = refused.stderr.strip()
     assert len(message.splitlines()) == 1 and "Traceback" not in refused.stdout + refused.stderr
     assert f"already holds run {old_id}" in message and "--resume" in message and "--overwrite" in message
     assert _files(out) == before, "the old run must be untouched"
@@ -134,7 +134,7 @@ def test_a_directory_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_
     replaced = run_cli(*args, "--overwrite")
     assert replaced.returncode == 0, replaced.stdout + replaced.stderr
     aside = tmp_path / f"run.replaced-{old_id}"
-    assert f"moved the run that was in {out} to {aside}" in replaced.stdout
+    assert f"moved the run that was in {out} to {aside}" in replaced.stderr
     assert _files(aside) == before, "the old run is kept, whole, beside the new one"
     rows = read_rows(out)
     new_id = json.loads((out / "header.json").read_text())["run_id"]

@@ -131,5 +131,5 @@ def test_cli_turns_a_package_error_into_one_line_and_exit_2():
     proc = _doctor("no_such_runtime_module")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
-    errors = [line for line in proc.stdout.splitlines() if line.startswith("error:")]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no_such_runtime_module" in errors[0] and "ONNXBENCH_RUNTIMES" in errors[0]

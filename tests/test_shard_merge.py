@@ -116,7 +116,7 @@ def test_merge_refuses_bad_input_with_one_line(shard_runs, tmp_path):
                           ([s1, s2, "--out", str(tmp_path / "m"), "--prefer", str(tmp_path)], "not one of the runs")]:
         proc = subprocess.run([*CLI, "merge", *args], capture_output=True, text=True, timeout=120,
                               env={**os.environ, "COLUMNS": "200"})
-        assert proc.returncode == 2 and message in proc.stdout, proc.stdout + proc.stderr
+        assert proc.returncode == 2 and message in proc.stderr, proc.stdout + proc.stderr
         assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "m").exists()
 
@@ -154,5 +154,5 @@ def test_a_run_spanning_two_hosts_is_reported_by_host_and_compare_warns(shard_ru
 def test_bad_executor_or_shard_flags_are_one_clear_error(args, message, tmp_path):
     proc = subprocess.run([*CLI, "run", "--models", "tiny", "--out", str(tmp_path / "run"), *args],
                           capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
-    assert proc.returncode == 2 and message in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 2 and message in proc.stderr, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr and not (tmp_path / "run").exists()

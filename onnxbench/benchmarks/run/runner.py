@@ -30,7 +30,7 @@ from ..plan.sources import ModelSource
 from ..rows import CellKey, Measurement, ModelInfo, RunStamp, WorkColumns, assemble, now
 from . import resume as resuming
 from .executors import Executor, InProcessExecutor, ProcessPerGroupExecutor
-from .messages import CellFinished, Group, Message, SessionOpened, WorkerStarted
+from .messages import CellFinished, CellStarted, Group, Message, SessionOpened, WorkerStarted
 from .worker import session_ranges
 
 
@@ -84,7 +84,8 @@ def run_matrix(
     tune: bool | list[str] = False,
     executor: Executor | None = None,
     overwrite: bool = False,
-    on_start: Callable[[Matrix, list[Cell]], None] | None = None,
+    on_start: Callable[[Matrix, list[Cell], Path | None], None] | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Run every cell of ``spec`` and write the run directory.
 
@@ -117,7 +118,9 @@ def run_matrix(
         overwrite: if ``run_dir`` holds a run, move it aside first (:func:`onnxbench.rundir.set_aside`; the
             summary's ``set_aside`` says where).
         on_start: called once the run directory and the export cache are checked, before any work, with the
-            matrix and the cells left to run (the CLI prints the plan).
+            matrix, the cells left to run and where an earlier run was set aside (the CLI prints the plan).
+        on_progress: called with a phrase saying what the run does now (exporting an artifact, measuring a cell
+            (its reference outputs first), tuning a group), for a progress display.
 
     Ceilings the run measured are probed again when it ends (also after a resume) and the higher kept
     (:func:`onnxbench.benchmarks.measure.ceilings.reprobe`); every row's ``frac_peak_*`` is then recomputed against
@@ -154,11 +157,12 @@ def run_matrix(
     directory.write_header(header)
     todo = [c for c in matrix.cells if c.cell_id not in done]
     if on_start:
-        on_start(matrix, todo)
+        on_start(matrix, todo, set_aside)
     executor = executor or (ProcessPerGroupExecutor() if isolate else InProcessExecutor())
     interrupted = False
     with directory.writer() as writer:
-        run = _Run(matrix, header, writer, RunSummary(run_dir, set_aside=set_aside), cache_dir, on_cell)
+        run = _Run(matrix, header, writer, RunSummary(run_dir, set_aside=set_aside), cache_dir, on_cell,
+                   on_progress or (lambda what: None))
         try:
             run.execute(executor, run.groups(todo))
             if tune:
@@ -182,9 +186,10 @@ class _Run:
     summary's accounting."""
 
     def __init__(self, matrix: Matrix, header: dict, writer: ResultWriter, summary: RunSummary,
-                 cache_dir: Path | None, on_cell: Callable[[Cell, dict], None] | None) -> None:
+                 cache_dir: Path | None, on_cell: Callable[[Cell, dict], None] | None,
+                 progress: Callable[[str], None]) -> None:
         self.matrix, self.header, self.writer, self.summary = matrix, header, writer, summary
-        self.cache_dir, self.on_cell = cache_dir, on_cell
+        self.cache_dir, self.on_cell, self.progress = cache_dir, on_cell, progress
         self.stamp = RunStamp(header["run_id"], header["harness_overhead_ms"])
         self.ok_groups: dict[Group, None] = {}  # groups with at least one ok cell, in order, for tuning
         self.defaults: dict[str, Measurement] = {}  # ok measurements of default cells, by cell_id, for tuning
@@ -236,8 +241,11 @@ class _Run:
             if not runnable:
                 continue
             try:
+                first = runnable[0]
+                self.progress(f"exporting {source.name} {first.part} {first.attention} {first.precision} opset "
+                              f"{first.opset}" if source.exported else f"reading {source.name}")
                 t0 = time.perf_counter()
-                artifact = source.artifact(runnable[0], self.cache_dir)
+                artifact = source.artifact(first, self.cache_dir)
                 self.summary.export_s += time.perf_counter() - t0
                 if source.exported:
                     self.summary.exports += 1
@@ -267,6 +275,7 @@ class _Run:
                 continue
             cells = group.cells
             shapes = list(dict.fromkeys((c.batch, c.seq_len) for c in cells))
+            self.progress(f"tuning {name} on {group.source.name} {cells[0].attention} {cells[0].precision}")
             t0 = time.perf_counter()
             result = tuning.search(name, group.artifact, shapes, feeds=group.source.feeds,
                                    profile_ranges=session_ranges(cells, group.source))
@@ -295,6 +304,9 @@ class _Run:
         with contextlib.closing(executor.run(groups)) as messages:
             for group, message in messages:
                 self._account(message)
+                if isinstance(message, CellStarted):
+                    cell = cells.setdefault(group, {c.cell_id: c for c in group.cells})[message.cell_id]
+                    self.progress(f"measuring {_label(cell)} (reference first)")
                 if isinstance(message, CellFinished):
                     by_id = cells.setdefault(group, {c.cell_id: c for c in group.cells})
                     cell, measurement = by_id[message.cell_id], message.measurement
@@ -361,6 +373,13 @@ def _reprobe_ceilings(directory: RunDir, header: dict, summary: RunSummary) -> N
     by_id = {r.get("cell_id"): r for r in rows}
     for row in summary.rows:
         row.update(by_id.get(row.get("cell_id"), {}))
+
+
+def _label(cell: Cell) -> str:
+    """A cell as the progress line names it: model, runtime (threads), shape, scenario."""
+    threads = f" {cell.threads}t" if cell.threads else ""
+    generate = f" +{cell.new_tokens} tokens" if cell.new_tokens else ""
+    return f"{cell.model} {cell.runtime}{threads} b{cell.batch} t{cell.seq_len}{generate}"
 
 
 def _group(items: Iterable, key) -> list[list]:

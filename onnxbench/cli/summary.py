@@ -1,0 +1,111 @@
+"""The end of a run on the console: one table per scenario (the columns its scenario declares, narrow enough for an
+80-column terminal), the reasons of skipped and failed cells once each, warnings on ok rows, and where the wall
+time went."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from .console import console, note, warn
+
+#: How a column is shown: header and format of its value.
+_SHOW = {
+    "latency_ms_p50": ("p50 ms", "{:.3g}"), "throughput_tok_s": ("tok/s", "{:,.0f}"),
+    "padding": ("pad", "{:g}"), "ttft_ms": ("TTFT ms", "{:.3g}"), "tpot_ms_p50": ("TPOT ms", "{:.3g}"),
+    "decode_tok_s": ("tok/s", "{:,.1f}"), "new_tokens": ("N", "{:d}"), "frac_peak_flops": ("% peak", "{:.0%}"),
+}
+
+
+def print_summary(rows: list[dict]) -> None:
+    """Print the ok rows (a table per scenario), then each skipped/failed reason once and each ok row's
+    warning."""
+    from ..benchmarks import scenarios
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    for name in dict.fromkeys(r.get("scenario") or "prefill" for r in ok):
+        scenario = scenarios.SCENARIOS.get(name)
+        mine = [r for r in ok if (r.get("scenario") or "prefill") == name]
+        columns = [c for c in (*(scenario.key_fields if scenario else ()), *(scenario.columns if scenario else ()))
+                   if c != "padding" or len({r.get("padding") for r in mine}) > 1]
+        if any(r.get("frac_peak_flops") for r in mine):
+            columns.append("frac_peak_flops")
+        console.print(_table(mine, list(dict.fromkeys(columns)), name))
+    # skipped/failed reasons repeat over a runtime's cells: one line each
+    for runtime, status, reason in sorted({(r["runtime"], r["status"], r["reason"]) for r in rows
+                                           if r["status"] != "ok"}):
+        console.print(f"{status}: {runtime}: {reason}", highlight=False, soft_wrap=True)
+    for r in ok:  # a warning on an ok row concerns that cell alone, so it names the cell
+        if r["reason"]:
+            threads = f" {r['threads']} threads" if r.get("threads") else ""
+            tokens = f" +{r['new_tokens']} tokens" if r.get("new_tokens") else ""
+            console.print(f"{r['model']} {r['runtime']}{threads} b{r['batch']} t{r['seq_len']}{tokens}: {r['reason']}",
+                          highlight=False, soft_wrap=True)
+
+
+def _table(rows: list[dict], columns: list[str], scenario: str) -> Table:
+    # axes other than the shape that vary over the rows get a column, or rows look duplicated
+    axes = [k for k in ("part", "attention", "precision", "threads", "config_id") if len({r.get(k) for r in rows}) > 1]
+    table = Table("model", *axes, "runtime", "B", "T", *(_SHOW.get(c, (c, ""))[0] for c in columns), "× floor",
+                  "verdict", title=scenario, title_justify="left")
+    for r in rows:
+        table.add_row(r["model"], *(str(r.get(k)) for k in axes), r["runtime"], str(r["batch"]), str(r["seq_len"]),
+                      *(_cell(r.get(c), _SHOW.get(c, ("", "{}"))[1]) for c in columns), _ratio(r.get("floor_ratio")),
+                      _verdict(r))
+    return table
+
+
+def _cell(value, fmt: str) -> str:
+    if value is None or value != value:
+        return "-"
+    if fmt == "{:.0%}" and value > 1:  # a fraction of a ceiling above 1 is a measurement problem, not a figure
+        return "[red]> peak (measurement problem)[/]"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _ratio(value) -> str:
+    return "" if value is None or value != value else f"{value:.3g}"
+
+
+def _verdict(row: dict) -> str:
+    verdict = row.get("verdict") or ("pass" if row.get("agree") else "FAIL")
+    block = row.get("first_divergent_block")
+    where = f" (block {block})" if block is not None and block == block else ""
+    return "[red]FAIL[/]" + where if verdict == "FAIL" else verdict + where
+
+
+def export_time(summary) -> str:
+    """``export cached`` when every artifact came from the cache, else the export wall time (and how many of the
+    artifacts were cached): a cached export is not a 0.0 s export."""
+    if summary.exports and summary.exports_cached == summary.exports:
+        return "export cached"
+    cached = f" ({summary.exports_cached} of {summary.exports} artifacts cached)" if summary.exports_cached else ""
+    return f"export {summary.export_s:.1f} s{cached}"
+
+
+def warn_if_unreliable(run_dir: Path, rows: list[dict], limit: float) -> None:
+    """End-of-run warnings about the timings: a busy machine at start, noisy cells (the report's banner applies
+    the same rule, :mod:`onnxbench.noise`)."""
+    from ..noise import BUSY_LIMIT_PCT, busy_pct, is_noisy
+    from ..rundir import RunDir
+
+    try:
+        header = RunDir(run_dir).read_header()
+    except (OSError, ValueError):
+        header = {}
+    busy = busy_pct(header)
+    if busy is not None:
+        warn(f"the CPUs were {busy:.0f}% busy with other work when the run started (above {BUSY_LIMIT_PCT:.0f}%; "
+             "cpu_busy_pct_at_start in header.json); these timings, torch's above all, are unreliable: rerun on a "
+             "quiet machine")
+    ok = [r for r in rows if r["status"] == "ok"]
+    noisy = [r for r in ok if is_noisy(r, limit)]
+    if noisy:
+        warn(f"{len(noisy)} of {len(ok)} measured cells have noisy timings (95% CI of p50 wider than {limit:.0%} of "
+             "p50; marked in the report): differences smaller than that are not meaningful")
+    if not rows:
+        note("the run has no rows")
