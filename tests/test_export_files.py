@@ -135,7 +135,7 @@ def test_cli_export_out_needs_an_existing_folder(tmp_path, tiny_artifact, cache_
     target = tmp_path / "missing" / "deeper" / "x.onnx"
     proc = run_cli("export", "--preset", "tiny", "--out", str(target), "--cache-dir", str(cache_dir))
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert f"folder {target.parent} does not exist" in proc.stdout and "Traceback" not in proc.stderr
+    assert f"folder {target.parent} does not exist" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "missing").exists()
 
 

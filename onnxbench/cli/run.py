@@ -121,7 +121,7 @@ def run(
         spec = _spec(matrix, overrides(**{k: args[k] for k in _AXIS_FLAGS if k != "matrix"}))
     if cell_timeout is not None:
         spec.cell_timeout_s = cell_timeout
-    built = spec.build()
+    built = _build(spec)
     summary = _execute(built, out, cache_dir=cache_dir, resume=resume is not None, retry_failed=retry_failed,
                        ceilings=ceilings, tune=tune, executor=run_executor, overwrite=overwrite)
     print_summary(summary.rows)
@@ -194,6 +194,14 @@ def _spec(matrix: Path | None, given: dict):
     for line in replaced if matrix is not None else []:
         note(f"note: {line} (from {matrix}; flags apply to every model)")
     return spec
+
+
+def _build(spec):
+    """The validated matrix; a value no cell can use, or a model that cannot be read, is one error line."""
+    try:
+        return spec.build()
+    except (ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
+        fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
 
 
 def _resumed(resume: Path, given: dict, overwrite: bool):
@@ -299,7 +307,7 @@ def _executor(name: str, address: str | None):
         typer.Exit: (status 2) for an unknown executor, or Ray not installed.
     """
     if name not in ("process", "ray"):
-        fail(f"unknown executor {name!r}; known: process, ray")
+        fail(f"unknown --executor {name!r}; known: process, ray")
     if name == "process":
         if address is not None:
             fail("--ray-address applies to --executor ray")
