@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -148,12 +149,97 @@ def claim(directory: str | Path, resume: bool = False, overwrite: bool = False) 
     return moved
 
 
+def _tell(message: str) -> None:
+    """Print a warning about a run directory's files on stderr, once per process (the same file is read several
+    times by one command)."""
+    if message not in _TOLD:
+        _TOLD.add(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+_TOLD: set[str] = set()
+
+
+def _parse_row(line: bytes) -> dict | None:
+    """The row a line of ``results.jsonl`` holds, or None when it is not one JSON object."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def _joined_row(line: bytes) -> tuple[int, dict] | None:
+    """A whole row appended onto the fragment of a torn one (what a resume did before the tail was repaired):
+    (bytes of the fragment, the row) for the only suffix of ``line`` that starts a JSON object and parses whole;
+    a suffix starting inside the fragment or inside the row leaves unparsed bytes and fails. None if none."""
+    start = line.find(b"{", 1)
+    while start > 0:
+        row = _parse_row(line[start:])
+        if row is not None and "cell_id" in row:
+            return start, row
+        start = line.find(b"{", start + 1)
+    return None
+
+
+def repair_tail(path: str | Path) -> int:
+    """Make ``path`` (a ``results.jsonl``) end with a complete line before rows are appended to it.
+
+    A writer killed mid-row leaves a last line without its newline. When that line parses as a whole row (the
+    kill fell between the row and its newline) the newline is added, as the reader already counts the row;
+    otherwise the fragment is truncated away (and fsynced), so that the next row is not appended onto it and
+    lost with it: the cell it belonged to has no row and a resumed run measures it again.
+
+    Returns:
+        the number of bytes dropped (0 when the file is absent, empty or ends with a newline).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with open(path, "r+b") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        # read back from the end until the last newline: the torn part is at most one row
+        end, chunk, tail = size, 1 << 16, b""
+        while end > 0:
+            start = max(0, end - chunk)
+            fh.seek(start)
+            tail = fh.read(end - start) + tail
+            end = start
+            if b"\n" in tail:
+                break
+        cut = tail.rfind(b"\n") + 1  # 0 when the file holds no newline at all
+        fragment = tail[cut:]
+        if not fragment:
+            return 0
+        if _parse_row(fragment) is not None:
+            fh.seek(0, os.SEEK_END)
+            fh.write(b"\n")
+            dropped = 0
+        else:
+            fh.truncate(size - len(fragment))
+            dropped = len(fragment)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return dropped
+
+
 class ResultWriter:
     """Appends rows to ``results.jsonl``, flushed and fsynced per row so that a crash loses nothing.
-    Use as a context manager (or call :meth:`close`)."""
+    Use as a context manager (or call :meth:`close`).
+
+    Opening an existing file (``--resume``) first repairs a torn last line left by a writer killed mid-row
+    (:func:`repair_tail`); ``dropped_bytes`` says how many bytes that dropped, and a warning on stderr says so.
+    """
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / RESULTS
+        self.dropped_bytes = repair_tail(self.path)
+        if self.dropped_bytes:
+            _tell(f"{self.path} ended in a row cut off mid-line (a writer killed while writing it): dropped its "
+                  f"torn last line ({self.dropped_bytes} bytes) before appending; that cell has no row and runs "
+                  "again")
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write(self, row: dict) -> None:
@@ -204,17 +290,51 @@ class RunDir:
         os.replace(tmp, self.header_path)
 
     def read_rows(self) -> list[dict]:
-        """Rows of ``results.jsonl`` in file order (a torn last line from a killed writer is ignored; [] when
-        the file is absent)."""
-        if not self.results_path.exists():
-            return []
-        rows = []
-        for line in self.results_path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+        """Rows of ``results.jsonl`` in file order ([] when the file is absent); what :meth:`scan_rows` found
+        wrong is printed on stderr (once per process and problem)."""
+        rows, problems = self.scan_rows()
+        for problem in problems:
+            _tell(problem)
         return rows
+
+    def scan_rows(self) -> tuple[list[dict], list[str]]:
+        """Rows of ``results.jsonl`` in file order, and one sentence per line that is not a whole row.
+
+        A torn last line (a writer killed mid-row) is left out: the row was never complete. A line in the middle
+        that is not a JSON object is left out and named (line number and size), never dropped in silence; where
+        it is a torn row with a whole row appended to it (a resume before tails were repaired,
+        :func:`repair_tail`) the appended row is read and the fragment named. Lines are read as bytes, so that a
+        tear inside a multi-byte character is a torn line like any other.
+        """
+        if not self.results_path.exists():
+            return [], []
+        data = self.results_path.read_bytes()
+        lines = data.split(b"\n")
+        last = len(lines) - 1  # lines[last] is what follows the final newline: b"" in a whole file
+        rows, problems = [], []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            row = _parse_row(line)
+            if row is not None:
+                rows.append(row)
+                continue
+            where = f"{self.results_path}: line {number}"
+            joined = _joined_row(line)
+            if joined is not None:
+                fragment, row = joined
+                rows.append(row)
+                problems.append(f"{where} holds a torn row ({fragment} bytes, left out: its cell has no row and "
+                                "`onnxbench run --resume` measures it again) with the next row appended to it "
+                                "(read)")
+            elif number - 1 == last:
+                problems.append(f"{where} is a torn row ({len(line)} bytes, no newline: a writer killed while "
+                                "writing it), left out; its cell has no row and `onnxbench run --resume` measures "
+                                "it again")
+            else:
+                problems.append(f"{where} is not a JSON row ({len(line)} bytes), left out; the cell it held has no "
+                                "row (check the file: another program may have written to it)")
+        return rows, problems
 
     def rewrite_rows(self, rows: list[dict]) -> None:
         """Replace ``results.jsonl`` with ``rows``, atomically."""
@@ -241,7 +361,8 @@ class RunDir:
 
     def read_frame(self):
         """The rows as a ``pandas.DataFrame`` as stored (no dtype coercion): from ``results.jsonl`` (written
-        during the run), else ``results.parquet``, else ``results.csv`` (either alone is enough).
+        during the run), else ``results.parquet``, else ``results.csv`` (either alone is enough). The lines of
+        ``results.jsonl`` left out (:meth:`scan_rows`) are in ``frame.attrs["read_problems"]``.
 
         Raises:
             FileNotFoundError: if the directory has none of these files.
@@ -249,7 +370,12 @@ class RunDir:
         import pandas as pd
 
         if self.results_path.is_file():
-            return pd.DataFrame(self.read_rows())
+            rows, problems = self.scan_rows()
+            for problem in problems:
+                _tell(problem)
+            frame = pd.DataFrame(rows)
+            frame.attrs["read_problems"] = problems  # for the report's warnings: what the reader left out
+            return frame
         if (self.path / PARQUET).is_file():
             return pd.read_parquet(self.path / PARQUET)
         if (self.path / CSV).is_file():

@@ -135,9 +135,11 @@ def _pct(value: float) -> str:
 def warnings(df: pd.DataFrame, header: dict) -> list[str]:
     """The report's first lines: what makes its figures less than they look. An incomplete run (interrupted,
     matrix cells without a row, requested runtimes without any row), a busy CPU at run start, noisy cells
-    (:func:`onnxbench.noise.is_noisy`), fractions of a measured ceiling above 1. Empty for a clean run."""
+    (:func:`onnxbench.noise.is_noisy`), fractions of a measured ceiling above 1, lines of ``results.jsonl``
+    that are not whole rows (``df.attrs["read_problems"]``, :meth:`onnxbench.rundir.RunDir.scan_rows`). Empty
+    for a clean run."""
+    lines = [f"Rows left out: {problem}." for problem in df.attrs.get("read_problems") or []]
     df = tables.latest(df)
-    lines = []
     done = tables.run_completeness(df, header)
     if done["interrupted"] or done["missing"] or done["runtimes_without_rows"]:
         parts = ["Incomplete run" + (" (interrupted; `onnxbench run --resume` continues it)"
