@@ -188,6 +188,7 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
     not_ok = tables.not_ok_table(everything)
     limit = noise.run_limit(header)
     summary = _summary(df, header, ref)
+    tuned_baseline = not tables.config_table(df[df["runtime"].isin([ref, tables.GPU_BASELINE])]).empty
     out = [
         Section("summary", "Summary",
                 f"Per model, precision and shape: the fastest runtime whose outputs agreed with the reference "
@@ -202,6 +203,8 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
                 _grids(df, ("latency_ms_p50", "latency_ms_p99"))),
         Section("speedup", f"Speed-up vs {base}",
                 f"{base} p50 / runtime p50 at the same cell; above 1 is faster."
+                + (f" The baseline runs in its default configuration; a tuned row of {base} is read against it "
+                   "too." if tuned_baseline else "")
                 + (f" The baseline is {ref} for CPU runtimes and {tables.GPU_BASELINE} (PyTorch eager on the same "
                    "GPU) for GPU runtimes, chosen by each row's device." if gpu else ""),
                 _grids(df, ("speedup",))),

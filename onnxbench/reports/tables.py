@@ -87,9 +87,13 @@ def runtime_labels(df: pd.DataFrame) -> pd.Series:
 
 
 def baseline_rows(g: pd.DataFrame, base: str, threads=0) -> pd.DataFrame:
-    """Rows of runtime ``base`` in ``g`` to read a speed-up against: those at the same ``threads`` where the
-    baseline has them, else those at its default thread count, so that each cell key has one baseline row."""
+    """Rows of runtime ``base`` in ``g`` to read a speed-up against: its default configuration (``config_id``
+    default; a run with ``--tune`` has tuned rows of the baseline too, and a speed-up is against what the
+    baseline does untuned), at the same ``threads`` where the baseline has them, else at its default thread
+    count, so that each cell key has one baseline row."""
     rows = g[g["runtime"] == base]
+    default = rows[[_is_default_config(c) for c in rows["config_id"]]]
+    rows = default if len(default) else rows
     if "threads" not in rows or rows.empty:
         return rows
     counts = rows["threads"].map(_threads)
@@ -136,7 +140,8 @@ def latency_grid(df: pd.DataFrame, stats: tuple[str, ...] = ("latency_ms_p50", "
     Rows: the varying of (attention, opset), then batch and seq_len. Columns: ``(runtime label, stat)`` for each
     stat in ``stats`` (ms), or ``(runtime label, "speedup")`` when ``stats == ("speedup",)``: baseline p50 /
     runtime p50 at the same row (> 1 is faster), the baseline chosen by the runtime's ``device``
-    (:func:`baseline_for`: ``reference`` for CPU runtimes, torch-cuda for GPU runtimes).
+    (:func:`baseline_for`: ``reference`` for CPU runtimes, torch-cuda for GPU runtimes) in its default
+    configuration (:func:`baseline_rows`).
 
     Returns:
         [(group as {column: value}, frame with flat MultiIndex-free columns named "label|stat")].
@@ -159,11 +164,14 @@ def latency_grid(df: pd.DataFrame, stats: tuple[str, ...] = ("latency_ms_p50", "
             sub = g[g["_label"] == label]
             if sub.empty:
                 continue
+            # one row per table row on either side of the joins, or the columns would not line up
+            sub = sub.drop_duplicates(subset=row_keys, keep="last")
             merged = frame[row_keys].merge(sub, on=row_keys, how="left")
             if stats == ("speedup",):
                 base = baseline_for(_device(sub), reference)
                 threads = sub["threads"].iloc[0] if "threads" in sub else 0
-                ref = frame[row_keys].merge(baseline_rows(g, base, threads), on=row_keys, how="left")
+                ref = frame[row_keys].merge(baseline_rows(g, base, threads).drop_duplicates(
+                    subset=row_keys, keep="last"), on=row_keys, how="left")
                 frame[f"{label}|speedup"] = ref["latency_ms_p50"].to_numpy() / merged["latency_ms_p50"].to_numpy()
             else:
                 for stat in stats:
@@ -183,10 +191,11 @@ def summary_table(df: pd.DataFrame, reference: str | None = None, requested: lis
 
     Columns: model, part, precision, batch, seq_len, ``fastest`` (runtime label), attention, latency_ms_p50,
     throughput_tok_s, ``baseline`` (the runtime the speed-up is against, chosen by the fastest row's ``device``:
-    torch-cuda for a GPU row, ``reference`` for a CPU row), ``reference_p50`` (ms; that baseline with the same
-    attention variant, else its fastest), ``speedup`` (baseline p50 / fastest p50), ``faster_but_disagreeing``
-    (faster runtimes whose outputs failed the agreement check), and ``noisy`` / ``reference_noisy`` (whether the
-    fastest's / the baseline's timing is noisy, :func:`onnxbench.noise.is_noisy` with ``noise_limit``).
+    torch-cuda for a GPU row, ``reference`` for a CPU row), ``reference_p50`` (ms; that baseline's default
+    configuration with the same attention variant, else its fastest), ``speedup`` (baseline p50 / fastest
+    p50), ``faster_but_disagreeing`` (faster runtimes whose outputs failed the agreement check), and
+    ``noisy`` / ``reference_noisy`` (whether the fastest's / the baseline's timing is noisy,
+    :func:`onnxbench.noise.is_noisy` with ``noise_limit``).
     ``fastest`` is "none agreed" when no cell passed, and names no winner ("none: no row for X (incomplete
     run)") when a runtime of ``requested`` (the matrix's runtimes, ``header["matrix"]["runtimes"]``) has no row,
     of any status, at that key: a runtime that never ran cannot have lost. ``why_missing`` is the parenthesis
