@@ -2,12 +2,13 @@
 runtime tuned too), a merge of ordinary runs of different matrices, generate runs without a decode step."""
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
 
 from onnxbench.cli import app
-from onnxbench.reports import load
+from onnxbench.reports import load, load_header
 from onnxbench.reports.tables import latency_grid, summary_table
 
 from .conftest import DATA
@@ -51,3 +52,25 @@ def test_a_tuned_run_with_a_tuned_reference_renders_and_reads_speedups_against_t
     assert result.exit_code == 0, result.output
     text = (run / "report.md").read_text()
     assert "## Speed-up vs torch" in text and "torch [tuned]" in text
+
+
+def test_a_merge_of_ordinary_runs_of_different_matrices_has_a_report(tmp_path):
+    """Two ordinary (non-shard) runs that overlap in some cells but whose matrices differ: the merged header has
+    no common matrix; `merge` writes the report and `report` reads the folder again."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(RUN, a)
+    header = json.loads((RUN / "header.json").read_text())
+    header["run_id"] += "-other"
+    header["matrix"] = {**header["matrix"], "seq_lens": [64, 128]}
+    rows = [r for r in _rows() if r["seq_len"] == 64]
+    rows += [{**r, "seq_len": 128, "cell_id": r["cell_id"] + "-128"} for r in rows]
+    _write(b, rows, header)
+    out = tmp_path / "merged"
+    result = runner.invoke(app, ["merge", str(a), str(b), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.md").is_file() and "Traceback" not in result.output
+    merged = load_header(out)
+    assert merged["matrix"] is None
+    text = (out / "report.md").read_text()
+    assert "merged runs of different matrices" in text
+    assert runner.invoke(app, ["report", str(out)]).exit_code == 0

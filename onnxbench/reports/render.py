@@ -368,7 +368,11 @@ def env_rows(header: dict) -> list[tuple[str, str]]:
     overhead = header.get("harness_overhead_ms")
     if overhead is not None:
         rows.append(("harness overhead", f"{overhead:.3g} ms per timed iteration"))
-    for key, value in header.get("matrix", {}).items():
+    if header.get("matrix") is None and header.get("merged_from"):
+        # `onnxbench merge` records no matrix when its sources ran different ones (docs/scaling.md)
+        rows.append(("matrix", "none: merged runs of different matrices (each source's is in its own "
+                               "header.json)"))
+    for key, value in (header.get("matrix") or {}).items():
         rows.append((f"matrix: {key}", "none" if value is None else _fmt_value(value)))  # None: axis not set
     if header.get("n_cells") is not None:
         rows.append(("matrix cells", str(header["n_cells"])))
