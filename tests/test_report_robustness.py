@@ -8,7 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from onnxbench.cli import app
-from onnxbench.reports import load, load_header
+from onnxbench.reports import load, load_header, write_report
+from onnxbench.reports.generation import generation_summary
+from onnxbench.reports.render import render_markdown
 from onnxbench.reports.tables import latency_grid, summary_table
 
 from .conftest import DATA
@@ -74,3 +76,49 @@ def test_a_merge_of_ordinary_runs_of_different_matrices_has_a_report(tmp_path):
     text = (out / "report.md").read_text()
     assert "merged runs of different matrices" in text
     assert runner.invoke(app, ["report", str(out)]).exit_code == 0
+
+
+def _generate_rows(new_tokens):
+    """ok generate rows of one runtime at one prompt length, as the generate scenario writes them: without a
+    decode step (new_tokens 1) the TPOT columns are empty and the latency columns are the prefill's (TTFT)."""
+    base = {**_rows()[1], "runtime": "ort-cpu", "part": "decoder-with-past", "scenario": "generate",
+            "padding": 0.0, "seq_len": 8}
+    out = []
+    for n in new_tokens:
+        row = {**base, "new_tokens": n, "cell_id": f"gen-{n}", "ttft_ms": 0.2, "e2e_ms": 0.2 + 0.1 * (n - 1)}
+        if n > 1:
+            row.update(tpot_ms_p50=0.1, tpot_ms_p90=0.12, tpot_ms_p99=0.2, decode_tok_s=10_000.0,
+                       latency_ms_p50=0.1, throughput_tok_s=10_000.0)
+        else:
+            row.update(tpot_ms_p50=None, tpot_ms_p90=None, tpot_ms_p99=None, decode_tok_s=None,
+                       latency_ms_p50=0.2, throughput_tok_s=None)
+        out.append(row)
+    return out
+
+
+@pytest.mark.parametrize("new_tokens", [[1], [1, 64]])
+def test_a_generate_run_without_a_decode_step_renders_and_says_so(tmp_path, new_tokens):
+    run = _write(tmp_path / "run", _generate_rows(new_tokens), json.loads((RUN / "header.json").read_text()))
+    paths = write_report(run)
+    text = paths["markdown"].read_text()
+    assert "## Generation" in text
+    summary = generation_summary(load(run))
+    tpot = summary["lowest_tpot"].iloc[0]
+    if new_tokens == [1]:
+        # no decode step ran: not "none agreed", which would say the decode steps failed the check
+        assert tpot == "no decode step (new tokens 1)"
+    else:
+        assert tpot.startswith("ort-cpu (0.1 ms)")
+    assert "none agreed" not in text
+
+
+def test_the_noisy_timings_section_says_what_a_generate_row_without_decode_step_timed():
+    rows = _generate_rows([1])
+    rows[0].update(ci95_p50_lo_ms=0.1, ci95_p50_hi_ms=0.4)
+    import pandas as pd
+
+    from onnxbench.reports.load import coerce
+
+    md = render_markdown(coerce(pd.DataFrame(rows)), {}, [])
+    section = md.split("## Noisy timings")[1].split("## ")[0]
+    assert "TTFT" in section and "new tokens 1" in section

@@ -63,7 +63,8 @@ def generation_table(gen: pd.DataFrame) -> pd.DataFrame:
 def generation_summary(gen: pd.DataFrame) -> pd.DataFrame:
     """Per (model, precision, batch): the runtime with the lowest median TTFT and the one with the lowest median
     TPOT among the rows whose generation passed the agreement check (every step's logits and tokens), taking each
-    runtime's median over the prompt lengths, new tokens and paddings of the run; "none agreed" where none did."""
+    runtime's median over the prompt lengths, new tokens and paddings of the run; "none agreed" where none did,
+    and for TPOT "no decode step (new tokens 1)" where no row had one (one new token is the prefill's alone)."""
     ok = _ok(gen)
     rows = []
     for (model, precision, batch), g in ok.groupby(["model", "precision", "batch"], sort=True, dropna=False):
@@ -71,7 +72,14 @@ def generation_summary(gen: pd.DataFrame) -> pd.DataFrame:
         row = {"model": model, "precision": precision, "batch": batch}
         for column, name in (("ttft_ms", "lowest_ttft"), ("tpot_ms_p50", "lowest_tpot")):
             medians = agreeing.groupby("runtime")[column].median().dropna()
-            row[name] = (f"{medians.idxmin()} ({medians.min():.3g} ms)" if len(medians) else "none agreed")
+            if len(medians):
+                row[name] = f"{medians.idxmin()} ({medians.min():.3g} ms)"
+            elif g[column].isna().all():  # nothing was measured, so nothing can have disagreed
+                counts = ", ".join(str(n) for n in sorted(g["new_tokens"].dropna().unique()))
+                row[name] = (f"no decode step (new tokens {counts})" if column == "tpot_ms_p50"
+                             else "not measured")
+            else:
+                row[name] = "none agreed"
         rows.append(row)
     return pd.DataFrame(rows, columns=["model", "precision", "batch", "lowest_ttft", "lowest_tpot"])
 

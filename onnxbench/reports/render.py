@@ -281,7 +281,8 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
     optional.append(
         ("noise", "Noisy timings", f"Cells whose 95 % confidence interval of the median is wider than {_pct(limit)} "
          "of p50 (a busy or throttling machine; the rule is in docs/measurement.md); differences smaller than the "
-         "interval are not meaningful; a generate row's figures are its decode step's.",
+         "interval are not meaningful; a generate row's figures are its decode step's (TPOT), or its prefill's "
+         "(TTFT) where it generated one token (new tokens 1: no decode step).",
          tables.noisy_table(everything, limit)))
     for anchor, title, intro, frame in optional:
         if not frame.empty:
