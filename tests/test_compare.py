@@ -203,6 +203,12 @@ def test_cli_refuses_to_pass_a_gate_when_no_cell_was_compared(tmp_path):
     (other / "results.jsonl").write_text("".join(json.dumps({**r, "model": "elsewhere"}) + "\n" for r in rows))
     result = runner.invoke(app, ["compare", str(RUN_A), str(other)])
     assert result.exit_code == 2 and "share no measured cell" in result.output
+    # the document printed before the exit says the status the command exits with
+    assert "exit status 2" in result.stdout and "exit status 0" not in result.stdout
+    c = compare_runs(RUN_A, other)
+    assert c.exit_code == 2 and "exit status 2" in render_markdown(c) and "nothing was compared" in render_markdown(c)
+    written = runner.invoke(app, ["compare", str(RUN_A), str(other), "--out", str(tmp_path / "cmp")])
+    assert written.exit_code == 2 and "exit status 2" in (tmp_path / "cmp" / "compare.md").read_text()
 
 
 def test_report_of_a_missing_directory_names_it_and_creates_nothing(tmp_path):

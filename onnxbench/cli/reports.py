@@ -74,7 +74,7 @@ def compare(
     out: Path | None = typer.Option(None, help="write compare.md and compare.html here (default: print Markdown)"),
 ) -> None:
     """Compare two runs cell by cell; exit status 1 when a p50 regression exceeds the threshold (CI gate)."""
-    from ..reports.compare import compare_runs, parse_threshold, render_markdown, write_comparison
+    from ..reports.compare import NOTHING_COMPARED, compare_runs, parse_threshold, render_markdown, write_comparison
 
     try:
         result = compare_runs(run_a, run_b, parse_threshold(threshold))
@@ -89,7 +89,7 @@ def compare(
             fail(f"cannot write the comparison: {exc}")
         console.print("compare: " + ", ".join(str(p) for p in paths.values()), highlight=False)
     n = result.counts
-    if not any(n.get(k, 0) for k in ("regression", "improvement", "within noise", "unchanged")):
+    if result.exit_code == NOTHING_COMPARED:
         fail(f"{run_a} and {run_b} share no measured cell (cells are matched on model, part, attention, "
              "precision, opset, runtime, batch, seq_len, config_id); nothing was compared")
     for field, a, b in result.env_diffs:

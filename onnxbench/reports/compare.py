@@ -36,6 +36,8 @@ ENV_FIELDS = (("CPU", ("cpu",)), ("logical CPUs", ("cpu_count_logical",)), ("CPU
               ("platform", ("platform",)), ("Python", ("python",)), ("git sha", ("git_sha",)))
 
 REGRESSION, IMPROVEMENT, UNCHANGED, NOISE = "regression", "improvement", "unchanged", "within noise"
+#: Exit status of a comparison in which no cell was measured in both runs.
+NOTHING_COMPARED = 2
 
 
 def parse_threshold(text: str) -> float:
@@ -95,8 +97,17 @@ class Comparison:
         return self.cells[self.cells["verdict"] == IMPROVEMENT]
 
     @property
+    def compared(self) -> int:
+        """How many cells were judged (measured ok in both runs, or ok in A and failed in B)."""
+        return int((self.cells["verdict"] != "not compared").sum())
+
+    @property
     def exit_code(self) -> int:
-        """1 when any regression exceeds the threshold (so CI fails), else 0."""
+        """The status ``onnxbench compare`` exits with: 2 when no cell was compared (the runs share no measured
+        cell: a gate that compared nothing must not pass), 1 when any regression exceeds the threshold (so CI
+        fails), else 0."""
+        if not self.compared:
+            return NOTHING_COMPARED
         return 1 if len(self.regressions) else 0
 
 
@@ -287,7 +298,9 @@ def _headline(c: Comparison) -> list[str]:
              "and the CIs do not overlap. A change beyond the threshold whose CIs overlap is within the timing "
              "noise of the runs and does not fail the gate; where a run recorded no CI the threshold alone "
              "decides. Changes are relative: B / A − 1.",
-             f"Result: {verdict}; exit status {c.exit_code}."]
+             f"Result: {verdict}; exit status {c.exit_code}"
+             + (" (no cell was measured in both runs: nothing was compared)." if c.exit_code == NOTHING_COMPARED
+                else ".")]
     if c.env_diffs:
         lines.append(f"Warning: the environments differ in {len(c.env_diffs)} field(s) "
                      f"({', '.join(d[0] for d in c.env_diffs)}); timing changes may come from the machine or the "
