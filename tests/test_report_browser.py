@@ -114,3 +114,34 @@ def test_skipped_cells_and_environment_fit_a_1400_px_window(tmp_path):
     tables = {t["heading"]: t for t in page["tables"]}
     for heading in ("Skipped and failed cells", "Environment", "Machine ceilings"):
         assert tables[heading]["width"] <= tables[heading]["room"], (heading, tables[heading])
+
+
+def _wide_agreement_run(run):
+    """run_small's cells again for a second model, attention variant, precision and opset and with tuned
+    thread-count configurations, one of them failing agreement: every descriptive column of the agreement table
+    varies, as in a full matrix."""
+    src = DATA / "run_small"
+    run.mkdir(parents=True)
+    header = json.loads((src / "header.json").read_text())
+    base = [json.loads(line) for line in (src / "results.jsonl").read_text().splitlines()]
+    rows = []
+    for model, attention, precision, opset in (("tiny", "decomposed", "fp32", 18),
+                                               ("gpt2-small", "ort-fused-attention", "fp16", 17)):
+        for r in base:
+            row = {**r, "model": model, "attention": attention, "precision": precision, "opset": opset}
+            rows.append(row)
+            rows.append({**row, "config_id": "fused-nospin-1t", "threads": 4})
+    rows[-1].update(verdict="FAIL", agree=False, max_abs_err=0.5, required_atol=0.4, floor_ratio=900.0)
+    (run / "header.json").write_text(json.dumps(header))
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def test_the_agreement_verdict_is_visible_at_1400_px_without_scrolling(tmp_path):
+    paths = write_report(_wide_agreement_run(tmp_path / "run"))
+    page = browser.inspect_html(paths["html"], CHROMIUM, width=1400)
+    table = next(t for t in page["tables"] if t["heading"] == "Agreement")
+    for label in ("verdict", "failed on"):
+        right = table["column_right"][table["columns"].index(label)]
+        assert right <= table["room"], (label, right, table["room"], table["columns"])
+    assert table["fail_rows"] == 1

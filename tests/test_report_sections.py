@@ -125,3 +125,18 @@ def test_a_noisy_generate_row_is_listed_under_noisy_timings():
     assert "Noisy timings: 1 of 1" in md and "## Noisy timings" in md
     section = md.split("## Noisy timings")[1]
     assert "| generate | 4 | 0.25 |" in section
+
+
+def test_the_agreement_table_leads_with_the_verdict_and_the_criterion_that_failed(run):
+    from onnxbench.reports.tables import agreement_table, failed_criteria
+
+    table = agreement_table(load(run))
+    assert list(table.columns[:2]) == ["verdict", "failed_on"]
+    failed = table[table.verdict == "FAIL"]
+    # the planted failure has a small band error and floor ratio but a cosine of 0.97: the cosine failed
+    assert failed.failed_on.tolist() == ["cosine 0.970000"] * 2
+    assert (table[table.verdict != "FAIL"].failed_on == "").all()
+    row = {"verdict": "FAIL", "required_atol": 0.4, "atol": 1e-3, "floor_ratio": 900.0, "floor_factor": 10.0,
+           "nan_count": 3, "nonfinite_matched": 1, "cosine": 0.99}
+    assert failed_criteria(row) == "NaN/Inf (2); band: needs atol 0.4 > 0.001; floor: 900× > 10×"
+    assert failed_criteria({**row, "verdict": "pass"}) == ""

@@ -33,6 +33,8 @@ window.addEventListener('load', () => {
     tables: [...document.querySelectorAll('table')].map(t => ({
       heading: heading(t.closest('.scroll') || t),
       columns: [...t.querySelectorAll('thead th')].map(th => th.textContent),
+      column_right: [...t.querySelectorAll('thead th')].map(th => Math.ceil(th.getBoundingClientRect().right -
+        (t.closest('.scroll') || t.parentElement).getBoundingClientRect().left)),
       rows: t.tBodies.length ? t.tBodies[0].rows.length : 0,
       fail_rows: t.querySelectorAll('tr.fail').length,
       width: Math.ceil(t.getBoundingClientRect().width),
@@ -87,10 +89,12 @@ def inspect_html(path: str | Path, chromium: str | None = None, timeout: float =
     ``width`` sets the window width in px (default: Chromium's headless default).
 
     Returns:
-        {"title", "headings": [h2 text], "tables": [{"heading", "columns", "rows", "fail_rows", "width",
-         "room"}] (``width``: the table's rendered width in px; ``room``: the width its container offers, so a
-         table wider than its room overflows it), "images": [{"alt", "complete", "width", "height"}] (natural
-         size in px; 0 for a broken image), "scroll_height": px, "viewport_width": px}.
+        {"title", "headings": [h2 text], "tables": [{"heading", "columns", "column_right", "rows", "fail_rows",
+         "width", "room"}] (``width``: the table's rendered width in px; ``room``: the width its container offers,
+         so a table wider than its room overflows it; ``column_right``: each column's right edge in px from the
+         container's left, so a column whose edge is beyond ``room`` is seen only by scrolling), "images":
+         [{"alt", "complete", "width", "height"}] (natural size in px; 0 for a broken image), "scroll_height":
+         px, "viewport_width": px}.
 
     Raises:
         FileNotFoundError: no Chromium binary (see :func:`find_chromium`).

@@ -201,6 +201,7 @@ SPECS: dict[str, Spec] = {
     "status_b": Spec("status B"),
     "ci_overlap": Spec("CI95s overlap"),
     "verdict": Spec("verdict"),
+    "failed_on": Spec("failed on"),
     "float_precision": Spec("float precision"),
     "float_p50": _n("float p50 (ms)", ms),
     "quantized_p50": _n("quantized p50 (ms)", ms),

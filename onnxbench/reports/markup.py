@@ -38,7 +38,7 @@ class Table:
 
 
 #: Display labels of the columns emphasised on failure rows.
-MARK_LABELS = frozenset({"agreement", "status", "verdict"})
+MARK_LABELS = frozenset({"agreement", "status", "verdict", "failed on"})
 
 
 def _prepare(table: Table) -> tuple[pd.DataFrame, list[bool], str, list[bool]]:

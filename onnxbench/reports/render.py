@@ -48,15 +48,16 @@ class Section:
 
 #: (section anchor, title, file name, function(df) -> PNG bytes or None). Other report parts append here.
 PLOTS: list[tuple[str, str, str, Callable[[pd.DataFrame], bytes | None]]] = [
-    ("throughput", "Throughput vs sequence length (one line per runtime)", "plot_throughput.png",
-     plots.throughput_vs_seq_len),
-    ("throughput", "Throughput by attention variant", "plot_throughput_attention.png",
-     plots.throughput_by_attention),
-    ("roofline", "Roofline: achieved GFLOP/s vs operational intensity", "plot_roofline.png", plots.roofline),
+    ("throughput", "Throughput vs sequence length, one line per runtime (log-log axes; bars: 95 % CI of the "
+     "median)", "plot_throughput.png", plots.throughput_vs_seq_len),
+    ("throughput", "Throughput by attention variant (log-log axes; bars: 95 % CI of the median)",
+     "plot_throughput_attention.png", plots.throughput_by_attention),
+    ("roofline", "Roofline: achieved GFLOP/s vs operational intensity (log-log; colour: runtime, marker: shape)",
+     "plot_roofline.png", plots.roofline),
     ("generation", "Decode step latency vs context length (bandwidth bound dashed)", "plot_decode.png",
      generation.decode_latency_plot),
-    ("threads", "Throughput vs intra-op threads (dotted: perfect scaling)", "plot_threads.png",
-     plots.thread_scaling),
+    ("threads", "Throughput vs intra-op threads (linear axes; bars: 95 % CI of the median; dotted: perfect "
+     "scaling)", "plot_threads.png", plots.thread_scaling),
 ]
 #: Plots over every scenario's rows; the others see prefill rows only.
 ALL_SCENARIOS = {"plot_decode.png"}

@@ -278,17 +278,55 @@ def verdicts(df: pd.DataFrame) -> pd.Series:
     return df["verdict"].astype("object").where(df["verdict"].notna(), derived)
 
 
+def _number(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if v != v else v
+
+
+def failed_criteria(row) -> str:
+    """Which agreement criteria a ``FAIL`` row failed, read from its columns by the rule of the ``agree`` column
+    (:data:`onnxbench.schema.COLUMNS`, docs/agreement.md): NaN/Inf where the reference is finite (``nan_count``
+    beyond ``nonfinite_matched``), the absolute band (``required_atol`` above ``atol``), the noise floor
+    (``floor_ratio`` above ``floor_factor``); when none of these failed, the remaining criterion: the cosine
+    (its minimum is the precision's, onnxbench.tolerance). A quantized row (``kl_mean`` recorded) is judged by
+    other limits (docs/quantization.md): its ``reason`` is shown. "" for a row that did not fail."""
+    if row.get("verdict") != "FAIL":
+        return ""
+    if _number(row.get("kl_mean")) is not None:
+        return str(row.get("reason") or "quantized limits (docs/quantization.md)")
+    out = []
+    nan, matched = _number(row.get("nan_count")), _number(row.get("nonfinite_matched")) or 0
+    if nan is not None and nan > matched:
+        out.append(f"NaN/Inf ({nan - matched:.0f})")
+    need, atol = _number(row.get("required_atol")), _number(row.get("atol"))
+    if need is not None and atol is not None and need > atol:
+        out.append(f"band: needs atol {need:.2g} > {atol:.2g}")
+    ratio, factor = _number(row.get("floor_ratio")), _number(row.get("floor_factor"))
+    if ratio is not None and factor is not None and ratio > factor:
+        out.append(f"floor: {ratio:.3g}× > {factor:.3g}×")
+    if not out and _number(row.get("cosine")) is not None:
+        out.append(f"cosine {float(row['cosine']):.6f}")
+    return "; ".join(out) or str(row.get("reason") or "")
+
+
 def agreement_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per ok cell: max abs/rel error, cosine, top-1 agreement, NaN count, the atol that would have passed
-    (``required_atol``) beside the configured atol/rtol, the error against float64 as a multiple of the noise
-    floor (``floor_ratio``) beside the factor allowed, and the ``verdict`` (a ``reference`` row compared the
-    reference with itself: not a pass). ``runtime`` carries the tuned configuration's name where there is one."""
+    """Per ok cell: the ``verdict`` (a ``reference`` row compared the reference with itself: not a pass) and,
+    where some row failed, the criteria it failed (``failed_on``, :func:`failed_criteria`) first, so that a wide
+    table shows them without scrolling; then the cell, max abs/rel error, cosine, top-1 agreement, NaN count,
+    the atol that would have passed (``required_atol``) beside the configured atol/rtol, and the error against
+    float64 as a multiple of the noise floor (``floor_ratio``) beside the factor allowed. ``runtime`` carries
+    the tuned configuration's name where there is one."""
     ok = ok_rows(df).copy()
     ok["runtime"] = runtime_labels(ok)
     ok["verdict"] = verdicts(ok)
-    cols = ["model", "part", "attention", "precision", "opset", "runtime"] + SHAPE + [
+    ok["failed_on"] = [failed_criteria(r) for r in ok.to_dict("records")]
+    first = ["verdict"] + (["failed_on"] if (ok["failed_on"] != "").any() else [])
+    cols = first + ["model", "part", "attention", "precision", "opset", "runtime"] + SHAPE + [
         "max_abs_err", "max_rel_err", "cosine", "top1_agree", "nan_count", "required_atol", "atol", "rtol",
-        "floor_ratio", "floor_factor", "verdict"]
+        "floor_ratio", "floor_factor"]
     cols = [c for c in cols if c not in FLOOR_TABLE_COLUMNS or ok[c].notna().any()]
     return ok[cols].reset_index(drop=True)
 
