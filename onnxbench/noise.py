@@ -17,7 +17,9 @@ from collections.abc import Mapping
 
 #: Default limit on the width of the median's 95 % CI, as a fraction of the median (docs/measurement.md).
 NOISE_LIMIT = 0.10
-#: CPU load (percent, all cores) at run start above which the timings are flagged as unreliable.
+#: CPU load (percent, all cores) at run start above which the timings are flagged as unreliable: other processes
+#: on the cores slow every timing, and a cell slowed consistently has a narrow CI, so the noise rule does not see
+#: it; the report marks every timing figure of such a run and ``compare`` names it (docs/measurement.md).
 BUSY_LIMIT_PCT = 20.0
 
 
@@ -78,3 +80,14 @@ def busy_pct(header: Mapping | None) -> float | None:
     """The CPU load (percent) recorded at run start when it is above :data:`BUSY_LIMIT_PCT`, else None."""
     busy = _number((header or {}).get("cpu_busy_pct_at_start"))
     return busy if busy is not None and busy > BUSY_LIMIT_PCT else None
+
+
+def busy_note(header: Mapping | None) -> str:
+    """The sentence the report, its figures and ``compare`` give a run measured on a busy machine
+    (:func:`busy_pct`): "the CPUs were N % busy with other work when the run started, above the L % limit"; ""
+    for a run that was not (or did not record its load)."""
+    busy = busy_pct(header)
+    if busy is None:
+        return ""
+    return (f"the CPUs were {busy:.0f} % busy with other work when the run started, above the "
+            f"{BUSY_LIMIT_PCT:.0f} % limit")

@@ -93,8 +93,9 @@ def compare(
         fail(f"{run_a} and {run_b} share no measured cell (cells are matched on model, part, attention, "
              "precision, opset, runtime, batch, seq_len, config_id); nothing was compared")
     for field, a, b in result.env_diffs:
-        err.print(f"[yellow]warning:[/] environments differ: {field}: {a} -> {b}", highlight=False,
-                     soft_wrap=True)
+        err.print(f"[yellow]warning:[/] environments differ: {field}: {a} -> {b}", highlight=False, soft_wrap=True)
+    for line in result.busy_lines():
+        err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     if result.hardware_diffs:
         shown = "; ".join(f"{cell}: {a} -> {b}" for cell, a, b in result.hardware_diffs[:3])
         more = f" and {len(result.hardware_diffs) - 3} more" if len(result.hardware_diffs) > 3 else ""

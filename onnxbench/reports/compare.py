@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..noise import busy_note
 from ..schema import KEY_COLUMNS
 from . import tables
 from .format import Spec
@@ -78,6 +79,8 @@ class Comparison:
         hardware_diffs: (cell, machine in A, machine in B) for each cell measured in both runs on different
             hardware (``host`` / ``gpu_name``; a run that did not record them is not a difference): a run spanning
             several machines can differ cell by cell where its header's environment is one machine's.
+        busy: "A" and/or "B" -> why that run's timings are unreliable, for each run measured on a busy machine
+            (:func:`onnxbench.noise.busy_note`, the one rule).
     """
 
     cells: pd.DataFrame
@@ -87,6 +90,23 @@ class Comparison:
     run_b: str = "B"
     counts: dict[str, int] = field(default_factory=dict)
     hardware_diffs: list[tuple[str, str, str]] = field(default_factory=list)
+    busy: dict[str, str] = field(default_factory=dict)
+
+    def busy_lines(self) -> list[str]:
+        """A warning naming the run(s) measured on a busy machine (``busy``: "A"/"B" -> the note of
+        :func:`onnxbench.noise.busy_note`); [] when neither was. The gate still judges their cells: the warning
+        says that its verdicts rest on unreliable timings."""
+        if not self.busy:
+            return []
+        if len(self.busy) == 2:
+            which = f"both runs were measured on a busy machine (A: {self.busy['A']}; B: {self.busy['B']})"
+        else:
+            name = next(iter(self.busy))
+            run = self.run_a if name == "A" else self.run_b
+            which = f"run {name} ({run}) was measured on a busy machine: {self.busy[name]}"
+        return [f"{which}; timings taken under load are unreliable (a cell slowed "
+                "throughout has a narrow CI), so the changes and the gate's verdicts read from them are too: rerun "
+                "on a quiet machine before acting on them."]
 
     @property
     def regressions(self) -> pd.DataFrame:
@@ -215,9 +235,10 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, header_a: dict | None = None
     for col in ("opset", "batch", "seq_len"):
         out[col] = pd.to_numeric(out[col], errors="coerce").astype("Int64")
     counts = out["verdict"].str.split(":").str[0].value_counts().to_dict()
+    busy = {name: note for name, note in (("A", busy_note(header_a)), ("B", busy_note(header_b))) if note}
     return Comparison(out, env_differences(header_a, header_b), threshold,
                       str(header_a.get("run_id", "A")), str(header_b.get("run_id", "B")), counts,
-                      hardware_differences(df_a, df_b))
+                      hardware_differences(df_a, df_b), busy)
 
 
 def _machine(host, gpu) -> str:
@@ -305,6 +326,7 @@ def _headline(c: Comparison) -> list[str]:
         lines.append(f"Warning: the environments differ in {len(c.env_diffs)} field(s) "
                      f"({', '.join(d[0] for d in c.env_diffs)}); timing changes may come from the machine or the "
                      "libraries rather than the code.")
+    lines += [f"Warning: {line}" for line in c.busy_lines()]
     if c.hardware_diffs:
         cell, a, b = c.hardware_diffs[0]
         lines.append(f"Warning: {len(c.hardware_diffs)} cell(s) ran on different hardware in A and B (e.g. {cell}: "

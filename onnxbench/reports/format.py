@@ -65,6 +65,22 @@ def percent(value: float) -> str:
 ABOVE_PEAK = "> peak (measurement problem)"
 #: Appended to a summary figure whose timing is noisy (onnxbench.noise.is_noisy).
 NOISE_MARK = " †"
+#: Appended to every timing figure of a run measured on a busy machine (onnxbench.noise.busy_pct).
+BUSY_MARK = " ‡"
+#: Columns whose values are timings or figures computed from them (latencies, throughputs, speed-ups, achieved
+#: rates and fractions of a probed ceiling): the figures :data:`BUSY_MARK` marks. Latency grid columns
+#: ("label|stat") are timings too (:func:`is_timed`).
+TIMED = frozenset({
+    "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_min", "latency_ms_std",
+    "ci95_p50_lo_ms", "ci95_p50_hi_ms", "h2d_ms", "compute_ms", "d2h_ms", "throughput_seq_s", "throughput_tok_s",
+    "achieved_gflops", "achieved_gbs", "frac_peak_flops", "frac_peak_bw", "ttft_ms", "tpot_ms_p50", "tpot_ms_p90",
+    "tpot_ms_p99", "decode_tok_s", "e2e_ms", "bound_ms", "tpot_over_bound", "reference_p50", "speedup",
+    "default_p50", "tuned_p50", "float_p50", "quantized_p50", "quant_speedup"})
+
+
+def is_timed(column: str) -> bool:
+    """Whether a table column holds timing figures (:data:`TIMED`, or a latency grid's "label|stat")."""
+    return column in TIMED or "|" in str(column)
 
 
 def fraction_of_peak(value: float) -> str:

@@ -84,10 +84,10 @@ def generation_summary(gen: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "precision", "batch", "lowest_ttft", "lowest_tpot"])
 
 
-def decode_latency_plot(df: pd.DataFrame) -> bytes | None:
+def decode_latency_plot(df: pd.DataFrame, as_figure: bool = False):
     """Decode step latency (TPOT p50, ms) against context length (mean keys per step: prompt + new tokens / 2),
     one panel per (model, precision), one line per (runtime, batch), with each batch's bandwidth bound as a
-    dashed black line; None without ok generate rows."""
+    dashed black line. PNG bytes (the matplotlib figure with ``as_figure``); None without ok generate rows."""
     import matplotlib.pyplot as plt
 
     ok = _ok(split(df)[1]).dropna(subset=["tpot_ms_p50"])
@@ -110,4 +110,4 @@ def decode_latency_plot(df: pd.DataFrame) -> bytes | None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return save_png(fig)
+    return fig if as_figure else save_png(fig)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from . import tables
-from .format import Spec, display
+from .format import MISSING, Spec, display, is_timed
 
 
 @dataclass
@@ -28,6 +28,8 @@ class Table:
         specs: display specs for derived columns (label, formatter, numeric alignment).
         fail: per row, whether to mark it as a failure (None: no row is marked).
         empty: the text shown instead of an empty table.
+        busy_mark: appended to every value of a timing column (:func:`~.format.is_timed`): the run was measured
+            on a busy machine ("" for none).
     """
 
     frame: pd.DataFrame
@@ -35,6 +37,12 @@ class Table:
     specs: dict[str, Spec] = field(default_factory=dict)
     fail: list[bool] | None = None
     empty: str = "none"
+    busy_mark: str = ""
+
+    @property
+    def timed(self) -> bool:
+        """Whether the table has a timing column."""
+        return any(is_timed(c) for c in self.frame.columns)
 
 
 #: Display labels of the columns emphasised on failure rows.
@@ -52,6 +60,11 @@ def _prepare(table: Table) -> tuple[pd.DataFrame, list[bool], str, list[bool]]:
             note = "All rows: " + "; ".join(f"{c.replace('_', ' ')} {frame[c].iloc[0]}" for c in constant) + "."
             frame = frame.drop(columns=constant)
     text, numeric = display(frame, table.specs)
+    if table.busy_mark:
+        for position, column in enumerate(frame.columns):
+            if is_timed(column):
+                label = text.columns[position]
+                text[label] = [v if v == MISSING else v + table.busy_mark for v in text[label]]
     fail = table.fail if table.fail is not None else [False] * len(text)
     return text, numeric, note, fail
 

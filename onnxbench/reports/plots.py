@@ -104,6 +104,15 @@ def _out(fig, as_figure: bool):
     return fig if as_figure else save_png(fig)
 
 
+def stamp(fig, note: str):
+    """Write ``note`` across the top of ``fig`` (in the colour of the report's warnings), making room for it;
+    returns ``fig``. Used to say on the figure itself that its timings were taken on a busy machine."""
+    fig.subplots_adjust(top=min(fig.subplotpars.top, 1 - 0.35 / fig.get_figheight()))
+    fig.text(0.5, 1 - 0.08 / fig.get_figheight(), note, ha="center", va="top", fontsize=8, color="#a11",
+             wrap=True)
+    return fig
+
+
 def throughput_vs_seq_len(df: pd.DataFrame, as_figure: bool = False):
     """Tokens/s against sequence length on log-log axes (:data:`SEQ_LEN_SCALES`), one line per runtime with the
     95 % CI of each median as error bars (:func:`throughput_ci`), one panel per batch and per value of whichever

@@ -9,6 +9,7 @@ ordering (the run's order, then sorted keys) and fixed number formats (:mod:`.fo
 from __future__ import annotations
 
 import html
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +19,9 @@ import pandas as pd
 
 from .. import noise
 from . import generation, plots, tables
-from .format import ABOVE_PEAK, MISSING, NOISE_MARK, Spec, ms, rate, sig3, spec_for, speedup
+from .format import ABOVE_PEAK, BUSY_MARK, MISSING, NOISE_MARK, Spec, ms, rate, sig3, spec_for, speedup
 from .load import load, load_header
-from .markup import Table, html_figure, html_page, html_table, md_table
+from .markup import Table, html_figure, html_page, html_table, md_table, save_png
 from .tables import summary_table
 
 __all__ = ["PLOTS", "Plot", "Section", "Table", "build_sections", "ceiling_rows", "env_rows", "make_plots",
@@ -63,14 +64,24 @@ PLOTS: list[tuple[str, str, str, Callable[[pd.DataFrame], bytes | None]]] = [
 ALL_SCENARIOS = {"plot_decode.png"}
 
 
-def make_plots(df: pd.DataFrame) -> list[Plot]:
-    """Every plot of :data:`PLOTS` that has data in ``df``."""
+def make_plots(df: pd.DataFrame, header: dict | None = None) -> list[Plot]:
+    """Every plot of :data:`PLOTS` that has data in ``df``. When ``header`` says the run was measured on a busy
+    machine (:func:`onnxbench.noise.busy_note`), each figure carries that note, above its panels (functions that
+    can return their figure, ``as_figure=True``) and in its title."""
     out = []
     prefill = generation.split(df)[0]
+    busy = noise.busy_note(header)
     for section, title, filename, fn in PLOTS:
-        png = fn(df if filename in ALL_SCENARIOS else prefill)
+        data = df if filename in ALL_SCENARIOS else prefill
+        if busy and "as_figure" in inspect.signature(fn).parameters:
+            fig = fn(data, as_figure=True)
+            png = None if fig is None else save_png(plots.stamp(fig, f"{BUSY_MARK.strip()} {busy}: timings "
+                                                                     "unreliable"))
+        else:
+            png = fn(data)
         if png:
-            out.append(Plot(section, title, filename, png))
+            out.append(Plot(section, title + (f" {BUSY_MARK.strip()} measured while {busy}" if busy else ""),
+                            filename, png))
     return out
 
 
@@ -151,10 +162,10 @@ def warnings(df: pd.DataFrame, header: dict) -> list[str]:
             parts.append(f"no row at all for the requested runtime(s) {', '.join(done['runtimes_without_rows'])}")
         lines.append(": ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if parts[1:] else "")
                      + ". The summary names no winner where a requested runtime has no row.")
-    busy = noise.busy_pct(header)
-    if busy is not None:
-        lines.append(f"Busy machine: the CPUs were {busy:.0f} % busy with other work when the run started (above "
-                     f"{noise.BUSY_LIMIT_PCT:.0f} %); every timing, torch's above all, is unreliable: rerun on a "
+    busy = noise.busy_note(header)
+    if busy:
+        lines.append(f"Busy machine: {busy}; every timing, torch's above all, is unreliable (a cell slowed "
+                     f"throughout has a narrow CI and no noise mark), and each is marked{BUSY_MARK}: rerun on a "
                      "quiet machine.")
     ok = tables.ok_rows(df)
     limit = noise.run_limit(header)
@@ -296,15 +307,36 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
     for anchor, plot_group in by_section.items():  # plots of sections this renderer does not know
         out.append(Section(anchor, plot_group[0].title, plots=plot_group))
     ceilings = pd.DataFrame(ceiling_rows(header.get("ceilings")))
+    busy = noise.busy_note(header)
     if not ceilings.empty:
         out.append(Section("ceilings", "Machine ceilings", "The peaks the fractions of peak are read against, "
                            "measured on the run's machine: each the fastest iteration of its probe, probed at the "
                            "start and the end of the run (and of every resume) with the highest kept, so that "
-                           "each bounds what the machine did (docs/measurement.md).",
+                           "each bounds what the machine did (docs/measurement.md)."
+                           + (f" Measured under load{BUSY_MARK}: {busy}, so the start probe ran beside other work; "
+                              "a ceiling probed under load is low and the fractions of peak read against it high, "
+                              "unless the end-of-run probe found the machine quieter." if busy else ""),
                            [Table(ceilings)]))
     env = pd.DataFrame(env_rows(header), columns=["field", "value"])
     out.append(Section("environment", "Environment", "From the run's header.json.", [Table(env)]))
+    if busy:
+        _mark_busy(out, busy)
     return out
+
+
+def _mark_busy(sections: list[Section], busy: str) -> None:
+    """Mark every timing figure of a run measured on a busy machine (:data:`~.format.BUSY_MARK` on each value of
+    a timing column) and say what the mark means in each section that has one; the summary says it in full."""
+    for section in sections:
+        marked = [t for t in section.tables if t.timed]
+        for table in marked:
+            table.busy_mark = BUSY_MARK
+        if section.anchor == "summary":
+            section.intro += (f" Every timing figure of this run is marked{BUSY_MARK}: it was measured while {busy}, "
+                              "so each is unreliable, even where its CI is narrow (a cell slowed throughout is "
+                              "consistently slow).")
+        elif marked or section.plots:
+            section.intro += f" {BUSY_MARK.strip()}: measured on a busy machine ({busy}; see the summary)."
 
 
 def ceiling_rows(ceilings: dict | None) -> list[dict]:
@@ -456,7 +488,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict
     df = load(run_dir)  # before creating out_dir: a mistyped run directory must not leave an empty folder
     out_dir.mkdir(parents=True, exist_ok=True)
     header = load_header(run_dir)
-    plot_list = make_plots(tables.latest(df))
+    plot_list = make_plots(tables.latest(df), header)
     paths: dict[str, Path] = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
     for p in plot_list:
         paths[f"plot:{p.filename}"] = out_dir / p.filename
