@@ -98,3 +98,16 @@ def test_compare_says_which_run_was_busy_on_stderr_and_in_the_document(tmp_path)
     assert "both runs" in both.lower()
     quiet = runner.invoke(app, ["compare", str(RUN), str(RUN)])
     assert "busy" not in quiet.stderr and "busy" not in quiet.stdout
+
+
+def test_a_busy_generate_run_marks_its_figures_but_not_the_texts_in_their_place(tmp_path):
+    from .test_report_robustness import _generate_rows, _write
+
+    header = {**json.loads((RUN / "header.json").read_text()), "cpu_busy_pct_at_start": 90.0}
+    run = _write(tmp_path / "run", _generate_rows([1, 64]) + [{**_generate_rows([1])[0], "batch": 2}], header)
+    md = render_markdown(load(run), load_header(run), [])
+    generation = md.split("## Generation")[1].split("\n## ")[0]
+    assert "90 % busy" in generation
+    assert f"ort-cpu (0.2 ms){BUSY_MARK}" in generation and f"ort-cpu (0.1 ms){BUSY_MARK}" in generation
+    assert "| no decode step (new tokens 1) |" in generation
+    assert f"| 0.200{BUSY_MARK} |" in generation

@@ -75,7 +75,7 @@ TIMED = frozenset({
     "ci95_p50_lo_ms", "ci95_p50_hi_ms", "h2d_ms", "compute_ms", "d2h_ms", "throughput_seq_s", "throughput_tok_s",
     "achieved_gflops", "achieved_gbs", "frac_peak_flops", "frac_peak_bw", "ttft_ms", "tpot_ms_p50", "tpot_ms_p90",
     "tpot_ms_p99", "decode_tok_s", "e2e_ms", "bound_ms", "tpot_over_bound", "reference_p50", "speedup",
-    "default_p50", "tuned_p50", "float_p50", "quantized_p50", "quant_speedup"})
+    "default_p50", "tuned_p50", "float_p50", "quantized_p50", "quant_speedup", "lowest_ttft", "lowest_tpot"})
 
 
 def is_timed(column: str) -> bool:

@@ -64,7 +64,9 @@ def _prepare(table: Table) -> tuple[pd.DataFrame, list[bool], str, list[bool]]:
         for position, column in enumerate(frame.columns):
             if is_timed(column):
                 label = text.columns[position]
-                text[label] = [v if v == MISSING else v + table.busy_mark for v in text[label]]
+                # "none agreed", "no decode step ...": texts where a figure would be, not figures
+                text[label] = [v if v == MISSING or v.startswith("no") else v + table.busy_mark
+                               for v in text[label]]
     fail = table.fail if table.fail is not None else [False] * len(text)
     return text, numeric, note, fail
 

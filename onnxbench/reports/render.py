@@ -336,7 +336,7 @@ def _mark_busy(sections: list[Section], busy: str) -> None:
                               "so each is unreliable, even where its CI is narrow (a cell slowed throughout is "
                               "consistently slow).")
         elif marked or section.plots:
-            section.intro += f" {BUSY_MARK.strip()}: measured on a busy machine ({busy}; see the summary)."
+            section.intro += f" {BUSY_MARK.strip()}: measured on a busy machine ({busy}; see the warning above)."
 
 
 def ceiling_rows(ceilings: dict | None) -> list[dict]:
