@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 
 from onnxbench.benchmarks import MatrixSpec, read_rows, run_matrix
-from onnxbench.benchmarks.timing import TimingConfig
+from onnxbench.benchmarks.measure.timing import TimingConfig
 from onnxbench.reports import load, write_report
 from onnxbench.rundir import RESULTS, RunDir
 
