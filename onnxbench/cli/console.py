@@ -8,6 +8,7 @@ import sys
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from ..errors import OnnxbenchError
@@ -21,19 +22,20 @@ OK, FAILED_CELLS, BAD_INPUT, NOTHING_MEASURED, DISAGREED, INTERRUPTED = 0, 1, 2,
 
 
 def fail(message: str, code: int = BAD_INPUT) -> None:
-    """Print one error line on stderr and exit with status ``code`` (2: bad input)."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print one error line on stderr and exit with status ``code`` (2: bad input). ``message`` is plain text:
+    square brackets in it (``[onnx]``, ``[shapes.tiny]``) are printed, not read as markup."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
-    """One warning line on stderr."""
-    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    """One warning line on stderr (``message`` plain text, as in :func:`fail`)."""
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def note(message: str) -> None:
-    """One informational line on stderr (what the run is doing, what a flag changed)."""
-    err.print(message, highlight=False, soft_wrap=True)
+    """One informational line on stderr (what the run is doing, what a flag changed; plain text)."""
+    err.print(escape(message), highlight=False, soft_wrap=True)
 
 
 def first_line(exc: BaseException) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .console import app, console, err, fail
+from .console import app, console, fail, note, warn
 
 
 @app.command()
@@ -93,17 +93,15 @@ def compare(
         fail(f"{run_a} and {run_b} share no measured cell (cells are matched on model, part, attention, "
              "precision, opset, runtime, batch, seq_len, config_id); nothing was compared")
     for field, a, b in result.env_diffs:
-        err.print(f"[yellow]warning:[/] environments differ: {field}: {a} -> {b}", highlight=False, soft_wrap=True)
+        warn(f"environments differ: {field}: {a} -> {b}")
     for line in result.busy_lines():
-        err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+        warn(line)
     if result.hardware_diffs:
         shown = "; ".join(f"{cell}: {a} -> {b}" for cell, a, b in result.hardware_diffs[:3])
         more = f" and {len(result.hardware_diffs) - 3} more" if len(result.hardware_diffs) > 3 else ""
-        err.print(f"[yellow]warning:[/] {len(result.hardware_diffs)} cell(s) ran on different hardware: "
-                     f"{shown}{more}; their changes may come from the machines, not the code", highlight=False,
-                     soft_wrap=True)
-    err.print(f"{n.get('regression', 0)} regression(s) beyond {result.threshold:.1%}, "
-                 f"{n.get('improvement', 0)} improvement(s), {n.get('within noise', 0)} change(s) beyond the "
-                 f"threshold but within noise, {n.get('unchanged', 0)} unchanged, "
-                 f"{n.get('not compared', 0)} not compared", highlight=False, soft_wrap=True)
+        warn(f"{len(result.hardware_diffs)} cell(s) ran on different hardware: {shown}{more}; their changes may "
+             "come from the machines, not the code")
+    note(f"{n.get('regression', 0)} regression(s) beyond {result.threshold:.1%}, "
+         f"{n.get('improvement', 0)} improvement(s), {n.get('within noise', 0)} change(s) beyond the "
+         f"threshold but within noise, {n.get('unchanged', 0)} unchanged, {n.get('not compared', 0)} not compared")
     raise typer.Exit(result.exit_code)

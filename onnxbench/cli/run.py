@@ -133,7 +133,9 @@ def run(
 
         paths = write_report(out)
         console.print("report: " + ", ".join(str(p) for p in paths.values()), highlight=False, soft_wrap=True)
-    status = exit_status(summary.rows)
+    from ..rundir import read_rows
+
+    status = exit_status(read_rows(out))  # the whole run: a resumed run's earlier rows count too
     if status != OK:
         warn(_STATUS_WHY[status])
     raise typer.Exit(status)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from .console import console, note, warn
@@ -35,13 +36,13 @@ def print_summary(rows: list[dict]) -> None:
     # skipped/failed reasons repeat over a runtime's cells: one line each
     for runtime, status, reason in sorted({(r["runtime"], r["status"], r["reason"]) for r in rows
                                            if r["status"] != "ok"}):
-        console.print(f"{status}: {runtime}: {reason}", highlight=False, soft_wrap=True)
+        console.print(escape(f"{status}: {runtime}: {reason}"), highlight=False, soft_wrap=True)
     for r in ok:  # a warning on an ok row concerns that cell alone, so it names the cell
         if r["reason"]:
             threads = f" {r['threads']} threads" if r.get("threads") else ""
             tokens = f" +{r['new_tokens']} tokens" if r.get("new_tokens") else ""
-            console.print(f"{r['model']} {r['runtime']}{threads} b{r['batch']} t{r['seq_len']}{tokens}: {r['reason']}",
-                          highlight=False, soft_wrap=True)
+            console.print(escape(f"{r['model']} {r['runtime']}{threads} b{r['batch']} t{r['seq_len']}{tokens}: "
+                                 f"{r['reason']}"), highlight=False, soft_wrap=True)
 
 
 def _table(rows: list[dict], columns: list[str], scenario: str) -> Table:
