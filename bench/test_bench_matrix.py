@@ -1,6 +1,6 @@
 """pytest-benchmark suite over a small default matrix (the same cells ``onnxbench run`` measures).
 
-Run it, then report it like any run directory (README "pytest-benchmark suite")::
+Run it, then report it like any run directory (docs/usage.md, "The pytest-benchmark suite")::
 
     pytest bench/ --benchmark-enable --benchmark-json=bench.json
     onnxbench report bench.json            # report.md / report.html next to bench.json

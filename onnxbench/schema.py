@@ -1,8 +1,8 @@
 """The result schema: one row per matrix cell, long format, flat columns.
 
 Reports depend on these column names alone. Bump :data:`SCHEMA_VERSION` when a column changes meaning or is
-removed; adding a column is backwards compatible (older runs read back with it as missing). README.md
-("Result schema") documents each column for users.
+removed; adding a column is backwards compatible (older runs read back with it as missing). docs/schema.md,
+generated from :data:`COLUMNS`, documents each column for users.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ between confidence intervals*, The American Statistician 55(3), 2001): it calls 
 the raw samples would, which runs do not keep. A cell that was ok in A and failed in B, or whose outputs agreed
 in A and not in B, is a regression whatever the timings (it gates CI like a slowdown). Cells skipped or missing
 in one run are listed, not judged: they usually mean a different machine, which the environment check reports.
-The rule is documented for users in README.md ("Comparing two runs") and docs/measurement.md.
+The rule is documented for users in docs/usage.md ("Comparing two runs") and docs/measurement.md.
 """
 
 from __future__ import annotations

@@ -423,7 +423,7 @@ LEGACY_KEYS = {"cov_warn": "noise_limit"}
 
 
 def load_matrix(path: str | Path, base: MatrixSpec | None = None) -> MatrixSpec:
-    """Read a matrix spec from a TOML file (format: ``examples/matrix.toml``, README "Matrix files"); keys the
+    """Read a matrix spec from a TOML file (format: ``examples/matrix.toml``, docs/usage.md "Matrix files"); keys the
     file leaves out keep ``base``'s values (default :func:`default_matrix`).
 
     Raises:

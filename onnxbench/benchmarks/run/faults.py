@@ -1,4 +1,4 @@
-"""Fault injection into the real worker, for tests and for checking a deployment's isolation (README,
+"""Fault injection into the real worker, for tests and for checking a deployment's isolation (docs/usage.md,
 "Isolation").
 
 Set ``ONNXBENCH_FAULT=ACTION:FIELD=VALUE[,FIELD=VALUE...]`` in the environment of ``onnxbench run``, where ACTION

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 @dataclass
 class OnnxFiles:
     """The ONNX-file source's options: the ``[onnx]`` table of a matrix file, or the flags ``--onnx``, ``--dim``,
-    ``--shape``, ``--int-range`` and ``--reference-model`` (README "Your own ONNX files").
+    ``--shape``, ``--int-range`` and ``--reference-model`` (docs/usage.md, "Your own ONNX files").
 
     Attributes:
         files: paths of users' ONNX files, each a model named after the file's stem (``--onnx``).
