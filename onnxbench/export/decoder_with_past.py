@@ -5,14 +5,15 @@ as this project's other graphs, Optimum's names in docs/generation.md)::
 
     input_ids                   int64  (batch, sequence)
     attention_mask              int64  (batch, total_sequence)
-    past_key_values.{i}.key     float  (batch, n_heads, past_sequence, d_head)
-    past_key_values.{i}.value   float  (batch, n_heads, past_sequence, d_head)
+    past_key_values.{i}.key     float  (batch, n_kv_heads, past_sequence, d_head)
+    past_key_values.{i}.value   float  (batch, n_kv_heads, past_sequence, d_head)
     ->
     logits                      float  (batch, sequence, vocab_size)
-    present.{i}.key             float  (batch, n_heads, total_sequence, d_head)
-    present.{i}.value           float  (batch, n_heads, total_sequence, d_head)
+    present.{i}.key             float  (batch, n_kv_heads, total_sequence, d_head)
+    present.{i}.value           float  (batch, n_kv_heads, total_sequence, d_head)
 
-for blocks i = 0 .. n_layers - 1, ``total_sequence = past_sequence + sequence``, float in the precision's dtype.
+for blocks i = 0 .. n_layers - 1, ``total_sequence = past_sequence + sequence``, float in the precision's dtype;
+``n_kv_heads = n_heads`` for GPT-2, fewer with grouped-query attention (Llama family; keys after RoPE).
 A prefill feeds ``past_sequence = 0`` (empty past tensors); a decode step feeds the previous step's
 ``present.*`` as ``past_key_values.*`` and ``sequence = 1``. Semantics are the reference's
 (:class:`onnxbench.models.Transformer` with ``use_cache=True``): positions from the mask, query i attends
@@ -70,8 +71,8 @@ def output_names(n_layers: int) -> list[str]:
 
 
 def empty_past(config: TransformerConfig, batch: int, dtype=np.float32) -> dict[str, np.ndarray]:
-    """Feeds of an empty cache (past_sequence = 0) for a prefill: each (batch, n_heads, 0, d_head)."""
-    shape = (batch, config.n_heads, 0, config.d_head)
+    """Feeds of an empty cache (past_sequence = 0) for a prefill: each (batch, n_kv_heads, 0, d_head)."""
+    shape = (batch, config.n_kv_heads, 0, config.d_head)
     return {name: np.zeros(shape, dtype=dtype) for name in input_names(config.n_layers)[2:]}
 
 
@@ -102,7 +103,7 @@ def _example(config: TransformerConfig, dtype: torch.dtype):
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.vocab_size, (EXAMPLE_BATCH, EXAMPLE_SEQ), generator=gen)
     mask = torch.ones(EXAMPLE_BATCH, EXAMPLE_PAST + EXAMPLE_SEQ, dtype=torch.int64)
-    shape = (EXAMPLE_BATCH, config.n_heads, EXAMPLE_PAST, config.d_head)
+    shape = (EXAMPLE_BATCH, config.n_kv_heads, EXAMPLE_PAST, config.d_head)
     past = [(torch.randn(shape, generator=gen).to(dtype), torch.randn(shape, generator=gen).to(dtype))
             for _ in range(config.n_layers)]
     return ids, mask, past
