@@ -27,8 +27,8 @@ def export(
     overwrite: bool = typer.Option(False, help="replace --out even if it is a file that is not an onnxbench "
                                    "artifact"),
     checkpoint: Path | None = typer.Option(
-        None, help="local GPT-2-style checkpoint directory (config.json + model.safetensors) to take the shape "
-        "and weights from instead of --preset/--seed"),
+        None, help="local GPT-2, Llama or Qwen2 checkpoint directory (config.json + model.safetensors) to take "
+        "the shape and weights from instead of --preset/--seed"),
 ) -> None:
     """Export the reference transformer to ONNX (cached) and print where it is."""
     from ..benchmarks.plan.matrix import ATTENTION_VARIANTS

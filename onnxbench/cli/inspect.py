@@ -36,6 +36,8 @@ def inspect(
     console.print(f"inputs {info.inputs}; outputs {info.outputs}", highlight=False)
     console.print(f"parameters (initializer elements): {info.n_params:,}  [dim]({info.n_params_note})[/]",
                   highlight=False)
+    console.print(f"RoPE: {info.rope}; norm: {info.norm}; K/V heads: {info.kv_heads} ({info.kv_heads_note})",
+                  highlight=False)
     if info.n_params_config:
         console.print(f"parameters ({info.n_params_config_label}): {info.n_params_config:,}", highlight=False)
     ops = Table("op", "count", title="op histogram")

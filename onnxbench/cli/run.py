@@ -64,7 +64,8 @@ def run(
                                           "~/.cache/onnxbench); must be writable"),
     report: bool = typer.Option(True, help="write report.md / report.html at the end"),
     checkpoint: list[Path] | None = typer.Option(
-        None, help="checkpoint directory to benchmark (repeatable; model name = directory name)"),
+        None, help="GPT-2, Llama or Qwen2 checkpoint directory to benchmark (repeatable; model name = directory "
+        "name)"),
     onnx: list[Path] | None = typer.Option(
         None, help="any ONNX model to run on the ONNX runtimes, ORT CPU without graph optimizations as reference "
         "(repeatable; model = stem)"),

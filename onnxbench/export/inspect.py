@@ -1,4 +1,6 @@
-"""Graph inspection: opset, op histogram, attention nodes per block, parameters and FLOPs of an ONNX model.
+"""Graph inspection: opset, op histogram, attention nodes per block, parameters and FLOPs of an ONNX model, and for
+a decoder of the Llama family how its RoPE and RMSNorm appear (decomposed into primitive ops, or as ONNX opset-23
+``RotaryEmbedding`` / ``RMSNormalization`` or ONNX Runtime contrib ops) and how many K/V heads its attention has.
 
 Attention nodes are found from what the exporter leaves behind, in this order:
 
@@ -24,7 +26,7 @@ import onnx
 
 from ..models import TransformerConfig
 from ..models.flops import attention_flops, flops_per_token
-from .variants import MS_DOMAIN, ORT_FUSED_OPS
+from .variants import MS_DOMAIN, ORT_FUSED_OPS, _nodes
 
 _SCOPE = re.compile(r"^blocks\.(\d+)\.attn$")
 _NAME = re.compile(r"/blocks\.(\d+)/attn/")
@@ -59,6 +61,12 @@ class ModelInspection:
         flops_per_token: seq_len -> forward matmul FLOPs per token (Kaplan et al. 2020, Table 1); empty
             when the model shape is unknown (see ``flops_note``).
         flops_note: what the FLOP count covers, or why there is none.
+        rope: how rotary position embedding appears (:func:`rope_form`): ``"none"``, ``"decomposed x N"`` or the
+            op (``"ai.onnx:RotaryEmbedding x N"``, ``"com.microsoft:RotaryEmbedding x N"``).
+        norm: how the normalisation layers appear (:func:`norm_form`), e.g. ``"ai.onnx:LayerNormalization x5"``,
+            ``"decomposed RMSNorm x5"``, ``"ai.onnx:RMSNormalization x5"``.
+        kv_heads: K/V heads of the attention cores (:func:`kv_heads`), None where the graph does not say.
+        kv_heads_note: where ``kv_heads`` was read and, for grouped-query attention, how K/V reach the core.
     """
 
     path: str
@@ -81,6 +89,10 @@ class ModelInspection:
     precision: str | None = None
     flops_per_token: dict[int, float] = field(default_factory=dict)
     flops_note: str = ""
+    rope: str = "none"
+    norm: str = "none"
+    kv_heads: int | None = None
+    kv_heads_note: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -194,6 +206,7 @@ def inspect_model(path: str | Path, seq_lens: tuple[int, ...] = DEFAULT_SEQ_LENS
         flops = {t: flops_per_token(config, t) for t in seq_lens if 1 <= t <= config.max_positions}
         note = "forward matmul FLOPs per token, 2·N + 4·n_layers·T·d_model (Kaplan et al. 2020, Table 1)"
 
+    heads, heads_note = kv_heads(model, config)
     return ModelInspection(
         path=str(path), opset=opsets.get("ai.onnx", 0), opsets=opsets, ir_version=model.ir_version,
         inputs=_value_specs(model.graph.input, initializer_names), outputs=_value_specs(model.graph.output, set()),
@@ -204,10 +217,10 @@ def inspect_model(path: str | Path, seq_lens: tuple[int, ...] = DEFAULT_SEQ_LENS
         n_params_note=("values stored in the file: identical tensors such as zero biases kept once, scalar constants "
                        "included"),
         n_params_config=_reference_params(config, part),
-        n_params_config_label=("model: block 0's attention, W^Q, W^K, W^V, W^O and biases" if part == "attention"
-                               else "model, tied unembedding counted once") if config is not None else "",
+        n_params_config_label=_reference_label(config, part),
         variant=meta.get("onnxbench.variant"),
         part=part, precision=meta.get("onnxbench.precision"), flops_per_token=flops, flops_note=note,
+        rope=rope_form(model), norm=norm_form(model), kv_heads=heads, kv_heads_note=heads_note,
     )
 
 
@@ -215,5 +228,116 @@ def _reference_params(config: TransformerConfig | None, part: str | None) -> int
     if config is None:
         return None
     if part == "attention":
-        return 4 * (config.d_model * config.d_model + config.d_model)
+        d, kv = config.d_model, config.n_kv_heads * config.d_head
+        if config.family == "gpt2":
+            return 4 * (d * d + d)
+        return 2 * d * d + 2 * d * kv + ((d + 2 * kv) if config.qkv_bias else 0)
     return config.n_params
+
+
+def _reference_label(config: TransformerConfig | None, part: str | None) -> str:
+    if config is None:
+        return ""
+    if part == "attention":
+        biases = {"gpt2": " and biases"}.get(config.family, " and q/k/v biases" if config.qkv_bias else "")
+        return f"model: block 0's attention, W^Q, W^K, W^V, W^O{biases}"
+    return "model, tied unembedding counted once" if config.tie_embeddings else "model, untied unembedding W_U included"
+
+
+def _producers(nodes) -> dict[str, onnx.NodeProto]:
+    return {out: node for node in nodes for out in node.output}
+
+
+def _count(histogram: collections.Counter, *ops: str) -> str:
+    return " + ".join(f"{op} x{histogram[op]}" for op in ops if histogram[op])
+
+
+def rope_form(model: onnx.ModelProto) -> str:
+    """How rotary position embedding appears in ``model``: an op (ONNX ``RotaryEmbedding``, opset 23,
+    https://onnx.ai/onnx/operators/onnx__RotaryEmbedding.html, or ONNX Runtime's ``com.microsoft``
+    ``RotaryEmbedding``), ``"decomposed x N"`` (N rotations written out: Hugging Face's ``rotate_half``, a
+    ``Concat`` of a ``Neg`` and a slice, beside ``Sin``/``Cos`` of the angles), or ``"none"`` (no RoPE: learned
+    positions)."""
+    nodes = list(_nodes(model))
+    hist = collections.Counter(f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in nodes)
+    fused = _count(hist, "ai.onnx:RotaryEmbedding", "com.microsoft:RotaryEmbedding")
+    producers = _producers(nodes)
+    rotations = sum(1 for n in nodes if n.op_type == "Concat" and n.input
+                    and getattr(producers.get(n.input[0]), "op_type", None) == "Neg")
+    decomposed = f"decomposed x{rotations}" if rotations and hist["ai.onnx:Sin"] and hist["ai.onnx:Cos"] else ""
+    return " + ".join(x for x in (fused, decomposed) if x) or "none"
+
+
+def norm_form(model: onnx.ModelProto) -> str:
+    """How the normalisation layers appear in ``model``: ONNX ``LayerNormalization`` / ``RMSNormalization``
+    (opset 23), ONNX Runtime's ``SimplifiedLayerNormalization`` (RMSNorm; a contrib op that ONNX Runtime
+    registers in the ONNX domain) and ``com.microsoft`` ``SkipSimplifiedLayerNormalization`` /
+    ``SkipLayerNormalization`` (residual add fused in), or ``"decomposed RMSNorm x N"``: ``ReduceMean`` of a
+    ``Pow`` whose base is not a ``Sub`` (a decomposed LayerNorm squares x - mean)."""
+    nodes = list(_nodes(model))
+    hist = collections.Counter(f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in nodes)
+    ops = _count(hist, "ai.onnx:LayerNormalization", "ai.onnx:RMSNormalization", "ai.onnx:SimplifiedLayerNormalization",
+                 "com.microsoft:SimplifiedLayerNormalization", "com.microsoft:SkipSimplifiedLayerNormalization",
+                 "com.microsoft:SkipLayerNormalization")
+    producers = _producers(nodes)
+    rms = 0
+    for node in nodes:
+        if node.op_type != "ReduceMean":
+            continue
+        square = producers.get(node.input[0])
+        if square is not None and square.op_type == "Pow":
+            base = producers.get(square.input[0])
+            rms += base is None or base.op_type != "Sub"
+    decomposed = f"decomposed RMSNorm x{rms}" if rms else ""
+    return " + ".join(x for x in (ops, decomposed) if x) or "none"
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, list]:
+    out = {}
+    for v in (*model.graph.input, *model.graph.value_info, *model.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        out[v.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+    return out
+
+
+def kv_heads(model: onnx.ModelProto, config: TransformerConfig | None = None) -> tuple[int | None, str]:
+    """K/V heads of the attention cores of ``model`` and where that was read, in this order: the
+    ``kv_num_heads`` attribute of ONNX ``Attention`` (3D inputs) or ``com.microsoft:GroupQueryAttention``; the head
+    axis of the K input of a 4D ONNX ``Attention`` (with a note when the model's cache has fewer heads, i.e. K/V
+    are repeated before the core); ``num_heads`` of ``com.microsoft:MultiHeadAttention``; the head axis of the
+    ``past_key_values.*`` inputs; ``n_kv_heads`` of the ``onnxbench.config`` metadata. (None, reason) when none
+    says."""
+    nodes = list(_nodes(model))
+    attrs = lambda n: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}  # noqa: E731
+    cache = None
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name.startswith("past_key_values.") and len(dims) == 4 and dims[1].HasField("dim_value"):
+            cache = (dims[1].dim_value, value.name)
+            break
+    model_heads = cache[0] if cache else (config.n_kv_heads if config is not None else None)
+    shapes = _shapes(model)
+    for node in nodes:
+        if node.domain == MS_DOMAIN and node.op_type == "GroupQueryAttention":
+            return attrs(node)["kv_num_heads"], "com.microsoft:GroupQueryAttention kv_num_heads"
+        if node.domain in ("", "ai.onnx") and node.op_type == "Attention":
+            if "kv_num_heads" in attrs(node):
+                return attrs(node)["kv_num_heads"], "ONNX Attention kv_num_heads"
+            key = shapes.get(node.input[1], [])
+            if len(key) == 4 and isinstance(key[1], int):
+                note = f"head axis of ONNX Attention's K input {tuple(key)}"
+                if model_heads and model_heads < key[1]:
+                    note += f"; the model has {model_heads} K/V heads, repeated before the core"
+                elif model_heads and model_heads == key[1] and config is not None and key[1] < config.n_heads:
+                    note += f" (GQA: {config.n_heads} query heads read them)"
+                return key[1], note
+        if node.domain == MS_DOMAIN and node.op_type == "MultiHeadAttention":
+            note = "com.microsoft:MultiHeadAttention num_heads (K/V as wide as Q)"
+            if model_heads and model_heads < attrs(node)["num_heads"]:
+                note += f"; the model has {model_heads} K/V heads, repeated before the core"
+            return attrs(node)["num_heads"], note
+    if cache:
+        return cache[0], f"head axis of {cache[1]}"
+    if config is not None:
+        return config.n_kv_heads, "n_kv_heads of the onnxbench.config metadata"
+    return None, "no attention op, cache input or onnxbench.config says"

@@ -77,8 +77,8 @@ class ExportArtifact:
         inputs / outputs: tensor specs read back from the graph.
         metadata: the ``metadata_props`` written into the graph (str -> str).
         config / seed / variant / precision: what the reference model was (``None`` for a foreign ONNX).
-        checkpoint / checkpoint_sha256: the GPT-2-style checkpoint directory the weights came from and the
-            hash of its files (``None`` when the weights came from ``seed``).
+        checkpoint / checkpoint_sha256: the checkpoint directory (GPT-2, Llama or Qwen2) the weights came from
+            and the hash of its files (``None`` when the weights came from ``seed``).
         export_s: wall time of the export in seconds (0.0 when served from the cache; ``cached`` says which).
         cached: whether this artifact came from the cache.
     """
@@ -354,7 +354,7 @@ def to_onnx(
     part: str = "model",
 ) -> ExportArtifact:
     """Export the reference transformer built from (``config``, ``seed``), or with the weights of a local
-    GPT-2-style ``checkpoint`` directory, to ONNX, or reuse a cached export.
+    ``checkpoint`` directory (GPT-2, Llama or Qwen2), to ONNX, or reuse a cached export.
 
     The graph takes ``input_ids`` int64 (batch, sequence) and returns ``logits`` (batch, sequence,
     vocab_size) in the dtype of ``precision``; batch and sequence are dynamic (sequence up to
@@ -373,9 +373,9 @@ def to_onnx(
         cache_dir: where artifacts live (default :func:`default_cache_dir`).
         model_name: label stored in metadata (e.g. the preset name).
         force: re-export even if the cache has the artifact.
-        checkpoint: directory with ``config.json`` + ``model.safetensors`` (``GPT2LMHeadModel.save_pretrained``
-            layout, see :mod:`onnxbench.models.gpt2`); ``config`` must be its config (any attention), ``seed`` is
-            then unused and the cache key holds the hash of the checkpoint's files.
+        checkpoint: a GPT-2, Llama or Qwen2 checkpoint directory (``config.json`` + ``model.safetensors`` as
+            ``save_pretrained`` writes it, see :mod:`onnxbench.models.checkpoint`); ``config`` must be its config
+            (any attention), ``seed`` is then unused and the cache key holds the hash of the checkpoint's files.
         variant: attention variant (see :mod:`onnxbench.export.variants`); it overrides ``config.attention``
             and may dictate the opset (``onnx-attention`` is always opset 23; the artifact's ``opset`` says
             which one was used). ``None`` keeps ``config.attention`` (``explicit`` -> ``decomposed``).
@@ -395,8 +395,8 @@ def to_onnx(
 
     Raises:
         ValueError: for an unknown precision, exporter, variant or part, a variant the exporter cannot
-            produce (``onnx-attention`` / ``ort-fused`` need the dynamo exporter), or a ``config`` that differs
-            from the checkpoint's.
+            produce (``onnx-attention`` / ``ort-fused`` need the dynamo exporter) or not for this model family
+            (``ort-fused`` for the llama family), or a ``config`` that differs from the checkpoint's.
         onnxbench.export.opsets.UnsupportedOpset (a ValueError): for an opset the exporter cannot produce with
             this variant, before the export or, should the measured table not hold for the installed torch,
             when the file written has another opset (nothing is cached then).
@@ -416,17 +416,18 @@ def to_onnx(
         raise ValueError(f"part must be one of {list(PARTS)}, got {part!r}")
     if recipe.dynamo_only and exporter != "dynamo":
         raise ValueError(f"attention variant {variant!r} needs the dynamo exporter (got {exporter!r})")
+    recipe.check_family(config.family)
     config = config.replace(attention=recipe.implementation)
     opset = recipe.resolve_opset(opset)
     check_opset(exporter, variant, opset)
     digest = None
     if checkpoint is not None:
-        from ..models.gpt2 import checkpoint_config, checkpoint_sha256
+        from ..models import checkpoint_config, checkpoint_sha256
 
         checkpoint = str(Path(checkpoint).resolve())
         if checkpoint_config(checkpoint, attention=config.attention) != config:
             raise ValueError(f"config differs from the one in {checkpoint}/config.json; use "
-                             "onnxbench.models.gpt2.checkpoint_config(directory) to get it")
+                             "onnxbench.models.checkpoint_config(directory) to get it")
         digest = checkpoint_sha256(checkpoint)
     key = cache_key(config, seed, variant, precision, opset, exporter, part, weights_sha256=digest)
     directory = artifact_dir(key, cache_dir)
@@ -553,7 +554,7 @@ def _export_into(path: Path, config: TransformerConfig, seed: int, precision: st
     """Export, finish and check one artifact at ``path`` (a private folder of its own); returns the export's
     wall time in seconds."""
     if checkpoint is not None:
-        from ..models.gpt2 import load_checkpoint
+        from ..models import load_checkpoint
 
         module = load_checkpoint(checkpoint, dtype=PRECISIONS[precision], attention=config.attention)
     else:

@@ -60,6 +60,8 @@ class Variant:
         max_opset: highest opset the variant can be produced at (None: no limit).
         fuse_for_ort: run onnxscript's ONNX Runtime fusions after export.
         dynamo_only: the TorchScript exporter cannot produce it.
+        unsupported_families: model families (``TransformerConfig.family``) it cannot be produced for, each with
+            the reason (docs/export.md).
     """
 
     name: str
@@ -68,6 +70,7 @@ class Variant:
     max_opset: int | None = None
     fuse_for_ort: bool = False
     dynamo_only: bool = False
+    unsupported_families: tuple[tuple[str, str], ...] = ()
 
     def resolve_opset(self, requested: int) -> int:
         """The opset this variant is exported at when ``requested`` is asked for."""
@@ -77,13 +80,27 @@ class Variant:
             return min(requested, self.max_opset)
         return requested
 
+    def check_family(self, family: str) -> None:
+        """Refuse a model family this variant cannot be produced for.
+
+        Raises:
+            ValueError: naming the variant, the family and the reason.
+        """
+        reason = dict(self.unsupported_families).get(family)
+        if reason is not None:
+            raise ValueError(f"attention variant {self.name!r} is not available for the {family} family: {reason}")
+
 
 VARIANTS: dict[str, Variant] = {
     "decomposed": Variant("decomposed", "explicit"),
     "sdpa": Variant("sdpa", "sdpa"),
     "onnx-attention": Variant("onnx-attention", "sdpa", fixed_opset=ONNX_ATTENTION_OPSET, dynamo_only=True),
     "ort-fused": Variant("ort-fused", "sdpa", max_opset=ONNX_ATTENTION_OPSET - 1, fuse_for_ort=True,
-                         dynamo_only=True),
+                         dynamo_only=True, unsupported_families=(("llama", (
+                             "onnxscript 0.7's optimize_for_ort fuses its attention into MultiHeadAttention with "
+                             "the K/V heads repeated and the cache concatenated outside (no GroupQueryAttention), "
+                             "and writes ONNX Runtime's SimplifiedLayerNormalization in the ONNX domain, which "
+                             "onnx.checker rejects (docs/export.md)")),)),
 }
 
 

@@ -181,7 +181,7 @@ class TorchDecodeLoop(DecodeLoop):
 
 
 def _load_checkpoint(artifact: ExportArtifact, dtype: torch.dtype) -> torch.nn.Module:
-    from ..models.gpt2 import checkpoint_sha256, load_checkpoint
+    from ..models import checkpoint_sha256, load_checkpoint
 
     # the ONNX file holds the weights hashed at export time; a checkpoint edited since must not be compared
     if artifact.checkpoint_sha256 and checkpoint_sha256(artifact.checkpoint) != artifact.checkpoint_sha256:

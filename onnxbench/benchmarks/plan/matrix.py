@@ -55,8 +55,9 @@ class MatrixSpec:
         exporter: ``dynamo`` or ``torchscript``.
         timing: the timing harness settings.
         shapes: optional per-model override ``{preset: {"batches": [...], "seq_lens": [...]}}``.
-        checkpoints: local GPT-2-style checkpoint directories (``config.json`` + ``model.safetensors``); each is
-            a model named after its directory, exported with its own weights (:class:`~.sources.CheckpointSource`).
+        checkpoints: local GPT-2, Llama or Qwen2 checkpoint directories (``config.json`` +
+            ``model.safetensors``); each is a model named after its directory, exported with its own weights
+            (:class:`~.sources.CheckpointSource`).
         onnx: users' ONNX files and their options (the ``[onnx]`` table: :class:`~.sources.OnnxFiles`), each file a
             model named after its stem, run on the ONNX runtimes with ORT CPU without graph optimizations as the
             reference (:class:`~.sources.OnnxFileSource`).

@@ -108,7 +108,7 @@ def build_module(config: TransformerConfig, seed: int | None, checkpoint: str | 
     """
     dtype = _TORCH_DTYPES[precision]
     if checkpoint:
-        from ...models.gpt2 import load_checkpoint
+        from ...models import load_checkpoint
 
         module = load_checkpoint(checkpoint, dtype=dtype, attention=config.attention)
     else:
@@ -142,7 +142,7 @@ class TorchForwards:
         config: the model's config; its ``attention`` implementation is the one the floor runs (the cell's
             variant), the float64 forward always uses the explicit math (both compute the same function).
         seed: weight seed (``None`` with a checkpoint).
-        checkpoint / checkpoint_sha256: GPT-2-style checkpoint directory and the hash of its files.
+        checkpoint / checkpoint_sha256: checkpoint directory (GPT-2, Llama or Qwen2) and the hash of its files.
         part: ``model`` or ``attention``.
         cache_dir: the export cache; float64 results go to ``cache_dir/reference64`` (default
             ``onnxbench.export.default_cache_dir()``).

@@ -228,8 +228,7 @@ def model_reference(model: str, seed: int, checkpoints: list[str] = (), part: st
     Raises:
         KeyError: for a name that is neither a preset nor an existing checkpoint directory (lists the presets).
     """
-    from ...models import PRESETS
-    from ...models.gpt2 import checkpoint_config, checkpoint_sha256
+    from ...models import PRESETS, checkpoint_config, checkpoint_sha256
 
     if model in PRESETS:
         return TorchFloat64Reference(TorchForwards(PRESETS[model], seed, part=part, cache_dir=cache_dir))

@@ -260,8 +260,7 @@ def reference_config(reference_model: str) -> TransformerConfig:
     Raises:
         MatrixError: (a ValueError) for anything else (lists the presets).
     """
-    from ....models import PRESETS
-    from ....models.gpt2 import checkpoint_config
+    from ....models import PRESETS, checkpoint_config
 
     if reference_model in PRESETS:
         return PRESETS[reference_model]

@@ -1,11 +1,11 @@
-"""Sources of the reference transformer: a named preset, or a local GPT-2-style checkpoint.
+"""Sources of the reference transformer: a named preset, or a local GPT-2, Llama or Qwen2 checkpoint.
 
 Both export the reference transformer (:mod:`onnxbench.export`) for every (part, attention variant, precision,
 opset) of the matrix and compare it with the torch module running the same weights in float64, whose error at
 the cell's precision is the noise floor (:class:`onnxbench.benchmarks.verify.reference.TorchFloat64Reference`). They
 differ only in where the config and the weights come from: :class:`PresetSource` takes a preset's config and the
 matrix's seed, :class:`CheckpointSource` reads ``config.json`` and ``model.safetensors`` from a directory
-(:mod:`onnxbench.models.gpt2`).
+(:mod:`onnxbench.models.checkpoint`).
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ class PresetSource(TransformerSource):
 
 @dataclass(frozen=True)
 class CheckpointSource(TransformerSource):
-    """A local GPT-2-style checkpoint directory (``config.json`` + ``model.safetensors``), named after the
+    """A local GPT-2, Llama or Qwen2 checkpoint directory (``config.json`` + ``model.safetensors``), named after the
     directory; torch eager, the reference, loads the same weights."""
 
     spec_field: ClassVar[str] = "checkpoints"
@@ -205,7 +205,7 @@ class CheckpointSource(TransformerSource):
             FileNotFoundError: for a missing directory or file.
             ValueError: for an unsupported config.
         """
-        from ....models.gpt2 import checkpoint_config
+        from ....models import checkpoint_config
 
         return cls(Path(directory).resolve().name, checkpoint_config(directory), seed=seed, exporter=exporter,
                    checkpoint=str(directory))
