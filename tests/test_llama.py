@@ -461,3 +461,15 @@ def test_rope_frequencies_are_hugging_faces():
         transformers.LlamaConfig(**hf_config_kwargs(config)))
     assert torch.equal(rope_ops.rope_inverse_frequencies(config.d_head, config.rope_theta), hf_rope.inv_freq)
     assert math.isclose(hf_rope.attention_scaling, 1.0)
+
+
+@pytest.mark.parametrize("name", ["llama-tiny", "qwen2.5-0.5b"])
+def test_forward_flops_count_gqa_projections_and_three_swiglu_matrices(name):
+    from onnxbench.models.flops import flops_per_token, forward_flops
+
+    config = get_preset(name)
+    d, kv = config.d_model, config.n_kv_heads * config.d_head
+    # Kaplan et al. 2020 Table 1: 2 N_matmul + 4 n_layers T d_attn per token, N_matmul counted from the matrices
+    n_matmul = config.n_layers * (2 * d * d + 2 * d * kv + 3 * d * config.d_ff) + d * config.vocab_size
+    assert flops_per_token(config, 64) == pytest.approx(2 * n_matmul + 4 * config.n_layers * 64 * d)
+    assert forward_flops(config, 1, 8).qkv < forward_flops(config.replace(n_kv_heads=config.n_heads), 1, 8).qkv

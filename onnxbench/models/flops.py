@@ -6,6 +6,11 @@ Q/K/V projections, 2·T·d_attn each for q·k^T and the weighted sum of v, 2·d_
 2·2·d_model·d_ff for the feed-forward network; the unembedding costs 2·d_model·V per token. Element-wise work
 (LayerNorm, softmax, GELU, residual adds, embedding gathers) is lower order and left out, as in the paper.
 
+Llama family: W^K and W^V are d_model × n_kv_heads·d_head (GQA), so the projections cost
+2·d_model·(d_model + 2·n_kv_heads·d_head) per token; the score and weighted-value products still run over all
+n_heads query heads (d_attn = d_model); SwiGLU has three d_model × d_ff matrices (2·3·d_model·d_ff). RoPE and
+RMSNorm are element-wise and left out.
+
 The attention score terms count the full T×T square. The decomposed graph computes all of it (the causal
 mask is applied after the product); a causal-aware fused kernel skips about half, so its achieved FLOP/s
 read against this count is an upper bound.
@@ -50,12 +55,14 @@ def forward_flops(config: TransformerConfig, batch: int, seq_len: int) -> Forwar
         raise ValueError(f"batch and seq_len must be >= 1, got {batch}, {seq_len}")
     tokens = batch * seq_len
     d, f, n = config.d_model, config.d_ff, config.n_layers
+    d_kv = config.n_kv_heads * config.d_head  # = d_model without GQA
+    ffn_matrices = 3 if config.ffn == "swiglu" else 2
     return ForwardFlops(
-        qkv=n * 2 * tokens * d * 3 * d,
+        qkv=n * 2 * tokens * d * (d + 2 * d_kv),
         scores=n * 2 * tokens * seq_len * d,
         weighted_values=n * 2 * tokens * seq_len * d,
         out_proj=n * 2 * tokens * d * d,
-        ffn=n * 2 * 2 * tokens * d * f,
+        ffn=n * 2 * ffn_matrices * tokens * d * f,
         unembed=2 * tokens * d * config.vocab_size,
     )
 
