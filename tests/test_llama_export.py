@@ -197,3 +197,14 @@ def test_cli_exports_llama_tiny_with_sdpa(tmp_path, cache_dir):
     proc = subprocess.run([sys.executable, "-m", "onnxbench.cli", "inspect", str(out)], capture_output=True,
                           text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0 and "RoPE: decomposed x4" in proc.stdout and "K/V heads: 2" in proc.stdout, proc.stdout
+
+
+def test_a_matrix_cell_of_ort_fused_for_the_llama_family_is_skipped_with_the_reason():
+    from onnxbench.benchmarks.cells import Cell
+    from onnxbench.benchmarks.sources import PresetSource
+
+    llama, gpt2 = PresetSource.named("llama-tiny", 0, "dynamo"), PresetSource.named("tiny", 0, "dynamo")
+    cell = Cell("llama-tiny", "ort-fused", "fp32", 18, "ort-cpu", 1, 8)
+    assert "not available for the llama family" in llama.unrunnable_reason(cell)
+    assert llama.unrunnable_reason(Cell("llama-tiny", "sdpa", "fp32", 18, "ort-cpu", 1, 8)) is None
+    assert gpt2.unrunnable_reason(Cell("tiny", "ort-fused", "fp32", 18, "ort-cpu", 1, 8)) is None

@@ -80,15 +80,22 @@ class Variant:
             return min(requested, self.max_opset)
         return requested
 
+    def family_reason(self, family: str) -> str | None:
+        """Why this variant cannot be produced for model family ``family``, or None if it can."""
+        reason = dict(self.unsupported_families).get(family)
+        if reason is None:
+            return None
+        return f"attention variant {self.name!r} is not available for the {family} family: {reason}"
+
     def check_family(self, family: str) -> None:
         """Refuse a model family this variant cannot be produced for.
 
         Raises:
-            ValueError: naming the variant, the family and the reason.
+            ValueError: naming the variant, the family and the reason (:meth:`family_reason`).
         """
-        reason = dict(self.unsupported_families).get(family)
+        reason = self.family_reason(family)
         if reason is not None:
-            raise ValueError(f"attention variant {self.name!r} is not available for the {family} family: {reason}")
+            raise ValueError(reason)
 
 
 VARIANTS: dict[str, Variant] = {

@@ -86,16 +86,17 @@ class TransformerSource(ModelSource):
         return cells
 
     def unrunnable_reason(self, cell: Cell) -> str | None:
-        """A sequence length (generate: prompt + new tokens) above ``max_positions``, or an opset the exporter
-        cannot produce for the cell's attention variant (measured: :mod:`onnxbench.export.opsets`,
-        docs/export.md)."""
+        """A sequence length (generate: prompt + new tokens) above ``max_positions``, an attention variant not
+        available for the model's family (``ort-fused`` for the llama family), or an opset the exporter cannot
+        produce for the cell's attention variant (measured: :mod:`onnxbench.export.opsets`, docs/export.md)."""
         total = cell.seq_len + cell.new_tokens
         if cell.new_tokens and total > self.max_positions:
             return (f"prompt length {cell.seq_len} + {cell.new_tokens} new tokens = {total} exceeds {self.name}'s "
                     f"max_positions={self.max_positions}")
         if cell.precision in QUANTIZED_PRECISIONS and cell.scenario != "prefill":
             return f"{cell.precision} is measured on prefill cells (its quantized criteria judge one forward pass)"
-        return super().unrunnable_reason(cell) or unsupported_reason(self.exporter, cell.attention, cell.opset)
+        return (super().unrunnable_reason(cell) or VARIANTS[cell.attention].family_reason(self.base_config.family)
+                or unsupported_reason(self.exporter, cell.attention, cell.opset))
 
     def prompt(self, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
         """The prompts of a generate cell, the same for every runtime: ``(input_ids, attention_mask)``, both int64
