@@ -2,7 +2,7 @@
 variants ``decomposed`` and ``sdpa`` at opset 18 (RoPE and RMSNorm decomposed), and at opset 23 where torch's
 exporter writes ONNX ``RotaryEmbedding``, ``RMSNormalization`` and ``Attention`` reading n_kv_heads-wide K/V;
 each checked on ONNX Runtime CPU against the float64 torch reference with the project's bands
-(onnxbench.benchmarks.agreement: fp32 atol = rtol = 1e-3; measured ~3e-7, printed with ``pytest -s``);
+(onnxbench.tolerance: fp32 atol = rtol = 1e-3; measured ~3e-7, printed with ``pytest -s``);
 ``inspect`` reports RoPE, the norm and the K/V heads; a Qwen2 checkpoint exports with its weights; ``ort-fused``
 is refused for the family.
 """
@@ -21,11 +21,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from onnxbench.benchmarks.agreement import compare, tolerance_for
+from onnxbench.benchmarks.verify.agreement import check
 from onnxbench.export import DECODER_WITH_PAST, to_onnx
 from onnxbench.export.decoder_with_past import empty_past, input_names, output_names, present_as_past
 from onnxbench.export.inspect import inspect_model
 from onnxbench.models import build, get_preset
+from onnxbench.tolerance import CPU_BANDS, band
 
 CONFIG = get_preset("llama-tiny")  # 4 query heads, 2 K/V heads, d_head 16
 # (B, T, T_past): prefills (empty past) and decode steps, none the export example (2, 3, 5)
@@ -76,7 +77,7 @@ def test_model_part_exports_and_agrees_with_float64(cache_dir, reference64, vari
     out = _run(_session(art), {"input_ids": ids.numpy()})["logits"]
     with torch.no_grad():
         expected = reference64(ids).numpy()
-    agreement = compare(out, expected, tolerance_for("fp32"), "logits")
+    agreement = check(out, expected, band(CPU_BANDS, "fp32"), "logits")
     print(f"\n{variant} opset {opset} model: max abs err vs float64 {agreement.max_abs_err:.2e}")
     assert agreement.agree, agreement
 
@@ -94,7 +95,7 @@ def test_decoder_with_past_exports_and_agrees_with_float64(cache_dir, reference6
     # opset 23: the past goes into Attention itself (past_key/past_value inputs), no Expand repeats K/V
     reader = "ai.onnx:Attention" if opset >= 23 else "ai.onnx:Concat"
     assert art.metadata["onnxbench.past_consumers"] == reader
-    sess, tol, worst = _session(art), tolerance_for("fp32"), 0.0
+    sess, tol, worst = _session(art), band(CPU_BANDS, "fp32"), 0.0
     for batch, length, past_length in SHAPES:
         gen = torch.Generator().manual_seed(batch * 100 + length + past_length)
         ids = torch.randint(0, CONFIG.vocab_size, (batch, length), generator=gen)
@@ -109,14 +110,14 @@ def test_decoder_with_past_exports_and_agrees_with_float64(cache_dir, reference6
         with torch.no_grad():
             ref, present = reference64(ids, mask, [(k.double(), v.double()) for k, v in past], use_cache=True)
         tokens = mask[:, past_length:].bool().numpy()
-        agreement = compare(out["logits"][tokens], ref.numpy()[tokens], tol, "logits")
+        agreement = check(out["logits"][tokens], ref.numpy()[tokens], tol, "logits")
         assert agreement.agree, (batch, length, past_length, agreement)
         keys = mask.bool().numpy()
         for i, (k, v) in enumerate(present):
             for name, expected in ((f"present.{i}.key", k), (f"present.{i}.value", v)):
                 assert out[name].shape == (batch, 2, past_length + length, 16)
                 got = out[name].transpose(0, 2, 1, 3)[keys]
-                assert compare(got, expected.numpy().transpose(0, 2, 1, 3)[keys], tol, name).agree, name
+                assert check(got, expected.numpy().transpose(0, 2, 1, 3)[keys], tol, name).agree, name
         worst = max(worst, agreement.max_abs_err)
     print(f"\n{variant} opset {opset} decoder-with-past: logits max abs err vs float64 {worst:.2e} over {SHAPES}")
 
@@ -147,7 +148,7 @@ def test_fp16_decoder_with_past_agrees_in_the_fp16_band(cache_dir, reference64):
     with torch.no_grad():
         ref = reference64(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     real = mask.astype(bool)
-    assert compare(out["logits"][real], ref[real], tolerance_for("fp16"), "logits").agree
+    assert check(out["logits"][real], ref[real], band(CPU_BANDS, "fp16"), "logits").agree
 
 
 def test_inspect_says_how_rope_rmsnorm_and_kv_heads_appear(cache_dir):
@@ -182,7 +183,7 @@ def test_qwen2_checkpoint_exports_with_its_weights(tmp_path, cache_dir):
     with torch.no_grad():
         expected = load_checkpoint(ckpt, dtype=torch.float64)(ids).numpy()
     got = _run(_session(art), {"input_ids": ids.numpy()})["logits"]
-    assert compare(got, expected, tolerance_for("fp32"), "logits").agree
+    assert check(got, expected, band(CPU_BANDS, "fp32"), "logits").agree
 
 
 def test_cli_exports_llama_tiny_with_sdpa(tmp_path, cache_dir):
@@ -201,7 +202,7 @@ def test_cli_exports_llama_tiny_with_sdpa(tmp_path, cache_dir):
 
 def test_a_matrix_cell_of_ort_fused_for_the_llama_family_is_skipped_with_the_reason():
     from onnxbench.benchmarks.cells import Cell
-    from onnxbench.benchmarks.sources import PresetSource
+    from onnxbench.benchmarks.plan.sources import PresetSource
 
     llama, gpt2 = PresetSource.named("llama-tiny", 0, "dynamo"), PresetSource.named("tiny", 0, "dynamo")
     cell = Cell("llama-tiny", "ort-fused", "fp32", 18, "ort-cpu", 1, 8)
