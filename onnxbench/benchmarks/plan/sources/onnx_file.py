@@ -236,6 +236,50 @@ def dim_ranges(dims: dict[str, int | list[int]]) -> dict[str, tuple[int, int, in
     return out
 
 
+def dynamic_axes(artifact: ExportArtifact) -> dict[str, str]:
+    """The keys ``--dim`` can bind in ``artifact``'s inputs, each with where it is: a named dynamic axis by its name
+    (``dim_param``), an unnamed one as ``input.index`` (the rules of :func:`onnxbench.benchmarks.inputs.make_feeds`).
+    """
+    out: dict[str, str] = {}
+    for spec in artifact.inputs:
+        for index, axis in enumerate(spec.shape):
+            if isinstance(axis, int) and axis > 0:
+                continue
+            named = isinstance(axis, str) and axis not in ("", "None")
+            out.setdefault(axis if named else f"{spec.name}.{index}", f"{spec.name} axis {index}")
+    return out
+
+
+def check_dims(models: dict[str, ExportArtifact], dims: dict[str, int | list[int]]) -> None:
+    """Every ``dims`` key (``--dim NAME=...``) binds an axis of some input of ``models`` (``{path: artifact}``),
+    so that no size asked for is ignored.
+
+    Raises:
+        MatrixError: (a ValueError) for a name that no input has (listing the axes that exist), or an
+            ``input.index`` key whose axis is named (bind it by its name) or static.
+    """
+    axes = {path: dynamic_axes(model) for path, model in models.items()}
+    known = {key for keys in axes.values() for key in keys}
+    for key in dims:
+        if key in known:
+            continue
+        input_name, _, index = key.rpartition(".")
+        for path, model in models.items():
+            spec = next((s for s in model.inputs if s.name == input_name), None)
+            if spec is None or not index.isdigit() or int(index) >= len(spec.shape):
+                continue
+            axis = spec.shape[int(index)]
+            if isinstance(axis, int) and axis > 0:
+                raise MatrixError(f"--dim {key}: axis {index} of input {input_name!r} of {path} is static (size "
+                                  f"{axis}); only dynamic axes are bound")
+            raise MatrixError(f"--dim {key}: axis {index} of input {input_name!r} of {path} is named {axis!r}; "
+                              f"bind it by its name: --dim {axis}=SIZE")
+        listing = "; ".join(f"{path}: {', '.join(keys) or 'none (every input axis is static)'}"
+                            for path, keys in axes.items())
+        raise MatrixError(f"--dim {key}: no input of the ONNX files has an axis {key!r}; their dynamic axes: "
+                          f"{listing}")
+
+
 def shape_axes(artifact: ExportArtifact, batches: list[int], seq_lens: list[int],
                dims: dict[str, int | list[int]]) -> tuple[list[int], list[int]]:
     """The (batch, seq_len) values an ONNX file's cells take.
@@ -365,8 +409,10 @@ class OnnxFileSource(ModelSource):
             MatrixError: for a ``reference_models`` key that names no file.
         """
         options.validate()
-        return [cls.at(path, settings.seed, options.dims, options.int_ranges, options.input_shapes,
-                       options.reference_models.get(Path(path).stem)) for path in options.files]
+        sources = [cls.at(path, settings.seed, options.dims, options.int_ranges, options.input_shapes,
+                          options.reference_models.get(Path(path).stem)) for path in options.files]
+        check_dims({source.path: source.model for source in sources}, options.dims)
+        return sources
 
     def describe(self) -> str:
         return str(self.path)
