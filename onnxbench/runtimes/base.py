@@ -272,6 +272,9 @@ class Runtime(ABC):
         quantized_precisions: the quantized precisions (:data:`onnxbench.export.quantize.QUANTIZED_PRECISIONS`)
             whose graphs the runtime runs; a cell of another one is a ``skipped`` row
             (:meth:`precision_reason`).
+        runs_onnx: whether the runtime runs the ONNX graph it is given. False for the torch runtimes, which
+            rebuild the torch module from the artifact's onnxbench metadata: a user's ONNX file is never run by
+            them (its cells are ``skipped`` rows), even one onnxbench exported, whose metadata names a module.
     """
 
     name: ClassVar[str] = ""
@@ -281,6 +284,7 @@ class Runtime(ABC):
     in_default_matrix: ClassVar[bool] = True
     thread_axis: ClassVar[bool] = False
     quantized_precisions: ClassVar[tuple[str, ...]] = ()
+    runs_onnx: ClassVar[bool] = True
 
     @classmethod
     def precision_reason(cls, precision: str) -> str | None:

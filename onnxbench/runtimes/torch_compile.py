@@ -169,6 +169,7 @@ class TorchCompile(Runtime):
     each configuration would cost a full compile per shape."""
 
     name = "torch-compile"
+    runs_onnx = False  # rebuilds the module from the artifact's metadata
     options_type = TorchCompileOptions
     in_default_matrix = False
 
@@ -189,6 +190,7 @@ class TorchCompileCuda(Runtime):
     runtimes. Not in the embedded default matrix (compiling takes minutes); add it by name."""
 
     name = "torch-compile-cuda"
+    runs_onnx = False  # rebuilds the module from the artifact's metadata
     device = "cuda"
     options_type = TorchCompileCudaOptions
     tolerances = CUDA_BANDS

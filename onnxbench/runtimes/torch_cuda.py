@@ -172,6 +172,7 @@ class TorchCuda(Runtime):
     """PyTorch eager on a CUDA GPU: the baseline of the GPU runtimes' speed-ups (as ``torch`` is on the CPU)."""
 
     name = "torch-cuda"
+    runs_onnx = False  # rebuilds the module from the artifact's metadata
     device = "cuda"
     options_type = TorchCudaOptions
     tolerances = CUDA_BANDS

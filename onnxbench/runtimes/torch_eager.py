@@ -210,6 +210,7 @@ class TorchEager(Runtime):
     """
 
     name = "torch"
+    runs_onnx = False  # rebuilds the module from the artifact's metadata
     options_type = TorchEagerOptions
     thread_axis = True  # torch.set_num_threads for the session's lifetime
 

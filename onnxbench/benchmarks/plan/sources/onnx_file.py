@@ -6,7 +6,8 @@ It has no torch module, so:
   optimization disabled, plus a float64 evaluation of the graph where it is small enough
   (:class:`onnxbench.benchmarks.verify.reference.OnnxFileReference`); or, for a file exported from one of our models by
   any exporter, that model's float64 torch reference (``reference_model``, ``--reference-model``);
-  ``torch`` cells become ``skipped`` with the reason (the torch runtimes refuse an artifact without a config);
+  ``torch`` cells become ``skipped`` with the reason (the torch runtimes run a module rebuilt from a config,
+  never the file: :attr:`onnxbench.runtimes.Runtime.runs_onnx`);
 - it is run as it is: the matrix's attention variants, opsets and parts do not apply; its cells have
   ``attention`` = :data:`ATTENTION_LABEL`, ``opset`` read from the graph and ``precision`` from the graph's first
   floating-point output. Of the precisions, only a quantized one (``int8-dynamic``) applies: when the matrix
@@ -450,11 +451,22 @@ class OnnxFileSource(ModelSource):
                                                                           seq_lens, scenario.fields)]
 
     def unrunnable_reason(self, cell: Cell) -> str | None:
-        """A scenario other than prefill (a file is run as one forward pass), or a quantized cell of a file that
-        is not fp32 (quantization takes an fp32 graph)."""
+        """A scenario other than prefill (a file is run as one forward pass), a runtime that does not run ONNX
+        graphs (:attr:`onnxbench.runtimes.Runtime.runs_onnx`: the torch runtimes rebuild a module from its config,
+        so they would time another model under the file's name), or a quantized cell of a file that is not fp32
+        (quantization takes an fp32 graph)."""
+        from .... import runtimes
+
         if cell.scenario != "prefill":
             return (f"the {cell.scenario} scenario is not available for ONNX files yet: {self.path} is run as one "
                     "forward pass (prefill)")
+        if not runtimes.runtime_class(cell.runtime).runs_onnx:
+            takers = [name for name, cls in runtimes.registry().items() if cls.runs_onnx]
+            compared = (f"{self.reference_model}'s float64 torch reference" if self.reference_model
+                        else "ort-cpu as the reference")
+            return (f"{cell.runtime} runs a torch module rebuilt from a model's config, not an ONNX file: "
+                    f"{self.path} runs on the runtimes that read ONNX ({', '.join(takers)}), compared with "
+                    f"{compared}")
         own = precision_of(self.model)
         if cell.precision in QUANTIZED_PRECISIONS and own != "fp32":
             return f"{cell.precision} is made from an fp32 graph; {self.path} is {own}"
