@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..export import BATCH_AXES, SEQ_AXES, TensorSpec
@@ -102,3 +104,31 @@ def _int_range(spec: TensorSpec, dtype: np.dtype, int_ranges: dict, int_high: in
         raise ValueError(f"input {spec.name!r}: integer range [{lo}, {hi}) lies outside {dtype.name} "
                          f"[{info.min}, {info.max}]")
     return int(lo), int(hi)
+
+
+def padding_tokens(padding: float, seq_len: int, row: int, batch: int) -> int:
+    """Padding positions of row ``row`` (0-based) of a batch of ``batch`` rows of ``seq_len`` positions asked to
+    have the fraction ``padding`` in [0, 1): ``floor(padding · seq_len · (row + 1) / batch)``, so that rows differ in
+    length, the last row has the fraction asked for where ``padding · seq_len`` is whole, and every row keeps at
+    least one position (docs/generation.md). Padding is whole tokens, so the fraction fed can be lower than asked
+    (a one-token prompt pads nothing): :func:`padding_note` says so. The product is taken to 1e-9 so that a
+    fraction like 0.29 of 100 gives 29, not the 28 of its binary rounding."""
+    return math.floor(padding * seq_len * (row + 1) / batch + 1e-9)
+
+
+def fed_padding(padding: float, seq_len: int) -> float:
+    """The fraction of the last row's ``seq_len`` positions that :func:`padding_tokens` pads (whole tokens)."""
+    return padding_tokens(padding, seq_len, 0, 1) / seq_len if seq_len else 0.0
+
+
+def padding_note(asked: float, mask: np.ndarray) -> str:
+    """The note a row carries when the padding fed differs from the padding asked for: ``mask`` (B, T), 0 on
+    padded positions; what was fed is the fraction of the last row's positions that are 0. "" when they agree
+    (to 1e-9)."""
+    last = np.asarray(mask)[-1]
+    padded = int((last == 0).sum())
+    fed = padded / last.size if last.size else 0.0
+    if abs(fed - asked) <= 1e-9:
+        return ""
+    return (f"note: padding {asked:g} asked, {fed:.4g} fed ({padded} of {last.size} positions of the last row; "
+            "padding is whole tokens)")

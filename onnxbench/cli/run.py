@@ -275,6 +275,8 @@ def _print_plan(matrix, todo, out: Path, resume: bool) -> None:
     if spec.shard and not cells:
         note(f"shard {spec.shard} has no cells: the matrix has fewer (artifact, runtime) groups than shards; its run "
              "directory merges as an empty part")
+    for line in matrix.plan_notes():
+        note(f"note: {line}")
     # cells that differ only in an axis the line does not name (attention, precision, ...) share one line
     reasons = [(c, matrix.unrunnable_reason(c)) for c in todo]
     for line in dict.fromkeys(f"  cannot run, will be a skipped row: {c.model} {c.runtime} b{c.batch} "

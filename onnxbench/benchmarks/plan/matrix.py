@@ -21,6 +21,7 @@ from ...export.variants import VARIANTS
 from ...noise import NOISE_LIMIT
 from .. import scenarios as scenario_registry
 from ..cells import Cell, CellAxes, ScenarioAxes, parse_shard, shard_cells
+from ..inputs import fed_padding
 from ..measure.timing import TimingConfig
 from .sources import SOURCE_KINDS, ModelSource, OnnxFiles, SourceSettings, build_sources
 
@@ -412,6 +413,20 @@ class Matrix:
             able = [n for n, cls in runtimes.registry().items() if cell.precision in cls.quantized_precisions]
             return f"{why}; runtimes that run it: {', '.join(able) or 'none registered'}"
         return None
+
+    def plan_notes(self) -> list[str]:
+        """What the run will feed other than asked, said before it starts: padding is whole tokens, so a cell whose
+        ``padding · seq_len`` is not whole is fed less (its row's ``reason`` says so too;
+        :func:`~onnxbench.benchmarks.inputs.padding_tokens`). One line per (seq_len, padding)."""
+        lines = {}
+        for cell in self.cells:
+            fed = fed_padding(cell.padding, cell.seq_len)
+            if cell.padding and abs(fed - cell.padding) > 1e-9:
+                pads = round(fed * cell.seq_len)
+                lines[(cell.seq_len, cell.padding)] = (
+                    f"padding {cell.padding:g} at seq_len {cell.seq_len} feeds {pads} of {cell.seq_len} positions "
+                    f"in the last row ({fed:.4g}): padding is whole tokens; the rows say so")
+        return [lines[key] for key in sorted(lines)]
 
 
 def names_of(limits: dict[str, int]) -> str:

@@ -27,6 +27,7 @@ from ... import runtimes
 from ...errors import MatrixError
 from ...runtimes import RuntimeUnavailable
 from ...tolerance import tf32_allowed
+from ..inputs import padding_note
 from ..measure.timing import measure_generation
 from ..rows import GenerateColumns, Measurement, Throughput
 from ..verify.agreement import check
@@ -137,7 +138,7 @@ class Generate(Scenario):
         timed = measure_generation(loop.reset, loop.prefill, loop.step, steps, session.synchronize, context.timing)
         context.harness_s += time.perf_counter() - t0
         resources = context.resources(session)
-        notes = []
+        notes = [note] if (note := padding_note(cell.padding, mask)) else []
         if not np.array_equal(loop.tokens(), tokens):
             notes.append("warning: the timed generations chose other tokens than the checked one")
             verdict = dataclasses.replace(verdict, verdict="FAIL" if verdict.verdict == "pass" else verdict.verdict)

@@ -24,7 +24,7 @@ from ....export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
 from ....export.variants import VARIANTS
 from ....models import PRESETS, TransformerConfig
 from ...cells import Cell, CellAxes
-from ...inputs import make_feeds
+from ...inputs import make_feeds, padding_tokens
 from ...measure.graph_work import counted_work
 from ...measure.workmodel import Work, decode_step_work, work
 from .base import ModelSource, SourceSettings
@@ -101,12 +101,14 @@ class TransformerSource(ModelSource):
     def prompt(self, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
         """The prompts of a generate cell, the same for every runtime: ``(input_ids, attention_mask)``, both int64
         (batch, seq_len); ids uniform in [0, vocab_size) from the matrix's seed, row b left-padded by
-        ``floor(padding * seq_len * (b + 1) / batch)`` tokens (id 0, mask 0) so that rows differ in length."""
+        ``floor(padding * seq_len * (b + 1) / batch)`` tokens (id 0, mask 0) so that rows differ in length
+        (:func:`~onnxbench.benchmarks.inputs.padding_tokens`: whole tokens, so a short prompt may be fed less
+        padding than asked; its row says so)."""
         rng = np.random.default_rng(self.seed)
         ids = rng.integers(0, self.base_config.vocab_size, (cell.batch, cell.seq_len), dtype=np.int64)
         mask = np.ones_like(ids)
         for row in range(cell.batch):
-            pad = int(cell.padding * cell.seq_len * (row + 1) / cell.batch)
+            pad = padding_tokens(cell.padding, cell.seq_len, row, cell.batch)
             ids[row, :pad], mask[row, :pad] = 0, 0
         return ids, mask
 
