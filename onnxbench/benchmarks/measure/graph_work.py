@@ -11,7 +11,10 @@ ONNX file has no config, so here the graph itself is counted:
    (``com.microsoft``: MultiHeadAttention, FusedMatMul, DynamicQuantizeMatMul, SkipLayerNormalization, ...) are
    unknown to ONNX shape inference, so their output shapes come from small rules here (from the operator
    definitions in https://github.com/microsoft/onnxruntime/blob/main/docs/ContribOperators.md) and inference is
-   run again past them;
+   run again past them. Where that leaves a shape the count needs unknown, ONNX Runtime's symbolic shape
+   inference (``onnxruntime.tools.symbolic_shape_infer.SymbolicShapeInference``, which evaluates shape
+   arithmetic that ONNX's data propagation does not: a transformers BERT at batch 1 stops ONNX inference at the
+   ``Slice`` of its ``position_ids`` buffer) fills the gaps;
 3. the matrix-multiply-class nodes are counted with the convention of :mod:`onnxbench.models.flops` (Kaplan et
    al. 2020, §2.1): a multiply-accumulate is 2 FLOPs, element-wise work (norms, softmax, activations, residual and
    bias adds, (de)quantization) is left out. Counted: MatMul, Gemm, MatMulInteger, QLinearMatMul, Conv,
@@ -57,6 +60,8 @@ INLINE_ELEMENTS = 4096
 NOT_COUNTED = frozenset({"LSTM", "GRU", "RNN", "DynamicQuantizeLSTM", "GroupQueryAttention", "PackedAttention",
                          "PackedMultiHeadAttention", "DecoderMaskedMultiHeadAttention", "SparseAttention",
                          "QOrderedAttention", "Loop", "Scan", "If"})
+#: The ``GraphWork.uncounted`` key of graph outputs whose shape could not be inferred.
+OUTPUT_SHAPE_UNKNOWN = "output shape unknown"
 #: Contrib operators whose first output has the shape of their first input.
 _SAME_SHAPE = frozenset({"SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "FastGelu", "BiasGelu",
                          "Gelu", "QuickGelu", "BiasAdd", "BiasSplitGelu", "RotaryEmbedding", "LayerNormalization",
@@ -95,6 +100,19 @@ class GraphWork:
         """Whether every node that may carry heavy work was counted."""
         return not self.uncounted
 
+    @property
+    def why_incomplete(self) -> str:
+        """Why the count is incomplete, for a row's ``reason`` ("" when complete): the operators not counted
+        (:data:`NOT_COUNTED`) and the nodes whose input shapes could not be inferred, with their counts."""
+        ops = [f"{n} {key.split(':')[-1]}" for key, n in self.uncounted.items() if key.split(":")[-1] in NOT_COUNTED]
+        unknown = [f"{n} {key.split(':')[-1]}" for key, n in self.uncounted.items()
+                   if key.split(":")[-1] not in NOT_COUNTED and key != OUTPUT_SHAPE_UNKNOWN]
+        parts = [f"operators not counted: {', '.join(ops)}"] if ops else []
+        parts += [f"shapes not inferred for {', '.join(unknown)} nodes"] if unknown else []
+        if OUTPUT_SHAPE_UNKNOWN in self.uncounted:
+            parts.append(f"{self.uncounted[OUTPUT_SHAPE_UNKNOWN]} output shapes not inferred")
+        return " and ".join(parts)
+
 
 def graph_work(path: str | Path, batch: int = 1, seq_len: int = 1, dims: dict[str, int] | None = None,
                input_shapes: dict[str, tuple[int | str, ...]] | None = None) -> GraphWork:
@@ -130,6 +148,27 @@ def graph_work(path: str | Path, batch: int = 1, seq_len: int = 1, dims: dict[st
         model = onnx.inliner.inline_local_functions(model)
     weight_bytes = _weight_bytes(model)
     shapes = _infer_shapes(_light_copy(model, shapes_in))
+    by_op, uncounted, outputs = _count(model, shapes)
+    if any(key.split(":")[-1] not in NOT_COUNTED for key in uncounted):  # a shape is missing, not an operator
+        symbolic = _symbolic_shapes(_light_copy(model, shapes_in))
+        if symbolic:
+            shapes = {**symbolic, **shapes}
+            by_op, uncounted, outputs = _count(model, shapes)
+    io_bytes = sum(math.prod(s) * _itemsize(spec.dtype) for spec, s in
+                   ((spec, shapes_in[spec.name]) for spec in inputs))
+    io_bytes += sum(math.prod(shapes[o.name]) * _elem_bytes(o.type.tensor_type.elem_type)
+                    for o in model.graph.output if shapes.get(o.name) is not None)
+    return GraphWork(
+        flops=float(sum(by_op.values())), bytes_moved=float(weight_bytes + io_bytes),
+        flops_by_op=dict(sorted(by_op.items(), key=lambda kv: -kv[1])), uncounted=dict(uncounted),
+        input_shapes=shapes_in, output_shapes={k: v for k, v in outputs.items() if v is not None},
+        weight_bytes=float(weight_bytes),
+    )
+
+
+def _count(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
+           ) -> tuple[dict[str, float], collections.Counter, dict[str, tuple[int, ...] | None]]:
+    """FLOPs by operator, the uncounted nodes and the output shapes of ``model`` given ``shapes``."""
     by_op: dict[str, float] = collections.defaultdict(float)
     uncounted: collections.Counter = collections.Counter()
     for node in model.graph.node:
@@ -148,17 +187,20 @@ def graph_work(path: str | Path, batch: int = 1, seq_len: int = 1, dims: dict[st
     outputs = {o.name: shapes.get(o.name) for o in model.graph.output}
     missing = [name for name, shape in outputs.items() if shape is None]
     if missing:
-        uncounted["output shape unknown"] += len(missing)
-    io_bytes = sum(math.prod(s) * _itemsize(spec.dtype) for spec, s in
-                   ((spec, shapes_in[spec.name]) for spec in inputs))
-    io_bytes += sum(math.prod(shapes[o.name]) * _elem_bytes(o.type.tensor_type.elem_type)
-                    for o in model.graph.output if shapes.get(o.name) is not None)
-    return GraphWork(
-        flops=float(sum(by_op.values())), bytes_moved=float(weight_bytes + io_bytes),
-        flops_by_op=dict(sorted(by_op.items(), key=lambda kv: -kv[1])), uncounted=dict(uncounted),
-        input_shapes=shapes_in, output_shapes={k: v for k, v in outputs.items() if v is not None},
-        weight_bytes=float(weight_bytes),
-    )
+        uncounted[OUTPUT_SHAPE_UNKNOWN] += len(missing)
+    return by_op, uncounted, outputs
+
+
+def _symbolic_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Static shapes from ONNX Runtime's symbolic shape inference on the light copy (inputs bound, so every
+    dimension it can evaluate is a number); empty where it fails (it raises on operators it does not know)."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
+    except Exception:  # noqa: BLE001 - AssertionError / Exception on unknown operators, ImportError without sympy
+        return {}
+    return _collect(inferred)[0] if inferred is not None else {}
 
 
 @functools.lru_cache(maxsize=64)

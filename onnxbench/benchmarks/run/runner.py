@@ -204,8 +204,12 @@ class _Run:
         key = CellKey.of(cell)
         if artifact is not None:  # the opset of the file that ran, never the axis value asked for
             key = dataclasses.replace(key, opset=artifact.opset)
+        work = self._work(cell, source, artifact, measurement)
         row = assemble(dataclasses.replace(self.stamp, timestamp=now()), key, model,
-                       *measurement.parts(), self._work(cell, source, artifact, measurement))
+                       *measurement.parts(), work)
+        if measurement.ok and work is None and (gap := source.work_gap(cell, artifact)):
+            # empty work columns are never silent (docs/work_model.md)
+            row["reason"] = "; ".join(filter(None, (row["reason"], f"note: work not counted ({gap})")))
         row["reason"] = above_peak_reason(row)
         self.writer.write(row)
         self.summary.rows.append(row)

@@ -147,6 +147,11 @@ class ModelSource(ABC):
         the cell ran, for sources that count the graph itself (:mod:`onnxbench.benchmarks.measure.graph_work`)."""
         return None
 
+    def work_gap(self, cell: Cell, artifact: ExportArtifact | None = None) -> str:
+        """Why :meth:`work` gives nothing for ``cell`` (an ok row's ``reason`` says it, so that empty work columns
+        are never silent), "" where it counts the work; the default has no work model to be missing."""
+        return ""
+
     def config(self, attention: str) -> TransformerConfig | None:
         """The reference transformer's config for attention variant ``attention``, or None where the model is
         not one."""

@@ -488,13 +488,21 @@ class OnnxFileSource(ModelSource):
     def work(self, cell: Cell, artifact: ExportArtifact | None = None) -> Work | None:
         """FLOPs and bytes of one inference of the graph that ran (``artifact``, else the file) at the cell's
         bound shapes, counted from the graph (:func:`counted_work`); None where the count is incomplete
-        (:attr:`GraphWork.uncounted <onnxbench.benchmarks.measure.graph_work.GraphWork>` not empty) or fails."""
+        (:attr:`GraphWork.uncounted <onnxbench.benchmarks.measure.graph_work.GraphWork>` not empty) or fails
+        (:meth:`work_gap` says why)."""
+        return self._count(cell, artifact)[0]
+
+    def work_gap(self, cell: Cell, artifact: ExportArtifact | None = None) -> str:
+        """Why :meth:`work` is None: what the counter could not count, or why it could not read the graph."""
+        return self._count(cell, artifact)[1]
+
+    def _count(self, cell: Cell, artifact: ExportArtifact | None) -> tuple[Work | None, str]:
         path = artifact.path if artifact is not None else self.path
         try:
             counted = counted_work(path, cell.batch, cell.seq_len, dim_sizes(self.dims), self.input_shapes)
-        except (ValueError, OSError):
-            return None
-        return counted.work if counted.complete else None
+        except (ValueError, OSError) as exc:
+            return None, f"the graph could not be counted: {exc}"
+        return (counted.work, "") if counted.complete else (None, counted.why_incomplete)
 
     def feeds(self, specs: tuple[TensorSpec, ...], batch: int, seq_len: int) -> dict[str, np.ndarray]:
         """The graph's inputs with ``input_shapes``, ``dims`` (at OPT) and ``int_ranges`` applied (see

@@ -166,6 +166,12 @@ class TransformerSource(ModelSource):
             return decode_step_work(config, cell.batch, cell.seq_len, cell.new_tokens, cell.precision)
         return work(config, "model" if cell.new_tokens else cell.part, cell.batch, cell.seq_len, cell.precision)
 
+    def work_gap(self, cell: Cell, artifact: ExportArtifact | None = None) -> str:
+        """Why :meth:`work` is None: only a quantized graph's count can be incomplete (the rest is analytic)."""
+        if cell.precision not in QUANTIZED_PRECISIONS or artifact is None:
+            return ""
+        return counted_work(artifact.path, cell.batch, cell.seq_len).why_incomplete
+
 
 @dataclass(frozen=True)
 class PresetSource(TransformerSource):
