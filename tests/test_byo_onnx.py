@@ -154,7 +154,7 @@ def test_make_feeds_covers_dtypes_dims_and_ranges():
         (TensorSpec("x", "float32", (0, 4)), {}, "--dim x.0=SIZE"),
         (TensorSpec("ids", "int64", ("batch",)), {"int_ranges": {"ids": (5, 5)}}, "empty integer range"),
         (TensorSpec("ids", "uint8", ("batch",)), {"int_ranges": {"ids": (0, 1000)}}, "outside uint8"),
-        (TensorSpec("x", "float32", ("batch",)), {"dims": {"batch": 0}}, "must be >= 1"),
+        (TensorSpec("x", "float32", ("batch",)), {"dims": {"batch": -1}}, "must be >= 0"),
     ],
 )
 def test_make_feeds_errors_name_the_fix(spec, kwargs, message):

@@ -24,9 +24,10 @@ def make_feeds(specs: tuple[TensorSpec, ...], batch: int, seq_len: int, *, seed:
     else ``[0, int_high)`` (token ids: ``int_high = vocab_size``); bool all True; float16/32/64 from N(0, 1).
 
     Raises:
-        ValueError: for a dynamic axis that no rule binds (names the axis and the ``--dim`` fix), a size < 1,
-            an empty integer range or one outside the input's dtype, or an element type that cannot be
-            generated (strings, bfloat16, complex).
+        ValueError: for a dynamic axis that no rule binds (names the axis and the ``--dim`` fix), a size < 0
+            (0 is an empty axis, e.g. a KV cache with no past yet, which ONNX Runtime runs), an empty integer
+            range or one outside the input's dtype, or an element type that cannot be generated (strings,
+            bfloat16, complex).
     """
     rng = np.random.default_rng(seed)
     int_ranges = dict(int_ranges or {})
@@ -50,7 +51,7 @@ def bind_shapes(specs: tuple[TensorSpec, ...], batch: int, seq_len: int,
     """Concrete shape of every input at (batch, seq_len), by the axis rules of :func:`make_feeds`.
 
     Raises:
-        ValueError: for a dynamic axis that no rule binds (names the axis and the ``--dim`` fix) or a size < 1.
+        ValueError: for a dynamic axis that no rule binds (names the axis and the ``--dim`` fix) or a size < 0.
     """
     dims = dict(dims or {})
     return {spec.name: tuple(_axis_size(spec, i, axis, batch, seq_len, dims) for i, axis in enumerate(spec.shape))
@@ -72,8 +73,8 @@ def _axis_size(spec: TensorSpec, index: int, axis, batch: int, seq_len: int, dim
         raise ValueError(f"input {spec.name!r} has dynamic axis {axis!r} with no size; bind it with --dim {axis}=SIZE")
     else:
         raise ValueError(f"input {spec.name!r} axis {index} is dynamic and unnamed; bind it with --dim {key}=SIZE")
-    if size < 1:
-        raise ValueError(f"size {size} of axis {key!r} must be >= 1")
+    if size < 0:
+        raise ValueError(f"size {size} of axis {key!r} must be >= 0")
     return size
 
 

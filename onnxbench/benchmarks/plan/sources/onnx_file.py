@@ -224,14 +224,17 @@ def dim_sizes(dims: dict[str, int | list[int]]) -> dict[str, int]:
 def dim_ranges(dims: dict[str, int | list[int]]) -> dict[str, tuple[int, int, int]]:
     """The optimization-profile range of each bound axis: ``(s, s, s)`` for a fixed size, else (MIN, OPT, MAX).
 
+    A size may be 0 (an empty axis: a KV cache with no past yet, which ONNX Runtime runs); whether the graph
+    allows it is the runtime's to say (a ``failed`` row with its error otherwise).
+
     Raises:
-        ValueError: for a range that is not three sizes with 1 <= MIN <= OPT <= MAX.
+        ValueError: for a range that is not three sizes with 0 <= MIN <= OPT <= MAX.
     """
     out = {}
     for key, value in dims.items():
         rng = tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),) * 3
-        if len(rng) != 3 or not 1 <= rng[0] <= rng[1] <= rng[2]:
-            raise ValueError(f"--dim {key}: expected SIZE or MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, "
+        if len(rng) != 3 or not 0 <= rng[0] <= rng[1] <= rng[2]:
+            raise ValueError(f"--dim {key}: expected SIZE or MIN:OPT:MAX with 0 <= MIN <= OPT <= MAX, "
                              f"got {':'.join(map(str, rng))}")
         out[key] = rng
     return out
@@ -431,6 +434,10 @@ class OnnxFileSource(ModelSource):
         """
         if self.reference_model:
             check_reference_fit(self.path, self.reference_model)
+        for key, size in dim_sizes(self.dims).items():
+            if size < 1 and (key in BATCH_AXES or key in SEQ_AXES):
+                raise MatrixError(f"--dim {key}={size}: a batch or sequence axis is measured at size >= 1 (size 0 "
+                                  "is for other axes, e.g. an empty KV cache: --dim past_sequence_length=0)")
         try:
             dim_ranges(self.dims)
             self.feeds(self.model.inputs, 1, 1)
