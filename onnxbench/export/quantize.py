@@ -29,7 +29,7 @@ ONNX Runtime's basic graph optimisations (constant folding: the tied unembedding
 initializer, so the largest MatMul of a language model gets quantized too) and ONNX shape inference. Symbolic
 shape inference does not know every operator (it fails on the ONNX ``Attention`` of opset 23 and leaves the
 com.microsoft ``MultiHeadAttention`` graph incomplete); the preprocessing then runs without it, and the
-``onnxbench.quantization`` metadata records which steps ran.
+``onnxbench.quantization`` metadata records which steps ran (a failed optimization step as failed).
 """
 
 from __future__ import annotations
@@ -112,11 +112,12 @@ def model_sha256(path: str | Path) -> str:
 
 def quantization_cache_key(source_sha256: str, options: Int8DynamicOptions) -> str:
     """Cache key of a quantized artifact: the source model's content hash (:func:`model_sha256`), the options,
-    and the onnxruntime / onnx versions (a new quantizer may write a different graph)."""
+    and the onnxruntime / onnx versions (a new quantizer may write a different graph). Format 2: the provenance
+    records a failed optimization step as failed (docs/quantization.md)."""
     import onnxruntime
 
     fields = {"kind": INT8_DYNAMIC, "source_sha256": source_sha256, "options": options.to_dict(),
-              "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__}, "format": 1}
+              "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__}, "format": 2}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -229,12 +230,15 @@ def _weight_bytes(path: Path) -> int:
 
 
 def _preprocess(source: Path, target: Path, large: bool) -> tuple[Path, list[str]]:
-    """Run ``quant_pre_process``; without symbolic shape inference if that fails on this graph."""
+    """Run ``quant_pre_process``; without symbolic shape inference if that fails on this graph. Returns the
+    prepared model and the steps as they went: ``quant_pre_process`` catches a failure of its ORT optimization
+    step, logs it and goes on without it, so that step is listed as failed (with the error's last line) from
+    the log, never as run."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     external = {"save_as_external_data": large, "all_tensors_to_one_file": True,
                 "external_data_location": target.name + ".data"} if large else {}
-    steps = ["symbolic_shape_inference", "ort_basic_optimization", "onnx_shape_inference"]
+    symbolic = "symbolic_shape_inference"
     source, target = source.resolve(), target.resolve()
     # On an incomplete inference, ONNX Runtime's symbolic shape inference saves its partial model and a weights
     # file into the current directory before raising; run it from the private work directory instead.
@@ -242,15 +246,52 @@ def _preprocess(source: Path, target: Path, large: bool) -> tuple[Path, list[str
     os.chdir(target.parent)
     try:
         try:
-            quant_pre_process(str(source), str(target), **external)
+            with _OptimizationLog() as log:
+                quant_pre_process(str(source), str(target), **external)
         except Exception as exc:  # symbolic_shape_infer raises AssertionError / Exception on operators it lacks
             logging.getLogger(__name__).info("symbolic shape inference failed on %s (%s); preprocessing without it",
                                              source, exc)
-            steps = [f"symbolic_shape_inference skipped ({type(exc).__name__}: {str(exc)[:80]})", *steps[1:]]
-            quant_pre_process(str(source), str(target), skip_symbolic_shape=True, **external)
+            symbolic = f"symbolic_shape_inference skipped ({type(exc).__name__}: {str(exc)[:80]})"
+            with _OptimizationLog() as log:
+                quant_pre_process(str(source), str(target), skip_symbolic_shape=True, **external)
     finally:
         os.chdir(cwd)
-    return target, steps
+    optimization = f"ort_basic_optimization failed ({log.failure})" if log.failure else "ort_basic_optimization"
+    return target, [symbolic, optimization, "onnx_shape_inference"]
+
+
+class _OptimizationLog(logging.Handler):
+    """Collects what ``onnxruntime.quantization.shape_inference`` logs at ERROR while it is active (its
+    optimization step's failure and traceback), instead of printing ORT's traceback on the console.
+
+    Attributes:
+        failure: the last line of the logged traceback (the exception; its end, where the cause is, when it is
+            long), "" when nothing failed.
+    """
+
+    LOGGER = "onnxruntime.quantization.shape_inference"
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.failure = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines = [line for line in record.getMessage().strip().splitlines() if line.strip()]
+        if len(lines) > 1 or not self.failure:  # the traceback record names the exception in its last line
+            text = lines[-1].strip().split("onnxruntime_pybind11_state.")[-1] if lines else "an error was logged"
+            self.failure = text if len(text) <= 200 else "..." + text[-200:]
+
+    def __enter__(self) -> _OptimizationLog:
+        logger = logging.getLogger(self.LOGGER)
+        self._propagate = logger.propagate
+        logger.addHandler(self)
+        logger.propagate = False
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logger = logging.getLogger(self.LOGGER)
+        logger.removeHandler(self)
+        logger.propagate = self._propagate
 
 
 def _quantize(source: Path, target: Path, options: Int8DynamicOptions, large: bool) -> None:
