@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import OnnxbenchError
-from .console import app, console, fail, first_line
+from .console import INTERRUPTED, app, console, fail, first_line, note
 
 
 @app.command()
@@ -30,10 +30,12 @@ def export(
         None, help="local GPT-2, Llama or Qwen2 checkpoint directory (config.json + model.safetensors) to take "
         "the shape and weights from instead of --preset/--seed"),
 ) -> None:
-    """Export the reference transformer to ONNX (cached) and print where it is."""
+    """Export the reference transformer to ONNX (cached) and print where it is. Ctrl-C says what was kept and
+    exits 130: an interrupted export leaves nothing (the cache publishes only finished artifacts), an interrupted
+    copy leaves the finished export in the cache and no partial file at --out."""
     from ..benchmarks.plan.matrix import ATTENTION_VARIANTS
     from ..benchmarks.plan.sources import CheckpointSource, PresetSource
-    from ..export.onnx_export import check_copy_target, copy_artifact
+    from ..export.onnx_export import check_copy_target, copy_artifact, default_cache_dir
 
     if attention not in ATTENTION_VARIANTS:
         fail(f"unknown attention variant {attention!r}; known: {', '.join(ATTENTION_VARIANTS)}")
@@ -48,6 +50,10 @@ def export(
         source = (CheckpointSource.at(checkpoint, seed, exporter) if checkpoint is not None
                   else PresetSource.named(preset, seed, exporter))
         artifact = source.export(attention, precision, opset, part, cache_dir, force)
+    except KeyboardInterrupt:
+        note(f"interrupted during the export: nothing was kept (its temporary files were removed); the cache "
+             f"{cache_dir or default_cache_dir()} holds only finished artifacts, as before")
+        raise typer.Exit(INTERRUPTED) from None
     except OnnxbenchError:
         raise  # bad input: one line and exit 2, in _Commands
     except (KeyError, ValueError, FileNotFoundError) as exc:
@@ -58,6 +64,11 @@ def export(
     if target is not None:
         try:
             path = copy_artifact(artifact.path, target, overwrite)[0]
+        except KeyboardInterrupt:
+            note(f"interrupted while copying to {target}: the export is kept in the cache at {artifact.path}; the "
+                 f"copy did not finish (its temporary files were removed); run the command again to copy it (the "
+                 "export is taken from the cache)")
+            raise typer.Exit(INTERRUPTED) from None
         except FileExistsError as exc:
             fail(str(exc))
         except OSError as exc:
