@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= test
 RUN_DIR ?= runs/demo
+# Extra flags of the demo's `onnxbench run` (e.g. DEMO_FLAGS="--models tiny" for a shorter one).
+DEMO_FLAGS ?=
 
 .PHONY: install demo test lint gpu-check clean
 
@@ -18,8 +20,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
+# `make demo` again runs the demo again: --overwrite moves the run already in $(RUN_DIR) aside to
+# $(RUN_DIR).replaced-<its run id> (nothing is deleted; `make clean` removes runs/). To continue an interrupted demo
+# instead: $(BIN)/onnxbench run --resume $(RUN_DIR)
 demo: install
-	$(BIN)/onnxbench run --out $(RUN_DIR)
+	$(BIN)/onnxbench run --out $(RUN_DIR) --overwrite $(DEMO_FLAGS)
 
 test: install
 	$(BIN)/python -m pytest -q
