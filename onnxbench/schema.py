@@ -49,11 +49,14 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "scenario": ("str", "prefill (one forward pass over batch x seq_len tokens) | generate (greedy decoding: a "
                         "prefill of the seq_len-token prompt, then new_tokens - 1 decode steps with the KV cache)"),
     "new_tokens": ("int", "generate: tokens generated per row, N (0 for prefill)"),
-    "padding": ("float", "generate: fraction of the prompt that is left padding in the batch's last row (row b "
-                         "has floor(padding*seq_len*(b+1)/batch) padding tokens)"),
+    "padding": ("float", "fraction of padding asked for in the batch's last row (row b has "
+                         "floor(padding*T*(b+1)/batch) padding positions, whole tokens; the reason says when fewer "
+                         "were fed): generate, left padding of the prompt; an ONNX file's prefill, right padding of "
+                         "its attention mask, outputs judged at the real positions; 0 otherwise"),
     "status": ("str", "ok | skipped | failed"),
     "reason": ("str", "why a cell was skipped or failed; on an ok row, '; '-separated warnings (noisy timing, "
-                      "above the measured peak) or empty"),
+                      "above the measured peak) and notes (padding fed, how a padded batch was judged, why the "
+                      "work columns are empty) or empty"),
     "warmup_iters": ("int", "untimed iterations before timing, at this shape"),
     "iters": ("int", "timed iterations"),
     "latency_ms_mean": ("float", "ms per inference, mean"),

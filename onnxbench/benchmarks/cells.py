@@ -91,6 +91,9 @@ class CellAxes:
     batches: tuple[int, ...]
     seq_lens: tuple[int, ...]
     scenarios: tuple[ScenarioAxes, ...] = (ScenarioAxes("prefill"),)
+    #: The matrix's padding fractions, for sources whose prefill cells take padding (ONNX files with an attention
+    #: mask); the generate scenario lists its own in its ``fields``.
+    paddings: tuple[float, ...] = (0.0,)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

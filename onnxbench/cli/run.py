@@ -55,8 +55,9 @@ def run(
     scenario: str | None = typer.Option(None, help="comma-separated scenarios: prefill (one forward pass), "
                                         "generate (greedy decoding with the KV cache: TTFT, TPOT)"),
     new_tokens: str | None = typer.Option(None, help="generate: comma-separated numbers of new tokens (default 64)"),
-    padding: str | None = typer.Option(None, help="generate: comma-separated fractions of left padding in [0, 1) "
-                                       "(default 0)"),
+    padding: str | None = typer.Option(None, help="comma-separated fractions of padding in [0, 1) (default 0): "
+                                       "generate, left padding of the prompts; --onnx files' prefill, right "
+                                       "padding of the attention mask, judged at the real positions"),
     exporter: str | None = typer.Option(None, help="dynamo | torchscript"),
     min_time: float | None = typer.Option(None, help="minimum timed seconds per cell"),
     min_iters: int | None = typer.Option(None, help="minimum timed iterations per cell"),

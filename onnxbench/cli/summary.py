@@ -28,7 +28,9 @@ def print_summary(rows: list[dict]) -> None:
     for name in dict.fromkeys(r.get("scenario") or "prefill" for r in ok):
         scenario = scenarios.SCENARIOS.get(name)
         mine = [r for r in ok if (r.get("scenario") or "prefill") == name]
-        columns = [c for c in (*(scenario.key_fields if scenario else ()), *(scenario.columns if scenario else ()))
+        # padding is a column wherever it varies: generate prompts, and ONNX files' padded prefill batches
+        columns = [c for c in (*(scenario.key_fields if scenario else ()), "padding",
+                               *(scenario.columns if scenario else ()))
                    if c != "padding" or len({r.get("padding") for r in mine}) > 1]
         if any(r.get("frac_peak_flops") for r in mine):
             columns.append("frac_peak_flops")

@@ -130,7 +130,7 @@ def throughput_vs_seq_len(df: pd.DataFrame, as_figure: bool = False):
             if len(g):
                 _line(ax, g["seq_len"], g, marker=MARKERS[i % len(MARKERS)], color=colors[label], label=label)
 
-    fig = _panels(ok, varying(ok, ["model", "part", "precision", "attention", "opset"]) + ["batch"], draw)
+    fig = _panels(ok, varying(ok, ["model", "part", "precision", "attention", "opset", "padding"]) + ["batch"], draw)
     return _out(fig, as_figure)
 
 

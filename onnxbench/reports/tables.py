@@ -62,6 +62,13 @@ def reference_runtime(df: pd.DataFrame) -> str:
     return str(refs.mode().iloc[0]) if len(refs) else DEFAULT_REFERENCE
 
 
+def shape_columns(df: pd.DataFrame) -> list[str]:
+    """The shape columns of prefill tables: batch and seq_len, and ``padding`` where the rows' paddings differ (an
+    ONNX file's padded and unpadded batches of one shape are different cells; a run without padding keeps its
+    tables as they were)."""
+    return SHAPE + varying(df, ["padding"])
+
+
 def varying(df: pd.DataFrame, columns: list[str]) -> list[str]:
     """The columns of ``columns`` that take more than one value (NA counted as a value) in ``df``."""
     return [c for c in columns if c in df and df[c].astype("object").fillna("<NA>").nunique() > 1]
@@ -111,7 +118,7 @@ def latency_table(df: pd.DataFrame, stat: str = "latency_ms_p50") -> pd.DataFram
     ok = ok_rows(df)
     if ok.empty:
         return pd.DataFrame()
-    return ok.pivot_table(index=GROUP + SHAPE, columns="runtime", values=stat, aggfunc="first")
+    return ok.pivot_table(index=GROUP + shape_columns(ok), columns="runtime", values=stat, aggfunc="first")
 
 
 def speedup_table(df: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
@@ -152,7 +159,7 @@ def latency_grid(df: pd.DataFrame, stats: tuple[str, ...] = ("latency_ms_p50", "
     reference = reference or reference_runtime(df)
     ok["_label"] = runtime_labels(ok)
     labels = _ordered(ok["_label"])
-    row_keys = varying(ok, ["attention", "opset"]) + SHAPE
+    row_keys = varying(ok, ["attention", "opset"]) + shape_columns(ok)
     # a run measured on several machines gets one table per machine: their figures are not comparable
     by = ["model", "part", "precision"] + varying(ok, list(HARDWARE))
     out = []
@@ -324,7 +331,7 @@ def agreement_table(df: pd.DataFrame) -> pd.DataFrame:
     ok["verdict"] = verdicts(ok)
     ok["failed_on"] = [failed_criteria(r) for r in ok.to_dict("records")]
     first = ["verdict"] + (["failed_on"] if (ok["failed_on"] != "").any() else [])
-    cols = first + ["model", "part", "attention", "precision", "opset", "runtime"] + SHAPE + [
+    cols = first + ["model", "part", "attention", "precision", "opset", "runtime"] + shape_columns(ok) + [
         "max_abs_err", "max_rel_err", "cosine", "top1_agree", "nan_count", "required_atol", "atol", "rtol",
         "floor_ratio", "floor_factor"]
     cols = [c for c in cols if c not in FLOOR_TABLE_COLUMNS or ok[c].notna().any()]
@@ -355,7 +362,7 @@ def quantized_table(df: pd.DataFrame) -> pd.DataFrame:
     merged["float_precision"] = QUANTIZED_FROM
     merged["quantized_p50"] = merged["latency_ms_p50"]
     merged["quant_speedup"] = merged["float_p50"] / merged["quantized_p50"]
-    return merged[["model", "part", "attention", "runtime"] + SHAPE + [
+    return merged[["model", "part", "attention", "runtime"] + shape_columns(merged) + [
         "precision", "float_p50", "quantized_p50", "quant_speedup", "kl_mean", "kl_max", "top1_agree", "cosine",
         "verdict"]].reset_index(drop=True)
 
@@ -367,7 +374,7 @@ def divergence_table(df: pd.DataFrame) -> pd.DataFrame:
     ok = ok[ok["first_divergent_block"].notna()]
     ok["runtime"] = runtime_labels(ok)
     ok["verdict"] = verdicts(ok)
-    return ok[["model", "part", "attention", "precision", "runtime"] + SHAPE + [
+    return ok[["model", "part", "attention", "precision", "runtime"] + shape_columns(ok) + [
         "first_divergent_block", "floor_ratio", "verdict"]].reset_index(drop=True)
 
 
@@ -410,7 +417,7 @@ def noisy_table(df: pd.DataFrame, limit: float = NOISE_LIMIT) -> pd.DataFrame:
     noisy["runtime"] = runtime_labels(noisy)
     # a generate row's latency columns are its decode step's (TPOT): name the scenario where there is one
     scenario = (["scenario", "new_tokens", "padding"]
-                if noisy["scenario"].astype("object").eq("generate").any() else [])
+                if noisy["scenario"].astype("object").eq("generate").any() else varying(noisy, ["padding"]))
     cols = ["model", "part", "attention", "precision", "opset", "runtime"] + SHAPE + scenario + [
         "iters", "latency_ms_p50", "ci95_p50_lo_ms", "ci95_p50_hi_ms", "ci95_width", "cov"]
     return noisy[cols].reset_index(drop=True)
@@ -429,7 +436,7 @@ def _cells(df: pd.DataFrame, measures: list[str], extra: tuple[str, ...] = ()) -
         return pd.DataFrame()
     ok = ok[ok[present].notna().any(axis=1)]
     ok["runtime"] = runtime_labels(ok)
-    cols = ["model", "part", "attention", "precision", "opset", "runtime"] + SHAPE + list(extra) + present
+    cols = ["model", "part", "attention", "precision", "opset", "runtime"] + shape_columns(ok) + list(extra) + present
     return ok[cols].reset_index(drop=True)
 
 
@@ -509,7 +516,7 @@ def attention_variant_table(df: pd.DataFrame) -> pd.DataFrame:
     if ok.empty or ok["attention"].nunique() < 2:
         return pd.DataFrame()
     ok["runtime"] = runtime_labels(ok)
-    keys = ["model", "part", "precision", "runtime"] + SHAPE + ["attention"]
+    keys = ["model", "part", "precision", "runtime"] + shape_columns(ok) + ["attention"]
     cols = ["opset", "latency_ms_p50", "max_abs_err", "cosine", "attention_provider"]
     return ok.sort_values(keys)[keys + cols].reset_index(drop=True)
 

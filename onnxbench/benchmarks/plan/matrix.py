@@ -71,8 +71,11 @@ class MatrixSpec:
             existed) and/or ``generate`` (greedy decoding after a prompt of T tokens; the full model only, exported
             with its KV cache as ``part = decoder-with-past``).
         new_tokens: generate: tokens to generate per row, N >= 1 (``--new-tokens``).
-        paddings: generate: fractions of left padding in [0, 1) (``--padding``); row b of a batch of B has
-            ``floor(padding * T * (b + 1) / B)`` padding tokens, so rows differ and the last has the fraction.
+        paddings: fractions of padding in [0, 1) (``--padding``); row b of a batch of B has
+            ``floor(padding * T * (b + 1) / B)`` padding positions, so rows differ and the last has the fraction.
+            Generate cells: left padding of the prompts; an ONNX file's prefill cells: right padding of its
+            attention mask, outputs judged at the real positions (docs/agreement.md, "Padded batches"). A
+            fraction no cell of the matrix can take (no generate scenario and no ONNX file) is refused.
         shard: ``"K/N"``: run only the K-th of N deterministic parts of the cells (whole (artifact, runtime)
             groups; :func:`onnxbench.benchmarks.cells.shard_cells`), for batch-scheduler array jobs whose run
             directories ``onnxbench merge`` joins (docs/scaling.md).
@@ -182,8 +185,14 @@ class MatrixSpec:
                 raise MatrixError(f"prompt length {t} + {n} new tokens = {t + n} exceeds {names_of(limits)}; "
                                   f"generate at most {max(longest - t, 0)} new tokens after a {t}-token prompt "
                                   "(--new-tokens) or shorten the prompt (--seq-lens)")
+        if not self.paddings or any(not 0 <= p < 1 for p in self.paddings):
+            raise MatrixError(f"padding fractions must lie in [0, 1) (every row keeps at least one position), got "
+                              f"{self.paddings}; use e.g. --padding 0,0.25")
         cells = list(dict.fromkeys(cell for source in sources.values()
                                    for cell in self._with_threads(source.cells(self.axes_for(source.name)))))
+        if any(self.paddings) and not any(cell.padding for cell in cells):
+            raise MatrixError(f"padding {[p for p in self.paddings if p]} applies to generate cells (--scenario "
+                              "generate) and to the prefill cells of --onnx files; no cell of this matrix takes it")
         if self.shard is not None:
             cells = shard_cells(cells, self.shard)
         return Matrix(self, sources, cells)
@@ -195,7 +204,7 @@ class MatrixSpec:
         scenarios = tuple(ScenarioAxes(name, scenario_registry.get(name).decoder,
                                        tuple(scenario_registry.get(name).axes(self))) for name in self.scenarios)
         return CellAxes(tuple(self.attention), tuple(self.precisions), tuple(self.opsets), tuple(self.runtimes),
-                        tuple(self.parts), tuple(batches), tuple(seq_lens), scenarios)
+                        tuple(self.parts), tuple(batches), tuple(seq_lens), scenarios, tuple(self.paddings))
 
     def _validate_threads(self) -> None:
         """Thread counts are 1 .. the logical core count, and some runtime of the matrix takes them."""
@@ -420,12 +429,15 @@ class Matrix:
         :func:`~onnxbench.benchmarks.inputs.padding_tokens`). One line per (seq_len, padding)."""
         lines = {}
         for cell in self.cells:
-            fed = fed_padding(cell.padding, cell.seq_len)
-            if cell.padding and abs(fed - cell.padding) > 1e-9:
-                pads = round(fed * cell.seq_len)
-                lines[(cell.seq_len, cell.padding)] = (
-                    f"padding {cell.padding:g} at seq_len {cell.seq_len} feeds {pads} of {cell.seq_len} positions "
-                    f"in the last row ({fed:.4g}): padding is whole tokens; the rows say so")
+            if not cell.padding:
+                continue
+            length = self.source(cell).padding_length(cell)
+            fed = fed_padding(cell.padding, length)
+            if abs(fed - cell.padding) > 1e-9:
+                pads = round(fed * length)
+                lines[(length, cell.padding)] = (
+                    f"padding {cell.padding:g} at seq_len {length} feeds {pads} of {length} positions in the last "
+                    f"row ({fed:.4g}): padding is whole tokens; the rows say so")
         return [lines[key] for key in sorted(lines)]
 
 

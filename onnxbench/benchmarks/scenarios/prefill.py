@@ -17,6 +17,7 @@ import numpy as np
 from ... import runtimes
 from ...runtimes import RuntimeOptions, RuntimeUnavailable
 from ...tolerance import tf32_allowed
+from ..inputs import padding_note
 from ..measure.timing import measure, measure_stages
 from ..rows import GpuStages, Measurement, Throughput
 from ..verify.divergence import BoundaryNotFound
@@ -45,7 +46,7 @@ class Prefill(Scenario):
         Raises:
             Exception: whatever the runtime raises; the worker turns it into a ``failed`` row.
         """
-        feeds = context.source.feeds(session.inputs(), cell.batch, cell.seq_len)
+        feeds = context.source.cell_feeds(session.inputs(), cell)
         expected = context.reference.expected(feeds, cell.precision)
         session.release_memory(feeds)  # memory held for earlier cells' shapes goes back first (docs/schema.md)
         context.start_peak()
@@ -59,12 +60,17 @@ class Prefill(Scenario):
         context.harness_s += time.perf_counter() - t0
         resources = context.resources(session)
         # the timed path (IOBinding, a replayed CUDA graph) must agree too, not only run()
+        fast, notes = session.fetch_outputs(), []
+        positions = context.source.real_positions(cell, feeds)
+        if positions is not None:  # a padded batch is judged at its real positions only (docs/agreement.md)
+            outputs, fast = positions.restrict(outputs), positions.restrict(fast)
+            expected = positions.restrict_expected(expected)
+            notes += [n for n in (padding_note(cell.padding, positions.mask), positions.note()) if n]
         if quantized:  # judged on what quantization should preserve (docs/quantization.md), not the float bands
-            verdict = judge_quantized(outputs, expected, cell.precision, context.reference, session.fetch_outputs())
+            verdict = judge_quantized(outputs, expected, cell.precision, context.reference, fast)
         else:
-            verdict = judge(outputs, expected, tol, context.reference, cell.runtime, session.options,
-                            session.fetch_outputs())
-        notes, block = [], None
+            verdict = judge(outputs, expected, tol, context.reference, cell.runtime, session.options, fast)
+        block = None
         if (verdict.failed or context.locate_divergence) and verdict.verdict != "reference" and not quantized:
             # after the resources are read: the second session must not count in this cell's peak memory
             block, note = _first_divergent_block(cell, session, context, feeds, expected, tol, verdict)

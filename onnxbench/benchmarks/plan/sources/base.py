@@ -28,6 +28,7 @@ from ...cells import Cell, CellAxes
 if TYPE_CHECKING:
     from ....models import TransformerConfig
     from ...measure.workmodel import Work
+    from ...verify.positions import RealPositions
     from ...verify.reference import Reference
 
 
@@ -120,6 +121,25 @@ class ModelSource(ABC):
         Raises:
             ValueError: for an input the source cannot generate (names it and the fix).
         """
+
+    def cell_feeds(self, specs: tuple[TensorSpec, ...], cell: Cell) -> dict[str, np.ndarray]:
+        """The inputs of a prefill ``cell``: :meth:`feeds` at its (batch, seq_len); a source whose prefill cells
+        take padding (:attr:`Cell.padding`) applies it here.
+
+        Raises:
+            ValueError: as :meth:`feeds`.
+        """
+        return self.feeds(specs, cell.batch, cell.seq_len)
+
+    def real_positions(self, cell: Cell, feeds: dict[str, np.ndarray]) -> RealPositions | None:
+        """Where the real (unpadded) positions of ``feeds`` are and which outputs are judged there only
+        (:mod:`onnxbench.benchmarks.verify.positions`); None (the default) when every position is real."""
+        return None
+
+    def padding_length(self, cell: Cell) -> int:
+        """The number of positions a padded row of ``cell`` has (what ``padding`` is a fraction of): its
+        ``seq_len`` by default."""
+        return cell.seq_len
 
     def prompt(self, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
         """The prompts of a ``generate`` cell, the same for every runtime: ``(input_ids, attention_mask)``, int64

@@ -44,13 +44,14 @@ from ....errors import MatrixError
 from ....export import ExportArtifact, TensorSpec, read_artifact
 from ....export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
 from ...cells import Cell, CellAxes
-from ...inputs import BATCH_AXES, SEQ_AXES, make_feeds
+from ...inputs import BATCH_AXES, SEQ_AXES, bind_shapes, make_feeds, padding_tokens
 from ...measure.graph_work import counted_work
 from .base import ModelSource, SourceSettings
 
 if TYPE_CHECKING:
     from ....models import TransformerConfig
     from ...measure.workmodel import Work
+    from ...verify.positions import RealPositions
     from ...verify.reference import Reference
 
 @dataclass
@@ -347,6 +348,27 @@ def check_reference_fit(path: str, reference_model: str) -> None:
         raise MatrixError(f"{path}: output 'logits' has shape {list(logits.shape)}; {expects}")
 
 
+def attention_masks(specs: tuple[TensorSpec, ...]) -> list[TensorSpec]:
+    """The inputs that padding sets to 0: integer or bool inputs of rank 2 (batch, sequence) whose name contains
+    ``mask`` (the inputs :func:`~onnxbench.benchmarks.inputs.make_feeds` fills with ones, "attend everywhere")."""
+    out = []
+    for spec in specs:
+        try:
+            kind = np.dtype(spec.dtype).kind
+        except TypeError:
+            continue
+        if "mask" in spec.name.lower() and len(spec.shape) == 2 and kind in "biu":
+            out.append(spec)
+    return out
+
+
+def _same_axis(a, b) -> bool:
+    """Whether two axes of input/output specs are the same axis: one dynamic axis name, or one static size."""
+    if isinstance(a, str) and isinstance(b, str):
+        return a == b and a not in ("", "None")
+    return isinstance(a, int) and isinstance(b, int) and a == b > 0
+
+
 def precision_of(artifact: ExportArtifact) -> str:
     """``fp16``/``bf16`` if the first floating-point output has that type, else ``fp32``."""
     for spec in artifact.outputs:
@@ -451,11 +473,15 @@ class OnnxFileSource(ModelSource):
         opsets and parts do not apply to a file run as it is."""
         batches, seq_lens = shape_axes(self.model, list(axes.batches), list(axes.seq_lens), self.dims)
         precisions = [precision_of(self.model), *(p for p in axes.precisions if p in QUANTIZED_PRECISIONS)]
+        # prefill cells take the matrix's paddings (right padding of the attention mask); padding 0 is the cell
+        # runs recorded before the axis applied to files (the key field hashes only when not 0)
+        paddings = tuple({"padding": float(p)} for p in axes.paddings) or ({},)
         return [Cell(self.name, ATTENTION_LABEL, precision, self.model.opset, runtime, b, t,
                      scenario=scenario.name, **fields)
                 for scenario in axes.scenarios
-                for precision, runtime, b, t, fields in itertools.product(precisions, axes.runtimes, batches,
-                                                                          seq_lens, scenario.fields)]
+                for precision, runtime, b, t, fields in itertools.product(
+                    precisions, axes.runtimes, batches, seq_lens,
+                    paddings if scenario.name == "prefill" else scenario.fields)]
 
     def unrunnable_reason(self, cell: Cell) -> str | None:
         """A scenario other than prefill (a file is run as one forward pass), a runtime that does not run ONNX
@@ -474,6 +500,10 @@ class OnnxFileSource(ModelSource):
             return (f"{cell.runtime} runs a torch module rebuilt from a model's config, not an ONNX file: "
                     f"{self.path} runs on the runtimes that read ONNX ({', '.join(takers)}), compared with "
                     f"{compared}")
+        if cell.padding and not attention_masks(self.model.inputs):
+            return (f"padding needs an attention-mask input (an integer or bool input named like *mask* of rank 2, "
+                    f"(batch, sequence)); {self.path}'s inputs: "
+                    f"{', '.join(f'{s.name} {s.dtype} {list(s.shape)}' for s in self.model.inputs)}")
         own = precision_of(self.model)
         if cell.precision in QUANTIZED_PRECISIONS and own != "fp32":
             return f"{cell.precision} is made from an fp32 graph; {self.path} is {own}"
@@ -520,6 +550,45 @@ class OnnxFileSource(ModelSource):
         int_high = reference_config(self.reference_model).vocab_size if self.reference_model else 2
         return make_feeds(specs, batch, seq_len, seed=self.seed, dims=dim_sizes(self.dims),
                           int_ranges=self.int_ranges, int_high=int_high)
+
+    def cell_feeds(self, specs: tuple[TensorSpec, ...], cell: Cell) -> dict[str, np.ndarray]:
+        """:meth:`feeds` at the cell's shape, with its padding: each attention-mask input (:func:`attention_masks`)
+        of row b of B gets its last ``floor(padding · T · (b + 1) / B)`` positions set to 0 (right padding, as
+        encoders are fed: real tokens first; :func:`~onnxbench.benchmarks.inputs.padding_tokens`). The other
+        inputs are unchanged: the mask alone tells the graph which positions are real."""
+        feeds = self.feeds(specs, cell.batch, cell.seq_len)
+        if not cell.padding:
+            return feeds
+        for spec in attention_masks(specs):
+            mask = feeds[spec.name].copy()
+            batch, length = mask.shape
+            for row in range(batch):
+                pad = padding_tokens(cell.padding, length, row, batch)
+                if pad:
+                    mask[row, length - pad:] = 0
+            feeds[spec.name] = mask
+        return feeds
+
+    def real_positions(self, cell: Cell, feeds: dict[str, np.ndarray]) -> RealPositions | None:
+        """For a padded cell: the first attention mask's nonzero positions, and the outputs whose two leading axes
+        are that mask's (the same axis names, or the same static sizes), which are judged there only."""
+        from ...verify.positions import RealPositions
+
+        masks = attention_masks(self.model.inputs)
+        if not cell.padding or not masks or masks[0].name not in feeds:
+            return None
+        lead = masks[0].shape[:2]
+        outputs = tuple(spec.name for spec in self.model.outputs
+                        if len(spec.shape) >= 2 and all(map(_same_axis, spec.shape[:2], lead)))
+        return RealPositions(np.asarray(feeds[masks[0].name]) != 0, outputs)
+
+    def padding_length(self, cell: Cell) -> int:
+        """The length of the first attention mask's sequence axis at the cell's shape (``seq_len`` where the
+        axis is named like a sequence; a ``--dim`` or static size otherwise)."""
+        masks = attention_masks(self.model.inputs)
+        if not masks:
+            return cell.seq_len
+        return bind_shapes(masks[:1], cell.batch, cell.seq_len, dim_sizes(self.dims))[masks[0].name][1]
 
     def dim_ranges(self) -> dict[str, tuple[int, int, int]]:
         """Every ``--dim`` axis's (min, opt, max) for optimization profiles (see :func:`dim_ranges`)."""
