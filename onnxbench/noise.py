@@ -76,18 +76,31 @@ def run_limit(header: Mapping | None) -> float:
     return value if value is not None and value > 0 else NOISE_LIMIT
 
 
+def _loads(header: Mapping | None) -> tuple[float | None, float | None]:
+    """(load at start, highest load of other processes while cells were measured) recorded in ``header``."""
+    header = header or {}
+    return _number(header.get("cpu_busy_pct_at_start")), _number(header.get("cpu_busy_pct_during"))
+
+
 def busy_pct(header: Mapping | None) -> float | None:
-    """The CPU load (percent) recorded at run start when it is above :data:`BUSY_LIMIT_PCT`, else None."""
-    busy = _number((header or {}).get("cpu_busy_pct_at_start"))
+    """The CPU load (percent of all cores used by other work) of a run measured on a busy machine: the higher of
+    the load recorded before the run (``cpu_busy_pct_at_start``) and the highest load of other processes while its
+    cells were measured (``cpu_busy_pct_during``, the rows' ``cpu_busy_pct``), when it is above
+    :data:`BUSY_LIMIT_PCT`; else None."""
+    busy = max((v for v in _loads(header) if v is not None), default=None)
     return busy if busy is not None and busy > BUSY_LIMIT_PCT else None
 
 
 def busy_note(header: Mapping | None) -> str:
-    """The sentence the report, its figures and ``compare`` give a run measured on a busy machine
-    (:func:`busy_pct`): "the CPUs were N % busy with other work when the run started, above the L % limit"; ""
-    for a run that was not (or did not record its load)."""
-    busy = busy_pct(header)
-    if busy is None:
+    """The sentence the report, its figures, ``compare`` and the CLI give a run measured on a busy machine
+    (:func:`busy_pct`): "the CPUs were N % busy with other work when the run started[, and up to M % while cells
+    were measured], above the L % limit" (or "other processes kept the CPUs up to M % busy while cells were
+    measured, ..." when the start was quiet); "" for a run that was not (or did not record its load)."""
+    if busy_pct(header) is None:
         return ""
-    return (f"the CPUs were {busy:.0f} % busy with other work when the run started, above the "
-            f"{BUSY_LIMIT_PCT:.0f} % limit")
+    start, during = _loads(header)
+    limit = f"above the {BUSY_LIMIT_PCT:.0f} % limit"
+    if start is not None and start > BUSY_LIMIT_PCT:
+        also = f", and up to {during:.0f} % while cells were measured" if during and during > BUSY_LIMIT_PCT else ""
+        return f"the CPUs were {start:.0f} % busy with other work when the run started{also}, {limit}"
+    return f"other processes kept the CPUs up to {during:.0f} % busy while cells were measured, {limit}"

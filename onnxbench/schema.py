@@ -135,6 +135,11 @@ COLUMNS: dict[str, tuple[str, str]] = {
                                "the cell minus before the session opened; weights, activations, workspaces, "
                                "engines and pool reservations, not the CUDA context; other processes on the same "
                                "GPU count too (GPU runtimes)"),
+    "cpu_busy_pct": ("float", "% of all logical cores' time that other processes used while the cell's measured "
+                              "part ran (the system's CPU time minus the measuring process's, /proc/stat); empty "
+                              "when that window was under 0.25 s; the run keeps the highest in header.json "
+                              "(cpu_busy_pct_during), and above 20 % its timings are marked busy "
+                              "(docs/measurement.md)"),
     "export_s": ("float", "s, export time of the artifact; empty when it came from the export cache or was not "
                           "exported (a foreign ONNX file)"),
     "build_s": ("float", "s, session creation / engine build / compile"),

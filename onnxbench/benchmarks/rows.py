@@ -21,6 +21,7 @@ part                  columns                                               fill
                       noise floor, verdict, first diverging block           divergence search
 :class:`GpuStages`    H2D / compute / D2H split                             the timing harness (GPU sessions)
 :class:`Resources`    peak RSS, device memory                               the worker process
+:class:`Load`         other processes' CPU load while the cell ran          the worker process
 :class:`Placement`    host, GPU name                                        the process that measured the cell
 :class:`WorkColumns`  FLOPs, bytes, achieved rates, fractions of peak       the work model (ok rows)
 ====================  ====================================================  ================================
@@ -247,6 +248,14 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Load:
+    """Percent of all logical cores' time other processes used while the cell's measured part ran
+    (:mod:`onnxbench.benchmarks.measure.load`); None where the window was too short to tell."""
+
+    cpu_busy_pct: float | None = None
+
+
+@dataclass(frozen=True)
 class Placement:
     """Where the cell was measured: the host name and, for a GPU runtime, the GPU's name. Rows of one run can
     come from several hosts (a distributed executor, or merged shards: docs/scaling.md)."""
@@ -282,7 +291,7 @@ class WorkColumns:
 
 #: Every part of a row; their fields together are exactly the schema's columns.
 ROW_PARTS = (RunStamp, CellKey, Outcome, ModelInfo, SessionInfo, Timing, Throughput, GenerateColumns,
-             AgreementColumns, ReferenceCheck, GpuStages, Resources, Placement, WorkColumns)
+             AgreementColumns, ReferenceCheck, GpuStages, Resources, Load, Placement, WorkColumns)
 
 
 @dataclass(frozen=True)
@@ -301,6 +310,7 @@ class Measurement:
     stages: GpuStages | None = None
     resources: Resources | None = None
     decode: GenerateColumns | None = None
+    load: Load | None = None
     placement: Placement | None = None
 
     @classmethod
@@ -318,7 +328,8 @@ class Measurement:
     def parts(self) -> tuple:
         """The measured parts that are present, in :data:`ROW_PARTS` order."""
         return tuple(p for p in (self.outcome, self.session, self.timing, self.throughput, self.decode,
-                                 self.agreement, self.reference_check, self.stages, self.resources, self.placement)
+                                 self.agreement, self.reference_check, self.stages, self.resources, self.load,
+                                 self.placement)
                      if p is not None)
 
     def placed(self, placement: Placement) -> Measurement:

@@ -25,7 +25,7 @@ from .console import (
     note,
     warn,
 )
-from .summary import export_time, print_summary, warn_if_unreliable
+from .summary import busy_note, export_time, print_summary, warn_if_unreliable
 
 #: The flags that change the matrix (refused with --resume, which continues the recorded one).
 _AXIS_FLAGS = ("models", "runtimes", "attention", "parts", "precisions", "opsets", "threads", "batches", "seq_lens",
@@ -126,7 +126,7 @@ def run(
     built = _build(spec)
     summary = _execute(built, out, cache_dir=cache_dir, resume=resume is not None, retry_failed=retry_failed,
                        ceilings=ceilings, tune=tune, executor=run_executor, overwrite=overwrite)
-    print_summary(summary.rows)
+    print_summary(summary.rows, busy_note(out))
     note(f"wall time: {export_time(summary)}, worker start-up {summary.worker_start_s:.1f} s, reference "
          f"{summary.reference_s:.1f} s, sessions {summary.session_s:.1f} s, timing {summary.timing_s:.1f} s")
     warn_if_unreliable(out, summary.rows, spec.noise_limit)

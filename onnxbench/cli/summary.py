@@ -1,6 +1,6 @@
 """The end of a run on the console: one table per scenario (the columns its scenario declares, narrow enough for an
-80-column terminal), the reasons of skipped and failed cells once each, warnings on ok rows, and where the wall
-time went."""
+80-column terminal; every timing figure marked ‡ when the run was measured on a busy machine, the report's rule
+and mark), the reasons of skipped and failed cells once each, warnings on ok rows, and where the wall time went."""
 
 from __future__ import annotations
 
@@ -17,11 +17,29 @@ _SHOW = {
     "padding": ("pad", "{:g}"), "ttft_ms": ("TTFT ms", "{:.3g}"), "tpot_ms_p50": ("TPOT ms", "{:.3g}"),
     "decode_tok_s": ("tok/s", "{:,.1f}"), "new_tokens": ("N", "{:d}"), "frac_peak_flops": ("% peak", "{:.0%}"),
 }
+#: The columns whose figures are timings or computed from them: marked on a busy machine.
+_TIMED = frozenset({"latency_ms_p50", "throughput_tok_s", "ttft_ms", "tpot_ms_p50", "decode_tok_s",
+                    "frac_peak_flops"})
+#: The report's mark of a timing figure taken on a busy machine (onnxbench.reports.format.BUSY_MARK).
+BUSY_MARK = " ‡"
 
 
-def print_summary(rows: list[dict]) -> None:
+def busy_note(run_dir: Path) -> str:
+    """The busy-machine sentence of the run in ``run_dir`` (:func:`onnxbench.noise.busy_note`, the one rule), ""
+    when it was not busy or its header cannot be read."""
+    from ..noise import busy_note as note_of
+    from ..rundir import RunDir
+
+    try:
+        return note_of(RunDir(run_dir).read_header())
+    except (OSError, ValueError):
+        return ""
+
+
+def print_summary(rows: list[dict], busy: str = "") -> None:
     """Print the ok rows (a table per scenario), then each skipped/failed reason once and each ok row's
-    warning."""
+    warning. ``busy`` (:func:`busy_note`): the run was measured on a busy machine, so every timing figure of the
+    tables is marked ‡ and the tables say why."""
     from ..benchmarks import scenarios
 
     ok = [r for r in rows if r["status"] == "ok"]
@@ -34,7 +52,7 @@ def print_summary(rows: list[dict]) -> None:
                    if c != "padding" or len({r.get("padding") for r in mine}) > 1]
         if any(r.get("frac_peak_flops") for r in mine):
             columns.append("frac_peak_flops")
-        console.print(_table(mine, list(dict.fromkeys(columns)), name))
+        console.print(_table(mine, list(dict.fromkeys(columns)), name, busy))
     # skipped/failed reasons repeat over a runtime's cells: one line each
     for runtime, status, reason in sorted({(r["runtime"], r["status"], r["reason"]) for r in rows
                                            if r["status"] != "ok"}):
@@ -47,27 +65,30 @@ def print_summary(rows: list[dict]) -> None:
                                  f"{r['reason']}"), highlight=False, soft_wrap=True)
 
 
-def _table(rows: list[dict], columns: list[str], scenario: str) -> Table:
+def _table(rows: list[dict], columns: list[str], scenario: str, busy: str = "") -> Table:
     # axes other than the shape that vary over the rows get a column, or rows look duplicated
     axes = [k for k in ("part", "attention", "precision", "threads", "config_id") if len({r.get(k) for r in rows}) > 1]
     table = Table("model", *axes, "runtime", "B", "T", *(_SHOW.get(c, (c, ""))[0] for c in columns), "× floor",
-                  "verdict", title=scenario, title_justify="left")
+                  "verdict", title=scenario, title_justify="left",
+                  caption=f"{BUSY_MARK.strip()} measured on a busy machine: {busy}" if busy else None,
+                  caption_justify="left")
     for r in rows:
         table.add_row(r["model"], *(str(r.get(k)) for k in axes), r["runtime"], str(r["batch"]), str(r["seq_len"]),
-                      *(_cell(r.get(c), _SHOW.get(c, ("", "{}"))[1]) for c in columns), _ratio(r.get("floor_ratio")),
-                      _verdict(r))
+                      *(_cell(r.get(c), _SHOW.get(c, ("", "{}"))[1], busy and c in _TIMED) for c in columns),
+                      _ratio(r.get("floor_ratio")), _verdict(r))
     return table
 
 
-def _cell(value, fmt: str) -> str:
+def _cell(value, fmt: str, busy: bool = False) -> str:
     if value is None or value != value:
         return "-"
     if fmt == "{:.0%}" and value > 1:  # a fraction of a ceiling above 1 is a measurement problem, not a figure
         return "[red]> peak (measurement problem)[/]"
     try:
-        return fmt.format(value)
+        text = fmt.format(value)
     except (ValueError, TypeError):
-        return str(value)
+        text = str(value)
+    return text + BUSY_MARK if busy else text
 
 
 def _ratio(value) -> str:
@@ -91,20 +112,18 @@ def export_time(summary) -> str:
 
 
 def warn_if_unreliable(run_dir: Path, rows: list[dict], limit: float) -> None:
-    """End-of-run warnings about the timings: a busy machine at start, noisy cells (the report's banner applies
-    the same rule, :mod:`onnxbench.noise`)."""
-    from ..noise import BUSY_LIMIT_PCT, busy_pct, is_noisy
-    from ..rundir import RunDir
+    """End-of-run warnings about the timings: a busy machine (at start or while cells were measured), noisy cells
+    (the report's banner applies the same rules, :mod:`onnxbench.noise`)."""
+    from ..noise import BUSY_LIMIT_PCT, is_noisy
 
-    try:
-        header = RunDir(run_dir).read_header()
-    except (OSError, ValueError):
-        header = {}
-    busy = busy_pct(header)
-    if busy is not None:
-        warn(f"the CPUs were {busy:.0f}% busy with other work when the run started (above {BUSY_LIMIT_PCT:.0f}%; "
-             "cpu_busy_pct_at_start in header.json); these timings, torch's above all, are unreliable: rerun on a "
-             "quiet machine")
+    busy = busy_note(run_dir)
+    if busy:
+        measured = [r for r in rows if r["status"] == "ok" and r.get("cpu_busy_pct") is not None]
+        over = [r for r in measured if r["cpu_busy_pct"] > BUSY_LIMIT_PCT]
+        cells = (f"; {len(over)} of {len(measured)} cells were measured while other processes used more than "
+                 f"{BUSY_LIMIT_PCT:.0f}% of the CPUs (cpu_busy_pct)" if over else "")
+        warn(f"{busy} (cpu_busy_pct_at_start / cpu_busy_pct_during in header.json){cells}; every timing figure "
+             f"is marked{BUSY_MARK}: these timings, torch's above all, are unreliable: rerun on a quiet machine")
     ok = [r for r in rows if r["status"] == "ok"]
     noisy = [r for r in ok if is_noisy(r, limit)]
     if noisy:

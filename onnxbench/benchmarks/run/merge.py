@@ -159,6 +159,8 @@ def _merged_header(paths: list[Path], sources: list[tuple[dict, list[dict]]],
         "harness_overhead_ms": first.get("harness_overhead_ms"),
         "cpu_busy_pct_at_start": max((h["cpu_busy_pct_at_start"] for h in headers
                                       if h.get("cpu_busy_pct_at_start") is not None), default=None),
+        "cpu_busy_pct_during": max((h["cpu_busy_pct_during"] for h in headers
+                                    if h.get("cpu_busy_pct_during") is not None), default=None),
         "ceilings": first.get("ceilings"),
         "n_cells": n_cells if n_cells is not None else len(kept),
         "interrupted": any(h.get("interrupted") for h in headers),

@@ -176,6 +176,12 @@ def run_matrix(
             header["interrupted"] = interrupted
             if not interrupted:
                 header["finished"] = now()
+            # the highest load of other processes while cells were measured (a resumed run keeps its earlier
+            # high): the busy rule reads it beside the load at start (onnxbench.noise.busy_pct)
+            loads = [r["cpu_busy_pct"] for r in run.summary.rows if r.get("cpu_busy_pct") is not None]
+            if header.get("cpu_busy_pct_during") is not None:
+                loads.append(header["cpu_busy_pct_during"])
+            header["cpu_busy_pct_during"] = max(loads, default=None)
             directory.write_header(header)
             directory.write_tables()
     return run.summary

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...noise import noise_reason
+from ..measure.load import OtherLoad
 from ..measure.memory import device_mem_mb, peak_rss_mb, reset_peak_rss, trim_heap
 from ..measure.timing import TimingConfig
-from ..rows import Measurement, Outcome, Resources
+from ..rows import Load, Measurement, Outcome, Resources
 
 if TYPE_CHECKING:
     from ...export import ExportArtifact
@@ -69,16 +70,22 @@ class CellContext:
     cache_dir: Path | None = None
     mem_baseline: int | None = None
     harness_s: float = 0.0
+    _load: OtherLoad | None = field(default=None, repr=False)
+    _busy_pct: float | None = field(default=None, repr=False)
 
     def start_peak(self) -> None:
         """Start the window that ``peak_rss_mb`` covers: memory freed earlier goes back to the OS first
         (``malloc_trim``), then the peak is reset, so that the peak is this cell's measured part alone
-        (docs/schema.md)."""
+        (docs/schema.md). The other processes' CPU load (``cpu_busy_pct``) is measured over the same window."""
         trim_heap()
         reset_peak_rss()
+        self._load, self._busy_pct = OtherLoad.start(), None
 
     def resources(self, session: Session) -> Resources:
-        """Peak resident memory since :meth:`start_peak` and the device memory the session holds (MiB)."""
+        """Peak resident memory since :meth:`start_peak` and the device memory the session holds (MiB); ends the
+        window of the CPU load :meth:`ok` records."""
+        self._busy_pct = self._load.stop() if self._load is not None else None
+        self._load = None
         return Resources(peak_rss_mb(), device_mem_mb(session, self.mem_baseline))
 
     def ok(self, session: Session, timing_row: dict[str, Any] | None, notes: list[str],
@@ -90,7 +97,7 @@ class CellContext:
         noisy = noise_reason(timing_row, self.noise_limit) if timing_row else ""
         if noisy:
             reasons.append(noisy)
-        return Measurement(Outcome("ok", "; ".join(reasons)), **parts)
+        return Measurement(Outcome("ok", "; ".join(reasons)), load=Load(self._busy_pct), **parts)
 
 
 class Scenario:
