@@ -18,10 +18,12 @@ ONNX file has no config, so here the graph itself is counted:
 3. the matrix-multiply-class nodes are counted with the convention of :mod:`onnxbench.models.flops` (Kaplan et
    al. 2020, §2.1): a multiply-accumulate is 2 FLOPs, element-wise work (norms, softmax, activations, residual and
    bias adds, (de)quantization) is left out. Counted: MatMul, Gemm, MatMulInteger, QLinearMatMul, Conv,
-   ConvInteger, QLinearConv, ConvTranspose, Einsum, ONNX Attention (opset 23), and the contrib FusedMatMul,
-   DynamicQuantizeMatMul, MatMulIntegerToFloat, MatMulNBits, MultiHeadAttention, Attention and QAttention.
-   Attention counts the full S_q x S_kv score square and the weighted sum of values, as the analytic model does
-   (a causal kernel skips about half of it).
+   ConvInteger, QLinearConv, ConvTranspose, Einsum, ONNX Attention (opset 23, grouped-query included), and the
+   contrib FusedMatMul, DynamicQuantizeMatMul, MatMulIntegerToFloat, MatMulNBits, MultiHeadAttention,
+   GroupQueryAttention, Attention and QAttention. Attention counts the full S_q x S_kv score square and the
+   weighted sum of values over every query head, as the analytic model does (a causal kernel skips about half of
+   it); GroupQueryAttention's S_kv is its ``total_sequence_length`` (the keys it attends, whether the cache is a
+   growing past or a max-length buffer shared with ``present``).
 
 Bytes moved is the lower bound of :mod:`onnxbench.benchmarks.measure.workmodel`: every initializer (and every
 ``Constant``
@@ -57,11 +59,13 @@ MS_DOMAIN = "com.microsoft"
 #: inference fast on models of any size.
 INLINE_ELEMENTS = 4096
 #: Operators that can carry heavy work but that this counter does not count (reported as uncounted when seen).
-NOT_COUNTED = frozenset({"LSTM", "GRU", "RNN", "DynamicQuantizeLSTM", "GroupQueryAttention", "PackedAttention",
+NOT_COUNTED = frozenset({"LSTM", "GRU", "RNN", "DynamicQuantizeLSTM", "PackedAttention",
                          "PackedMultiHeadAttention", "DecoderMaskedMultiHeadAttention", "SparseAttention",
                          "QOrderedAttention", "Loop", "Scan", "If"})
 #: The ``GraphWork.uncounted`` key of graph outputs whose shape could not be inferred.
 OUTPUT_SHAPE_UNKNOWN = "output shape unknown"
+#: ONNX Runtime's operators registered in the ONNX domain itself (ONNX shape inference does not know them).
+ORT_IN_ONNX_DOMAIN = frozenset({"SimplifiedLayerNormalization"})
 #: Contrib operators whose first output has the shape of their first input.
 _SAME_SHAPE = frozenset({"SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "FastGelu", "BiasGelu",
                          "Gelu", "QuickGelu", "BiasAdd", "BiasSplitGelu", "RotaryEmbedding", "LayerNormalization",
@@ -148,11 +152,13 @@ def graph_work(path: str | Path, batch: int = 1, seq_len: int = 1, dims: dict[st
         model = onnx.inliner.inline_local_functions(model)
     weight_bytes = _weight_bytes(model)
     shapes = _infer_shapes(_light_copy(model, shapes_in))
+    shapes.update(_shape_scalars(model, shapes))
     by_op, uncounted, outputs = _count(model, shapes)
     if any(key.split(":")[-1] not in NOT_COUNTED for key in uncounted):  # a shape is missing, not an operator
         symbolic = _symbolic_shapes(_light_copy(model, shapes_in))
         if symbolic:
             shapes = {**symbolic, **shapes}
+            shapes.update(_shape_scalars(model, shapes))
             by_op, uncounted, outputs = _count(model, shapes)
     io_bytes = sum(math.prod(s) * _itemsize(spec.dtype) for spec, s in
                    ((spec, shapes_in[spec.name]) for spec in inputs))
@@ -289,21 +295,64 @@ def _infer_shapes(model: onnx.ModelProto, max_rounds: int = 256) -> dict[str, tu
         shapes, types = _collect(inferred)
         progress = False
         for node in inferred.graph.node:
-            if node.domain != MS_DOMAIN or not node.output or node.output[0] in shapes:
+            contrib = node.domain == MS_DOMAIN or (not node.domain and node.op_type in ORT_IN_ONNX_DOMAIN)
+            if not contrib or not node.output or node.output[0] in shapes:
                 continue
             try:
-                shape = _contrib_output_shape(node, shapes)
+                outputs = _contrib_output_shapes(node, shapes)
             except _Unknown:
                 continue
             elem = types.get(node.input[0], TensorProto.FLOAT)
             if elem not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE):
                 elem = TensorProto.FLOAT  # integer-input contrib matmuls (MatMulIntegerToFloat) return float
-            added[node.output[0]] = (elem, shape)
-            shapes[node.output[0]] = shape
+            for name, shape in zip(node.output, outputs, strict=False):
+                if name and shape is not None:
+                    added[name] = (elem, shape)
+                    shapes[name] = shape
             progress = True
         if not progress:
             return shapes
     return shapes
+
+
+def _shape_scalars(model: onnx.ModelProto, shapes: dict) -> dict[tuple[str, str], int]:
+    """Scalars the graph computes from tensor shapes (``Shape -> Gather -> Cast``, as the ORT model builder's
+    ``total_sequence_length`` of GroupQueryAttention is the attention mask's width), keyed ``("value", name)``.
+    ONNX shape inference propagates such values only into shapes, not into the scalar tensors themselves."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    values: dict[tuple[str, str], int] = {}
+
+    def value(name: str, depth: int = 0) -> int | None:
+        node = producers.get(name)
+        if node is None or depth > 8:
+            return None
+        if node.op_type in ("Cast", "Squeeze", "Unsqueeze", "Reshape", "Identity"):
+            return value(node.input[0], depth + 1)
+        if node.op_type == "Gather" and producers.get(node.input[0]) is not None \
+                and producers[node.input[0]].op_type == "Shape":
+            source = shapes.get(producers[node.input[0]].input[0])
+            index = _constant_int(producers.get(node.input[1]))
+            if source is not None and index is not None and -len(source) <= index < len(source):
+                return int(source[index])
+        return None
+
+    for node in model.graph.node:
+        if node.op_type == "GroupQueryAttention" and len(node.input) > 6 and node.input[6]:
+            found = value(node.input[6])
+            if found is not None:
+                values[("value", node.input[6])] = found
+    return values
+
+
+def _constant_int(node: onnx.NodeProto | None) -> int | None:
+    """The integer a ``Constant`` node holds (a scalar or a one-element tensor), else None."""
+    if node is None or node.op_type != "Constant":
+        return None
+    tensor = _attr(node, "value")
+    if tensor is None:
+        return None
+    array = onnx.numpy_helper.to_array(tensor)
+    return int(array.reshape(-1)[0]) if array.size == 1 else None
 
 
 def _collect(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
@@ -355,6 +404,19 @@ def _matmul_shape(a: tuple[int, ...], b: tuple[int, ...], trans_a: int = 0, tran
         return a[:-1]
     batch = np.broadcast_shapes(a[:-2], b[:-2])
     return (*batch, a[-2], b[-1])
+
+
+def _contrib_output_shapes(node: onnx.NodeProto, shapes: dict) -> list[tuple[int, ...] | None]:
+    """The shapes of a contrib operator's outputs, from its first on (None: an output without a rule)."""
+    if node.op_type in ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization"):
+        x = _shape(node, 0, shapes)  # output, mean, inv_std_var, and input_skip_bias_sum (the residual sum)
+        return [x, None, None, x]
+    if node.op_type == "GroupQueryAttention":  # output; present_key and present_value (docs: ContribOperators.md)
+        b, s, length, dh, hq, hkv = _gqa_dims(node, shapes)
+        past = _optional(node, 3, shapes)
+        present = (b, hkv, max(length, past[2] if past is not None else 0), dh)
+        return [(b, s, hq * dh), present, present]
+    return [_contrib_output_shape(node, shapes)]
 
 
 def _contrib_output_shape(node: onnx.NodeProto, shapes: dict) -> tuple[int, ...]:
@@ -480,6 +542,29 @@ def _mha_flops(node: onnx.NodeProto, shapes: dict) -> float:
     return 2.0 * b * s * length * (d + dv)
 
 
+def _gqa_dims(node: onnx.NodeProto, shapes: dict) -> tuple[int, int, int, int, int, int]:
+    """(B, S, L, d_head, num_heads, kv_num_heads) of com.microsoft GroupQueryAttention: query (B, S, Hq·dh), or
+    packed QKV (B, S, (Hq + 2·Hkv)·dh) when key is absent; L is ``total_sequence_length`` (input 6, a scalar the
+    graph computes from the attention mask's width), read through the Shape -> Gather -> Cast chain that computes
+    it, else the past length + S (a growing past)."""
+    hq, hkv = int(_attr(node, "num_heads")), int(_attr(node, "kv_num_heads"))
+    q = _shape(node, 0, shapes)
+    packed = _optional(node, 1, shapes) is None
+    dh = q[2] // (hq + 2 * hkv) if packed else q[2] // hq
+    total = shapes.get(("value", node.input[6])) if len(node.input) > 6 and node.input[6] else None
+    if total is None:
+        past = _optional(node, 3, shapes)
+        total = q[1] + (past[2] if past is not None else 0)
+    return q[0], q[1], int(total), dh, hq, hkv
+
+
+def _gqa_flops(node: onnx.NodeProto, shapes: dict) -> float:
+    """GroupQueryAttention: q·k^T and the weighted sum of v for every query head (the K/V heads are shared, not
+    fewer products)."""
+    b, s, length, dh, hq, _ = _gqa_dims(node, shapes)
+    return 2.0 * b * hq * s * length * 2 * dh
+
+
 def _contrib_attention_hidden(node: onnx.NodeProto, shapes: dict) -> tuple[int, int, int]:
     w = _shape(node, 1, shapes)  # (input_hidden, q_hidden + k_hidden + v_hidden)
     sizes = _attr(node, "qkv_hidden_sizes")
@@ -513,6 +598,7 @@ _FLOPS = {
     (MS_DOMAIN, "MatMulIntegerToFloat"): _matmul_flops(0, 1),
     (MS_DOMAIN, "MatMulNBits"): _matmul_nbits_flops,
     (MS_DOMAIN, "MultiHeadAttention"): _mha_flops,
+    (MS_DOMAIN, "GroupQueryAttention"): _gqa_flops,
     (MS_DOMAIN, "Attention"): _contrib_attention_flops,
     (MS_DOMAIN, "QAttention"): _contrib_attention_flops,
 }

@@ -2,7 +2,10 @@
 machine's ceilings (roofline model: Williams, Waterman & Patterson, *Roofline: an insightful visual performance
 model for multicore architectures*, CACM 52(4), 2009).
 
-FLOPs are the matmul FLOPs of :mod:`onnxbench.models.flops` (Kaplan et al. 2020, §2.1, Table 1).
+FLOPs are the matmul FLOPs of :mod:`onnxbench.models.flops` (Kaplan et al. 2020, §2.1, Table 1), for both
+families: the Llama family's grouped-query attention reads K and V n_kv_heads wide (W^K, W^V are d_model x
+n_kv_heads·d_head; its KV cache is n_kv_heads wide), and its SwiGLU feed-forward has three d_model x d_ff
+matrices (docs/work_model.md).
 
 Bytes moved is a **lower bound on DRAM traffic** (the roofline's "operational intensity" denominator), counting
 exactly:
@@ -45,9 +48,14 @@ class Work:
 
 
 def attention_params(config: TransformerConfig) -> int:
-    """Parameters of one block's attention: W^Q, W^K, W^V, W^O with their biases, ``4 (d^2 + d)``."""
-    d = config.d_model
-    return 4 * (d * d + d)
+    """Parameters of one block's attention: W^Q (d x d), W^K and W^V (d x d_kv, d_kv = n_kv_heads·d_head, = d
+    without GQA) and W^O (d x d), with their biases where the family has them (GPT-2: all four, ``4 (d^2 + d)``;
+    Llama: none; Qwen2: q/k/v)."""
+    d, d_kv = config.d_model, config.n_kv_heads * config.d_head
+    weights = 2 * d * d + 2 * d * d_kv
+    if config.family == "gpt2":
+        return weights + 2 * d + 2 * d_kv
+    return weights + (d + 2 * d_kv if config.qkv_bias else 0)
 
 
 def work(config: TransformerConfig, part: str, batch: int, seq_len: int, precision: str = "fp32") -> Work:
@@ -78,14 +86,15 @@ def decode_step_work(config: TransformerConfig, batch: int, prompt_len: int, new
     generation's N - 1 steps: step s (1 <= s < N) feeds one token per row and attends over T0 + s keys, so the
     mean is L = T0 + N/2 keys, of which L - 1 come from the cache.
 
-    FLOPs (Kaplan et al. 2020, Table 1, one token per row with L keys): per layer 2·3·d² (Q/K/V) + 2·2·L·d (q·k^T
-    and the weighted sum of v) + 2·d² (W^O) + 2·2·d·d_ff, plus 2·d·V for the unembedding, times B.
+    FLOPs (Kaplan et al. 2020, Table 1, one token per row with L keys): per layer 2·d·(d + 2·d_kv) (Q/K/V; d_kv =
+    n_kv_heads·d_head, = d without GQA) + 2·2·L·d (q·k^T and the weighted sum of v, over all n_heads query heads)
+    + 2·d² (W^O) + 2·m·d·d_ff (m = 2 matrices, 3 for SwiGLU), plus 2·d·V for the unembedding, times B.
 
     Bytes: every parameter once (decode at small batch is memory-bound: the weights are read once per step
-    whatever B is), the cache read (2·n_layers·B·(L - 1)·d_model elements), the step's new keys and values
-    written (2·n_layers·B·d_model), the token ids read and the (B, 1, V) logits written. The exported graph's
-    Concat also copies the whole cache into ``present`` every step (docs/generation.md); that copy is not
-    counted, since an in-place cache would not make it, so this stays a lower bound.
+    whatever B is), the cache read (2·n_layers·B·(L - 1)·d_kv elements: GQA's cache is n_kv_heads wide), the
+    step's new keys and values written (2·n_layers·B·d_kv), the token ids read and the (B, 1, V) logits written.
+    A concatenating graph also copies the whole cache into ``present`` every step (docs/generation.md); that copy
+    is not counted, since an in-place cache does not make it, so this stays a lower bound.
 
     Raises:
         ValueError: for an unknown precision, or batch / prompt_len / new_tokens < 1.
@@ -96,10 +105,12 @@ def decode_step_work(config: TransformerConfig, batch: int, prompt_len: int, new
         raise ValueError(f"batch, prompt_len and new_tokens must be >= 1, got {batch}, {prompt_len}, {new_tokens}")
     elt = ELEMENT_SIZE[precision]
     d, f, n, vocab = config.d_model, config.d_ff, config.n_layers, config.vocab_size
+    d_kv, ffn_matrices = config.n_kv_heads * config.d_head, 3 if config.ffn == "swiglu" else 2
     keys = prompt_len + new_tokens / 2
-    flops = batch * (n * (2 * 3 * d * d + 2 * 2 * keys * d + 2 * d * d + 2 * 2 * d * f) + 2 * d * vocab)
-    cache_read = 2 * n * batch * (keys - 1) * d
-    cache_written = 2 * n * batch * d
+    flops = batch * (n * (2 * d * (d + 2 * d_kv) + 2 * 2 * keys * d + 2 * d * d + 2 * ffn_matrices * d * f)
+                     + 2 * d * vocab)
+    cache_read = 2 * n * batch * (keys - 1) * d_kv
+    cache_written = 2 * n * batch * d_kv
     nbytes = (config.n_params + cache_read + cache_written + batch * vocab) * elt + batch * TOKEN_ID_BYTES
     return Work(float(flops), float(nbytes))
 
