@@ -111,6 +111,11 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "first_divergent_block": ("int", "first block whose residual stream's error ratio exceeds floor_factor "
                                      "(n_layers: after the last block); located for failing rows"),
     "reference_runtime": ("str", "runtime the outputs were compared with"),
+    "decoder_layout": ("str", "KV-cache layout of the decoder graph a generate cell (or a decoder file's prefill, "
+                              "fed an empty cache) ran, read from the graph: onnxbench (positions from the mask) | "
+                              "optimum (Hugging Face Optimum's, position_ids input) | builder (ONNX Runtime GenAI's "
+                              "model builder: GroupQueryAttention over a shared buffer, right padding); empty for "
+                              "graphs without a cache (docs/generation.md)"),
     "reference_config": ("str", "that reference's configuration: torch float64 | ort-cpu "
                                 "graph_optimization_level=disable"),
     "flops": ("float", "FLOPs per inference at (batch, seq_len), from the work model (generate: per decode step at "

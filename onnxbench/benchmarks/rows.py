@@ -9,7 +9,8 @@ part                  columns                                               fill
 :class:`RunStamp`     schema version, run id, harness overhead, timestamp   the runner, per row written
 :class:`CellKey`      cell id and the key columns                           the cell
 :class:`Outcome`      status, reason                                        the worker (or the runner)
-:class:`ModelInfo`    parameters, reference runtime, ONNX hash, export time the model source and its artifact
+:class:`ModelInfo`    parameters, reference runtime, ONNX hash, export      the model source and its artifact
+                      time, decoder layout
 :class:`SessionInfo`  options, providers, attention placement, device,      the open session
                       build time
 :class:`Timing`       latency statistics                                    the timing harness
@@ -94,13 +95,15 @@ class Outcome:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """The model behind the cell: parameter count and reference runtime from its source, the artifact's
+    """The model behind the cell: parameter count, reference runtime and decoder layout
+    (:meth:`~onnxbench.benchmarks.plan.sources.base.ModelSource.decoder_layout`) from its source, the artifact's
     sha256 and export time (None where no artifact was made)."""
 
     n_params: int | None = None
     reference_runtime: str | None = None
     onnx_sha256: str | None = None
     export_s: float | None = None
+    decoder_layout: str | None = None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ def check_generation(config: TransformerConfig, input_ids: torch.Tensor, max_new
     """Refuse a request that cannot run, before any work.
 
     Args:
-        config: the model's config (``max_positions`` bounds T0 + N).
+        config: the model's config (``max_positions`` bounds T0 + N, ``vocab_size`` the token ids), or any object
+            with those two attributes (an ONNX decoder's layout, where either may be None: unknown, not checked).
         input_ids: int64 (B, T0) prompt token ids.
         max_new_tokens: N, tokens to generate (>= 1).
         attention_mask: int64 or bool (B, T0) or None.
@@ -62,14 +63,15 @@ def check_generation(config: TransformerConfig, input_ids: torch.Tensor, max_new
                          "token per row (left-pad shorter prompts and mark the padding 0 in attention_mask)")
     if max_new_tokens < 1:
         raise GenerationError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if T0 + max_new_tokens > config.max_positions:
+    if config.max_positions is not None and T0 + max_new_tokens > config.max_positions:
         raise GenerationError(f"prompt length {T0} + {max_new_tokens} new tokens = {T0 + max_new_tokens} exceeds "
                          f"max_positions={config.max_positions}; shorten the prompt or generate at most "
                          f"{max(config.max_positions - T0, 0)} tokens")
     if attention_mask is not None and tuple(attention_mask.shape) != (B, T0):
         raise GenerationError(f"attention_mask has shape {tuple(attention_mask.shape)}; it must match input_ids "
                          f"{(B, T0)} (1 for a prompt token, 0 for left padding)")
-    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= config.vocab_size):
+    if config.vocab_size is not None and input_ids.numel() and (int(input_ids.min()) < 0
+                                                                or int(input_ids.max()) >= config.vocab_size):
         raise GenerationError(f"token ids must lie in [0, {config.vocab_size}), got [{int(input_ids.min())}, "
                          f"{int(input_ids.max())}]")
 

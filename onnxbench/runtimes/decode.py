@@ -15,6 +15,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from ..export.decoder_layout import DecoderLayout, position_ids
+
 
 class DecodeLoop(ABC):
     """Greedy decoding of one request on one session.
@@ -82,8 +84,14 @@ class BufferedDecodeLoop(DecodeLoop):
     and the next step reads, and the logits buffers are allocated once too. All are torch tensors on ``device``,
     so the argmax runs where the logits are and, on a GPU, nothing crosses to the host between steps.
 
+    A graph that takes ``position_ids`` (Hugging Face Optimum's layout) gets them too, one (B, T) int64 tensor
+    per step allocated once: transformers' convention, ``cumsum(mask) - 1`` and 1 on padding
+    (:func:`onnxbench.export.decoder_layout.position_ids`).
+
     Args:
-        config: the model's config (n_layers, n_heads, d_head, vocab_size, max_positions).
+        layout: the graph's cache layout (:class:`onnxbench.export.decoder_layout.DecoderLayout`: n_layers,
+            n_kv_heads, d_head, vocab_size, position_ids, max_positions); for an onnxbench export
+            ``DecoderLayout.of_config(config)``.
         input_ids: int64 (B, T0); attention_mask: int64 (B, T0), 0 on left padding.
         new_tokens: N >= 1.
         dtype: the graph's float dtype (torch.float32 / torch.float16 / torch.bfloat16).
@@ -97,45 +105,55 @@ class BufferedDecodeLoop(DecodeLoop):
         GenerationError: for a request that cannot run (before anything is allocated).
     """
 
-    def __init__(self, config, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int, dtype,
-                 device: str, stream=None, sync_each_step: bool = False) -> None:
+    def __init__(self, layout: DecoderLayout, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int,
+                 dtype, device: str, stream=None, sync_each_step: bool = False) -> None:
         import torch
 
         from ..models import check_generation
 
         ids = torch.from_numpy(np.ascontiguousarray(input_ids))
         mask = torch.from_numpy(np.ascontiguousarray(attention_mask))
-        check_generation(config, ids, new_tokens, mask)
+        check_generation(layout, ids, new_tokens, mask)
+        if layout.right_padding:
+            raise ValueError(f"the {layout.kind} layout needs a right-padded, shared-buffer decode loop; "
+                             "BufferedDecodeLoop left-pads and concatenates")
         self._torch = torch
         self.device = torch.device(device)
         self.stream = stream
         self.sync_each_step = sync_each_step and self.device.type == "cuda"
         self.batch, self.prompt_len = ids.shape
-        self.new_tokens, self.vocab_size = new_tokens, config.vocab_size
+        self.new_tokens, self.vocab_size = new_tokens, layout.vocab_size
         B, T0, N = self.batch, self.prompt_len, new_tokens
-        self.n_heads, self.d_head = config.n_heads, config.d_head
+        # the cache is n_kv_heads wide: fewer heads than the queries' with grouped-query attention
+        self.n_kv_heads, self.d_head = layout.n_kv_heads, layout.d_head
         on = {"device": self.device}
         self.prompt = ids.to(torch.int64).to(**on).contiguous()
         self.next_ids = torch.zeros(B, 1, dtype=torch.int64, **on)
         full = torch.ones(B, T0 + N, dtype=torch.int64)
         full[:, :T0] = mask.to(torch.int64)
         self.masks = [full[:, :T0 + s].contiguous().to(**on) for s in range(N)]
+        self.positions = None
+        if layout.position_ids:
+            positions = torch.from_numpy(position_ids(full.numpy()))
+            self.positions = [positions[:, :T0].contiguous().to(**on)] + [
+                positions[:, T0 + s - 1:T0 + s].contiguous().to(**on) for s in range(1, N)]
         longest = T0 + N - 1
-        names = [f"{i}.{kv}" for i in range(config.n_layers) for kv in ("key", "value")]
-        self.cache = {name: [torch.empty(B * self.n_heads * longest * self.d_head, dtype=dtype, **on)
-                             for _ in range(2)] for name in names}
-        self.prefill_logits = torch.empty(B, T0, config.vocab_size, dtype=dtype, **on)
-        self.step_logits = torch.empty(B, 1, config.vocab_size, dtype=dtype, **on)
+        self.cache = {name: [torch.empty(B * self.n_kv_heads * longest * self.d_head, dtype=dtype, **on)
+                             for _ in range(2)] for name in layout.cache_names}
+        self.prefill_logits = torch.empty(B, T0, layout.vocab_size, dtype=dtype, **on)
+        self.step_logits = torch.empty(B, 1, layout.vocab_size, dtype=dtype, **on)
         self._tokens = torch.zeros(B, N, dtype=torch.int64, **on)
         self.reset()
 
     def step_io(self, s: int) -> tuple[dict[str, tuple], dict[str, tuple]]:
         """``(inputs, outputs)`` of step s (0: the prefill): ``{graph tensor name: (buffer, shape)}``; a buffer's
         first ``prod(shape)`` elements hold the tensor (C order)."""
-        B, T0, H, d = self.batch, self.prompt_len, self.n_heads, self.d_head
+        B, T0, H, d = self.batch, self.prompt_len, self.n_kv_heads, self.d_head
         past_len, step_len = (0, T0) if s == 0 else (T0 + s - 1, 1)
         inputs = {"input_ids": (self.prompt if s == 0 else self.next_ids, (B, step_len)),
                   "attention_mask": (self.masks[s], (B, T0 + s))}
+        if self.positions is not None:
+            inputs["position_ids"] = (self.positions[s], (B, step_len))
         outputs = {"logits": (self.prefill_logits if s == 0 else self.step_logits, (B, step_len, self.vocab_size))}
         for name, (even, odd) in self.cache.items():
             past, present = (odd, even) if s % 2 == 0 else (even, odd)

@@ -151,7 +151,7 @@ class OrtSession(Session):
             for i in self.session.get_inputs()
         )
         self._output_names = [o.name for o in self.session.get_outputs()]
-        self._model_config = artifact.config  # None for a foreign file: no decode loop
+        self._artifact_path = artifact.path  # the decode loop reads its cache layout from the file's graph
 
     def inputs(self) -> tuple[TensorSpec, ...]:
         return self._inputs
@@ -185,24 +185,37 @@ class OrtSession(Session):
 
     def decoder(self, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int) -> DecodeLoop:
         """Greedy decoding with every buffer bound once through IOBinding on the session's device
-        (:class:`onnxbench.runtimes.ort_decode.OrtDecodeLoop`).
+        (:class:`onnxbench.runtimes.ort_decode.OrtDecodeLoop`), for the cache layout read from the graph
+        (:func:`onnxbench.export.decoder_layout.detect_layout`: onnxbench's decoder-with-past export, or Hugging
+        Face Optimum's with ``position_ids``; docs/generation.md).
 
         Raises:
             GenerationError: for a request that cannot run, before any work.
-            RuntimeUnavailable: for a graph that is not an onnxbench decoder-with-past export, a bfloat16 cache,
-                or CUDA graphs on (a captured graph replays fixed addresses; the loop binds other buffers per step).
+            RuntimeUnavailable: for a graph that is not a decoder with a KV cache in a layout this loop runs (the
+                ORT model builder's GroupQueryAttention layout needs a shared-buffer loop), a bfloat16 cache, a
+                vocabulary size the graph does not give, or CUDA graphs on (a captured graph replays fixed
+                addresses; the loop binds other buffers per step).
         """
+        from ..export.decoder_layout import LayoutError, detect_layout
         from .ort_decode import OrtDecodeLoop
 
-        cache = {spec.name: spec for spec in self._inputs}.get("past_key_values.0.key")
-        if self._model_config is None or cache is None:
-            raise RuntimeUnavailable(f"{self.runtime} generates with an onnxbench decoder-with-past export only "
-                                     "(inputs input_ids, attention_mask, past_key_values.*; docs/generation.md)")
         if self.options.get("cuda_graph"):
             raise RuntimeUnavailable("the decode loop binds different buffers per step, which a captured CUDA "
                                      "graph cannot replay; run the generate scenario with cuda_graph off")
-        return OrtDecodeLoop(self.session, self._model_config, input_ids, attention_mask, new_tokens, cache.dtype,
-                             self.device)
+        try:
+            layout = detect_layout(self._artifact_path)
+        except LayoutError as exc:
+            raise RuntimeUnavailable(f"{self.runtime} cannot generate with this graph: {exc}") from None
+        if layout.right_padding:
+            raise RuntimeUnavailable(
+                f"{self.runtime} has no decode loop for the {layout.kind} layout yet: its GroupQueryAttention reads "
+                "a past/present buffer shared in place and right-padded rows, which the concatenating loop does "
+                "not feed (docs/generation.md, \"ONNX decoders you bring\")")
+        if layout.vocab_size is None:
+            raise RuntimeUnavailable(f"{self._artifact_path}: the logits' vocabulary axis is symbolic and no "
+                                     "config beside the file gives vocab_size, so the logits buffers cannot be "
+                                     "allocated")
+        return OrtDecodeLoop(self.session, layout, input_ids, attention_mask, new_tokens, self.device)
 
     def release_memory(self, feeds: dict[str, np.ndarray]) -> None:
         """Drop the previous cell's IOBinding (its bound inputs and outputs); with the CPU arena off

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from ..models import TransformerConfig
+from ..export.decoder_layout import DecoderLayout
 from .base import RuntimeUnavailable
 from .decode import BufferedDecodeLoop
 
@@ -24,9 +24,10 @@ class OrtDecodeLoop(BufferedDecodeLoop):
     """Greedy decoding of one request on ``session`` (see the module docstring).
 
     Args:
-        session: an ``onnxruntime.InferenceSession`` of a decoder-with-past graph.
-        config, input_ids, attention_mask, new_tokens, device: as :class:`BufferedDecodeLoop`.
-        float_type: the graph's cache dtype, ``float32`` or ``float16``.
+        session: an ``onnxruntime.InferenceSession`` of a decoder-with-past graph (onnxbench's or Optimum's
+            layout: the past grows by concatenation).
+        layout, input_ids, attention_mask, new_tokens, device: as :class:`BufferedDecodeLoop`; the cache dtype
+            is ``layout.cache_dtype`` (``float32`` or ``float16``).
 
     On a GPU the greedy choice runs on torch's current stream and ORT on its own, so each step ends by waiting
     for torch's stream (a device synchronisation, no copy to the host) before the next ORT run reads the token.
@@ -37,14 +38,15 @@ class OrtDecodeLoop(BufferedDecodeLoop):
             type is a numpy dtype).
     """
 
-    def __init__(self, session: ort.InferenceSession, config: TransformerConfig, input_ids: np.ndarray,
-                 attention_mask: np.ndarray, new_tokens: int, float_type: str, device: str) -> None:
+    def __init__(self, session: ort.InferenceSession, layout: DecoderLayout, input_ids: np.ndarray,
+                 attention_mask: np.ndarray, new_tokens: int, device: str) -> None:
         import torch
 
+        float_type = layout.cache_dtype
         if float_type not in _NP_DTYPES:
             raise RuntimeUnavailable(f"the ONNX Runtime decode loop binds float32/float16 caches; this graph's is "
                                      f"{float_type} (numpy has no bfloat16 for IOBinding's element type)")
-        super().__init__(config, input_ids, attention_mask, new_tokens, getattr(torch, float_type), device,
+        super().__init__(layout, input_ids, attention_mask, new_tokens, getattr(torch, float_type), device,
                          sync_each_step=True)
         self.session = session
         ort_device, device_id = ("cuda", self.device.index or 0) if self.device.type == "cuda" else ("cpu", 0)

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import OptionError
 from ..export import ExportArtifact, TensorSpec, default_cache_dir
+from ..export.decoder_layout import DecoderLayout, LayoutError, detect_layout
 from ..tolerance import CUDA_BANDS
 from . import probes
 from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session, TypedOptions
@@ -153,12 +154,12 @@ class TrtDecodeLoop(BufferedDecodeLoop):
             not take (checked for the first and the last step before anything runs).
     """
 
-    def __init__(self, session: TensorrtSession, input_ids: np.ndarray, attention_mask: np.ndarray,
-                 new_tokens: int) -> None:
+    def __init__(self, session: TensorrtSession, layout: DecoderLayout, input_ids: np.ndarray,
+                 attention_mask: np.ndarray, new_tokens: int) -> None:
         import torch
 
         dtype = getattr(torch, session._dtypes["past_key_values.0.key"])
-        super().__init__(session._model_config, input_ids, attention_mask, new_tokens, dtype, session.device,
+        super().__init__(layout, input_ids, attention_mask, new_tokens, dtype, session.device,
                          stream=session.stream)
         self.context = session.context
         self._io = [self.step_io(s) for s in range(new_tokens)]
@@ -242,7 +243,7 @@ class TensorrtSession(Session):
                         "strongly_typed": True, "builder_optimization_level": build["builder_optimization_level"],
                         "profile": {n: r.describe() for n, r in self._profile.items()}}
         self._keep: list = []
-        self._model_config = artifact.config  # None for a foreign file: no decode loop
+        self._artifact_path = artifact.path  # the decode loop reads its cache layout from the file's graph
 
     def inputs(self) -> tuple[TensorSpec, ...]:
         return self._inputs
@@ -253,14 +254,21 @@ class TensorrtSession(Session):
 
         Raises:
             GenerationError: for a request that cannot run, before any work.
-            RuntimeUnavailable: for an engine that is not an onnxbench decoder-with-past export.
+            RuntimeUnavailable: for an engine that is not a decoder with a KV cache in onnxbench's or Optimum's
+                layout (:func:`onnxbench.export.decoder_layout.detect_layout`), or a vocabulary size the graph
+                does not give.
             ShapeOutOfRange: for a step outside the engine's profile (the matrix's generation ranges,
                 :func:`onnxbench.runtimes.trt_profiles.generation_ranges`, cover its own cells).
         """
-        if self._model_config is None or "past_key_values.0.key" not in self._profile:
-            raise RuntimeUnavailable("tensorrt generates with an onnxbench decoder-with-past export only "
-                                     "(docs/generation.md)")
-        return TrtDecodeLoop(self, input_ids, attention_mask, new_tokens)
+        try:
+            layout = detect_layout(self._artifact_path)
+        except LayoutError as exc:
+            raise RuntimeUnavailable(f"tensorrt cannot generate with this graph: {exc}") from None
+        if layout.right_padding or layout.vocab_size is None:
+            raise RuntimeUnavailable(f"tensorrt has no decode loop for the {layout.kind} layout"
+                                     + (" (shared GroupQueryAttention buffer, right padding)" if layout.right_padding
+                                        else " without a static vocabulary size"))
+        return TrtDecodeLoop(self, layout, input_ids, attention_mask, new_tokens)
 
     def _check(self, name: str, dtype: str, shape: tuple[int, ...]) -> None:
         if name not in self._profile:

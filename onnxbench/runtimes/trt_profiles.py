@@ -116,7 +116,8 @@ def input_profile(inputs: Iterable[TensorSpec], ranges: dict[str, tuple[int, int
 
     Static axes (ints) are the same in min, opt and max; an axis named in ``ranges`` directly takes that range
     (an unnamed dynamic axis ``i`` of input ``x`` is looked up as ``"x.i"``, as ``--dim`` names it); so every
-    axis a ``--dim`` binds gets a range, ``(s, s, s)`` for a fixed size.
+    axis a ``--dim`` binds gets a range, ``(s, s, s)`` for a fixed size. The cache axes of a decoder-with-past
+    graph, whatever their names, take the generation ranges (:func:`_cache_axis`).
 
     Raises:
         ValueError: for a dynamic axis with no range (names the input and the axis).
@@ -135,6 +136,8 @@ def input_profile(inputs: Iterable[TensorSpec], ranges: dict[str, tuple[int, int
                 rng = ranges["batch"]
             elif axis in SEQ_AXES and "sequence" in ranges:
                 rng = ranges["sequence"]
+            elif _cache_axis(spec.name, index) in ranges:
+                rng = ranges[_cache_axis(spec.name, index)]
             else:
                 raise ValueError(f"input {spec.name!r}: dynamic axis {axis!r} has no (min, opt, max) range; "
                                  f"known ranges: {sorted(ranges)}; bind it with --dim {axis}=SIZE or "
@@ -144,6 +147,21 @@ def input_profile(inputs: Iterable[TensorSpec], ranges: dict[str, tuple[int, int
             hi.append(rng[2])
         profile[spec.name] = ShapeRange(tuple(lo), tuple(opt), tuple(hi))
     return profile
+
+
+def _cache_axis(name: str, index: int) -> str | None:
+    """The generation range (:func:`generation_ranges`) of a decoder-with-past graph's axis, known by its place
+    rather than its name, since exporters name them differently (onnxbench ``past_sequence``; Optimum
+    ``past_sequence_length`` and ``past_sequence_length + sequence_length``; the ORT model builder
+    ``total_sequence_length``): dim 2 of a ``past_key_values.*`` input is the past, dim 1 of ``attention_mask``
+    the total sequence, dim 1 of ``position_ids`` the step's sequence (docs/generation.md)."""
+    if name.startswith("past_key_values.") and index == 2:
+        return "past_sequence"
+    if name == "attention_mask" and index == 1:
+        return "total_sequence"
+    if name == "position_ids" and index == 1:
+        return "sequence"
+    return None
 
 
 def trt_shape_strings(profile: dict[str, ShapeRange]) -> dict[str, str]:

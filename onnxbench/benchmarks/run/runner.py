@@ -206,7 +206,8 @@ class _Run:
         # A cached or read (not exported) artifact has no export time: empty, not 0.0 s.
         exported = artifact is not None and source.exported and not artifact.cached
         model = ModelInfo(source.n_params if artifact else None, source.reference_runtime,
-                          artifact.sha256 if artifact else None, artifact.export_s if exported else None)
+                          artifact.sha256 if artifact else None, artifact.export_s if exported else None,
+                          source.decoder_layout(cell))
         key = CellKey.of(cell)
         if artifact is not None:  # the opset of the file that ran, never the axis value asked for
             key = dataclasses.replace(key, opset=artifact.opset)

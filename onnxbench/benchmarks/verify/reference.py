@@ -7,7 +7,8 @@
   (``GraphOptimizationLevel.ORT_DISABLE_ALL``), so that optimizer and fusion faults of the optimized sessions
   show up (:class:`OnnxFileReference`); where the graph is small enough, also a float64 evaluation of it
   (``onnx.reference.ReferenceEvaluator`` on a float64 copy), against which the unoptimized session's error is the
-  noise floor.
+  noise floor. A generation is checked by the same session recomputing the whole sequence from an empty cache
+  (:meth:`OnnxFileReference.generation_expected`).
 
 A quantized cell (``int8-dynamic``) is compared with the same float reference (float64 torch, or the float file on
 ONNX Runtime without graph optimizations) but judged on the criteria of :mod:`onnxbench.benchmarks.verify.quantized`
@@ -194,12 +195,7 @@ class OnnxFileReference(Reference):
     def _expected(self, feeds: dict[str, np.ndarray], precision: str) -> Expected:
         import onnx
 
-        from ... import runtimes
-        from ...runtimes import RuntimeOptions
-
-        if self._session is None:
-            self._session = runtimes.get(self.runtime).open(self.artifact, RuntimeOptions(extra=dict(self.config)))
-        outputs = self._session.run(feeds)
+        outputs = self._open().run(feeds)
         if precision in QUANTIZED_PRECISIONS:
             return Expected(outputs)
         try:
@@ -213,6 +209,51 @@ class OnnxFileReference(Reference):
             if np.issubdtype(y.dtype, np.floating) and name in values:
                 fp64[name] = (values[name], noise_floor(y, values[name], precision))
         return Expected(outputs, fp64)
+
+    def _open(self):
+        from ... import runtimes
+        from ...runtimes import RuntimeOptions
+
+        if self._session is None:
+            self._session = runtimes.get(self.runtime).open(self.artifact, RuntimeOptions(extra=dict(self.config)))
+        return self._session
+
+    def generation_expected(self, input_ids: np.ndarray, attention_mask: np.ndarray, tokens: np.ndarray,
+                            precision: str) -> Expected:
+        """Teacher-forced, as :meth:`TorchFloat64Reference.generation_expected` but with the file itself: one
+        forward of the file on ONNX Runtime CPU without graph optimizations, from an empty cache, over the prompt
+        followed by the runtime's own tokens (all but the last), fed as the file's decoder layout takes them
+        (:meth:`DecoderLayout.forward_feeds <onnxbench.export.decoder_layout.DecoderLayout.forward_feeds>`:
+        position ids for Optimum's, right padding for the ORT model builder's); positions T0 - 1 .. T0 + N - 2
+        are the logits of steps 0 .. N - 1. Where the graph is small enough and has no contrib operators, the same
+        forward in float64 (onnx's reference evaluator) gives the noise floor; else ``note`` says why not.
+
+        Raises:
+            LayoutError: for a file that is not a decoder with a KV cache in a known layout.
+        """
+        from ...export.decoder_layout import detect_layout
+
+        layout = detect_layout(self.artifact.path)
+        B, T0 = input_ids.shape
+        n = tokens.shape[1]
+        sequence = np.concatenate([input_ids, tokens[:, :n - 1]], axis=1).astype(np.int64)
+        mask = np.concatenate([attention_mask, np.ones((B, n - 1), dtype=np.int64)], axis=1).astype(np.int64)
+        feeds = layout.forward_feeds(sequence, mask)
+        t0 = time.perf_counter()
+        logits = self._open().run(feeds)["logits"]
+        y = layout.logits_as_left_padded(logits, mask)[:, T0 - 1:]
+        try:
+            import onnx
+
+            if self._model is None:
+                self._model = onnx.load(str(self.artifact.path))
+            y64 = onnx_float64(self._model, feeds)["logits"]
+        except Exception as exc:  # too large, an operator the evaluator lacks, or its own error: no floor
+            self.seconds += time.perf_counter() - t0
+            return Expected({"logits": y}, note=f"no float64 evaluation of the graph: {type(exc).__name__}: {exc}")
+        self.seconds += time.perf_counter() - t0
+        y64 = layout.logits_as_left_padded(y64, mask)[:, T0 - 1:]
+        return Expected({"logits": y}, {"logits": (y64, noise_floor(y, y64, precision))})
 
     def close(self) -> None:
         super().close()

@@ -24,12 +24,29 @@ import numpy as np
 
 from ....export import ExportArtifact, TensorSpec
 from ...cells import Cell, CellAxes
+from ...inputs import padding_tokens
 
 if TYPE_CHECKING:
     from ....models import TransformerConfig
     from ...measure.workmodel import Work
     from ...verify.positions import RealPositions
     from ...verify.reference import Reference
+
+
+def left_padded_prompts(seed: int, batch: int, seq_len: int, padding: float, low: int, high: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """The prompts of a generate cell (docs/generation.md, "The generate scenario"): ``(input_ids,
+    attention_mask)``, both int64 (batch, seq_len); ids uniform in [low, high) from ``seed``, row b left-padded by
+    ``floor(padding * seq_len * (b + 1) / batch)`` tokens (id 0, mask 0) so that rows differ in length
+    (:func:`~onnxbench.benchmarks.inputs.padding_tokens`: whole tokens, so a short prompt may be fed less padding
+    than asked; its row says so)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(low, high, (batch, seq_len), dtype=np.int64)
+    mask = np.ones_like(ids)
+    for row in range(batch):
+        pad = padding_tokens(padding, seq_len, row, batch)
+        ids[row, :pad], mask[row, :pad] = 0, 0
+    return ids, mask
 
 
 @dataclass(frozen=True)
@@ -150,6 +167,12 @@ class ModelSource(ABC):
                 generate cells).
         """
         raise NotImplementedError(f"{self.describe()} has no generate scenario")
+
+    def decoder_layout(self, cell: Cell) -> str | None:
+        """The KV-cache layout of the graph ``cell`` runs as a decoder (the ``decoder_layout`` column:
+        ``onnxbench``, ``optimum`` or ``builder``, :mod:`onnxbench.export.decoder_layout`), or None where the cell
+        does not feed a cache (the default)."""
+        return None
 
     def dim_ranges(self) -> dict[str, tuple[int, int, int]]:
         """``{axis name: (min, opt, max)}`` the source binds itself (beyond the matrix's batch and sequence

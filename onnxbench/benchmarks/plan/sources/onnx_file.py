@@ -8,6 +8,13 @@ It has no torch module, so:
   any exporter, that model's float64 torch reference (``reference_model``, ``--reference-model``);
   ``torch`` cells become ``skipped`` with the reason (the torch runtimes run a module rebuilt from a config,
   never the file: :attr:`onnxbench.runtimes.Runtime.runs_onnx`);
+- a decoder with a KV cache (onnxbench's, Hugging Face Optimum's or the ORT model builder's layout, read from
+  the graph: :func:`onnxbench.export.decoder_layout.detect_layout`) also runs the ``generate`` scenario: prompts
+  of token ids in [0, vocab) from the seed, left-padded as the presets' are, the runtime's decode loop for that
+  layout, and every step judged against the same file on ONNX Runtime CPU without graph optimizations recomputing
+  the sequence (or the ``reference_model``'s float64 torch model); its rows say the layout
+  (``decoder_layout``). Its prefill cells feed an empty cache. Another file with the generate scenario is one
+  clear error naming the expected inputs and outputs (docs/usage.md, "Your own ONNX files");
 - it is run as it is: the matrix's attention variants, opsets and parts do not apply; its cells have
   ``attention`` = :data:`ATTENTION_LABEL`, ``opset`` read from the graph and ``precision`` from the graph's first
   floating-point output. Of the precisions, only a quantized one (``int8-dynamic``) applies: when the matrix
@@ -41,12 +48,13 @@ import numpy as np
 import onnx
 
 from ....errors import MatrixError
-from ....export import ExportArtifact, TensorSpec, read_artifact
+from ....export import DECODER_WITH_PAST, ExportArtifact, TensorSpec, read_artifact
+from ....export.decoder_layout import DecoderLayout, LayoutError, detect_layout
 from ....export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
 from ...cells import Cell, CellAxes
 from ...inputs import BATCH_AXES, SEQ_AXES, bind_shapes, make_feeds, padding_tokens
 from ...measure.graph_work import counted_work
-from .base import ModelSource, SourceSettings
+from .base import ModelSource, SourceSettings, left_padded_prompts
 
 if TYPE_CHECKING:
     from ....models import TransformerConfig
@@ -334,8 +342,12 @@ def check_reference_fit(path: str, reference_model: str) -> None:
     expects = (f"the reference model {reference_model} takes input_ids int64 (batch, sequence) and outputs logits "
                f"(batch, sequence, {config.vocab_size})")
     inputs = {spec.name: spec for spec in artifact.inputs}
+    if "past_key_values.0.key" in inputs:
+        _check_decoder_fit(path, reference_model, config)
+        return
     if list(inputs) != ["input_ids"]:
-        raise MatrixError(f"{path}: inputs {sorted(inputs)} do not fit: {expects}")
+        raise MatrixError(f"{path}: inputs {sorted(inputs)} do not fit: {expects} (or is a decoder with a KV cache: "
+                          "docs/usage.md)")
     ids = inputs["input_ids"]
     if not np.issubdtype(np.dtype(ids.dtype), np.integer) or len(ids.shape) != 2:
         raise MatrixError(f"{path}: input 'input_ids' is {ids.dtype} of rank {len(ids.shape)}; {expects}")
@@ -367,6 +379,27 @@ def _same_axis(a, b) -> bool:
     if isinstance(a, str) and isinstance(b, str):
         return a == b and a not in ("", "None")
     return isinstance(a, int) and isinstance(b, int) and a == b > 0
+
+
+def _check_decoder_fit(path: str, reference_model: str, config: TransformerConfig) -> None:
+    """A decoder file compared with ``reference_model``: its layout must be known and its cache and vocabulary
+    sizes the model's (n_layers, n_kv_heads, d_head, vocab_size).
+
+    Raises:
+        MatrixError: naming the file, the size that differs and the model's.
+    """
+    try:
+        layout = detect_layout(path)
+    except LayoutError as exc:
+        raise MatrixError(str(exc)) from None
+    ours = {"n_layers": config.n_layers, "n_kv_heads": config.n_kv_heads, "d_head": config.d_head,
+            "vocab_size": config.vocab_size}
+    theirs = {"n_layers": layout.n_layers, "n_kv_heads": layout.n_kv_heads, "d_head": layout.d_head,
+              "vocab_size": layout.vocab_size if layout.vocab_size is not None else config.vocab_size}
+    differ = [f"{k} {theirs[k]} (the model's {ours[k]})" for k in ours if theirs[k] != ours[k]]
+    if differ:
+        raise MatrixError(f"{path} ({layout.kind} decoder layout) does not fit the reference model "
+                          f"{reference_model}: {', '.join(differ)}")
 
 
 def precision_of(artifact: ExportArtifact) -> str:
@@ -447,6 +480,75 @@ class OnnxFileSource(ModelSource):
     def n_params(self) -> int:
         return self.param_count
 
+    @property
+    def layout(self) -> DecoderLayout | None:
+        """The file's KV-cache layout (:func:`onnxbench.export.decoder_layout.detect_layout`, cached per file
+        version), or None where it is not a decoder with a KV cache in a known layout."""
+        try:
+            return detect_layout(self.path)
+        except (LayoutError, OSError):
+            return None
+
+    @property
+    def max_positions(self) -> int | None:
+        """A decoder's context length where the file or the configs beside it say (onnxbench metadata,
+        ``genai_config.json`` ``context_length``, Hugging Face ``config.json``), else None."""
+        layout = self.layout
+        return layout.max_positions if layout is not None else None
+
+    def generate_layout(self) -> DecoderLayout:
+        """The layout of a file asked to generate, with the prompt's token range checked against its vocabulary.
+
+        Raises:
+            MatrixError: (a ValueError) for a file that is not a decoder with a KV cache in a known layout (names
+                what it has and the expected inputs and outputs), a vocabulary size nothing gives, or an
+                ``--int-range`` for input_ids outside [0, vocab).
+        """
+        try:
+            layout = detect_layout(self.path)
+        except LayoutError as exc:
+            raise MatrixError(f"the generate scenario needs a decoder with a KV cache: {exc}") from None
+        if layout.vocab_size is None:
+            raise MatrixError(f"{self.path}: the logits' vocabulary axis is symbolic and neither genai_config.json "
+                              "nor config.json beside the file gives vocab_size, so onnxbench cannot size the "
+                              "decode loop's logits buffers")
+        low, high = self._id_range(layout.vocab_size)
+        if not 0 <= low < high <= layout.vocab_size:
+            raise MatrixError(f"--int-range input_ids={low}:{high}: prompt token ids of {self.path} must lie in "
+                              f"[0, {layout.vocab_size}) (its vocabulary)")
+        return layout
+
+    def _id_range(self, vocab: int | None) -> tuple[int, int]:
+        """[low, high) of generated token ids: ``--int-range input_ids=`` (or ``*``), else [0, vocab)."""
+        given = self.int_ranges.get("input_ids", self.int_ranges.get("*"))
+        if given:
+            return int(given[0]), int(given[1])
+        if vocab is None and self.reference_model:
+            vocab = reference_config(self.reference_model).vocab_size
+        return 0, vocab if vocab is not None else 2
+
+    def _feeds_empty_past(self, layout: DecoderLayout | None) -> bool:
+        """Whether a prefill of this file feeds an empty cache: a decoder whose past axis no ``--dim`` binds."""
+        return layout is not None and layout.axes[2] is not None and layout.axes[2] not in self.dims
+
+    def decoder_layout(self, cell: Cell) -> str | None:
+        """The layout's name for a generate cell, and for a prefill cell of a decoder fed an empty cache."""
+        layout = self.layout
+        if layout is not None and (cell.part == DECODER_WITH_PAST or self._feeds_empty_past(layout)):
+            return layout.kind
+        return None
+
+    def prompt(self, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
+        """The prompts of a generate cell, the same for every runtime: ``(input_ids, attention_mask)`` int64
+        (batch, seq_len), ids uniform in [0, vocab) (or ``--int-range input_ids=LO:HI``) from the seed, left-padded
+        as the presets' prompts are (:func:`~onnxbench.benchmarks.plan.sources.base.left_padded_prompts`).
+
+        Raises:
+            MatrixError: see :meth:`generate_layout`.
+        """
+        low, high = self._id_range(self.generate_layout().vocab_size)
+        return left_padded_prompts(self.seed, cell.batch, cell.seq_len, cell.padding, low, high)
+
     def validate(self) -> None:
         """Every dynamic dim bound and the integer ranges sane (generates inputs once at batch = seq_len = 1);
         with a ``reference_model``, the file's inputs and outputs fit it (:func:`check_reference_fit`).
@@ -470,27 +572,43 @@ class OnnxFileSource(ModelSource):
         """Per scenario: (the file's own precision, then each quantized precision of ``axes.precisions``) x
         runtimes x the bound (batch, seq_len) values (:func:`shape_axes`; ``[shapes.STEM]`` overrides the
         batch/sequence lists as it does for presets) x the scenario's own fields. The matrix's attention variants,
-        opsets and parts do not apply to a file run as it is."""
+        opsets and parts do not apply to a file run as it is; a decoding scenario's cells have part
+        ``decoder-with-past``, as the presets' have.
+
+        Raises:
+            MatrixError: for a decoding scenario on a file that cannot generate (:meth:`generate_layout`).
+        """
+        if any(scenario.decoder for scenario in axes.scenarios):
+            self.generate_layout()  # a file that cannot generate is refused before anything runs
         batches, seq_lens = shape_axes(self.model, list(axes.batches), list(axes.seq_lens), self.dims)
         precisions = [precision_of(self.model), *(p for p in axes.precisions if p in QUANTIZED_PRECISIONS)]
         # prefill cells take the matrix's paddings (right padding of the attention mask); padding 0 is the cell
         # runs recorded before the axis applied to files (the key field hashes only when not 0)
         paddings = tuple({"padding": float(p)} for p in axes.paddings) or ({},)
         return [Cell(self.name, ATTENTION_LABEL, precision, self.model.opset, runtime, b, t,
-                     scenario=scenario.name, **fields)
+                     part=DECODER_WITH_PAST if scenario.decoder else "model", scenario=scenario.name, **fields)
                 for scenario in axes.scenarios
                 for precision, runtime, b, t, fields in itertools.product(
                     precisions, axes.runtimes, batches, seq_lens,
                     paddings if scenario.name == "prefill" else scenario.fields)]
 
     def unrunnable_reason(self, cell: Cell) -> str | None:
-        """A scenario other than prefill (a file is run as one forward pass), a runtime that does not run ONNX
-        graphs (:attr:`onnxbench.runtimes.Runtime.runs_onnx`: the torch runtimes rebuild a module from its config,
-        so they would time another model under the file's name), or a quantized cell of a file that is not fp32
-        (quantization takes an fp32 graph)."""
+        """A scenario other than prefill and generate (a file is run as one forward pass, or a decoder's decode
+        loop), a runtime that does not run ONNX graphs (:attr:`onnxbench.runtimes.Runtime.runs_onnx`: the torch
+        runtimes rebuild a module from its config, so they would time another model under the file's name), a
+        quantized generate cell (the quantized criteria judge one forward pass), a prompt + new tokens above the
+        decoder's context length, or a quantized cell of a file that is not fp32 (quantization takes an fp32
+        graph)."""
         from .... import runtimes
 
-        if cell.scenario != "prefill":
+        if cell.part == DECODER_WITH_PAST:
+            if cell.precision in QUANTIZED_PRECISIONS:
+                return f"{cell.precision} is measured on prefill cells (its quantized criteria judge one forward pass)"
+            limit, total = self.max_positions, cell.seq_len + cell.new_tokens
+            if limit is not None and total > limit:
+                return (f"prompt length {cell.seq_len} + {cell.new_tokens} new tokens = {total} exceeds "
+                        f"{self.name}'s context length {limit}")
+        elif cell.scenario != "prefill":
             return (f"the {cell.scenario} scenario is not available for ONNX files yet: {self.path} is run as one "
                     "forward pass (prefill)")
         if not runtimes.runtime_class(cell.runtime).runs_onnx:
@@ -524,7 +642,9 @@ class OnnxFileSource(ModelSource):
 
     def work(self, cell: Cell, artifact: ExportArtifact | None = None) -> Work | None:
         """FLOPs and bytes of one inference of the graph that ran (``artifact``, else the file) at the cell's
-        bound shapes, counted from the graph (:func:`counted_work`); None where the count is incomplete
+        bound shapes, counted from the graph (:func:`counted_work`); for a generate cell of a decoder, of one
+        decode step at the mean context (one token per row, T0 + N // 2 keys: the presets' convention,
+        docs/generation.md), and a decoder's prefill from an empty cache. None where the count is incomplete
         (:attr:`GraphWork.uncounted <onnxbench.benchmarks.measure.graph_work.GraphWork>` not empty) or fails
         (:meth:`work_gap` says why)."""
         return self._count(cell, artifact)[0]
@@ -535,8 +655,17 @@ class OnnxFileSource(ModelSource):
 
     def _count(self, cell: Cell, artifact: ExportArtifact | None) -> tuple[Work | None, str]:
         path = artifact.path if artifact is not None else self.path
+        batch, seq_len, dims = cell.batch, cell.seq_len, dim_sizes(self.dims)
+        layout = self.layout
+        if self._feeds_empty_past(layout):
+            _, _, past_axis, total_axis = layout.axes
+            if cell.new_tokens > 1:  # one decode step at the mean context, as decode_step_work: T0 + N/2 keys
+                keys, seq_len = cell.seq_len + cell.new_tokens // 2, 1
+            else:  # the prefill, from an empty cache
+                keys = cell.seq_len
+            dims = {**dims, past_axis: keys - seq_len, **({total_axis: keys} if total_axis else {})}
         try:
-            counted = counted_work(path, cell.batch, cell.seq_len, dim_sizes(self.dims), self.input_shapes)
+            counted = counted_work(path, batch, seq_len, dims, self.input_shapes)
         except (ValueError, OSError) as exc:
             return None, f"the graph could not be counted: {exc}"
         return (counted.work, "") if counted.complete else (None, counted.why_incomplete)
@@ -544,9 +673,19 @@ class OnnxFileSource(ModelSource):
     def feeds(self, specs: tuple[TensorSpec, ...], batch: int, seq_len: int) -> dict[str, np.ndarray]:
         """The graph's inputs with ``input_shapes``, ``dims`` (at OPT) and ``int_ranges`` applied (see
         :func:`make_feeds`); with a ``reference_model``, token ids below its vocabulary size unless
-        ``int_ranges`` says otherwise."""
+        ``int_ranges`` says otherwise. A decoder with a KV cache whose past axis no ``--dim`` binds gets a
+        prefill: token ids in [0, vocab), an all-ones mask, an empty cache (past length 0) and, in Optimum's
+        layout, position ids (:meth:`DecoderLayout.forward_feeds
+        <onnxbench.export.decoder_layout.DecoderLayout.forward_feeds>`)."""
         specs = tuple(dataclasses.replace(s, shape=tuple(self.input_shapes[s.name])) if s.name in self.input_shapes
                       else s for s in specs)
+        layout = self.layout
+        names = {spec.name: spec for spec in specs}
+        if self._feeds_empty_past(layout) and "past_key_values.0.key" in names:
+            low, high = self._id_range(layout.vocab_size)
+            ids = make_feeds((names["input_ids"],), batch, seq_len, seed=self.seed, dims=dim_sizes(self.dims),
+                             int_ranges={"input_ids": (low, high)})["input_ids"]
+            return layout.forward_feeds(ids, np.ones_like(ids))
         int_high = reference_config(self.reference_model).vocab_size if self.reference_model else 2
         return make_feeds(specs, batch, seq_len, seed=self.seed, dims=dim_sizes(self.dims),
                           int_ranges=self.int_ranges, int_high=int_high)

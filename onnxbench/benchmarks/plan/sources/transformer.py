@@ -24,10 +24,10 @@ from ....export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
 from ....export.variants import VARIANTS
 from ....models import PRESETS, TransformerConfig
 from ...cells import Cell, CellAxes
-from ...inputs import make_feeds, padding_tokens
+from ...inputs import make_feeds
 from ...measure.graph_work import counted_work
 from ...measure.workmodel import Work, decode_step_work, work
-from .base import ModelSource, SourceSettings
+from .base import ModelSource, SourceSettings, left_padded_prompts
 
 if TYPE_CHECKING:
     from ...verify.reference import Reference
@@ -104,13 +104,11 @@ class TransformerSource(ModelSource):
         ``floor(padding * seq_len * (b + 1) / batch)`` tokens (id 0, mask 0) so that rows differ in length
         (:func:`~onnxbench.benchmarks.inputs.padding_tokens`: whole tokens, so a short prompt may be fed less
         padding than asked; its row says so)."""
-        rng = np.random.default_rng(self.seed)
-        ids = rng.integers(0, self.base_config.vocab_size, (cell.batch, cell.seq_len), dtype=np.int64)
-        mask = np.ones_like(ids)
-        for row in range(cell.batch):
-            pad = padding_tokens(cell.padding, cell.seq_len, row, cell.batch)
-            ids[row, :pad], mask[row, :pad] = 0, 0
-        return ids, mask
+        return left_padded_prompts(self.seed, cell.batch, cell.seq_len, cell.padding, 0, self.base_config.vocab_size)
+
+    def decoder_layout(self, cell: Cell) -> str | None:
+        """``onnxbench`` for the cells of the decoder-with-past export."""
+        return "onnxbench" if cell.part == DECODER_WITH_PAST else None
 
     def export(self, attention: str = "decomposed", precision: str = "fp32", opset: int | None = None,
                part: str = "model", cache_dir: str | Path | None = None, force: bool = False) -> ExportArtifact:
