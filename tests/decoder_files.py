@@ -45,6 +45,15 @@ def perturbed(name: str, seed: int = 1, **overrides):
     return model.eval()
 
 
+def save_checkpoint(model, directory: Path) -> Path:
+    """``model`` written as a Hugging Face checkpoint folder (``config.json`` + ``model.safetensors``, the
+    transformers 4.x spelling that optimum-onnx's transformers reads) by onnxbench's own writers."""
+    from onnxbench.models import gpt2, hf_llama
+
+    writer = hf_llama if model.config.family == "llama" else gpt2
+    return writer.save_checkpoint(model, directory)
+
+
 class _OptimumLayout(torch.nn.Module):
     """``(input_ids, attention_mask, position_ids, past_key_values.*) -> (logits, present.*)`` over the reference
     transformer's own blocks; positions from ``position_ids`` (the mask only masks)."""
