@@ -31,6 +31,7 @@ SPECS = {
     "new_tokens": Spec("new tokens", integer, True),
     "padding": Spec("padding", sig3, True),
     "seq_len": Spec("prompt", integer, True),
+    "decoder_layout": Spec("decoder layout"),
     "lowest_ttft": Spec("lowest TTFT (agreeing)"),
     "lowest_tpot": Spec("lowest TPOT (agreeing)"),
 }
@@ -52,10 +53,11 @@ def _ok(gen: pd.DataFrame) -> pd.DataFrame:
 
 
 def generation_table(gen: pd.DataFrame) -> pd.DataFrame:
-    """Per generation shape and runtime: TTFT, TPOT p50/p90/p99, decode tokens/s, end to end, the bandwidth
-    bound and TPOT / bound, the verdict and the first diverging step (ok rows)."""
+    """Per generation shape and runtime: the decoder layout the graph was read as (onnxbench, optimum, builder),
+    TTFT, TPOT p50/p90/p99, decode tokens/s, end to end, the bandwidth bound and TPOT / bound, the verdict and
+    the first diverging step (ok rows)."""
     ok = _ok(gen)
-    columns = SHAPE + ["runtime", "ttft_ms", "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99", "decode_tok_s", "e2e_ms",
+    columns = SHAPE + ["decoder_layout", "runtime", "ttft_ms", "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99", "decode_tok_s", "e2e_ms",
                        "bound_ms", "tpot_over_bound", "verdict", "first_divergent_step"]
     return ok[columns].sort_values(SHAPE + ["runtime"], kind="stable").reset_index(drop=True)
 
