@@ -205,12 +205,24 @@ def detect_layout(path: str | Path) -> DecoderLayout:
         FileNotFoundError: for a missing file.
     """
     path = Path(path)
-    return _detect(str(path.resolve()), path.stat().st_mtime_ns)
+    found = _cached(str(path.resolve()), path.stat().st_mtime_ns)
+    if isinstance(found, LayoutError):
+        raise found
+    return found
 
 
-@functools.lru_cache(maxsize=32)
-def _detect(path_str: str, mtime_ns: int) -> DecoderLayout:
-    path = Path(path_str)
+@functools.lru_cache(maxsize=64)
+def _cached(path_str: str, mtime_ns: int) -> DecoderLayout | LayoutError:
+    # a refusal is cached too: asking again must not parse the file again (a graph with embedded weights is
+    # read whole by onnx.load)
+    try:
+        return _detect(Path(path_str))
+    except LayoutError as exc:
+        return exc
+
+
+def _detect(path: Path) -> DecoderLayout:
+    path_str = str(path)
     try:
         model = onnx.load(path_str, load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, OSError, ... depending on the damage

@@ -57,8 +57,8 @@ def generation_table(gen: pd.DataFrame) -> pd.DataFrame:
     TTFT, TPOT p50/p90/p99, decode tokens/s, end to end, the bandwidth bound and TPOT / bound, the verdict and
     the first diverging step (ok rows)."""
     ok = _ok(gen)
-    columns = SHAPE + ["decoder_layout", "runtime", "ttft_ms", "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99", "decode_tok_s", "e2e_ms",
-                       "bound_ms", "tpot_over_bound", "verdict", "first_divergent_step"]
+    columns = SHAPE + ["decoder_layout", "runtime", "ttft_ms", "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99",
+                       "decode_tok_s", "e2e_ms", "bound_ms", "tpot_over_bound", "verdict", "first_divergent_step"]
     return ok[columns].sort_values(SHAPE + ["runtime"], kind="stable").reset_index(drop=True)
 
 
