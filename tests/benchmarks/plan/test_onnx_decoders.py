@@ -73,13 +73,14 @@ def test_an_optimum_layout_decoder_generates_against_both_references(llama_files
         assert row["decoder_layout"] == "optimum" and row["part"] == DECODER_WITH_PAST
         assert row["first_divergent_step"] is None and row["tpot_ms_p50"] > 0 and row["ttft_ms"] > 0
         assert row["floor_ratio"] is not None  # a float64 reference either way: torch's, or onnx's evaluator
+        assert row["flops"] > 0 and row["bytes_moved"] > 0  # one decode step, counted from the graph
     configs = {r["model"]: r["reference_config"] for r in generate}
     assert configs == {"vs-ort": "ort-cpu graph_optimization_level=disable", "vs-torch": "torch float64"}
     prefill = _rows(summary, scenario="prefill", runtime="ort-cpu")
     assert all(r["status"] == "ok" and r["verdict"] == "pass" and r["decoder_layout"] == "optimum"
                for r in prefill), [r["reason"] for r in prefill]
     torch_rows = _rows(summary, runtime="torch")
-    assert torch_rows and all(r["status"] == "skipped" and "no torch module" in r["reason"] for r in torch_rows)
+    assert torch_rows and all(r["status"] == "skipped" and "not an ONNX file" in r["reason"] for r in torch_rows)
 
 
 def test_generate_prompts_follow_the_seed_padding_and_int_range(llama_files):

@@ -664,6 +664,11 @@ class OnnxFileSource(ModelSource):
             else:  # the prefill, from an empty cache
                 keys = cell.seq_len
             dims = {**dims, past_axis: keys - seq_len, **({total_axis: keys} if total_axis else {})}
+            cache = next(spec for spec in self.model.inputs if spec.name == "past_key_values.0.key")
+            # the builder leaves d_head symbolic (kv_cache_dim): the layout knows it
+            for axis, size in ((cache.shape[1], layout.n_kv_heads), (cache.shape[3], layout.d_head)):
+                if isinstance(axis, str):
+                    dims.setdefault(axis, size)
         try:
             counted = counted_work(path, batch, seq_len, dims, self.input_shapes)
         except (ValueError, OSError) as exc:
@@ -710,7 +715,9 @@ class OnnxFileSource(ModelSource):
 
     def real_positions(self, cell: Cell, feeds: dict[str, np.ndarray]) -> RealPositions | None:
         """For a padded cell: the first attention mask's nonzero positions, and the outputs whose two leading axes
-        are that mask's (the same axis names, or the same static sizes), which are judged there only."""
+        are that mask's (the same axis names, or the same static sizes), which are judged there only; for a
+        decoder fed an empty cache also ``logits``, whose (batch, sequence) is then the mask's (batch, past +
+        sequence) under other names."""
         from ...verify.positions import RealPositions
 
         masks = attention_masks(self.model.inputs)
@@ -719,6 +726,8 @@ class OnnxFileSource(ModelSource):
         lead = masks[0].shape[:2]
         outputs = tuple(spec.name for spec in self.model.outputs
                         if len(spec.shape) >= 2 and all(map(_same_axis, spec.shape[:2], lead)))
+        if self._feeds_empty_past(self.layout) and "logits" not in outputs:
+            outputs += ("logits",)
         return RealPositions(np.asarray(feeds[masks[0].name]) != 0, outputs)
 
     def padding_length(self, cell: Cell) -> int:
