@@ -99,6 +99,11 @@ def test_generate_prompts_follow_the_seed_padding_and_int_range(llama_files):
     kept = narrow.prompt(cell)[0][mask == 1]
     assert kept.min() >= 10 and kept.max() < 20
     assert source.decoder_layout(cell) == "optimum"
+    assert source.padding_length(cell) == 8  # the prompt (the mask's axis is past + sequence)
+    notes = MatrixSpec(models=[], onnx=OnnxFiles([str(vs_ort)]), runtimes=["ort-cpu"], seq_lens=[8],
+                       scenarios=["generate"], new_tokens=[4], paddings=[0.3]).build().plan_notes()
+    assert notes == ["padding 0.3 at seq_len 8 feeds 2 of 8 positions in the last row (0.25): padding is whole "
+                     "tokens; the rows say so"]
     feeds = source.feeds(source.model.inputs, 2, 6)  # the prefill: an empty cache, positions 0 .. 5
     assert feeds["past_key_values.0.key"].shape == (2, 2, 0, 16) and feeds["position_ids"][1].tolist() == list(
         range(6))

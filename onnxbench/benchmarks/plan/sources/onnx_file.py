@@ -732,9 +732,10 @@ class OnnxFileSource(ModelSource):
 
     def padding_length(self, cell: Cell) -> int:
         """The length of the first attention mask's sequence axis at the cell's shape (``seq_len`` where the
-        axis is named like a sequence; a ``--dim`` or static size otherwise)."""
+        axis is named like a sequence; a ``--dim`` or static size otherwise); for a decoder's generate cell or a
+        prefill from an empty cache, the prompt: ``seq_len``."""
         masks = attention_masks(self.model.inputs)
-        if not masks:
+        if not masks or cell.part == DECODER_WITH_PAST or self._feeds_empty_past(self.layout):
             return cell.seq_len
         return bind_shapes(masks[:1], cell.batch, cell.seq_len, dim_sizes(self.dims))[masks[0].name][1]
 
