@@ -9,7 +9,7 @@ RUN_DIR ?= runs/demo
 # Extra flags of the demo's `onnxbench run` (e.g. DEMO_FLAGS="--models tiny" for a shorter one).
 DEMO_FLAGS ?=
 
-.PHONY: install demo test lint gpu-check clean
+.PHONY: install demo test test-fast lint clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The edit-test loop: everything but the tests marked `slow` (gpt2-small exports, repeated matrices).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check onnxbench tests

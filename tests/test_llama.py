@@ -459,7 +459,7 @@ def test_rope_frequencies_are_hugging_faces():
     config = get_preset("llama-tiny", rope_theta=500000.0)
     hf_rope = transformers.models.llama.modeling_llama.LlamaRotaryEmbedding(
         transformers.LlamaConfig(**hf_config_kwargs(config)))
-    assert torch.equal(rope_ops.rope_inverse_frequencies(config.d_head, config.rope_theta), hf_rope.inv_freq)
+    torch.testing.assert_close(rope_ops.rope_inverse_frequencies(config.d_head, config.rope_theta), hf_rope.inv_freq)
     assert math.isclose(hf_rope.attention_scaling, 1.0)
 
 
