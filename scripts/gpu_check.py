@@ -147,7 +147,7 @@ def run_tests() -> int:
         return 0
     print("\n== Tests marked gpu or tensorrt", flush=True)
     cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-o", "addopts=", "-p", "no:cacheprovider",
-           "-m", "gpu or tensorrt", "tests/test_gpu_runtimes.py", "tests/test_runtimes.py"]
+           "-m", "gpu or tensorrt", "tests/runtimes/test_gpu_runtimes.py", "tests/runtimes/test_ort.py"]
     return 1 if subprocess.run(cmd).returncode not in (0, 5) else 0  # 5: no test collected
 
 

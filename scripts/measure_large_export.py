@@ -1,7 +1,7 @@
 """Wall time and peak resident memory of exporting a model with more than 2 GiB of weights.
 
 Exports, in this process and into a throw-away cache, either the one-layer, 262144-token-vocabulary model of
-``tests/test_large_model.py`` (default: 604M parameters, 2.4 GB fp32) or a preset (``--preset gpt2-large``), and
+``tests/export/test_large_model.py`` (default: 604M parameters, 2.4 GB fp32) or a preset (``--preset gpt2-large``), and
 prints the weights' size, the export's wall time, the process's peak RSS (``getrusage`` ``ru_maxrss``: the
 high-water mark of the whole process, model construction included) and their ratio, then the files written.
 The figures for docs/export.md come from here.

@@ -4,7 +4,7 @@ Regenerate after changing ``onnxbench/schema.py``::
 
     python -m onnxbench.reports.schema_doc docs/schema.md
 
-tests/test_report_schema_doc.py fails while the committed file differs from :func:`render`.
+tests/reports/test_report_schema_doc.py fails while the committed file differs from :func:`render`.
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ class TransformerSource(ModelSource):
         and its latency columns are the prefill's, so its work is the prefill's too). Analytic, except for a
         quantized graph, whose work is counted from the graph that ran (its weights are int8:
         :mod:`onnxbench.benchmarks.measure.graph_work`; the FLOPs agree with the analytic ones exactly,
-        tests/test_graph_work.py)."""
+        tests/benchmarks/measure/test_graph_work.py)."""
         if cell.precision in QUANTIZED_PRECISIONS:
             if artifact is None:
                 return None

@@ -10,9 +10,8 @@ from matplotlib.container import ErrorbarContainer
 from onnxbench.reports import load, plots
 from onnxbench.reports.render import PLOTS
 from onnxbench.reports.tables import ok_rows, runtime_labels
-
-from .conftest import DATA
-from .derived_runs import synthetic_run
+from tests.conftest import DATA
+from tests.derived_runs import synthetic_run
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from onnxbench.benchmarks.measure.timing import TimingConfig
 from onnxbench.benchmarks.run.faults import FAULT_ENV
 from onnxbench.benchmarks.run.resume import resume_spec
 from onnxbench.reports import load
+from tests.cli_run import CLI, run_cli
 from tests.conftest import DATA
-from tests.test_cli import CLI, run_cli
 
 ARGS = ["--models", "tiny", "--runtimes", "ort-cpu", "--batches", "1,2", "--seq-lens", "8,16,32",
         "--min-time", "0.5", "--min-iters", "3", "--no-report"]

@@ -13,9 +13,8 @@ import pytest
 from onnxbench.reports import browser, load, load_header, write_report
 from onnxbench.reports.compare import compare_runs, write_comparison
 from onnxbench.reports.render import build_sections
-
-from .conftest import DATA
-from .derived_runs import synthetic_run
+from tests.conftest import DATA
+from tests.derived_runs import synthetic_run
 
 CHROMIUM = browser.find_chromium()
 if CHROMIUM is None and os.environ.get("ONNXBENCH_REQUIRE_CHROMIUM") == "1":

@@ -113,7 +113,7 @@ def test_a_plugin_module_that_fails_to_import_is_named(monkeypatch):
 
 
 def _doctor(plugins: str):
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, runtimes.PLUGIN_ENV: plugins, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "onnxbench.cli", "doctor"], capture_output=True, text=True,
                           timeout=300, cwd=root, env=env)

@@ -19,8 +19,7 @@ from onnxbench.export import content_sha256, external_data_files, onnx_export, r
 from onnxbench.export.inspect import inspect_model
 from onnxbench.export.onnx_export import copy_artifact, is_onnxbench_artifact
 from onnxbench.models import build, get_preset
-
-from .test_cli import run_cli
+from tests.cli_run import run_cli
 
 
 def _matmul_model(directory, weights: np.ndarray):

@@ -4,7 +4,7 @@ download), does not depend on the amount of padding, gives no NaN for all-paddin
 
 Tolerances: fp32 logits of a cached step and of the full recomputation differ only by summation order
 (measured <= 5e-7 on the tiny preset, |logits| <= 2); against GPT2LMHeadModel ``atol = rtol = 1e-4`` as in
-tests/test_gpt2.py (measured <= 4e-7). Figures are printed with ``pytest -s``.
+tests/models/test_gpt2.py (measured <= 4e-7). Figures are printed with ``pytest -s``.
 """
 
 from __future__ import annotations

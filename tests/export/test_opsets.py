@@ -10,8 +10,7 @@ from onnxbench.benchmarks import MatrixSpec, TimingConfig, run_matrix
 from onnxbench.export import UnsupportedOpset, supported_opsets, to_onnx
 from onnxbench.export import opsets as opset_table
 from onnxbench.models import get_preset
-
-from .test_cli import run_cli
+from tests.cli_run import run_cli
 
 FAST = TimingConfig(warmup_iters=1, min_iters=3, min_time_s=0)
 

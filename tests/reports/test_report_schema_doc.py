@@ -5,7 +5,7 @@ from pathlib import Path
 from onnxbench.reports.schema_doc import render
 from onnxbench.schema import COLUMNS, KEY_COLUMNS, SCHEMA_VERSION
 
-DOC = Path(__file__).parent.parent / "docs" / "schema.md"
+DOC = Path(__file__).parents[2] / "docs" / "schema.md"
 FIX = "regenerate it: python -m onnxbench.reports.schema_doc docs/schema.md"
 
 

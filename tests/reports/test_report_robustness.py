@@ -12,8 +12,7 @@ from onnxbench.reports import load, load_header, write_report
 from onnxbench.reports.generation import generation_summary
 from onnxbench.reports.render import render_markdown
 from onnxbench.reports.tables import latency_grid, summary_table
-
-from .conftest import DATA
+from tests.conftest import DATA
 
 RUN = DATA / "run_small"
 runner = CliRunner()

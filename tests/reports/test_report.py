@@ -3,7 +3,7 @@
 Golden files: tests/golden/report_run_small.md is the expected Markdown report of run_small. After an intended
 change of the report, regenerate the goldens with
 
-    ONNXBENCH_UPDATE_GOLDEN=1 python -m pytest tests/test_report.py tests/test_compare.py
+    ONNXBENCH_UPDATE_GOLDEN=1 python -m pytest tests/reports/test_report.py tests/reports/test_compare.py
 
 and review the diff before committing.
 """
@@ -20,11 +20,10 @@ from onnxbench.reports.load import coerce
 from onnxbench.reports.render import render_markdown
 from onnxbench.reports.tables import summary_table
 from onnxbench.schema import COLUMNS
-
-from .conftest import DATA
+from tests.conftest import DATA
 
 RUN = DATA / "run_small"
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 
 
 def check_golden(name: str, text: str) -> None:

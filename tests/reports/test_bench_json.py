@@ -13,9 +13,9 @@ from onnxbench.benchmarks import MatrixSpec, run_matrix
 from onnxbench.benchmarks.measure.timing import TimingConfig
 from onnxbench.reports import load, load_header
 from onnxbench.schema import COLUMNS, KEY_COLUMNS
-from tests.test_cli import run_cli
+from tests.cli_run import run_cli
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def test_benchmark_json_loads_into_the_run_schema_and_compares_with_a_run(tmp_path, cache_dir):

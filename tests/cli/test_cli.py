@@ -1,19 +1,10 @@
 import json
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
 from onnxbench.schema import COLUMNS
-
-CLI = [sys.executable, "-m", "onnxbench.cli"]
-
-
-def run_cli(*args, **kw):
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "COLUMNS": "200"}, **kw)
+from tests.cli_run import run_cli
 
 
 def test_cli_run_of_the_tiny_preset_writes_every_output(tmp_path, cache_dir):

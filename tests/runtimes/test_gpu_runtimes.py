@@ -384,7 +384,7 @@ def _gpu_check(*args, timeout=600):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHON": sys.executable}
     return subprocess.run(["bash", str(root / "scripts" / "gpu_check.sh"), *args], capture_output=True, text=True,
                           timeout=timeout, env=env)

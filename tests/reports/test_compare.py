@@ -3,7 +3,7 @@
 run_small is a real tiny CPU run; run_small_b is derived from it with a planted 1.5x regression (ort-cpu, batch 4,
 seq_len 64), a planted 20 % improvement (torch, batch 1, seq_len 16) and a different onnxruntime-gpu version
 (tests/derived_runs.py). The expected Markdown is tests/golden/compare_run_small_b.md; regenerate it with
-ONNXBENCH_UPDATE_GOLDEN=1 (see tests/test_report.py).
+ONNXBENCH_UPDATE_GOLDEN=1 (see tests/reports/test_report.py).
 """
 
 import json
@@ -15,10 +15,9 @@ from typer.testing import CliRunner
 from onnxbench.cli import app
 from onnxbench.reports import load, load_header
 from onnxbench.reports.compare import compare, compare_runs, env_differences, parse_threshold, render_markdown
-
-from .conftest import DATA
-from .derived_runs import derive_run_small_b
-from .test_report import check_golden
+from tests.conftest import DATA
+from tests.derived_runs import derive_run_small_b
+from tests.reports.test_report import check_golden
 
 RUN_A, RUN_B = DATA / "run_small", DATA / "run_small_b"
 runner = CliRunner()

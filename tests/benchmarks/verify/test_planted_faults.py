@@ -19,8 +19,7 @@ from onnxbench.export import read_artifact, to_onnx
 from onnxbench.models import build, get_preset
 from onnxbench.models.gpt2 import checkpoint_config, save_checkpoint
 from onnxbench.runtimes import RuntimeOptions
-
-from .planted_faults import plant
+from tests.planted_faults import plant
 
 FAST = TimingConfig(warmup_iters=0, min_iters=1, min_time_s=0.0, max_iters=2)
 COMBINATIONS = [("dynamo", v) for v in ATTENTION_VARIANTS] + [("torchscript", "decomposed"), ("torchscript", "sdpa")]

@@ -9,9 +9,8 @@ from onnxbench.reports import load, load_header, write_report
 from onnxbench.reports.plots import throughput_by_attention
 from onnxbench.reports.render import render_markdown
 from onnxbench.reports.tables import config_table, noisy_table, not_ok_table, stage_table, summary_table
-
-from .conftest import DATA
-from .derived_runs import synthetic_run
+from tests.conftest import DATA
+from tests.derived_runs import synthetic_run
 
 
 @pytest.fixture(scope="module")

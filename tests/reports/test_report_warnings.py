@@ -14,8 +14,7 @@ from onnxbench.cli.summary import print_summary, warn_if_unreliable
 from onnxbench.reports import load, load_header, write_report
 from onnxbench.reports.render import render_markdown
 from onnxbench.reports.tables import summary_table
-
-from .conftest import DATA
+from tests.conftest import DATA
 
 RUN = DATA / "run_small"
 

@@ -9,9 +9,9 @@ from onnxbench.benchmarks import MatrixSpec, default_matrix
 from onnxbench.benchmarks.plan.matrix import load_matrix
 from onnxbench.benchmarks.plan.sources import OnnxFiles
 from onnxbench.schema import KEY_COLUMNS
-from tests.test_cli import run_cli
+from tests.cli_run import run_cli
 
-EXAMPLE = Path(__file__).parents[1] / "examples" / "matrix.toml"
+EXAMPLE = Path(__file__).parents[3] / "examples" / "matrix.toml"
 
 
 def test_the_shipped_example_loads_and_expands():

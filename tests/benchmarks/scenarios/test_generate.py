@@ -24,9 +24,8 @@ from onnxbench.export import DECODER_WITH_PAST, to_onnx
 from onnxbench.models import GenerationError, build, get_preset, greedy_generate
 from onnxbench.runtimes import RuntimeOptions
 from onnxbench.tolerance import CPU_BANDS, band
-
-from .conftest import DATA
-from .test_cli import run_cli
+from tests.cli_run import run_cli
+from tests.conftest import DATA
 
 CONFIG = get_preset("tiny")
 FAST = TimingConfig(warmup_iters=1, min_iters=2, min_time_s=0.0, max_time_s=5.0)

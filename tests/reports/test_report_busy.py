@@ -14,8 +14,7 @@ from onnxbench.reports.compare import compare_runs
 from onnxbench.reports.compare import render_markdown as compare_markdown
 from onnxbench.reports.format import BUSY_MARK
 from onnxbench.reports.render import build_sections, make_plots, render_markdown
-
-from .conftest import DATA
+from tests.conftest import DATA
 
 RUN = DATA / "run_small"
 CEILINGS = {"cpu": {"gemm_gflops": 80.1, "mem_bw_gbs": 9.1, "gemm_n": 1024, "threads": 2}}
@@ -101,7 +100,7 @@ def test_compare_says_which_run_was_busy_on_stderr_and_in_the_document(tmp_path)
 
 
 def test_a_busy_generate_run_marks_its_figures_but_not_the_texts_in_their_place(tmp_path):
-    from .test_report_robustness import _generate_rows, _write
+    from tests.reports.test_report_robustness import _generate_rows, _write
 
     header = {**json.loads((RUN / "header.json").read_text()), "cpu_busy_pct_at_start": 90.0}
     run = _write(tmp_path / "run", _generate_rows([1, 64]) + [{**_generate_rows([1])[0], "batch": 2}], header)

@@ -11,8 +11,7 @@ from onnxbench.benchmarks import MatrixSpec, read_rows, run_matrix
 from onnxbench.benchmarks.measure.timing import TimingConfig
 from onnxbench.reports import load, write_report
 from onnxbench.rundir import RESULTS, RunDir
-
-from .conftest import DATA
+from tests.conftest import DATA
 
 RUN = DATA / "run_small"
 

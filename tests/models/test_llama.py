@@ -4,7 +4,7 @@ decode steps with left padding, eager and sdpa on both sides; planted difference
 config rules and parameter counts; checkpoints written by ``save_pretrained`` (single file and sharded) read back,
 and what the reference cannot represent refused.
 
-Tolerances: fp32 logits against Hugging Face ``atol = rtol = 1e-4`` as in tests/test_gpt2.py (measured <= 1e-6 on
+Tolerances: fp32 logits against Hugging Face ``atol = rtol = 1e-4`` as in tests/models/test_gpt2.py (measured <= 1e-6 on
 the tiny shape, |logits| <= 2; printed with ``pytest -s``); a cached step against the full recomputation 1e-5.
 """
 
