@@ -9,7 +9,8 @@
   computed from the mask, ``kv_cache_dim`` symbolic, ``genai_config.json`` beside it);
 - :func:`optimum_export` / :func:`builder_export`: the real tools, in interpreters named by
   ``ONNXBENCH_OPTIMUM_PYTHON`` (optimum-onnx 0.1 with transformers < 4.58) and ``ONNXBENCH_GENAI_PYTHON``
-  (onnxruntime-genai with transformers 5); tests that need them skip with the reason when they are not set.
+  (onnxruntime-genai with transformers 5; by default this interpreter, where the `test` extra installed the
+  builder); tests that need them skip with the reason when they are absent.
 """
 
 from __future__ import annotations
@@ -182,8 +183,14 @@ def optimum_python() -> str | None:
 
 def genai_python() -> str | None:
     """The interpreter named by ``ONNXBENCH_GENAI_PYTHON`` (onnxruntime-genai's model builder, transformers 5),
-    or None."""
-    return _interpreter(GENAI_ENV)
+    else this one where it has the builder (the `test` extra installs onnxruntime-genai-cuda), or None."""
+    import importlib.util
+    import sys
+
+    named = _interpreter(GENAI_ENV)
+    if named or importlib.util.find_spec("onnxruntime_genai") is None:
+        return named
+    return sys.executable
 
 
 def _run(cmd: list[str], what: str) -> None:

@@ -29,6 +29,7 @@ from ..errors import OnnxbenchError
 from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session, ShapeOutOfRange, TypedOptions
 from .ort import OrtCpu
 from .ort_cuda import OrtCuda
+from .ort_genai import OrtGenai, OrtGenaiCuda
 from .ort_trt import OrtTrt
 from .tensorrt import Tensorrt
 from .torch_compile import TorchCompile, TorchCompileCuda
@@ -41,7 +42,7 @@ PLUGIN_ENV = "ONNXBENCH_RUNTIMES"
 ENTRY_POINT_GROUP = "onnxbench.runtimes"
 
 _BUILTIN: tuple[type[Runtime], ...] = (TorchEager, OrtCpu, OrtCuda, Tensorrt, OrtTrt, TorchCompile, TorchCuda,
-                                      TorchCompileCuda)
+                                      TorchCompileCuda, OrtGenai, OrtGenaiCuda)
 _REGISTRY: dict[str, type[Runtime]] = {cls.name: cls for cls in _BUILTIN}
 _plugins_loaded = False
 

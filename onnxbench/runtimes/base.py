@@ -224,7 +224,7 @@ class Session(ABC):
                 ``skipped`` with this reason, never run under another runtime's name.
         """
         raise RuntimeUnavailable(f"{self.runtime} has no decode loop (generate scenario); runtimes with one: "
-                                 "torch, torch-cuda, ort-cpu, ort-cuda, ort-trt, tensorrt")
+                                 "torch, torch-cuda, ort-cpu, ort-cuda, ort-trt, tensorrt, ort-genai")
 
     def eager_module(self) -> Any:
         """The eager torch module this session runs as it is, so that forward hooks observe what it computes
@@ -275,6 +275,8 @@ class Runtime(ABC):
         runs_onnx: whether the runtime runs the ONNX graph it is given. False for the torch runtimes, which
             rebuild the torch module from the artifact's onnxbench metadata: a user's ONNX file is never run by
             them (its cells are ``skipped`` rows), even one onnxbench exported, whose metadata names a module.
+        scenarios: the scenarios the runtime measures (None: every one); a cell of another is a ``skipped`` row
+            (:meth:`scenario_reason`). ``ort-genai`` runs ``generate`` only: its Generator owns the inputs.
     """
 
     name: ClassVar[str] = ""
@@ -285,6 +287,16 @@ class Runtime(ABC):
     thread_axis: ClassVar[bool] = False
     quantized_precisions: ClassVar[tuple[str, ...]] = ()
     runs_onnx: ClassVar[bool] = True
+    scenarios: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def scenario_reason(cls, scenario: str) -> str | None:
+        """Why this runtime cannot run a cell of ``scenario`` (one it does not list in :attr:`scenarios`), or
+        None if it can."""
+        if cls.scenarios is None or scenario in cls.scenarios:
+            return None
+        return (f"{cls.name} runs the {', '.join(cls.scenarios)} scenario only, not {scenario} "
+                "(docs/generation.md, \"ONNX Runtime GenAI\")")
 
     @classmethod
     def precision_reason(cls, precision: str) -> str | None:

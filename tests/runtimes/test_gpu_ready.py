@@ -251,7 +251,7 @@ def test_required_gpu_runtimes_parses_all_names_and_rejects_others(monkeypatch):
     with pytest.raises(ValueError, match="not GPU runtimes"):
         gpu.required_gpu_runtimes(names)
     assert {n for n, cls in runtimes.registry().items() if cls.device == "cuda"} == {
-        "ort-cuda", "ort-trt", "tensorrt", "torch-cuda", "torch-compile-cuda"}
+        "ort-cuda", "ort-trt", "tensorrt", "torch-cuda", "torch-compile-cuda", "ort-genai-cuda"}
 
 
 def test_require_gpu_turns_a_skipped_gpu_runtime_into_a_failed_row(tmp_path, cache_dir, monkeypatch):

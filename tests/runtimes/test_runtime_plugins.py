@@ -67,7 +67,7 @@ def test_open_checks_options_before_loading_anything(tiny_artifact):
 def test_runtimes_declare_device_bands_and_grids():
     classes = runtimes.registry()
     assert {n for n, c in classes.items() if c.device == "cuda"} == {"ort-cuda", "ort-trt", "tensorrt", "torch-cuda",
-                                                                   "torch-compile-cuda"}
+                                                                   "torch-compile-cuda", "ort-genai-cuda"}
     assert classes["ort-cpu"].tolerance("fp32") == TOLERANCES["fp32"]
     assert classes["ort-cpu"].tolerance("fp32", tf32=True) == TF32
     assert classes["tensorrt"].tolerance("fp32", tf32=True) == GPU_TF32

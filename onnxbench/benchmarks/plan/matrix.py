@@ -410,11 +410,15 @@ class Matrix:
 
     def unrunnable_reason(self, cell: Cell) -> str | None:
         """Why ``cell`` cannot run (it becomes a ``skipped`` row), or ``None`` if it can: the model's reason
-        (:meth:`ModelSource.unrunnable_reason`), or a precision the runtime does not run
+        (:meth:`ModelSource.unrunnable_reason`), a scenario the runtime does not run
+        (:meth:`onnxbench.runtimes.Runtime.scenario_reason`), or a precision the runtime does not run
         (:meth:`onnxbench.runtimes.Runtime.precision_reason`)."""
         from ... import runtimes
 
         why = self.source(cell).unrunnable_reason(cell)
+        if why:
+            return why
+        why = runtimes.runtime_class(cell.runtime).scenario_reason(cell.scenario)
         if why:
             return why
         why = runtimes.runtime_class(cell.runtime).precision_reason(cell.precision)
