@@ -26,7 +26,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "model": ("str", "preset name, or the ONNX file's stem for a foreign model"),
     "n_params": ("int", "parameters of the model (tied embedding counted once)"),
     "part": ("str", "'model' (full transformer) or 'attention' (one block's attention)"),
-    "attention": ("str", "attention variant: decomposed | sdpa | onnx-attention | ort-fused | external"),
+    "attention": ("str", "attention variant: decomposed | sdpa | onnx-attention | ort-fused | ort-gqa-inplace | "
+                         "external"),
     "precision": ("str", "fp32 | fp16 | bf16 (the graph's compute precision) | int8-dynamic (the fp32 graph's "
                          "MatMul weights int8, activations quantized at run time; docs/quantization.md)"),
     "opset": ("int", "default-domain ONNX opset of the file that ran (its opset_import); the opset asked for "

@@ -135,7 +135,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--block", type=int, default=1)
-    parser.add_argument("--variants", default=",".join(ATTENTION_VARIANTS))
+    from onnxbench.export import VARIANTS
+
+    gpt2 = [v for v in ATTENTION_VARIANTS if VARIANTS[v].family_reason("gpt2") is None]
+    parser.add_argument("--variants", default=",".join(gpt2))
     parser.add_argument("--exporter", default="dynamo")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--shape", default="2,32", help="B,T")

@@ -14,7 +14,8 @@ from .console import INTERRUPTED, app, console, fail, first_line, note
 def export(
     preset: str = typer.Option("tiny", help="model preset (tiny, small, gpt2-small, ...)"),
     attention: str = typer.Option(
-        "decomposed", help="attention variant: decomposed | sdpa | onnx-attention (opset 23) | ort-fused"),
+        "decomposed", help="attention variant: decomposed | sdpa | onnx-attention (opset 23) | ort-fused | "
+        "ort-gqa-inplace (decoder-with-past only)"),
     part: str = typer.Option("model", help="model (input_ids -> logits) | attention (block 0's attention)"),
     precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16"),
     opset: int = typer.Option(18, help="ONNX opset (supported range per exporter and attention: docs/export.md)"),

@@ -39,7 +39,7 @@ def run(
     models: str | None = typer.Option(None, help="comma-separated presets (default: tiny,gpt2-small)"),
     runtimes: str | None = typer.Option(None, help="comma-separated runtimes (default: all registered)"),
     attention: str | None = typer.Option(
-        None, help="comma-separated attention variants (decomposed, sdpa, onnx-attention, ort-fused)"),
+        None, help="comma-separated attention variants (decomposed, sdpa, onnx-attention, ort-fused, ort-gqa-inplace)"),
     parts: str | None = typer.Option(None, help="comma-separated parts: model, attention"),
     precisions: str | None = typer.Option(
         None, help="comma-separated precisions: fp32, fp16, bf16, int8-dynamic (the fp32 graph quantized; "

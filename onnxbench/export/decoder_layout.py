@@ -6,7 +6,8 @@ Three layouts are recognised (docs/generation.md, "ONNX decoders you bring"); al
 ``onnxbench``
     onnxbench's own decoder-with-past export (:mod:`onnxbench.export.decoder_with_past`), or any graph with those
     names and no ``position_ids`` input: positions are computed inside the graph from the mask. The past grows by
-    concatenation (``present`` = past + new).
+    concatenation (``present`` = past + new), except in the ``ort-gqa-inplace`` export, which has the ``builder``
+    layout's GroupQueryAttention over a shared buffer (``shared_buffer``; its metadata makes it ``onnxbench``).
 ``optimum``
     Hugging Face Optimum's ``text-generation-with-past`` export (one ``model.onnx``; past length 0 for the
     prefill): as ``onnxbench`` plus a ``position_ids`` (batch, sequence) int64 input, which the caller fills as
@@ -71,6 +72,9 @@ class DecoderLayout:
         axes: the graph's names of the batch, sequence, past and total-sequence axes (None where static), read
             from ``input_ids`` (batch, sequence), ``past_key_values.0.key`` (past) and ``attention_mask`` (total).
         genai_config: the ``genai_config.json`` read, if any.
+        shared_buffer: whether the cache is one buffer past and present share, updated in place
+            (``com.microsoft.GroupQueryAttention`` reading the past: the ``builder`` layout, and onnxbench's
+            ``ort-gqa-inplace`` export); such a graph needs right-padded rows (``right_padding``).
     """
 
     kind: str
@@ -86,6 +90,7 @@ class DecoderLayout:
     axes: tuple[str | None, str | None, str | None, str | None] = ("batch", "sequence", "past_sequence",
                                                                    "total_sequence")
     genai_config: str | None = None
+    shared_buffer: bool = False
 
     @classmethod
     def of_config(cls, config, cache_dtype: str = "float32") -> DecoderLayout:
@@ -297,12 +302,13 @@ def _detect(path: Path) -> DecoderLayout:
     axes = (named(ids_dims[0]) if ids_dims else None, named(ids_dims[1]) if len(ids_dims) > 1 else None,
             named(key_dims[2]), named(mask_dims[1]) if len(mask_dims) > 1 else None)
     if gqa:
-        kind = "builder"
+        # onnxbench's own ort-gqa-inplace export has the builder's I/O; its metadata says whose it is
+        kind = "onnxbench" if ours else "builder"
     elif "position_ids" in inputs:
         kind = "optimum"
     else:
         kind = "onnxbench"
     return DecoderLayout(kind, n_layers, int(n_kv), int(d_head), cache_dtype, int(vocab) if vocab else None,
-                         "position_ids" in inputs, kind == "builder",
+                         "position_ids" in inputs, bool(gqa),
                          int(max_positions) if max_positions else None, int(n_heads) if n_heads else None, axes,
-                         str(path.parent / "genai_config.json") if genai is not None else None)
+                         str(path.parent / "genai_config.json") if genai is not None else None, bool(gqa))

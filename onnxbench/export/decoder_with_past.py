@@ -30,6 +30,8 @@ Per attention variant the past is consumed by the attention core itself where th
 - ``ort-fused``: ``com.microsoft:MultiHeadAttention`` with ``past_key`` / ``past_value`` and present outputs,
   produced by onnxscript's ``optimize_for_ort`` (its past-aware MHA rule; the model concatenates along
   ``dim=-2``, the axis that rule matches).
+- ``ort-gqa-inplace``: not exported but written (:mod:`onnxbench.export.gqa_decoder`): ``com.microsoft:
+  GroupQueryAttention`` over a past/present buffer of the maximum length shared in place, right-padded rows.
 
 Why one graph for prefill and decode, and what was measured: docs/generation.md.
 """
@@ -231,7 +233,7 @@ def verify_past(model: onnx.ModelProto, variant: str, n_layers: int) -> dict[str
         VariantMismatch: naming the inputs whose reader is not the expected one.
     """
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if variant == "ort-fused":
+    if variant in ("ort-fused", "ort-gqa-inplace"):
         expected = {f"{MS_DOMAIN}:{op}" for op in ORT_FUSED_OPS}
     elif variant == "onnx-attention" or (variant == "sdpa" and opset >= 23):
         expected = {"ai.onnx:Attention"}

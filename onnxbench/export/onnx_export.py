@@ -33,6 +33,7 @@ import torch
 
 from ..models import TransformerConfig, build
 from .decoder_with_past import DECODER_WITH_PAST, export_decoder_with_past, finish_decoder_with_past
+from .gqa_decoder import build_gqa_decoder, verify_inplace
 from .opsets import UnsupportedOpset, check_opset, describe, supported_opsets
 from .variants import finish_variant, get_variant
 
@@ -396,7 +397,9 @@ def to_onnx(
     Raises:
         ValueError: for an unknown precision, exporter, variant or part, a variant the exporter cannot
             produce (``onnx-attention`` / ``ort-fused`` need the dynamo exporter) or not for this model family
-            (``ort-fused`` for the llama family), or a ``config`` that differs from the checkpoint's.
+            (``ort-fused`` for the llama family, ``ort-gqa-inplace`` for GPT-2), a part the variant has no graph
+            for (``ort-gqa-inplace``: decoder-with-past only), a precision the written ``ort-gqa-inplace`` graph
+            lacks (bf16), or a ``config`` that differs from the checkpoint's.
         onnxbench.export.opsets.UnsupportedOpset (a ValueError): for an opset the exporter cannot produce with
             this variant, before the export or, should the measured table not hold for the installed torch,
             when the file written has another opset (nothing is cached then).
@@ -417,9 +420,15 @@ def to_onnx(
     if recipe.dynamo_only and exporter != "dynamo":
         raise ValueError(f"attention variant {variant!r} needs the dynamo exporter (got {exporter!r})")
     recipe.check_family(config.family)
+    if (reason := recipe.part_reason(part)) is not None:
+        raise ValueError(reason)
     config = config.replace(attention=recipe.implementation)
     opset = recipe.resolve_opset(opset)
-    check_opset(exporter, variant, opset)
+    if not recipe.written:
+        check_opset(exporter, variant, opset)
+    elif precision not in ("fp32", "fp16"):
+        raise ValueError(f"attention variant {variant!r} is written in fp32 or fp16 (GroupQueryAttention's CPU "
+                         f"kernel has no bfloat16), not {precision}")
     digest = None
     if checkpoint is not None:
         from ..models import checkpoint_config, checkpoint_sha256
@@ -560,7 +569,9 @@ def _export_into(path: Path, config: TransformerConfig, seed: int, precision: st
     else:
         module = build(config, seed, dtype=PRECISIONS[precision])
     start = time.perf_counter()
-    if part == DECODER_WITH_PAST:
+    if get_variant(variant).written:
+        build_gqa_decoder(module, path)  # the only written variant (the exporter is not involved)
+    elif part == DECODER_WITH_PAST:
         with _quiet_version_conversion():
             export_decoder_with_past(module, path, opset, exporter)
     else:
@@ -592,8 +603,14 @@ def _export_into(path: Path, config: TransformerConfig, seed: int, precision: st
         metadata.update({"onnxbench.checkpoint": checkpoint, "onnxbench.checkpoint_sha256": digest})
     finish = finish_decoder_with_past if part == DECODER_WITH_PAST else finish_variant
     n_blocks = 1 if part == "attention" else config.n_layers
-    _annotate_and_check(path, metadata,
-                        lambda m, meta: finish(m, variant, precision, n_blocks, meta, base_dir=path.parent))
+
+    def checked(m, meta):
+        m = finish(m, variant, precision, n_blocks, meta, base_dir=path.parent)
+        if get_variant(variant).written:
+            verify_inplace(m, config.n_layers, config.n_heads, config.n_kv_heads)
+        return m
+
+    _annotate_and_check(path, metadata, checked)
     return time.perf_counter() - start
 
 

@@ -8,6 +8,9 @@
   ``Attention`` per block, no ``Softmax``.
 - ``ort-fused``: ``F.scaled_dot_product_attention``, dynamo exporter at opset 17-22, then ``optimize_for_ort``;
   one ``com.microsoft`` attention op (MultiHeadAttention) per block, no ``Softmax``.
+- ``ort-gqa-inplace``: the Llama family's decoder with past only, written by onnxbench from the module's weights
+  (:mod:`onnxbench.export.gqa_decoder`, opset 23): one ``com.microsoft:GroupQueryAttention`` per block whose
+  past and present are one preallocated buffer updated in place (docs/generation.md).
 
 The ONNX ``Attention`` operator exists from opset 23 (https://onnx.ai/onnx/operators/onnx__Attention.html) and
 torch's dynamo exporter emits it for ``F.scaled_dot_product_attention`` only at that opset, so
@@ -35,6 +38,7 @@ from onnx import numpy_helper
 
 from ..errors import OnnxbenchError
 from ..models.transformer import mask_fill_value
+from .opsets import unsupported_reason
 
 #: Contrib attention operators of ONNX Runtime (domain com.microsoft) that count as "fused attention".
 ORT_FUSED_OPS = ("MultiHeadAttention", "Attention", "GroupQueryAttention", "PackedAttention",
@@ -62,6 +66,9 @@ class Variant:
         dynamo_only: the TorchScript exporter cannot produce it.
         unsupported_families: model families (``TransformerConfig.family``) it cannot be produced for, each with
             the reason (docs/export.md).
+        parts: the export parts it exists for (empty: every part).
+        written: the graph is written by onnxbench node by node, not by an exporter, so the exporter's measured
+            opset table does not apply (the variant's ``fixed_opset`` is the graph's).
     """
 
     name: str
@@ -71,6 +78,8 @@ class Variant:
     fuse_for_ort: bool = False
     dynamo_only: bool = False
     unsupported_families: tuple[tuple[str, str], ...] = ()
+    parts: tuple[str, ...] = ()
+    written: bool = False
 
     def resolve_opset(self, requested: int) -> int:
         """The opset this variant is exported at when ``requested`` is asked for."""
@@ -86,6 +95,21 @@ class Variant:
         if reason is None:
             return None
         return f"attention variant {self.name!r} is not available for the {family} family: {reason}"
+
+    def part_reason(self, part: str) -> str | None:
+        """Why this variant has no graph for export part ``part``, or None if it has."""
+        if not self.parts or part in self.parts:
+            return None
+        return (f"attention variant {self.name!r} exists only as part {' / '.join(self.parts)} (its cache is a "
+                f"buffer updated in place; docs/generation.md), not as part {part!r}")
+
+    def opset_reason(self, exporter: str, opset: int) -> str | None:
+        """Why ``exporter`` cannot produce this variant at ``opset`` (the measured table,
+        :func:`onnxbench.export.opsets.unsupported_reason`), or None; a variant onnxbench writes itself is
+        always at its fixed opset whatever the exporter."""
+        if self.written:
+            return None
+        return unsupported_reason(exporter, self.name, opset)
 
     def check_family(self, family: str) -> None:
         """Refuse a model family this variant cannot be produced for.
@@ -108,6 +132,11 @@ VARIANTS: dict[str, Variant] = {
                              "the K/V heads repeated and the cache concatenated outside (no GroupQueryAttention), "
                              "and writes ONNX Runtime's SimplifiedLayerNormalization in the ONNX domain, which "
                              "onnx.checker rejects (docs/export.md)")),)),
+    "ort-gqa-inplace": Variant("ort-gqa-inplace", "sdpa", fixed_opset=ONNX_ATTENTION_OPSET,
+                               parts=("decoder-with-past",), written=True, unsupported_families=(("gpt2", (
+                                   "its graph is written for RoPE, RMSNorm and SwiGLU blocks (GroupQueryAttention "
+                                   "applies the rotary positions itself); GPT-2's learned positions, LayerNorm and "
+                                   "GELU are not written")),)),
 }
 
 
@@ -186,7 +215,7 @@ def verify_variant(model: onnx.ModelProto, variant: str, n_blocks: int) -> Atten
     elif variant in ("onnx-attention", "sdpa"):
         ok = found.onnx_attention == n_blocks and found.softmax == 0 and found.n_fused == 0
         expected = f"ONNX Attention x{n_blocks} (opset {ONNX_ATTENTION_OPSET}), no Softmax, no com.microsoft"
-    else:  # ort-fused
+    else:  # ort-fused, ort-gqa-inplace
         ok = found.n_fused == n_blocks and found.softmax == 0 and found.onnx_attention == 0
         expected = f"com.microsoft attention x{n_blocks}, no Softmax, no ONNX Attention"
     if not ok:

@@ -15,7 +15,7 @@ else:  # pragma: no cover - Python 3.10
 
 from ...errors import MatrixError
 from ...export import DEFAULT_OPSET, PRECISIONS
-from ...export.opsets import describe, supported_opsets, unsupported_reason
+from ...export.opsets import describe, supported_opsets
 from ...export.quantize import QUANTIZED_PRECISIONS
 from ...export.variants import VARIANTS
 from ...noise import NOISE_LIMIT
@@ -239,7 +239,7 @@ class MatrixSpec:
         that only some variants cannot use becomes skipped rows (``TransformerSource.unrunnable_reason``). The
         table is measured (:mod:`onnxbench.export.opsets`, docs/export.md)."""
         for opset in self.opsets:
-            if all(unsupported_reason(self.exporter, a, VARIANTS[a].resolve_opset(opset)) for a in self.attention):
+            if all(VARIANTS[a].opset_reason(self.exporter, VARIANTS[a].resolve_opset(opset)) for a in self.attention):
                 ranges = "; ".join(f"{a}: {describe(supported_opsets(self.exporter, a))}" for a in self.attention)
                 raise MatrixError(f"the {self.exporter} exporter cannot produce opset {opset} for the attention "
                                  f"variants asked for (supported opsets: {ranges}; measured, docs/export.md)")

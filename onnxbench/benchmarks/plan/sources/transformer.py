@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ....errors import MatrixError
-from ....export import ExportArtifact, TensorSpec, to_onnx, unsupported_reason
+from ....export import ExportArtifact, TensorSpec, to_onnx
 from ....export.decoder_with_past import DECODER_WITH_PAST, empty_past
 from ....export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
 from ....export.variants import VARIANTS
@@ -87,7 +87,8 @@ class TransformerSource(ModelSource):
 
     def unrunnable_reason(self, cell: Cell) -> str | None:
         """A sequence length (generate: prompt + new tokens) above ``max_positions``, an attention variant not
-        available for the model's family (``ort-fused`` for the llama family), or an opset the exporter cannot
+        available for the model's family (``ort-fused`` for the llama family) or the cell's part
+        (``ort-gqa-inplace``: decoder-with-past only), or an opset the exporter cannot
         produce for the cell's attention variant (measured: :mod:`onnxbench.export.opsets`, docs/export.md)."""
         total = cell.seq_len + cell.new_tokens
         if cell.new_tokens and total > self.max_positions:
@@ -95,8 +96,9 @@ class TransformerSource(ModelSource):
                     f"max_positions={self.max_positions}")
         if cell.precision in QUANTIZED_PRECISIONS and cell.scenario != "prefill":
             return f"{cell.precision} is measured on prefill cells (its quantized criteria judge one forward pass)"
-        return (super().unrunnable_reason(cell) or VARIANTS[cell.attention].family_reason(self.base_config.family)
-                or unsupported_reason(self.exporter, cell.attention, cell.opset))
+        variant = VARIANTS[cell.attention]
+        return (super().unrunnable_reason(cell) or variant.family_reason(self.base_config.family)
+                or variant.part_reason(cell.part) or variant.opset_reason(self.exporter, cell.opset))
 
     def prompt(self, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
         """The prompts of a generate cell, the same for every runtime: ``(input_ids, attention_mask)``, both int64
