@@ -33,7 +33,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "opset": ("int", "default-domain ONNX opset of the file that ran (its opset_import); the opset asked for "
                      "when the cell got no file"),
     "runtime": ("str", "registry name: torch | ort-cpu | ort-cuda | ort-trt | tensorrt | torch-compile | torch-cuda | "
-                       "torch-compile-cuda"),
+                       "torch-compile-cuda | ort-genai | ort-genai-cuda"),
     "threads": ("int", "intra-op threads asked for (the matrix's threads axis, for runtimes that take it); 0: the "
                        "runtime's default (the options column records what was in force)"),
     "config_id": ("str", "'default' or the name of a tuned runtime configuration"),
