@@ -203,3 +203,123 @@ class BufferedDecodeLoop(DecodeLoop):
         if self._record is None:
             raise RuntimeError("this generation was not recorded; reset(record=True) before the prefill")
         return self._record.numpy()
+
+
+class InPlaceDecodeLoop(DecodeLoop):
+    """The buffers of a decode loop over a graph whose KV cache is updated in place: ONNX Runtime's
+    ``GroupQueryAttention`` with past and present bound to one buffer per cache tensor (onnxbench's
+    ``ort-gqa-inplace`` export, :mod:`onnxbench.export.gqa_decoder`, and the ORT model builder's decoders). One
+    buffer (B, n_kv_heads, buffer_len, d_head) per cache tensor is allocated once and is both every step's
+    ``past_key_values.*`` and its ``present.*``: the op writes the step's keys and values at each row's next
+    position and nothing is copied or swapped between steps (docs/generation.md, "The decode loop").
+
+    GroupQueryAttention takes a row's valid keys to be positions 0 .. ``seqlens_k`` (ONNX Runtime
+    ``docs/ContribOperators.md``), so the left-padded prompt is moved to right padding
+    (:func:`onnxbench.export.decoder_layout.left_to_right`): row b's n_b tokens first, and each step's mask
+    (B, T0 + s) has n_b + s ones at the front, from which the graph computes ``seqlens_k`` and
+    ``total_sequence_length``. The prefill's token is chosen from each row's last token (position n_b - 1), a
+    step's from its one position. Prompt, masks, next-token and logits buffers are allocated once, as in
+    :class:`BufferedDecodeLoop`.
+
+    Args:
+        layout: the graph's layout (``shared_buffer`` true).
+        input_ids: int64 (B, T0); attention_mask: int64 (B, T0), 0 on left padding.
+        new_tokens: N >= 1.
+        dtype: the cache's torch dtype.
+        device: ``cpu`` or ``cuda:N``.
+        buffer_len: positions of the in-place buffer (None: T0 + N - 1, the longest cache this request reaches,
+            as ONNX Runtime GenAI sizes it by its ``max_length``).
+        sync_each_step: as :class:`BufferedDecodeLoop`.
+
+    Raises:
+        GenerationError: for a request that cannot run, before anything is allocated: those of
+            :func:`onnxbench.models.check_generation`, and a prompt plus new tokens beyond the in-place buffer
+            (T0 + N - 1 > ``buffer_len``).
+    """
+
+    def __init__(self, layout: DecoderLayout, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int,
+                 dtype, device: str, buffer_len: int | None = None, sync_each_step: bool = False) -> None:
+        import torch
+
+        from ..export.decoder_layout import left_to_right
+        from ..models import GenerationError, check_generation
+
+        ids = torch.from_numpy(np.ascontiguousarray(input_ids))
+        mask = torch.from_numpy(np.ascontiguousarray(attention_mask))
+        check_generation(layout, ids, new_tokens, mask)
+        B, T0 = ids.shape
+        needed = T0 + new_tokens - 1  # the last token is chosen, never fed back
+        buffer_len = needed if buffer_len is None else buffer_len
+        if needed > buffer_len:
+            raise GenerationError(
+                f"prompt length {T0} + {new_tokens} new tokens needs {needed} cache positions but the in-place KV "
+                f"cache buffer holds {buffer_len}; shorten the prompt or generate at most "
+                f"{max(buffer_len - T0 + 1, 0)} tokens")
+        if not layout.shared_buffer:
+            raise ValueError(f"the {layout.kind} layout concatenates its cache; use BufferedDecodeLoop")
+        self._torch = torch
+        self.device = torch.device(device)
+        self.sync_each_step = sync_each_step and self.device.type == "cuda"
+        self.batch, self.prompt_len, self.new_tokens = B, T0, new_tokens
+        self.vocab_size, self.buffer_len = layout.vocab_size, buffer_len
+        self.n_kv_heads, self.d_head = layout.n_kv_heads, layout.d_head
+        on = {"device": self.device}
+        right_ids, right_mask = left_to_right(ids.numpy().astype(np.int64), mask.numpy().astype(np.int64))
+        lengths = torch.from_numpy(right_mask.sum(axis=1))  # n_b
+        self.prompt = torch.from_numpy(right_ids).to(**on).contiguous()
+        self.next_ids = torch.zeros(B, 1, dtype=torch.int64, **on)
+        columns = torch.arange(T0 + new_tokens)[None]
+        # step s's mask (B, T0 + s): n_b + s ones in front
+        self.masks = [(columns[:, :T0 + s] < (lengths[:, None] + s)).to(torch.int64).to(**on).contiguous()
+                      for s in range(new_tokens)]
+        self.rows = torch.arange(B, **on)
+        self.last = (lengths - 1).to(**on)  # each row's last prompt token in the right-padded prompt
+        shape = (B, self.n_kv_heads, buffer_len, self.d_head)
+        self.cache = {name: torch.zeros(shape, dtype=dtype, **on) for name in layout.cache_names}
+        self.prefill_logits = torch.empty(B, T0, layout.vocab_size, dtype=dtype, **on)
+        self.step_logits = torch.empty(B, 1, layout.vocab_size, dtype=dtype, **on)
+        self._tokens = torch.zeros(B, new_tokens, dtype=torch.int64, **on)
+        self.reset()
+
+    @abstractmethod
+    def _run(self, s: int) -> None:
+        """Run step s (0: the prefill) of the graph on the buffers, the cache bound as both past and present."""
+
+    def reset(self, record: bool = False) -> None:
+        # nothing to clear in the cache: the prefill overwrites positions 0 .. T0 - 1 of every row, each step the
+        # next one, and a row attends only the positions its mask counts
+        self.s = 0
+        self._tokens.zero_()
+        self._record = self._torch.empty(self.batch, self.new_tokens, self.vocab_size) if record else None
+
+    def _run_and_choose(self) -> None:
+        torch = self._torch
+        self._run(self.s)
+        if self.s == 0:
+            last = self.prefill_logits[self.rows, self.last]  # (B, vocab_size)
+        else:
+            last = self.step_logits[:, -1]
+        torch.argmax(last, dim=-1, keepdim=True, out=self.next_ids)
+        self._tokens[:, self.s] = self.next_ids[:, 0]
+        if self._record is not None:
+            self._record[:, self.s] = last.float().cpu()
+        if self.sync_each_step:
+            torch.cuda.current_stream(self.device).synchronize()
+
+    def prefill(self) -> None:
+        self.s = 0
+        self._run_and_choose()
+
+    def step(self) -> None:
+        if self.s + 1 >= self.new_tokens:
+            raise IndexError(f"all {self.new_tokens} tokens are chosen; reset() first")
+        self.s += 1
+        self._run_and_choose()
+
+    def tokens(self) -> np.ndarray:
+        return self._tokens.cpu().numpy()
+
+    def logits(self) -> np.ndarray:
+        if self._record is None:
+            raise RuntimeError("this generation was not recorded; reset(record=True) before the prefill")
+        return self._record.numpy()

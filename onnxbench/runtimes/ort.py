@@ -184,20 +184,21 @@ class OrtSession(Session):
         return lambda: self.session.run_with_iobinding(binding)
 
     def decoder(self, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int) -> DecodeLoop:
-        """Greedy decoding with every buffer bound once through IOBinding on the session's device
-        (:class:`onnxbench.runtimes.ort_decode.OrtDecodeLoop`), for the cache layout read from the graph
-        (:func:`onnxbench.export.decoder_layout.detect_layout`: onnxbench's decoder-with-past export, or Hugging
-        Face Optimum's with ``position_ids``; docs/generation.md).
+        """Greedy decoding with every buffer bound once through IOBinding on the session's device, for the cache
+        layout read from the graph (:func:`onnxbench.export.decoder_layout.detect_layout`; docs/generation.md):
+        a concatenating cache (onnxbench's decoder-with-past export, or Hugging Face Optimum's with
+        ``position_ids``) runs :class:`onnxbench.runtimes.ort_decode.OrtDecodeLoop` (ping-pong buffers); a cache
+        updated in place (GroupQueryAttention over a shared buffer: ``ort-gqa-inplace``, the ORT model builder's
+        files) runs :class:`onnxbench.runtimes.ort_decode.OrtInPlaceDecodeLoop`.
 
         Raises:
             GenerationError: for a request that cannot run, before any work.
-            RuntimeUnavailable: for a graph that is not a decoder with a KV cache in a layout this loop runs (the
-                ORT model builder's GroupQueryAttention layout needs a shared-buffer loop), a bfloat16 cache, a
+            RuntimeUnavailable: for a graph that is not a decoder with a KV cache in a known layout, a bfloat16 cache, a
                 vocabulary size the graph does not give, or CUDA graphs on (a captured graph replays fixed
                 addresses; the loop binds other buffers per step).
         """
         from ..export.decoder_layout import LayoutError, detect_layout
-        from .ort_decode import OrtDecodeLoop
+        from .ort_decode import OrtDecodeLoop, OrtInPlaceDecodeLoop
 
         if self.options.get("cuda_graph"):
             raise RuntimeUnavailable("the decode loop binds different buffers per step, which a captured CUDA "
@@ -206,15 +207,12 @@ class OrtSession(Session):
             layout = detect_layout(self._artifact_path)
         except LayoutError as exc:
             raise RuntimeUnavailable(f"{self.runtime} cannot generate with this graph: {exc}") from None
-        if layout.right_padding:
-            raise RuntimeUnavailable(
-                f"{self.runtime} has no decode loop for the {layout.kind} layout yet: its GroupQueryAttention reads "
-                "a past/present buffer shared in place and right-padded rows, which the concatenating loop does "
-                "not feed (docs/generation.md, \"ONNX decoders you bring\")")
         if layout.vocab_size is None:
             raise RuntimeUnavailable(f"{self._artifact_path}: the logits' vocabulary axis is symbolic and no "
                                      "config beside the file gives vocab_size, so the logits buffers cannot be "
                                      "allocated")
+        if layout.shared_buffer:
+            return OrtInPlaceDecodeLoop(self.session, layout, input_ids, attention_mask, new_tokens, self.device)
         return OrtDecodeLoop(self.session, layout, input_ids, attention_mask, new_tokens, self.device)
 
     def release_memory(self, feeds: dict[str, np.ndarray]) -> None:

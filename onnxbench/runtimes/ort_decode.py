@@ -15,7 +15,7 @@ import onnxruntime as ort
 
 from ..export.decoder_layout import DecoderLayout
 from .base import RuntimeUnavailable
-from .decode import BufferedDecodeLoop
+from .decode import BufferedDecodeLoop, InPlaceDecodeLoop
 
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -64,3 +64,57 @@ class OrtDecodeLoop(BufferedDecodeLoop):
 
     def _run(self, s: int) -> None:
         self.session.run_with_iobinding(self.bindings[s])
+
+
+class OrtInPlaceDecodeLoop(InPlaceDecodeLoop):
+    """Greedy decoding on ``session`` of a graph whose cache is updated in place (GroupQueryAttention over a
+    buffer past and present share: the ``builder`` layout and onnxbench's ``ort-gqa-inplace``;
+    :class:`~onnxbench.runtimes.decode.InPlaceDecodeLoop` has the buffers).
+
+    One IOBinding for the whole generation: each cache buffer is bound once, by pointer, as both
+    ``past_key_values.{i}.*`` and ``present.{i}.*`` with the buffer's full shape (B, n_kv_heads, buffer_len,
+    d_head), so ONNX Runtime hands GroupQueryAttention the same memory as past and present and the op writes the
+    step's keys and values into it (its CPU and CUDA kernels detect the shared buffer by address). The next-token
+    buffer and the step logits are bound once too; per step only ``attention_mask`` is bound again (its width
+    T0 + s grows by one, and the graph derives ``seqlens_k`` and ``total_sequence_length`` from it), plus the
+    switch from the prompt to the next-token buffer after the prefill.
+
+    Args:
+        session: an ``onnxruntime.InferenceSession`` of such a graph.
+        layout, input_ids, attention_mask, new_tokens, device, buffer_len: as :class:`InPlaceDecodeLoop`.
+
+    Raises:
+        GenerationError: for a request that cannot run (before anything is allocated), a prompt plus new tokens
+            beyond ``buffer_len`` included.
+        RuntimeUnavailable: for a cache dtype IOBinding cannot bind by pointer (bfloat16).
+    """
+
+    def __init__(self, session: ort.InferenceSession, layout: DecoderLayout, input_ids: np.ndarray,
+                 attention_mask: np.ndarray, new_tokens: int, device: str, buffer_len: int | None = None) -> None:
+        import torch
+
+        float_type = layout.cache_dtype
+        if float_type not in _NP_DTYPES:
+            raise RuntimeUnavailable(f"the ONNX Runtime decode loop binds float32/float16 caches; this graph's is "
+                                     f"{float_type} (numpy has no bfloat16 for IOBinding's element type)")
+        super().__init__(layout, input_ids, attention_mask, new_tokens, getattr(torch, float_type), device,
+                         buffer_len=buffer_len, sync_each_step=True)
+        self.session = session
+        self._where = ("cuda", self.device.index or 0) if self.device.type == "cuda" else ("cpu", 0)
+        self._float = _NP_DTYPES[float_type]
+        self.binding = session.io_binding()
+        for name, buffer in self.cache.items():
+            shape = list(buffer.shape)
+            self.binding.bind_input(f"past_key_values.{name}", *self._where, self._float, shape, buffer.data_ptr())
+            self.binding.bind_output(f"present.{name}", *self._where, self._float, shape, buffer.data_ptr())
+
+    def _bind(self, name: str, buffer, dtype, output: bool = False) -> None:
+        bind = self.binding.bind_output if output else self.binding.bind_input
+        bind(name, *self._where, dtype, list(buffer.shape), buffer.data_ptr())
+
+    def _run(self, s: int) -> None:
+        if s <= 1:  # the prefill feeds the prompt; from step 1 on every step feeds the chosen token
+            self._bind("input_ids", self.prompt if s == 0 else self.next_ids, np.int64)
+            self._bind("logits", self.prefill_logits if s == 0 else self.step_logits, self._float, output=True)
+        self._bind("attention_mask", self.masks[s], np.int64)
+        self.session.run_with_iobinding(self.binding)

@@ -1,6 +1,7 @@
 """Decoder layouts read from the graph and the ORT decode loop run on each (docs/generation.md, "ONNX decoders you
 bring"): Optimum's layout (position_ids fed by the loop), onnxbench's (GQA caches n_kv_heads wide), the ORT model
-builder's (detected, its d_head from genai_config.json; no loop yet: refused with the reason), and the errors for
+builder's (detected, its d_head from genai_config.json; generated through the in-place loop, its shared
+GroupQueryAttention buffer bound once, right-padded rows), and the errors for
 files that are not decoders. The Optimum-layout and builder-layout files are made here (tests/decoder_files.py),
 so these run without optimum or onnxruntime-genai."""
 
@@ -19,7 +20,7 @@ from onnxbench.benchmarks.verify.reference import OnnxFileReference
 from onnxbench.export import TensorSpec, read_artifact, to_onnx
 from onnxbench.export.decoder_layout import EXPECTED_IO, LayoutError, detect_layout, left_to_right, position_ids
 from onnxbench.models import GenerationError, greedy_generate
-from onnxbench.runtimes import RuntimeOptions, RuntimeUnavailable
+from onnxbench.runtimes import RuntimeOptions
 from onnxbench.runtimes import decode as decode_module
 from onnxbench.runtimes.trt_profiles import generation_ranges, input_profile
 from tests.decoder_files import IR_VERSION, builder_layout_file, optimum_layout_file, perturbed
@@ -157,9 +158,25 @@ def test_a_request_beyond_the_files_vocabulary_or_context_is_refused_before_work
     with pytest.raises(GenerationError, match=r"token ids must lie in \[0, 512\)"):
         session.decoder(ids + 512, mask, 4)
     built = runtimes.get("ort-cpu").open(read_artifact(builder_layout_file(tmp_path / "b")))
-    assert built.inputs()  # the session opens; only the decode loop is missing
-    with pytest.raises(RuntimeUnavailable, match="no decode loop for the builder layout yet"):
-        built.decoder(ids % 64, mask, 4)
+    with pytest.raises(GenerationError, match="max_positions=256"):  # genai_config.json's context_length
+        built.decoder(ids % 64, mask, 250)
+
+
+def test_a_builder_layout_file_generates_through_the_in_place_loop(tmp_path):
+    """The builder's one-block file: the loop binds one buffer per cache tensor as past and present, right-pads
+    the left-padded prompts, and every step's token and logits equal the file's own unoptimized recomputation of
+    the sequence (the reference of a foreign file, which right-pads too)."""
+    from onnxbench.runtimes.ort_decode import OrtInPlaceDecodeLoop
+
+    artifact = read_artifact(builder_layout_file(tmp_path / "b"))
+    ids, mask = _prompts(vocab=64)
+    with runtimes.get("ort-cpu").open(artifact) as session:
+        loop = session.decoder(ids, mask, NEW)
+        assert isinstance(loop, OrtInPlaceDecodeLoop) and len(loop.cache) == 2
+        tokens, logits = _generate(session, ids, mask)
+    expected = OnnxFileReference(artifact).generation_expected(ids, mask, tokens, "fp32").outputs["logits"]
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(tokens, expected.argmax(-1))
 
 
 def test_builder_layout_reference_right_pads_the_rows(tmp_path):

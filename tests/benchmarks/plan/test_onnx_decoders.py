@@ -129,17 +129,17 @@ def test_a_reference_model_that_does_not_fit_the_decoder_is_refused(llama_files,
                    runtimes=["ort-cpu"], scenarios=["generate"], seq_lens=[8], new_tokens=[4]).build()
 
 
-def test_a_builder_layout_decoder_runs_prefill_and_its_generate_cells_say_the_loop_is_missing(tmp_path, cache_dir):
-    """Until a shared-buffer decode loop exists (GroupQueryAttention writes the cache in place, right-padded),
-    the builder layout's generate cells are skipped rows naming it; its prefill runs from an empty cache."""
+def test_a_builder_layout_decoder_runs_prefill_and_generates_through_the_in_place_loop(tmp_path, cache_dir):
+    """The builder layout's generate cells run the in-place loop (GroupQueryAttention writes the shared buffer,
+    rows right-padded) and pass against the file's own reference; its prefill runs from an empty cache."""
     path = builder_layout_file(tmp_path / "built")
     spec = MatrixSpec(models=[], onnx=OnnxFiles([str(path)]), runtimes=["ort-cpu"], batches=[2], seq_lens=[8],
                       scenarios=["prefill", "generate"], new_tokens=[4], timing=FAST)
     rows = {r["scenario"]: r for r in run_matrix(spec, tmp_path / "run", cache_dir=cache_dir, isolate=False).rows}
     assert rows["prefill"]["status"] == "ok" and rows["prefill"]["verdict"] == "pass", rows["prefill"]["reason"]
     assert rows["prefill"]["decoder_layout"] == "builder" and "com.microsoft" in rows["prefill"]["reason"]
-    assert rows["generate"]["status"] == "skipped" and rows["generate"]["decoder_layout"] == "builder"
-    assert "no decode loop for the builder layout yet" in rows["generate"]["reason"]
+    assert rows["generate"]["status"] == "ok" and rows["generate"]["verdict"] == "pass", rows["generate"]["reason"]
+    assert rows["generate"]["decoder_layout"] == "builder" and rows["generate"]["first_divergent_step"] is None
 
 
 # --- the real tools, where their interpreters are named ---------------------------------------------------------
@@ -196,3 +196,24 @@ def test_a_decoder_made_by_the_model_builder_is_detected_and_its_reference_right
     greedy = greedy_generate(reference, torch.from_numpy(ids), 6, torch.from_numpy(mask))
     expected = OnnxFileReference(read_artifact(path)).generation_expected(ids, mask, greedy.tokens.numpy(), "fp32")
     np.testing.assert_allclose(expected.outputs["logits"], greedy.logits.numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+@needs_builder
+def test_a_decoder_made_by_the_model_builder_generates_on_ort_cpu_through_the_in_place_loop(tmp_path):
+    """The builder's fp32 graph of a llama-tiny checkpoint generates on ``ort-cpu`` with its shared
+    GroupQueryAttention buffer bound once (docs/generation.md, "A KV cache updated in place"): every step's tokens
+    and logits pass against the float64 torch model of the same checkpoint, left padding included."""
+    checkpoint = save_checkpoint(perturbed("llama-tiny"), tmp_path / "ckpt")
+    path = builder_export(checkpoint, tmp_path / "built")
+    out = tmp_path / "run"
+    proc = run_cli("run", "--onnx", str(path), "--reference-model", str(checkpoint), "--runtimes", "ort-cpu",
+                   "--scenario", "generate", "--batches", "2", "--seq-lens", "8", "--new-tokens", "6",
+                   "--padding", "0,0.25", "--min-time", "0.05", "--no-report", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["status"] == "ok" and row["verdict"] == "pass", row["reason"]
+        assert row["decoder_layout"] == "builder" and row["reference_config"] == "torch float64"
+        assert row["first_divergent_step"] is None
