@@ -3,6 +3,8 @@
     python scripts/bench_generate.py                         # gpt2-small fp32, torch vs ort-cpu, B in {1, 4},
                                                              # prompt 128, 64 new tokens, into runs/bench-generate
     python scripts/bench_generate.py --model tiny --batches 1 --prompt 32 --new-tokens 16 --out /tmp/gen
+    python scripts/bench_generate.py --model smollm-135m --batches 1 \
+        --attention decomposed,sdpa,onnx-attention,ort-fused,ort-gqa-inplace        # every attention variant
 
 It runs the generate scenario through the matrix runner (``onnxbench run --scenario generate`` with the machine's
 ceilings measured), so every figure comes from the same code as a run's rows, and then prints per (runtime,
@@ -35,13 +37,16 @@ def main() -> int:
     parser.add_argument("--batches", default="1,4")
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--attention", default=None, help="comma-separated attention variants (default: the "
+                        "matrix's)")
     parser.add_argument("--generations", type=int, default=2, help="timed generations per cell (at least); the "
                         "checked generation before them is the warm-up")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-generate"))
     args = parser.parse_args()
     if (args.out / "header.json").exists():
         set_aside(args.out)
-    spec = MatrixSpec(models=[args.model], runtimes=args.runtimes.split(","),
+    variants = {"attention": args.attention.split(",")} if args.attention else {}
+    spec = MatrixSpec(models=[args.model], runtimes=args.runtimes.split(","), **variants,
                       batches=[int(b) for b in args.batches.split(",")], seq_lens=[args.prompt],
                       scenarios=["generate"], new_tokens=[args.new_tokens],
                       timing=TimingConfig(warmup_iters=0, min_iters=args.generations, min_time_s=0.0,
@@ -56,19 +61,20 @@ def main() -> int:
     weights = get_preset(args.model).n_params * 4  # fp32
     print(f"copy bandwidth {bw:.2f} GB/s; weights {weights / 1e6:.0f} MB -> weight bound "
           f"{weights / bw / 1e6:.2f} ms per step" if bw else "no bandwidth measured")
-    print("| runtime | B | TTFT (ms) | TPOT p50 (ms) | decode tok/s | TPOT / weight bound | TPOT / step bound | "
-          "verdict | first diverging step |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
+    print("| attention | runtime | B | TTFT (ms) | TPOT p50 (ms) | decode tok/s | TPOT / weight bound | "
+          "TPOT / step bound | verdict | first diverging step |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
     status = 0
     for row in summary.rows:
         if row["status"] != "ok":
-            print(f"| {row['runtime']} | {row['batch']} | {row['status']}: {row['reason']} |")
+            print(f"| {row['attention']} | {row['runtime']} | {row['batch']} | {row['status']}: {row['reason']} |")
             status = 1
             continue
         tpot = row["tpot_ms_p50"]
         weight_bound = weights / bw / 1e6 if bw else float("nan")
         step_bound = row["bytes_moved"] / bw / 1e6 if bw else float("nan")
-        print(f"| {row['runtime']} | {row['batch']} | {row['ttft_ms']:.1f} | {tpot:.2f} | {row['decode_tok_s']:.1f} | "
+        print(f"| {row['attention']} | {row['runtime']} | {row['batch']} | {row['ttft_ms']:.1f} | {tpot:.2f} | "
+              f"{row['decode_tok_s']:.1f} | "
               f"{tpot / weight_bound:.2f} | {tpot / step_bound:.2f} | {row['verdict']} | "
               f"{row['first_divergent_step'] if row['first_divergent_step'] is not None else '-'} |")
     return status
