@@ -9,7 +9,11 @@ RUN_DIR ?= runs/demo
 # Extra flags of the demo's `onnxbench run` (e.g. DEMO_FLAGS="--models tiny" for a shorter one).
 DEMO_FLAGS ?=
 
-.PHONY: install demo test test-fast lint clean
+# Hugging Face Optimum's exporter for `--export-paths optimum` (docs/usage.md, "Export paths"): optimum-onnx 0.1.0
+# pins transformers<4.58, so it gets an interpreter of its own; torch pinned so that pip takes the local CPU build.
+OPTIMUM_VENV ?= .venv-optimum
+
+.PHONY: install demo test test-fast lint clean optimum-venv
 
 install: $(VENV)/.installed
 
@@ -19,6 +23,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
+
+optimum-venv: $(OPTIMUM_VENV)/.installed
+
+$(OPTIMUM_VENV)/.installed:
+	$(PYTHON) -m venv $(OPTIMUM_VENV)
+	$(OPTIMUM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OPTIMUM_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)" "optimum-onnx==0.1.0" "transformers<4.58" onnxruntime
+	touch $@
+	@echo "export ONNXBENCH_OPTIMUM_PYTHON=$(abspath $(OPTIMUM_VENV))/bin/python"
 
 # `make demo` again runs the demo again: --overwrite moves the run already in $(RUN_DIR) aside to
 # $(RUN_DIR).replaced-<its run id> (nothing is deleted; `make clean` removes runs/). To continue an interrupted demo
@@ -38,4 +51,4 @@ lint: install
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(OPTIMUM_VENV) runs .pytest_cache

@@ -12,11 +12,12 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 #: Cell key columns: two rows with equal keys measure the same thing (used by resume and compare).
-KEY_COLUMNS = ("model", "part", "attention", "precision", "opset", "runtime", "threads", "batch", "seq_len",
-               "config_id", "scenario", "new_tokens", "padding")
+KEY_COLUMNS = ("model", "part", "attention", "export_path", "precision", "opset", "runtime", "threads", "batch",
+               "seq_len", "config_id", "scenario", "new_tokens", "padding")
 #: What a key column means in a run recorded before it existed (a join must not tell such rows apart); every row
 #: before the threads axis ran at the runtime's default thread count (0).
-KEY_DEFAULTS = {"config_id": "default", "threads": 0, "scenario": "prefill", "new_tokens": 0, "padding": 0.0}
+KEY_DEFAULTS = {"config_id": "default", "threads": 0, "scenario": "prefill", "new_tokens": 0, "padding": 0.0,
+                "export_path": "onnxbench"}
 
 #: column -> (dtype, unit or meaning)
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -27,7 +28,13 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "n_params": ("int", "parameters of the model (tied embedding counted once)"),
     "part": ("str", "'model' (full transformer) or 'attention' (one block's attention)"),
     "attention": ("str", "attention variant: decomposed | sdpa | onnx-attention | ort-fused | ort-gqa-inplace | "
-                         "external"),
+                         "external (a graph onnxbench did not write: a user's ONNX file, or another tool's "
+                         "export_path)"),
+    "export_path": ("str", "how the graph was made from the model's weights: onnxbench (its own export, each "
+                           "attention variant) | optimum (Hugging Face Optimum's ONNX exporter) | optimum-opt (that "
+                           "export after ONNX Runtime's transformer optimizer) | builder (ONNX Runtime GenAI's "
+                           "model builder); a user's ONNX file's rows carry the default, onnxbench, and run the "
+                           "file as given (docs/export.md, \"Export paths\")"),
     "precision": ("str", "fp32 | fp16 | bf16 (the graph's compute precision) | int8-dynamic (the fp32 graph's "
                          "MatMul weights int8, activations quantized at run time; docs/quantization.md)"),
     "opset": ("int", "default-domain ONNX opset of the file that ran (its opset_import); the opset asked for "

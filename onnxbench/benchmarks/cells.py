@@ -23,6 +23,9 @@ class Cell:
     ``scenario`` is ``prefill`` (one forward pass over B x seq_len tokens) or ``generate`` (greedy decoding of
     ``new_tokens`` tokens after prompts of seq_len tokens, of which a fraction ``padding`` is left padding in the
     batch's last row: docs/generation.md).
+
+    ``export_path`` is how the graph was made (:data:`onnxbench.export.paths.EXPORT_PATHS`): ``onnxbench``'s own
+    export (the default), or another tool's from the same weights (docs/export.md, "Export paths").
     """
 
     model: str
@@ -38,18 +41,21 @@ class Cell:
     new_tokens: int = 0
     padding: float = 0.0
     threads: int = 0
+    export_path: str = "onnxbench"
 
     @property
     def artifact_key(self) -> tuple:
-        """Cells with the same key share one exported artifact."""
-        return (self.model, self.part, self.attention, self.precision, self.opset)
+        """Cells with the same key share one exported artifact (the export path only where it is not the
+        default, so that the groups, and so the shards, of a matrix without the axis stay as they were)."""
+        key = (self.model, self.part, self.attention, self.precision, self.opset)
+        return key if self.export_path == _DEFAULTS["export_path"] else (*key, self.export_path)
 
     @property
     def cell_id(self) -> str:
         fields = dataclasses.asdict(self)
         # fields added later hash only when they differ from their defaults, so that runs recorded before
         # them keep their cell ids (and resume)
-        for name in ("scenario", "new_tokens", "padding", "threads"):
+        for name in ("scenario", "new_tokens", "padding", "threads", "export_path"):
             if fields[name] == _DEFAULTS[name]:
                 del fields[name]
         payload = json.dumps(fields, sort_keys=True)
@@ -94,6 +100,9 @@ class CellAxes:
     #: The matrix's padding fractions, for sources whose prefill cells take padding (ONNX files with an attention
     #: mask); the generate scenario lists its own in its ``fields``.
     paddings: tuple[float, ...] = (0.0,)
+    #: The export paths of the model's graphs (:data:`onnxbench.export.paths.EXPORT_PATHS`), for sources that
+    #: export a model (presets, checkpoints); ONNX files are run as they are.
+    export_paths: tuple[str, ...] = ("onnxbench",)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -79,6 +79,7 @@ class CellKey:
     scenario: str = "prefill"
     new_tokens: int = 0
     padding: float = 0.0
+    export_path: str = "onnxbench"
 
     @classmethod
     def of(cls, cell: Cell) -> CellKey:

@@ -30,7 +30,8 @@ from .summary import busy_note, export_time, print_summary, warn_if_unreliable
 #: The flags that change the matrix (refused with --resume, which continues the recorded one).
 _AXIS_FLAGS = ("models", "runtimes", "attention", "parts", "precisions", "opsets", "threads", "batches", "seq_lens",
                "scenario", "new_tokens", "padding", "exporter", "min_time", "min_iters", "matrix", "shard",
-               "checkpoint", "onnx", "dim", "shape", "int_range", "reference_model", "locate_divergence")
+               "checkpoint", "onnx", "dim", "shape", "int_range", "reference_model", "locate_divergence",
+               "export_paths")
 
 
 @app.command()
@@ -41,6 +42,10 @@ def run(
     attention: str | None = typer.Option(
         None, help="comma-separated attention variants (decomposed, sdpa, onnx-attention, ort-fused, ort-gqa-inplace)"),
     parts: str | None = typer.Option(None, help="comma-separated parts: model, attention"),
+    export_paths: str | None = typer.Option(
+        None, help="comma-separated export paths of presets and checkpoints: onnxbench (its own export, default), "
+                   "optimum (Hugging Face Optimum's exporter; needs ONNXBENCH_OPTIMUM_PYTHON), optimum-opt (that "
+                   "export after ONNX Runtime's transformer optimizer), builder (ONNX Runtime GenAI's model builder)"),
     precisions: str | None = typer.Option(
         None, help="comma-separated precisions: fp32, fp16, bf16, int8-dynamic (the fp32 graph quantized; "
                    "runs on ort-cpu; --onnx files get it beside their own precision)"),
@@ -146,7 +151,7 @@ def run(
 def overrides(models=None, runtimes=None, attention=None, parts=None, precisions=None, opsets=None, threads=None,
               batches=None, seq_lens=None, scenario=None, new_tokens=None, padding=None, exporter=None,
               min_time=None, min_iters=None, shard=None, checkpoint=None, onnx=None, dim=None, shape=None,
-              int_range=None, reference_model=None, locate_divergence=False) -> dict:
+              int_range=None, reference_model=None, locate_divergence=False, export_paths=None) -> dict:
     """The matrix overrides the flags ask for, shaped like a matrix file (``MatrixSpec.to_dict``): only the flags
     given. A user's own models (``--checkpoint``, ``--onnx``) replace the default presets unless ``--models``
     names some.
@@ -157,7 +162,8 @@ def overrides(models=None, runtimes=None, attention=None, parts=None, precisions
     lists = {"models": (models, str), "runtimes": (runtimes, str), "attention": (attention, str),
              "parts": (parts, str), "precisions": (precisions, str), "opsets": (opsets, int),
              "threads": (threads, int), "batches": (batches, int), "seq_lens": (seq_lens, int),
-             "scenarios": (scenario, str), "new_tokens": (new_tokens, int), "paddings": (padding, float)}
+             "scenarios": (scenario, str), "new_tokens": (new_tokens, int), "paddings": (padding, float),
+             "export_paths": (export_paths, str)}
     flag_names = {"scenarios": "--scenario", "paddings": "--padding"}
     out = {key: flags.csv(value, flag_names.get(key, "--" + key.replace("_", "-")), cast, _EXAMPLES.get(key))
            for key, (value, cast) in lists.items() if value is not None}
@@ -185,7 +191,8 @@ def overrides(models=None, runtimes=None, attention=None, parts=None, precisions
 
 _EXAMPLES = {"models": "tiny,gpt2-small", "runtimes": "torch,ort-cpu", "attention": "decomposed,sdpa",
              "parts": "model", "precisions": "fp32", "opsets": "18", "threads": "1,2", "batches": "1,4",
-             "seq_lens": "32,128", "scenarios": "prefill,generate", "new_tokens": "64", "paddings": "0,0.25"}
+             "seq_lens": "32,128", "scenarios": "prefill,generate", "new_tokens": "64", "paddings": "0,0.25",
+             "export_paths": "onnxbench,builder"}
 
 
 def _spec(matrix: Path | None, given: dict):

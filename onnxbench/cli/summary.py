@@ -67,7 +67,8 @@ def print_summary(rows: list[dict], busy: str = "") -> None:
 
 def _table(rows: list[dict], columns: list[str], scenario: str, busy: str = "") -> Table:
     # axes other than the shape that vary over the rows get a column, or rows look duplicated
-    axes = [k for k in ("part", "attention", "precision", "threads", "config_id") if len({r.get(k) for r in rows}) > 1]
+    axes = [k for k in ("part", "attention", "export_path", "precision", "threads", "config_id")
+            if len({r.get(k) for r in rows}) > 1]
     table = Table("model", *axes, "runtime", "B", "T", *(_SHOW.get(c, (c, ""))[0] for c in columns), "× floor",
                   "verdict", title=scenario, title_justify="left",
                   caption=f"{BUSY_MARK.strip()} measured on a busy machine: {busy}" if busy else None,

@@ -9,39 +9,19 @@ MatMul bias + GELU into ``BiasGelu``; it does not fuse the attention (separate W
 
 ``onnxruntime.transformers`` puts its own directory at the *end* of ``sys.path`` and imports sibling modules by
 top-level name (``from onnx_utils import ...``), so any ``onnx_utils.py`` earlier on the path (a user's working
-directory, say) shadows it; :func:`import_optimizer` puts the package directory first while importing.
+directory, say) shadows it; :func:`onnxbench.export.optimum.import_optimizer` puts the package directory first
+while importing.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 from pathlib import Path
 
 from ..export import ExportArtifact
+from ..export.optimum import import_optimizer
 
-
-def import_optimizer():
-    """Import ``onnxruntime.transformers.optimizer`` with its own sibling modules winning over same-named ones.
-
-    Raises:
-        ImportError: if a foreign ``onnx_utils`` module is already imported in this process (names it).
-    """
-    import onnxruntime.transformers as package
-
-    directory = os.path.dirname(package.__file__)
-    loaded = sys.modules.get("onnx_utils")
-    if loaded is not None and not str(getattr(loaded, "__file__", "")).startswith(directory):
-        raise ImportError(
-            f"a module named onnx_utils is already imported from {loaded.__file__}; it shadows "
-            "onnxruntime.transformers' own onnx_utils. Rename the local onnx_utils.py"
-        )
-    sys.path.insert(0, directory)
-    try:
-        return importlib.import_module("onnxruntime.transformers.optimizer")
-    finally:
-        sys.path.remove(directory)
+__all__ = ["attention_fused_path", "fused_op_counts", "import_optimizer", "optimized_path"]
 
 
 def optimized_path(artifact: ExportArtifact) -> Path:

@@ -16,6 +16,7 @@ else:  # pragma: no cover - Python 3.10
 from ...errors import MatrixError
 from ...export import DEFAULT_OPSET, PRECISIONS
 from ...export.opsets import describe, supported_opsets
+from ...export.paths import DEFAULT_EXPORT_PATH, EXPORT_PATHS
 from ...export.quantize import QUANTIZED_PRECISIONS
 from ...export.variants import VARIANTS
 from ...noise import NOISE_LIMIT
@@ -76,6 +77,12 @@ class MatrixSpec:
             Generate cells: left padding of the prompts; an ONNX file's prefill cells: right padding of its
             attention mask, outputs judged at the real positions (docs/agreement.md, "Padded batches"). A
             fraction no cell of the matrix can take (no generate scenario and no ONNX file) is refused.
+        export_paths: how each preset's or checkpoint's graphs are made (``--export-paths``;
+            :data:`onnxbench.export.paths.EXPORT_PATHS`, docs/export.md "Export paths"): ``onnxbench`` (its own
+            export, one per attention variant; the default), ``optimum`` (Hugging Face Optimum's exporter),
+            ``optimum-opt`` (that export after ONNX Runtime's transformer optimizer), ``builder`` (ONNX Runtime
+            GenAI's model builder), all from the same weights and judged against the same float64 reference. A
+            path whose tool is not installed makes ``skipped`` rows naming the package.
         shard: ``"K/N"``: run only the K-th of N deterministic parts of the cells (whole (artifact, runtime)
             groups; :func:`onnxbench.benchmarks.cells.shard_cells`), for batch-scheduler array jobs whose run
             directories ``onnxbench merge`` joins (docs/scaling.md).
@@ -116,6 +123,7 @@ class MatrixSpec:
     scenarios: list[str] = field(default_factory=lambda: ["prefill"])
     new_tokens: list[int] = field(default_factory=lambda: [64])
     paddings: list[float] = field(default_factory=lambda: [0.0])
+    export_paths: list[str] = field(default_factory=lambda: [DEFAULT_EXPORT_PATH])
     shard: str | None = None
 
     def validate(self) -> None:
@@ -139,6 +147,12 @@ class MatrixSpec:
         for a in self.attention:
             if a not in ATTENTION_VARIANTS:
                 raise MatrixError(f"unknown attention variant {a!r}; known: {', '.join(ATTENTION_VARIANTS)}")
+        if not self.export_paths:
+            raise MatrixError(f"export_paths is empty; give one or more of: {', '.join(EXPORT_PATHS)}")
+        for p in self.export_paths:
+            if p not in EXPORT_PATHS:
+                raise MatrixError(f"unknown export path {p!r}; known: {', '.join(EXPORT_PATHS)} (docs/export.md, "
+                                  "\"Export paths\")")
         for p in self.parts:
             if p not in PARTS:
                 raise MatrixError(f"unknown part {p!r}; known: {', '.join(PARTS)}")
@@ -193,6 +207,10 @@ class MatrixSpec:
         if any(self.paddings) and not any(cell.padding for cell in cells):
             raise MatrixError(f"padding {[p for p in self.paddings if p]} applies to generate cells (--scenario "
                               "generate) and to the prefill cells of --onnx files; no cell of this matrix takes it")
+        other_paths = [p for p in self.export_paths if p != DEFAULT_EXPORT_PATH]
+        if other_paths and not any(cell.export_path != DEFAULT_EXPORT_PATH for cell in cells):
+            raise MatrixError(f"export paths {other_paths} apply to presets and checkpoints (--models, --checkpoint); "
+                              "an ONNX file (--onnx) is run as it is given")
         if self.shard is not None:
             cells = shard_cells(cells, self.shard)
         return Matrix(self, sources, cells)
@@ -204,7 +222,8 @@ class MatrixSpec:
         scenarios = tuple(ScenarioAxes(name, scenario_registry.get(name).decoder,
                                        tuple(scenario_registry.get(name).axes(self))) for name in self.scenarios)
         return CellAxes(tuple(self.attention), tuple(self.precisions), tuple(self.opsets), tuple(self.runtimes),
-                        tuple(self.parts), tuple(batches), tuple(seq_lens), scenarios, tuple(self.paddings))
+                        tuple(self.parts), tuple(batches), tuple(seq_lens), scenarios, tuple(self.paddings),
+                        tuple(self.export_paths))
 
     def _validate_threads(self) -> None:
         """Thread counts are 1 .. the logical core count, and some runtime of the matrix takes them."""
@@ -350,6 +369,7 @@ def _typed(key: str, annotation: str, value):
 
 _EXAMPLES = {"batches": "batches = [1, 4]", "seq_lens": "seq_lens = [32, 128]", "opsets": "opsets = [18]",
              "threads": "threads = [1, 2]", "new_tokens": "new_tokens = [64]", "paddings": "paddings = [0, 0.25]",
+             "export_paths": 'export_paths = ["onnxbench", "builder"]',
              "models": 'models = ["tiny"]', "runtimes": 'runtimes = ["torch", "ort-cpu"]', "seed": "seed = 0",
              "cell_timeout_s": "cell_timeout_s = 600", "noise_limit": "noise_limit = 0.1"}
 

@@ -253,8 +253,9 @@ class _Run:
                 continue
             try:
                 first = runnable[0]
+                via = f" via {first.export_path}" if first.export_path != "onnxbench" else ""
                 self.progress(f"exporting {source.name} {first.part} {first.attention} {first.precision} opset "
-                              f"{first.opset}" if source.exported else f"reading {source.name}")
+                              f"{first.opset}{via}" if source.exported else f"reading {source.name}")
                 t0 = time.perf_counter()
                 artifact = source.artifact(first, self.cache_dir)
                 self.summary.export_s += time.perf_counter() - t0

@@ -6,6 +6,12 @@ the cell's precision is the noise floor (:class:`onnxbench.benchmarks.verify.ref
 differ only in where the config and the weights come from: :class:`PresetSource` takes a preset's config and the
 matrix's seed, :class:`CheckpointSource` reads ``config.json`` and ``model.safetensors`` from a directory
 (:mod:`onnxbench.models.checkpoint`).
+
+Besides onnxbench's own export, a model's graph can come from another tool on the same weights (the matrix's
+``export_path`` axis, :mod:`onnxbench.export.paths`): Hugging Face Optimum's exporter, with or without ONNX
+Runtime's transformer optimizer, or ONNX Runtime GenAI's model builder. Such a graph is a decoder with a KV cache
+in its tool's layout; its cells have ``attention`` = ``external`` (the attention variants are onnxbench's
+export's), run on the runtimes that read ONNX, and are compared with the same float64 torch reference.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import numpy as np
 
 from ....errors import MatrixError
 from ....export import ExportArtifact, TensorSpec, to_onnx
+from ....export.decoder_layout import position_ids
 from ....export.decoder_with_past import DECODER_WITH_PAST, empty_past
+from ....export.paths import DEFAULT_EXPORT_PATH, EXPORT_PATHS, EXTERNAL_ATTENTION, export_with
 from ....export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
 from ....export.variants import VARIANTS
 from ....models import PRESETS, TransformerConfig
@@ -62,40 +70,63 @@ class TransformerSource(ModelSource):
         return self.base_config.n_params
 
     def config(self, attention: str) -> TransformerConfig:
-        """``base_config`` with the module implementation that attention variant ``attention`` is exported from.
+        """``base_config`` with the module implementation that attention variant ``attention`` is exported from
+        (``external``, another tool's export: ``base_config`` as it is).
 
         Raises:
             KeyError: for an unknown variant.
         """
+        if attention == EXTERNAL_ATTENTION:
+            return self.base_config
         return self.base_config.replace(attention=VARIANTS[attention].implementation)
 
     def cells(self, axes: CellAxes) -> list[Cell]:
-        """Per scenario: the parts (a scenario that decodes: the full model exported with its KV cache, part
-        ``decoder-with-past``) x attention variants x precisions x opsets x runtimes x batches x sequence lengths x
-        the scenario's own fields (generate: new tokens x paddings). A variant that dictates its opset gets that
-        opset (so some cells may coincide: the matrix keeps them once)."""
+        """Per scenario and export path: the parts (a scenario that decodes: the full model exported with its KV
+        cache, part ``decoder-with-past``) x attention variants x precisions x opsets x runtimes x batches x
+        sequence lengths x the scenario's own fields (generate: new tokens x paddings). A variant that dictates
+        its opset gets that opset (so some cells may coincide: the matrix keeps them once). Another tool's export
+        path has one attention label, ``external``, and opset 0 where the tool chooses its own (the row's
+        ``opset`` is then the file's)."""
         cells = []
         for scenario in axes.scenarios:
             parts = [DECODER_WITH_PAST] if scenario.decoder else axes.parts
-            for part, att, prec, opset, rt in itertools.product(parts, axes.attention, axes.precisions,
-                                                                axes.opsets, axes.runtimes):
-                opset = VARIANTS[att].resolve_opset(opset)
-                for b, t, fields in itertools.product(axes.batches, axes.seq_lens, scenario.fields):
-                    cells.append(Cell(self.name, att, prec, opset, rt, b, t, part=part, scenario=scenario.name,
-                                      **fields))
+            for path in axes.export_paths:
+                ours = path == DEFAULT_EXPORT_PATH
+                variants = axes.attention if ours else (EXTERNAL_ATTENTION,)
+                opsets = axes.opsets if EXPORT_PATHS[path].uses_opset else (0,)
+                extra = {} if ours else {"export_path": path}
+                for part, att, prec, opset, rt in itertools.product(parts, variants, axes.precisions, opsets,
+                                                                    axes.runtimes):
+                    opset = VARIANTS[att].resolve_opset(opset) if ours else opset
+                    for b, t, fields in itertools.product(axes.batches, axes.seq_lens, scenario.fields):
+                        cells.append(Cell(self.name, att, prec, opset, rt, b, t, part=part, scenario=scenario.name,
+                                          **fields, **extra))
         return cells
 
     def unrunnable_reason(self, cell: Cell) -> str | None:
         """A sequence length (generate: prompt + new tokens) above ``max_positions``, an attention variant not
         available for the model's family (``ort-fused`` for the llama family) or the cell's part
         (``ort-gqa-inplace``: decoder-with-past only), or an opset the exporter cannot
-        produce for the cell's attention variant (measured: :mod:`onnxbench.export.opsets`, docs/export.md)."""
+        produce for the cell's attention variant (measured: :mod:`onnxbench.export.opsets`, docs/export.md).
+        Another tool's export path: a runtime that does not read ONNX (the torch runtimes rebuild the module),
+        or what the path cannot make (a family, precision or part it does not write, its package not installed:
+        :meth:`onnxbench.export.paths.ExportPath.reason`)."""
         total = cell.seq_len + cell.new_tokens
         if cell.new_tokens and total > self.max_positions:
             return (f"prompt length {cell.seq_len} + {cell.new_tokens} new tokens = {total} exceeds {self.name}'s "
                     f"max_positions={self.max_positions}")
         if cell.precision in QUANTIZED_PRECISIONS and cell.scenario != "prefill":
             return f"{cell.precision} is measured on prefill cells (its quantized criteria judge one forward pass)"
+        if cell.export_path != DEFAULT_EXPORT_PATH:
+            from .... import runtimes
+
+            if not runtimes.runtime_class(cell.runtime).runs_onnx:
+                takers = [name for name, cls in runtimes.registry().items() if cls.runs_onnx]
+                return (f"{cell.runtime} runs the torch module rebuilt from {self.name}'s config, not export path "
+                        f"{cell.export_path}'s graph; its cells run on the runtimes that read ONNX "
+                        f"({', '.join(takers)})")
+            return super().unrunnable_reason(cell) or EXPORT_PATHS[cell.export_path].reason(
+                self.base_config, cell.precision, cell.part)
         variant = VARIANTS[cell.attention]
         return (super().unrunnable_reason(cell) or variant.family_reason(self.base_config.family)
                 or variant.part_reason(cell.part) or variant.opset_reason(self.exporter, cell.opset))
@@ -109,7 +140,10 @@ class TransformerSource(ModelSource):
         return left_padded_prompts(self.seed, cell.batch, cell.seq_len, cell.padding, 0, self.base_config.vocab_size)
 
     def decoder_layout(self, cell: Cell) -> str | None:
-        """``onnxbench`` for the cells of the decoder-with-past export."""
+        """``onnxbench`` for the cells of the decoder-with-past export; another tool's export path: its layout
+        (its graph is a decoder with a KV cache in both scenarios)."""
+        if cell.export_path != DEFAULT_EXPORT_PATH:
+            return EXPORT_PATHS[cell.export_path].layout
         return "onnxbench" if cell.part == DECODER_WITH_PAST else None
 
     def export(self, attention: str = "decomposed", precision: str = "fp32", opset: int | None = None,
@@ -123,7 +157,11 @@ class TransformerSource(ModelSource):
 
     def artifact(self, cell: Cell, cache_dir: str | Path | None = None) -> ExportArtifact:
         """The export at the cell's precision; for ``int8-dynamic`` the fp32 export quantized
-        (:func:`onnxbench.export.quantize.quantize_int8_dynamic`), both cached."""
+        (:func:`onnxbench.export.quantize.quantize_int8_dynamic`), both cached; another tool's export path: its
+        graph of the same weights (:func:`onnxbench.export.paths.export_with`), cached."""
+        if cell.export_path != DEFAULT_EXPORT_PATH:
+            return export_with(cell.export_path, self.name, self.base_config, self.seed, self.checkpoint,
+                               cell.precision, cell.opset or None, cache_dir)
         if cell.precision in QUANTIZED_PRECISIONS:
             fp32 = self.export(cell.attention, "fp32", cell.opset, cell.part, cache_dir)
             return quantize_int8_dynamic(fp32, cache_dir=cache_dir)
@@ -139,14 +177,18 @@ class TransformerSource(ModelSource):
     def feeds(self, specs: tuple[TensorSpec, ...], batch: int, seq_len: int) -> dict[str, np.ndarray]:
         """``input_ids`` int64 (batch, seq_len) uniform in [0, vocab_size) (the attention part: hidden states
         float (batch, seq_len, d_model) from N(0, 1)); a decoder-with-past graph gets a prefill: an all-ones
-        ``attention_mask`` and an empty cache."""
+        ``attention_mask``, an empty cache and, where the graph takes them (Optimum's layout), ``position_ids``
+        0 .. seq_len - 1."""
         names = {spec.name: spec for spec in specs}
         if "past_key_values.0.key" in names:
             ids = make_feeds((names["input_ids"],), batch, seq_len, seed=self.seed,
                              int_high=self.base_config.vocab_size)["input_ids"]
             dtype = np.dtype(names["past_key_values.0.key"].dtype)
-            return {"input_ids": ids, "attention_mask": np.ones_like(ids),
-                    **empty_past(self.base_config, batch, dtype)}
+            feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                     **empty_past(self.base_config, batch, dtype)}
+            if "position_ids" in names:
+                feeds["position_ids"] = position_ids(feeds["attention_mask"])
+            return feeds
         return make_feeds(specs, batch, seq_len, seed=self.seed, int_high=self.base_config.vocab_size)
 
     def work(self, cell: Cell, artifact: ExportArtifact | None = None) -> Work | None:
@@ -155,7 +197,10 @@ class TransformerSource(ModelSource):
         and its latency columns are the prefill's, so its work is the prefill's too). Analytic, except for a
         quantized graph, whose work is counted from the graph that ran (its weights are int8:
         :mod:`onnxbench.benchmarks.measure.graph_work`; the FLOPs agree with the analytic ones exactly,
-        tests/benchmarks/measure/test_graph_work.py)."""
+        tests/benchmarks/measure/test_graph_work.py). Another tool's export path computes the same model: its fp32
+        work is the analytic one; its quantized graphs are not counted yet (:meth:`work_gap` says so)."""
+        if cell.export_path != DEFAULT_EXPORT_PATH and cell.precision != "fp32":
+            return None
         if cell.precision in QUANTIZED_PRECISIONS:
             if artifact is None:
                 return None
@@ -168,6 +213,8 @@ class TransformerSource(ModelSource):
 
     def work_gap(self, cell: Cell, artifact: ExportArtifact | None = None) -> str:
         """Why :meth:`work` is None: only a quantized graph's count can be incomplete (the rest is analytic)."""
+        if cell.export_path != DEFAULT_EXPORT_PATH and cell.precision != "fp32":
+            return f"the work of export path {cell.export_path}'s {cell.precision} graph is not counted yet"
         if cell.precision not in QUANTIZED_PRECISIONS or artifact is None:
             return ""
         return counted_work(artifact.path, cell.batch, cell.seq_len).why_incomplete
