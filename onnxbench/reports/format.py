@@ -75,7 +75,8 @@ TIMED = frozenset({
     "ci95_p50_lo_ms", "ci95_p50_hi_ms", "h2d_ms", "compute_ms", "d2h_ms", "throughput_seq_s", "throughput_tok_s",
     "achieved_gflops", "achieved_gbs", "frac_peak_flops", "frac_peak_bw", "ttft_ms", "tpot_ms_p50", "tpot_ms_p90",
     "tpot_ms_p99", "decode_tok_s", "e2e_ms", "bound_ms", "tpot_over_bound", "reference_p50", "speedup",
-    "default_p50", "tuned_p50", "float_p50", "quantized_p50", "quant_speedup", "lowest_ttft", "lowest_tpot"})
+    "default_p50", "tuned_p50", "float_p50", "quantized_p50", "quant_speedup", "lowest_ttft", "lowest_tpot",
+    "prefill_ms"})
 
 
 def is_timed(column: str) -> bool:
@@ -138,6 +139,7 @@ SPECS: dict[str, Spec] = {
     "model": Spec("model"),
     "part": Spec("part"),
     "attention": Spec("attention"),
+    "export_path": Spec("export path"),
     "precision": Spec("precision"),
     "opset": _n("opset", integer),
     "runtime": Spec("runtime"),

@@ -46,6 +46,8 @@ def split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _ok(gen: pd.DataFrame) -> pd.DataFrame:
     ok = ok_rows(gen).copy()
     ok["runtime"] = runtime_labels(ok)
+    if "export_path" in ok and ok["export_path"].nunique() > 1:  # several tools' graphs: name the path
+        ok["runtime"] = ok["runtime"] + " via " + ok["export_path"].astype("object")
     ok["verdict"] = verdicts(ok)
     ok["bound_ms"] = ok["tpot_ms_p50"] * ok["frac_peak_bw"]
     ok["tpot_over_bound"] = ok["tpot_ms_p50"] / ok["bound_ms"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import noise
-from . import generation, plots, tables
+from . import export_paths, generation, plots, tables
 from .format import ABOVE_PEAK, BUSY_MARK, MISSING, NOISE_MARK, Spec, ms, rate, sig3, spec_for, speedup
 from .load import load, load_header
 from .markup import Table, html_figure, html_page, html_table, md_table, save_png
@@ -240,6 +240,16 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
              Table(generation.generation_table(gen), specs=generation.SPECS,
                    fail=[v == "FAIL" for v in generation.generation_table(gen)["verdict"]])],
             plots=by_section.pop("generation", [])))
+    paths = export_paths.paths_table(everything)
+    if not paths.empty:
+        out.append(Section(
+            "export-paths", "Export paths", "The same weights made into a graph by each export path (onnxbench's "
+            "own export, Hugging Face Optimum's exporter, that export after ONNX Runtime's transformer optimizer, "
+            "ONNX Runtime GenAI's model builder; docs/export.md), per runtime and shape: the prefill's p50 and "
+            "verdict beside the generation's TTFT, TPOT p50, TPOT over the step's bandwidth bound and verdict, all "
+            "judged against the same float64 reference. A path whose cells did not run says why (a tool not "
+            "installed, a layout without a decode loop).",
+            [Table(paths, specs=export_paths.SPECS, fail=export_paths.failing(paths))]))
     if "threads" in by_section:
         out.append(Section("threads", "Thread scaling", "Tokens/s of each runtime at each intra-op thread count of "
                            "the matrix's threads axis (cells at a runtime's default count are left out); the dotted "

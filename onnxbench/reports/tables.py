@@ -65,8 +65,9 @@ def reference_runtime(df: pd.DataFrame) -> str:
 def shape_columns(df: pd.DataFrame) -> list[str]:
     """The shape columns of prefill tables: batch and seq_len, and ``padding`` where the rows' paddings differ (an
     ONNX file's padded and unpadded batches of one shape are different cells; a run without padding keeps its
-    tables as they were)."""
-    return SHAPE + varying(df, ["padding"])
+    tables as they were); and ``export_path`` where several paths ran (two tools' graphs of one model and shape
+    are different cells, both with attention ``external``)."""
+    return SHAPE + varying(df, ["padding", "export_path"])
 
 
 def varying(df: pd.DataFrame, columns: list[str]) -> list[str]:
