@@ -136,14 +136,18 @@ COLUMNS: dict[str, tuple[str, str]] = {
                         "problem, warned in reason)"),
     "frac_peak_bw": ("float", "achieved_gbs / measured memory bandwidth of the run (above 1: a measurement "
                      "problem, warned in reason)"),
-    "peak_rss_mb": ("float", "MiB, peak resident memory (VmHWM) of the worker process while the cell ran (its "
-                    "agreement run and timing), reset after the memory kept for earlier cells' shapes (ONNX "
-                    "Runtime's bound buffers, earlier reference outputs, freed heap; ORT's CPU arena is off unless "
-                    "enable_cpu_mem_arena is set) was given back: so it counts the "
-                    "process baseline (interpreter, weights, sessions, this cell's inputs and reference outputs) "
-                    "plus this cell's own working memory, whatever cells ran before it in the worker. The worker "
-                    "is forked from a process that imported the libraries, so library pages only the imports "
-                    "touched are not counted (about 100 MiB less than in a fresh interpreter; docs/design.md)"),
+    "peak_rss_mb": ("float", "MiB, peak resident memory (VmHWM) of the worker process while the cell's measured "
+                    "part ran (its agreement run and timing): the runtime's session (weights, buffers, threads), "
+                    "this cell's inputs and outputs, the reference's expected outputs for them, the interpreter "
+                    "and libraries. Not the reference's modules: the float64 and precision torch modules (an ONNX "
+                    "file's unoptimized ORT session) run in a child process of the worker (docs/design.md, "
+                    "Isolation), except under the in-process executor (debugging), where they count. The peak is "
+                    "reset after the memory kept for earlier cells' shapes (ONNX Runtime's bound buffers, earlier "
+                    "reference outputs, freed heap; ORT's CPU arena is off unless enable_cpu_mem_arena is set) "
+                    "was given back, so it does not depend on the cells that ran before it in the worker beyond "
+                    "what they left allocated. The worker is forked from a process that imported the libraries, "
+                    "so library pages only the imports touched are not counted (about 100 MiB less than in a "
+                    "fresh interpreter; docs/design.md)"),
     "device_mem_mb": ("float", "MiB, device memory the session added: device-level used memory (cuMemGetInfo) after "
                                "the cell minus before the session opened; weights, activations, workspaces, "
                                "engines and pool reservations, not the CUDA context; other processes on the same "

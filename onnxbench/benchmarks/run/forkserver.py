@@ -11,7 +11,6 @@ interpreter per group (``ProcessPerGroupExecutor(warm=False)``, and where ``os.f
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pickle
 import signal
@@ -28,6 +27,7 @@ import onnxbench
 
 from ... import runtimes
 from .messages import Group
+from .reference_process import die_with_parent
 from .worker import measure_into
 
 #: What the fork server imports before forking any worker: everything a worker needs before its first cell (about
@@ -57,7 +57,7 @@ def serve(control_fd: int) -> None:
     from multiprocessing.connection import Connection
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the workers: the parent handles Ctrl-C
-    _die_with_parent()
+    die_with_parent()
     for module in PRELOAD:
         importlib.import_module(module)
     runtimes.registry()  # plug-in runtimes ($ONNXBENCH_RUNTIMES, entry points) load once, here
@@ -75,7 +75,7 @@ def serve(control_fd: int) -> None:
             try:
                 os.close(control_fd)
                 control.close()
-                _die_with_parent()
+                die_with_parent()
                 measure_into(pickle.loads(payload), pipe_fd)
                 code = 0
             except BaseException:
@@ -88,15 +88,6 @@ def serve(control_fd: int) -> None:
         control.send(("forked", pid))
         _, status = os.waitpid(pid, 0)
         control.send(("exited", os.waitstatus_to_exitcode(status)))
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (prctl(2) ``PR_SET_PDEATHSIG``), so that an
-    executor killed outright leaves no server or worker behind; elsewhere a no-op."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (AttributeError, OSError):
-        pass
 
 
 def worker_environment(env: Mapping[str, str | None] | None = None) -> dict[str, str]:

@@ -27,8 +27,10 @@ from ..measure.memory import device_memory_used
 from ..plan.sources import ModelSource
 from ..rows import Measurement, Placement, SessionInfo
 from ..scenarios import CellContext
+from ..verify.reference import Reference
 from .faults import inject_fault
 from .messages import CellFinished, CellStarted, Group, GroupFinished, Message, SessionOpened, WorkerStarted
+from .reference_process import ReferenceProcess
 
 
 def session_ranges(cells: list[Cell] | tuple[Cell, ...], source: ModelSource | None = None
@@ -67,29 +69,53 @@ def _last_frame(exc: BaseException) -> str:
     return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
 
 
-def measure_group(group: Group) -> Iterator[Message]:
+def measure_group(group: Group, reference_fds: tuple[int, ...] | None = None) -> Iterator[Message]:
     """Open one session of ``group.artifact`` on the group's runtime and measure every cell, yielding the
     messages of :mod:`onnxbench.benchmarks.run.messages` (from :class:`SessionOpened` to :class:`GroupFinished`). A
     cell's exception becomes a ``failed`` measurement; the runtime being unavailable or falling back makes every
     cell ``skipped``. ``group.options`` (e.g. a tuned configuration) are passed to the runtime; ``group.label``
     is merged into the ``options`` column. Every cell's measurement names this host (and GPU) in its
-    :class:`Placement`."""
+    :class:`Placement`.
+
+    ``reference_fds`` not None: the reference runs in a child process forked before the session opens, which
+    closes these descriptors (the worker's message pipe), so that ``peak_rss_mb`` covers the session and not the
+    reference (:mod:`onnxbench.benchmarks.run.reference_process`); only a process that has run no torch operator
+    may ask for it (a worker, :func:`measure_into`). None (the default, the in-process executor): the reference
+    runs in this process."""
     runtime = runtimes.get(group.runtime)
     ok, why = runtime.availability()
     device_id = int((group.options or RuntimeOptions()).extra.get("device_id", 0))
     # a runtime that cannot run here names no GPU: the row is about this host
     here = Placement.here(runtime.device if ok else "cpu", device_id)
-    for message in _measure_group(group, runtime, ok, why, device_id):
+    for message in _measure_group(group, runtime, ok, why, device_id, reference_fds):
         if isinstance(message, CellFinished):
             message = dataclasses.replace(message, measurement=message.measurement.placed(here))
         yield message
 
 
-def _measure_group(group: Group, runtime, ok: bool, why: str, device_id: int) -> Iterator[Message]:
-    cells = group.cells
+def _measure_group(group: Group, runtime, ok: bool, why: str, device_id: int,
+                   reference_fds: tuple[int, ...] | None) -> Iterator[Message]:
     if not ok:
-        yield from _all(cells, unavailable(group.runtime, why))
+        yield from _all(group.cells, unavailable(group.runtime, why))
         return
+    reference = _reference(group, reference_fds)
+    try:
+        yield from _measure_cells(group, runtime, device_id, reference)
+    finally:
+        reference.close()
+
+
+def _reference(group: Group, reference_fds: tuple[int, ...] | None) -> Reference:
+    """The group's reference: in a child process (:mod:`onnxbench.benchmarks.run.reference_process`) that closes
+    ``reference_fds``, or in this process where ``reference_fds`` is None."""
+    local = group.source.reference(group.artifact, group.cache_dir)
+    if reference_fds is None:
+        return local
+    return ReferenceProcess(local, lambda: group.source.reference(group.artifact, group.cache_dir), reference_fds)
+
+
+def _measure_cells(group: Group, runtime, device_id: int, reference: Reference) -> Iterator[Message]:
+    cells = group.cells
     mem_baseline = device_memory_used(f"cuda:{device_id}") if runtime.device == "cuda" else None
     t0 = time.perf_counter()
     options = dataclasses.replace(group.options or RuntimeOptions(),
@@ -105,26 +131,22 @@ def _measure_group(group: Group, runtime, ok: bool, why: str, device_id: int) ->
     yield SessionOpened(time.perf_counter() - t0)
     attention_provider = _attention_provider(session, cells[0], group.source)
     spec = group.spec
-    context = CellContext(group.source, group.source.reference(group.artifact, group.cache_dir), group.artifact,
-                          options, spec.timing, spec.noise_limit, spec.locate_divergence, group.cache_dir,
-                          mem_baseline)
-    try:
-        with session:
-            info = SessionInfo.of(session, attention_provider, group.label)
-            for cell in cells:
-                yield CellStarted(cell.cell_id)
-                reference_s, context.harness_s = context.reference.seconds, 0.0
-                try:
-                    inject_fault(cell)
-                    measured = group.scenarios[cell.scenario].measure(cell, session, context)
-                    # after the first run: build_s then includes a per-shape compile
-                    measured = dataclasses.replace(measured, session=dataclasses.replace(info,
-                                                                                         build_s=session.build_s))
-                except Exception as exc:
-                    measured = Measurement.failed(f"{type(exc).__name__}: {exc} @ {_last_frame(exc)}", info)
-                yield CellFinished(cell.cell_id, measured, context.harness_s, context.reference.seconds - reference_s)
-    finally:
-        context.reference.close()
+    context = CellContext(group.source, reference, group.artifact, options, spec.timing, spec.noise_limit,
+                          spec.locate_divergence, group.cache_dir, mem_baseline)
+    with session:
+        info = SessionInfo.of(session, attention_provider, group.label)
+        for cell in cells:
+            yield CellStarted(cell.cell_id)
+            reference_s, context.harness_s = context.reference.seconds, 0.0
+            try:
+                inject_fault(cell)
+                measured = group.scenarios[cell.scenario].measure(cell, session, context)
+                # after the first run: build_s then includes a per-shape compile
+                measured = dataclasses.replace(measured, session=dataclasses.replace(info,
+                                                                                     build_s=session.build_s))
+            except Exception as exc:
+                measured = Measurement.failed(f"{type(exc).__name__}: {exc} @ {_last_frame(exc)}", info)
+            yield CellFinished(cell.cell_id, measured, context.harness_s, context.reference.seconds - reference_s)
     yield GroupFinished()
 
 
@@ -152,7 +174,7 @@ def measure_into(group: Group, fd: int) -> None:
     conn = Connection(fd, readable=False)
     conn.send(WorkerStarted(os.getpid()))
     try:
-        for message in measure_group(group):
+        for message in measure_group(group, reference_fds=(fd,)):
             conn.send(message)
     finally:
         conn.close()

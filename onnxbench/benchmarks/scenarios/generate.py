@@ -113,7 +113,7 @@ class Generate(Scenario):
         the decode tokens/s.
 
         ``peak_rss_mb`` covers the timed generations (the decode loop's buffers included), not the reference's
-        float64 forward, which runs before the peak is reset.
+        float64 forward, which runs before the peak is reset (in another process, docs/schema.md).
 
         Raises:
             GenerationError: for a request that cannot run (before any work).

@@ -41,7 +41,8 @@ class Prefill(Scenario):
         """Agreement with the reference, latency, throughput and memory of one forward pass.
 
         The inputs come from ``context.source.feeds`` (the reference transformer: ``input_ids`` int64 (B, T) in
-        [0, vocab_size)). ``peak_rss_mb`` covers the checked run and the timing, not the reference's outputs.
+        [0, vocab_size)). ``peak_rss_mb`` covers the checked run and the timing, with the session, the inputs and
+        the reference's expected outputs resident (the reference's modules run in another process, docs/schema.md).
 
         Raises:
             Exception: whatever the runtime raises; the worker turns it into a ``failed`` row.
