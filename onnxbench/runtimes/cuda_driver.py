@@ -103,8 +103,22 @@ def _current(device_id: int) -> None:
     check(_fn("cuCtxSetCurrent")(ctypes.c_void_p(primary_context(device_id))), "cuCtxSetCurrent")
 
 
+def memory_info(device_id: int = 0) -> tuple[int, int]:
+    """``(free, total)`` bytes of the whole device from ``cuMemGetInfo``. Retains the primary context (its own
+    memory then counts as used).
+
+    Raises:
+        OSError / CudaError: without a driver or device.
+    """
+    _current(device_id)
+    free, total = ctypes.c_size_t(), ctypes.c_size_t()
+    check(_fn("cuMemGetInfo_v2", "cuMemGetInfo")(ctypes.byref(free), ctypes.byref(total)), "cuMemGetInfo")
+    return free.value, total.value
+
+
 def memory_used(device_id: int = 0) -> int:
-    """Device memory in use on the whole device, in bytes: ``total - free`` from ``cuMemGetInfo``.
+    """Device memory in use on the whole device, in bytes: ``total - free`` from ``cuMemGetInfo``
+    (:func:`memory_info`).
 
     Device-level, so it works inside containers (where NVML's per-process accounting sees host PIDs that do
     not match the container's); it counts every process on the device, so a delta is exact only while this
@@ -113,10 +127,8 @@ def memory_used(device_id: int = 0) -> int:
     Raises:
         OSError / CudaError: without a driver or device.
     """
-    _current(device_id)
-    free, total = ctypes.c_size_t(), ctypes.c_size_t()
-    check(_fn("cuMemGetInfo_v2", "cuMemGetInfo")(ctypes.byref(free), ctypes.byref(total)), "cuMemGetInfo")
-    return total.value - free.value
+    free, total = memory_info(device_id)
+    return total - free
 
 
 class Stream:

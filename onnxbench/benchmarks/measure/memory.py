@@ -54,6 +54,19 @@ def device_memory_used(device: str) -> int | None:
         return None
 
 
+def device_memory_free(device: str) -> int | None:
+    """Bytes free on the whole CUDA device ``device`` (``"cuda:N"``) from the driver's ``cuMemGetInfo``, or None
+    on the CPU or without a driver (the memory pre-check is then not made)."""
+    if not device.startswith("cuda"):
+        return None
+    from ...runtimes import cuda_driver
+
+    try:
+        return cuda_driver.memory_info(int(device.split(":")[1]) if ":" in device else 0)[0]
+    except Exception:  # no driver or not permitted: no check rather than a wrong one
+        return None
+
+
 def device_mem_mb(session: Session, baseline: int | None) -> float | None:
     """Device memory (MiB) the session added on its GPU: device-level used memory after the cell minus
     ``baseline``, the same measure taken before the session was opened (with the CUDA context already created,

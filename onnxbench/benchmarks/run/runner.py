@@ -23,6 +23,7 @@ from ...tolerance import tf32_allowed
 from ..cells import Cell
 from ..measure import tune as tuning
 from ..measure.ceilings import measure_ceilings, reprobe
+from ..measure.footprint import host_available, memory_reason
 from ..measure.timing import harness_overhead_ms
 from ..measure.workmodel import above_peak_reason, achieved, row_fractions
 from ..plan.matrix import Matrix, MatrixSpec
@@ -238,13 +239,16 @@ class _Run:
 
     def groups(self, cells: list[Cell]) -> Iterator[Group]:
         """The (artifact, runtime) groups of ``cells``, exporting each artifact when its groups are pulled; cells
-        that cannot run and cells whose export fails get their rows here."""
+        that cannot run, cells whose estimated memory exceeds the host's available memory
+        (:mod:`onnxbench.benchmarks.measure.footprint`) and cells whose export fails get their rows here."""
         spec = self.matrix.spec
         for artifact_cells in _group(cells, key=lambda c: c.artifact_key):
             source = self.matrix.source(artifact_cells[0])
             runnable = []
+            host_free = host_available()  # before this artifact's export: nothing allocated for its cells yet
             for cell in artifact_cells:
-                why = self.matrix.unrunnable_reason(cell)
+                why = self.matrix.unrunnable_reason(cell) or memory_reason(
+                    source.footprint(cell), runtimes.runtime_class(cell.runtime).device, host_free)
                 if why:
                     self.emit(cell, source, None, Measurement.skipped(why))
                 else:

@@ -23,7 +23,8 @@ from ... import runtimes
 from ...runtimes import RuntimeOptions, RuntimeUnavailable, Session
 from ...runtimes.trt_profiles import profile_ranges
 from ..cells import Cell
-from ..measure.memory import device_memory_used
+from ..measure.footprint import memory_reason
+from ..measure.memory import device_memory_free, device_memory_used
 from ..plan.sources import ModelSource
 from ..rows import Measurement, Placement, SessionInfo
 from ..scenarios import CellContext
@@ -117,6 +118,19 @@ def _reference(group: Group, reference_fds: tuple[int, ...] | None) -> Reference
 def _measure_cells(group: Group, runtime, device_id: int, reference: Reference) -> Iterator[Message]:
     cells = group.cells
     mem_baseline = device_memory_used(f"cuda:{device_id}") if runtime.device == "cuda" else None
+    if runtime.device == "cuda":  # cells that cannot fit the GPU are refused before the session opens
+        free = device_memory_free(f"cuda:{device_id}")
+        fits = []
+        for cell in cells:
+            why = memory_reason(group.source.footprint(cell), runtime.device, None, free)
+            if why:
+                yield CellFinished(cell.cell_id, Measurement.skipped(why))
+            else:
+                fits.append(cell)
+        if not fits:
+            yield GroupFinished()
+            return
+        cells = tuple(fits)
     t0 = time.perf_counter()
     options = dataclasses.replace(group.options or RuntimeOptions(),
                                   profile_ranges=session_ranges(cells, group.source))

@@ -28,6 +28,7 @@ from ...inputs import padding_tokens
 
 if TYPE_CHECKING:
     from ....models import TransformerConfig
+    from ...measure.footprint import Footprint
     from ...measure.workmodel import Work
     from ...verify.positions import RealPositions
     from ...verify.reference import Reference
@@ -188,6 +189,12 @@ class ModelSource(ABC):
         """FLOPs and bytes moved of one inference of ``cell`` (:mod:`onnxbench.benchmarks.measure.workmodel`), or None
         where the source has no work model for it (the work columns then stay empty). ``artifact`` is the graph
         the cell ran, for sources that count the graph itself (:mod:`onnxbench.benchmarks.measure.graph_work`)."""
+        return None
+
+    def footprint(self, cell: Cell) -> Footprint | None:
+        """The estimated peak memory of ``cell`` (:mod:`onnxbench.benchmarks.measure.footprint`), checked against
+        the memory available before the cell runs; None (the default) where the source has no estimate, and the
+        cell is never refused for memory."""
         return None
 
     def work_gap(self, cell: Cell, artifact: ExportArtifact | None = None) -> str:

@@ -33,6 +33,7 @@ from ....export.variants import VARIANTS
 from ....models import PRESETS, TransformerConfig
 from ...cells import Cell, CellAxes
 from ...inputs import make_feeds
+from ...measure.footprint import Footprint, footprint
 from ...measure.graph_work import counted_work
 from ...measure.workmodel import Work, decode_step_work, work
 from .base import ModelSource, SourceSettings, left_padded_prompts
@@ -210,6 +211,11 @@ class TransformerSource(ModelSource):
         if cell.new_tokens > 1:
             return decode_step_work(config, cell.batch, cell.seq_len, cell.new_tokens, cell.precision)
         return work(config, "model" if cell.new_tokens else cell.part, cell.batch, cell.seq_len, cell.precision)
+
+    def footprint(self, cell: Cell) -> Footprint:
+        """The analytic estimate of :func:`onnxbench.benchmarks.measure.footprint.footprint` for the cell's part,
+        shape and precision (a generate cell: the decoder with its KV cache over prompt + new tokens)."""
+        return footprint(self.base_config, cell.part, cell.batch, cell.seq_len, cell.precision, cell.new_tokens)
 
     def work_gap(self, cell: Cell, artifact: ExportArtifact | None = None) -> str:
         """Why :meth:`work` is None: only a quantized graph's count can be incomplete (the rest is analytic)."""
