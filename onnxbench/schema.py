@@ -101,6 +101,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "kl_mean": ("float", "nats, mean over positions of KL(p_ref || p) of the softmax over the last axis (the "
                          "next-token distribution); quantized rows only (docs/quantization.md)"),
     "kl_max": ("float", "nats, max over positions of that KL divergence; quantized rows only"),
+    "rel_rms_err": ("float", "||y - y_ref|| / ||y_ref|| (2-norms over the output; unitless): the relative RMS error, "
+                             "which sees a wrong scale that cosine, top-1 and KL cannot; quantized rows only "
+                             "(docs/quantization.md)"),
     "ref_nonfinite": ("int", "NaN or Inf values in the reference output (where y differs there: not judged)"),
     "nonfinite_matched": ("int", "positions NaN/Inf in both output and reference with the same value (equal)"),
     "atol": ("float", "absolute tolerance used"),
@@ -111,11 +114,18 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "floor_ratio": ("float", "err_fp64 / noise_floor (unitless; docs/agreement.md)"),
     "floor_factor": ("float", "largest floor_ratio that passes, for this runtime and precision"),
     "agree": ("bool", "passed: |y - y_ref| <= atol + rtol*|y_ref| where both finite, no NaN/Inf where y_ref is "
-                      "finite, cosine >= min, floor_ratio <= floor_factor (a quantized row: cosine, top1_agree, "
-                      "kl_mean and kl_max within the limits of docs/quantization.md, no NaN/Inf); empty for a "
-                      "'reference' row"),
+                      "finite, cosine >= min, floor_ratio <= floor_factor (a quantized row: the criteria of each "
+                      "output's kind within the limits of docs/quantization.md, no NaN/Inf); empty for a "
+                      "'reference' or 'floor' row"),
     "verdict": ("str", "pass | FAIL | reference (the row's runtime and configuration are the reference's own: "
-                       "a comparison with itself, never a pass)"),
+                       "a comparison with itself) | floor (the row is the noise floor itself: torch at the cell's "
+                       "precision against the float64 torch reference, floor_ratio 1 by construction); reference "
+                       "and floor rows are neither a pass nor a fail. A FAIL row's reason names each criterion "
+                       "missed, its value and its limit"),
+    "criteria": ("str", "the pass criteria the verdict applied, per output: 'name: criterion, ...' with the limits "
+                        "(e.g. 'logits: allclose atol=0.001 rtol=0.001, no NaN/Inf, cosine >= 0.99999, floor_ratio "
+                        "<= 10'; a quantized row names each output's kind, vocabulary logits or other; "
+                        "docs/agreement.md, docs/quantization.md)"),
     "first_divergent_block": ("int", "first block whose residual stream's error ratio exceeds floor_factor "
                                      "(n_layers: after the last block); located for failing rows"),
     "reference_runtime": ("str", "runtime the outputs were compared with"),

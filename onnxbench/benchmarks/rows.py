@@ -19,7 +19,7 @@ part                  columns                                               fill
                       diverging step                                        token check
 :class:`AgreementColumns` errors, cosine, top-1, tolerances, pass/fail      the agreement check
 :class:`ReferenceCheck` required atol, NaN/Inf matching, error vs float64,  the agreement check and the
-                      noise floor, verdict, first diverging block           divergence search
+                      noise floor, verdict, criteria, first diverging block divergence search
 :class:`GpuStages`    H2D / compute / D2H split                             the timing harness (GPU sessions)
 :class:`Resources`    peak RSS, device memory                               the worker process
 :class:`Load`         other processes' CPU load while the cell ran          the worker process
@@ -194,6 +194,7 @@ class AgreementColumns:
     nan_count: int | None = None
     kl_mean: float | None = None
     kl_max: float | None = None
+    rel_rms_err: float | None = None
     atol: float | None = None
     rtol: float | None = None
     agree: bool | None = None
@@ -210,8 +211,8 @@ class AgreementColumns:
 class ReferenceCheck:
     """How the cell stands against its reference (docs/agreement.md): the atol that would have passed, NaN/Inf
     in the reference and matched, the error against float64 next to the noise floor and the factor allowed,
-    the verdict (``pass`` | ``FAIL`` | ``reference``), what the reference was, and the first block whose residual
-    stream left the floor."""
+    the verdict (``pass`` | ``FAIL`` | ``reference`` | ``floor``), the criteria it applied, what the reference was,
+    and the first block whose residual stream left the floor."""
 
     required_atol: float | None = None
     ref_nonfinite: int | None = None
@@ -221,6 +222,7 @@ class ReferenceCheck:
     floor_ratio: float | None = None
     floor_factor: float | None = None
     verdict: str | None = None
+    criteria: str | None = None
     reference_config: str | None = None
     first_divergent_block: int | None = None
 
@@ -231,7 +233,7 @@ class ReferenceCheck:
         return cls(agreement.required_atol, agreement.ref_nonfinite, agreement.nonfinite_matched,
                    floor.err_fp64 if floor else None, floor.noise_floor if floor else None,
                    floor.floor_ratio if floor else None, floor.floor_factor if floor else None,
-                   verdict, reference_config, first_divergent_block)
+                   verdict, None, reference_config, first_divergent_block)
 
 
 @dataclass(frozen=True)

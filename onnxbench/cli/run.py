@@ -295,7 +295,8 @@ def _print_plan(matrix, todo, out: Path, resume: bool) -> None:
 def exit_status(rows: list[dict]) -> int:
     """The run's exit status from its rows: 3 when no cell was measured (none ``ok``: every cell skipped or failed,
     or no cell at all), else 1 when some cell ``failed``, else 4 when some ``ok`` row's verdict is ``FAIL``, else 0
-    (every cell ok or skipped with its reason). README, "Exit status"."""
+    (every cell ok or skipped with its reason; a ``reference`` or ``floor`` verdict is neither a pass nor a fail).
+    README, "Exit status"."""
     if not any(r.get("status") == "ok" for r in rows):
         return NOTHING_MEASURED
     if any(r.get("status") == "failed" for r in rows):

@@ -181,6 +181,11 @@ def _keyed(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _disagrees(agree) -> bool:
+    """Whether an ``agree`` value says the row disagreed (False); empty (None, NA, NaN) says nothing."""
+    return agree is not None and agree is not pd.NA and agree == agree and not bool(agree)
+
+
 def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, header_a: dict | None = None, header_b: dict | None = None,
             threshold: float = 0.05) -> Comparison:
     """Join runs A (before) and B (after) on :data:`onnxbench.schema.KEY_COLUMNS` and judge each cell.
@@ -216,7 +221,8 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, header_a: dict | None = None
         axis=1)
     out["ci_overlap"] = [("yes" if o else "no") if k else pd.NA for o, k in zip(overlap, known, strict=True)]
     agree_a = joined["agree_a"].astype("object").fillna(False).astype(bool)
-    agree_b = joined["agree_b"].astype("object").fillna(False).astype(bool)
+    # lost only where B disagrees: an empty agree ('reference' or 'floor' row, judged by neither) is not a loss
+    agree_b = ~joined["agree_b"].astype("object").map(_disagrees).astype(bool)
     verdicts = []
     for i, row in out.iterrows():
         if row["status_a"] == "ok" and row["status_b"] == "failed":

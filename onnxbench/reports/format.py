@@ -177,6 +177,7 @@ SPECS: dict[str, Spec] = {
     "nan_count": _n("NaN/Inf", integer),
     "kl_mean": _n("KL mean (nats)", error),
     "kl_max": _n("KL max (nats)", error),
+    "rel_rms_err": _n("rel RMS err", error),
     "atol": _n("atol", error),
     "rtol": _n("rtol", error),
     "agree": Spec("agreement", boolean),

@@ -268,7 +268,8 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
             "where the reference is finite, the cosine is high enough, and its error against float64 is at most the "
             "allowed multiple of the precision's noise floor (the reference at that precision against float64; "
             "docs/agreement.md). Required atol: the smallest atol that would have passed. A 'reference' row ran the "
-            "reference's own configuration and is not counted as a pass; failures are marked, with the first block "
+            "reference's own configuration and a 'floor' row is the noise floor itself (torch at the cell's "
+            "precision): neither is counted as a pass; failures are marked, with the first block "
             "whose residual stream left the floor.", agreement_tables))
     quantized = tables.quantized_table(df)
     if len(quantized):
@@ -276,7 +277,8 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
             "quantized", "Quantized vs float", "Each quantized cell beside the float cell it was made from (same "
             "model, runtime and shape): p50 of both, the speed-up (float p50 / quantized p50), and what it costs "
             "in accuracy against the float reference: KL(p_ref ‖ p) of the next-token distribution (mean and max "
-            "over positions, nats), top-1 agreement and cosine, judged by the limits of docs/quantization.md.",
+            "over positions, nats) and top-1 agreement (vocabulary logits only), cosine and the relative RMS error "
+            "(every output; it sees a wrong scale), judged by the limits of docs/quantization.md.",
             [Table(quantized, fail=[v == "FAIL" for v in quantized["verdict"]])]))
     optional = [
         ("hosts", "Hosts", "This run's cells were measured on more than one machine (a distributed executor or "
@@ -456,10 +458,11 @@ def _counts_line(df: pd.DataFrame) -> str:
     df = tables.latest(df)
     counts = df["status"].value_counts()
     verdicts = tables.verdicts(tables.ok_rows(df)).value_counts()
-    self_rows = int(verdicts.get("reference", 0))
+    self_rows, floor_rows = int(verdicts.get("reference", 0)), int(verdicts.get("floor", 0))
     return (f"{len(df)} cells: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "skipped", "failed"))
             + f"; agreement of the ok cells: {int(verdicts.get('pass', 0))} pass, {int(verdicts.get('FAIL', 0))} FAIL"
             + (f", {self_rows} reference (compared with itself, not a pass)" if self_rows else "")
+            + (f", {floor_rows} floor (the noise floor itself, not a pass)" if floor_rows else "")
             + f"; reference runtime {tables.reference_runtime(df)}.")
 
 

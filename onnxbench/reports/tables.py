@@ -220,7 +220,8 @@ def summary_table(df: pd.DataFrame, reference: str | None = None, requested: lis
     # keys as text: NA never equals NA, and a key with one must still find its group
     present = {tuple(map(str, key)): set(g["runtime"]) for key, g in df.groupby(keys, sort=False, dropna=False)}
     ok["_label"] = runtime_labels(ok)
-    ok["_agree"] = verdicts(ok) == "pass"  # a "reference" row compared the reference with itself: no evidence
+    ok["_agree"] = verdicts(ok) == "pass"  # a "reference" or "floor" row compared a reference with itself
+    ok["_fail"] = verdicts(ok) == "FAIL"  # ... and did not disagree either
     ok["_noisy"] = noisy_mask(ok, noise_limit)
     rows = []
     for key, g in ok.groupby(keys, sort=True, dropna=False):
@@ -233,7 +234,8 @@ def summary_table(df: pd.DataFrame, reference: str | None = None, requested: lis
             rows.append(row)
             continue
         if agreeing.empty:
-            row.update(fastest="none agreed", faster_but_disagreeing=", ".join(_ordered(g["_label"])))
+            row.update(fastest="none agreed", faster_but_disagreeing=", ".join(_ordered(g[g["_fail"]]["_label"]))
+                       or pd.NA)
             rows.append(row)
             continue
         best = agreeing.iloc[0]
@@ -242,7 +244,7 @@ def summary_table(df: pd.DataFrame, reference: str | None = None, requested: lis
         same = refs[refs["attention"] == best["attention"]]
         ref_rows = (same if len(same) else refs).sort_values("latency_ms_p50", kind="stable")
         ref_p50 = ref_rows["latency_ms_p50"].iloc[0] if len(ref_rows) else float("nan")
-        worse = g[(~g["_agree"]) & (g["latency_ms_p50"] < best["latency_ms_p50"])]
+        worse = g[g["_fail"] & (g["latency_ms_p50"] < best["latency_ms_p50"])]
         row.update(fastest=best["_label"], attention=best["attention"], latency_ms_p50=best["latency_ms_p50"],
                    throughput_tok_s=best["throughput_tok_s"], baseline=base, reference_p50=ref_p50,
                    speedup=ref_p50 / best["latency_ms_p50"],
@@ -279,8 +281,8 @@ FLOOR_TABLE_COLUMNS = ("required_atol", "floor_ratio", "floor_factor")
 
 
 def verdicts(df: pd.DataFrame) -> pd.Series:
-    """Each row's agreement verdict: the ``verdict`` column (``pass`` | ``FAIL`` | ``reference``), or for rows
-    written before it existed, ``pass``/``FAIL`` from ``agree``; NA where neither is known."""
+    """Each row's agreement verdict: the ``verdict`` column (``pass`` | ``FAIL`` | ``reference`` | ``floor``), or
+    for rows written before it existed, ``pass``/``FAIL`` from ``agree``; NA where neither is known."""
     derived = df["agree"].astype("object").map(lambda v: pd.NA if v is None or v is pd.NA else
                                                ("pass" if bool(v) else "FAIL"))
     return df["verdict"].astype("object").where(df["verdict"].notna(), derived)
@@ -299,11 +301,12 @@ def failed_criteria(row) -> str:
     (:data:`onnxbench.schema.COLUMNS`, docs/agreement.md): NaN/Inf where the reference is finite (``nan_count``
     beyond ``nonfinite_matched``), the absolute band (``required_atol`` above ``atol``), the noise floor
     (``floor_ratio`` above ``floor_factor``); when none of these failed, the remaining criterion: the cosine
-    (its minimum is the precision's, onnxbench.tolerance). A quantized row (``kl_mean`` recorded) is judged by
-    other limits (docs/quantization.md): its ``reason`` is shown. "" for a row that did not fail."""
+    (its minimum is the precision's, onnxbench.tolerance). A quantized row (:func:`is_quantized`) is judged by
+    other limits (docs/quantization.md): its ``reason`` is shown, which names them. "" for a row that did not
+    fail."""
     if row.get("verdict") != "FAIL":
         return ""
-    if _number(row.get("kl_mean")) is not None:
+    if is_quantized(row):
         return str(row.get("reason") or "quantized limits (docs/quantization.md)")
     out = []
     nan, matched = _number(row.get("nan_count")), _number(row.get("nonfinite_matched")) or 0
@@ -318,6 +321,12 @@ def failed_criteria(row) -> str:
     if not out and _number(row.get("cosine")) is not None:
         out.append(f"cosine {float(row['cosine']):.6f}")
     return "; ".join(out) or str(row.get("reason") or "")
+
+
+def is_quantized(row) -> bool:
+    """Whether a row was judged by the quantized criteria: it records ``rel_rms_err`` (every quantized row) or,
+    written before that column, ``kl_mean``."""
+    return _number(row.get("rel_rms_err")) is not None or _number(row.get("kl_mean")) is not None
 
 
 def agreement_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -344,14 +353,17 @@ QUANTIZED_FROM = "fp32"
 
 
 def quantized_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per ok quantized cell (a row with ``kl_mean``): its p50 beside the p50 of the float cell it was made from
+    """Per ok quantized cell (:func:`is_quantized`): its p50 beside the p50 of the float cell it was made from
     (same key columns but precision :data:`QUANTIZED_FROM` and opset), the speed-up (float p50 / quantized p50,
-    > 1 is faster) and its accuracy against the float reference: KL mean and max (nats), top-1 agreement,
-    cosine and the verdict. Empty when the run has no quantized row."""
-    if "kl_mean" not in df:
+    > 1 is faster) and its accuracy against the float reference: KL mean and max (nats), top-1 agreement (of
+    vocabulary logits; empty for other outputs), cosine, the relative RMS error and the verdict. Empty when the
+    run has no quantized row."""
+    if "kl_mean" not in df and "rel_rms_err" not in df:
         return pd.DataFrame()
     ok = ok_rows(df)
-    quantized = ok[ok["kl_mean"].notna()].copy()
+    quantized = ok[[is_quantized(r) for r in ok.to_dict("records")]].copy()
+    if "rel_rms_err" not in quantized:
+        quantized["rel_rms_err"] = float("nan")
     if quantized.empty:
         return pd.DataFrame()
     keys = [c for c in KEY_COLUMNS if c not in ("precision", "opset") and c in df]
@@ -365,7 +377,7 @@ def quantized_table(df: pd.DataFrame) -> pd.DataFrame:
     merged["quant_speedup"] = merged["float_p50"] / merged["quantized_p50"]
     return merged[["model", "part", "attention", "runtime"] + shape_columns(merged) + [
         "precision", "float_p50", "quantized_p50", "quant_speedup", "kl_mean", "kl_max", "top1_agree", "cosine",
-        "verdict"]].reset_index(drop=True)
+        "rel_rms_err", "verdict"]].reset_index(drop=True)
 
 
 def divergence_table(df: pd.DataFrame) -> pd.DataFrame:

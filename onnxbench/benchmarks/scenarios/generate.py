@@ -75,9 +75,13 @@ def judge_generation(tokens: np.ndarray, logits: np.ndarray, expected, tol, refe
         verdict = "reference"
     else:
         verdict = "pass" if agreement.agree and step is None else "FAIL"
+    failures = tuple(f"logits of steps 0..{upto - 1}: {f}" for f in agreement.failures())
     if step is not None:
         agreement = dataclasses.replace(agreement, agree=False)
-    return Verdict(agreement, verdict, reference.label), step
+        failures += (f"greedy tokens: first_divergent_step {step} (every step's token must be the reference's "
+                     "greedy choice)",)
+    criteria = f"logits: {agreement.criteria()}; greedy tokens: equal to the reference's at every step"
+    return Verdict(agreement, verdict, reference.label, criteria, failures), step
 
 
 class Generate(Scenario):
@@ -143,9 +147,14 @@ class Generate(Scenario):
         notes = [note] if (note := padding_note(cell.padding, mask)) else []
         if not np.array_equal(loop.tokens(), tokens):
             notes.append("warning: the timed generations chose other tokens than the checked one")
-            verdict = dataclasses.replace(verdict, verdict="FAIL" if verdict.verdict == "pass" else verdict.verdict)
+            verdict = dataclasses.replace(
+                verdict, verdict="FAIL" if verdict.verdict == "pass" else verdict.verdict,
+                failures=(*verdict.failures, "timed generations: their tokens differ from the checked generation's "
+                          f"at {int((loop.tokens() != tokens).sum())} of {tokens.size} positions (0 allowed)"))
         if step is not None:
             notes.append(f"greedy tokens diverge from the reference at step {step}")
+        if verdict.reason():  # a FAIL names each criterion missed and by how much
+            notes.insert(0, verdict.reason())
         if expected.note:
             notes.append(f"note: no noise floor ({expected.note[:300]})")
         tpot = timed.tpot

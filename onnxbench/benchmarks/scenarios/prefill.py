@@ -22,7 +22,15 @@ from ..measure.timing import measure, measure_stages
 from ..rows import GpuStages, Measurement, Throughput
 from ..verify.divergence import BoundaryNotFound
 from ..verify.reference import Expected
-from ..verify.verdict import QUANT_THRESHOLDS, Verdict, judge, judge_quantized, locate, runtime_block_states
+from ..verify.verdict import (
+    NOT_JUDGED,
+    QUANT_THRESHOLDS,
+    Verdict,
+    judge,
+    judge_quantized,
+    locate,
+    runtime_block_states,
+)
 from .base import CellContext, Scenario
 
 if TYPE_CHECKING:
@@ -72,10 +80,12 @@ class Prefill(Scenario):
         else:
             verdict = judge(outputs, expected, tol, context.reference, cell.runtime, session.options, fast)
         block = None
-        if (verdict.failed or context.locate_divergence) and verdict.verdict != "reference" and not quantized:
+        if (verdict.failed or context.locate_divergence) and verdict.verdict not in NOT_JUDGED and not quantized:
             # after the resources are read: the second session must not count in this cell's peak memory
             block, note = _first_divergent_block(cell, session, context, feeds, expected, tol, verdict)
             notes += [note] if note else []
+        if verdict.reason():  # a FAIL names each criterion missed and by how much
+            notes.insert(0, verdict.reason())
         if expected.note:
             notes.append(f"note: no noise floor ({expected.note[:300]})")
         if getattr(verdict.agreement, "ref_nonfinite", 0):

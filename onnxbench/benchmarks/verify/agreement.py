@@ -72,6 +72,30 @@ class Agreement:
     nonfinite_matched: int = 0
     floor: FloorCheck | None = None
 
+    def criteria(self) -> str:
+        """The criteria applied (docs/agreement.md, "The verdict"), e.g. ``"allclose atol=0.001 rtol=0.001, no
+        NaN/Inf, cosine >= 0.99999, floor_ratio <= 10"``."""
+        text = f"allclose atol={self.atol:g} rtol={self.rtol:g}, no NaN/Inf, cosine >= {self.min_cosine:g}"
+        return text + (f", floor_ratio <= {self.floor.floor_factor:g}" if self.floor is not None else "")
+
+    def failures(self) -> list[str]:
+        """Each criterion missed, with the measured value against its limit (empty when the output agrees), e.g.
+        ``"floor_ratio 1.6e+04 > floor_factor 10"``."""
+        out = []
+        if self.required_atol == float("inf"):
+            out.append(f"NaN/Inf where the reference is finite ({self.nan_count} non-finite values)")
+        elif self.required_atol > self.atol:
+            out.append(f"allclose: required_atol {self.required_atol:.4g} > atol {self.atol:g} (at rtol {self.rtol:g}; "
+                       f"max_abs_err {self.max_abs_err:.3g})")
+        if not self.cosine >= self.min_cosine:
+            out.append(f"cosine {self.cosine:.6g} < {self.min_cosine:g}")
+        if self.floor is not None and not self.floor.passed:
+            out.append(f"floor_ratio {self.floor.floor_ratio:.4g} > floor_factor {self.floor.floor_factor:g} "
+                       f"(err_fp64 {self.floor.err_fp64:.3g}, noise_floor {self.floor.noise_floor:.3g})")
+        if not self.agree and not out:  # the band's own rounding at its edge: say which values decided
+            out.append(f"allclose: required_atol {self.required_atol:.6g} vs atol {self.atol:g} at rtol {self.rtol:g}")
+        return out
+
 
 def required_atol(y: np.ndarray, y_ref: np.ndarray, rtol: float) -> float:
     """Smallest atol for which ``|y - y_ref| <= atol + rtol * |y_ref|`` holds at every position (0 if it holds

@@ -16,7 +16,9 @@ ONNX Runtime without graph optimizations) but judged on the criteria of :mod:`on
 precision.
 
 A row whose runtime and configuration are the reference's own (:meth:`Reference.is_self`) compares the reference
-with itself: its verdict is ``reference``, never a pass.
+with itself: its verdict is ``reference``, never a pass. A prefill row that *is* the noise floor
+(:meth:`Reference.is_floor`: torch eager at the cell's precision against the float64 torch reference) has the
+verdict ``floor``, likewise neither a pass nor a fail.
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ class Reference:
     config: dict = {}
     #: Blocks of the reference transformer, for locating divergence (0: not a block-structured model).
     n_layers: int = 0
-    #: Exclusive upper bound of generated token ids (the vocabulary of a reference transformer), else None.
+    #: The vocabulary of the language model the reference is (a reference transformer's, a decoder file's), else
+    #: None: the bound of generated token ids, and which outputs are vocabulary logits
+    #: (:func:`onnxbench.benchmarks.verify.quantized.output_kind`).
     vocab_size: int | None = None
 
     def __init__(self) -> None:
@@ -77,6 +81,11 @@ class Reference:
     def is_self(self, runtime: str, options: dict) -> bool:
         """Whether a row of ``runtime`` whose session reports ``options`` is this reference comparing itself."""
         return runtime == self.runtime and all(options.get(k) == v for k, v in self.config.items())
+
+    def is_floor(self, runtime: str, options: dict) -> bool:
+        """Whether a prefill row of ``runtime`` whose session reports ``options`` computes the noise floor itself,
+        so that its floor ratio is 1 by construction (the default: no runtime does)."""
+        return False
 
     def expected(self, feeds: dict[str, np.ndarray], precision: str) -> Expected:
         """The expected outputs of ``feeds`` for a cell of ``precision``. Only the latest feeds' are kept: a group
@@ -143,6 +152,12 @@ class TorchFloat64Reference(Reference):
     def label(self) -> str:
         return "torch float64"
 
+    def is_floor(self, runtime: str, options: dict) -> bool:
+        """torch eager (``torch``, CPU) at any float precision p runs the module this reference runs at p for
+        the noise floor: same weights, same attention implementation, same inputs (docs/agreement.md, "Floor
+        rows")."""
+        return runtime == "torch" and options.get("dtype") != "float64"
+
     def _expected(self, feeds: dict[str, np.ndarray], precision: str) -> Expected:
         ref64: ForwardResult = self.torch.float64(feeds)
         if precision in QUANTIZED_PRECISIONS:
@@ -182,9 +197,10 @@ class OnnxFileReference(Reference):
     runtime = "ort-cpu"
     config = {"graph_optimization_level": "disable"}
 
-    def __init__(self, artifact: ExportArtifact) -> None:
+    def __init__(self, artifact: ExportArtifact, vocab_size: int | None = None) -> None:
         super().__init__()
         self.artifact = artifact
+        self.vocab_size = vocab_size
         self._session = None
         self._model = None
 

@@ -119,6 +119,7 @@ def test_judge_quantized_fails_a_distorted_output_and_ignores_integer_ones():
 
     class Ref(Reference):
         label = "float reference"
+        vocab_size = 50  # the logits' last axis: vocabulary logits, judged by top-1 and KL too
 
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((2, 8, 50)).astype(np.float32)

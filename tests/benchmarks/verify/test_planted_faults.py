@@ -90,7 +90,9 @@ def _assert_clean(rows, expected_rows):
     assert len(rows) == expected_rows
     for row in rows:
         label = (row["model"], row["attention"], row["runtime"])
-        assert row["status"] == "ok" and row["verdict"] == "pass" and row["agree"] is True, (label, row["reason"])
+        floor = row["runtime"] == "torch"  # torch at the cell's precision is the noise floor itself
+        assert row["status"] == "ok" and row["verdict"] == ("floor" if floor else "pass"), (label, row["reason"])
+        assert row["agree"] is (None if floor else True), label
         assert 0 < row["floor_ratio"] <= row["floor_factor"], (label, row["floor_ratio"])
         assert row.get("first_divergent_block") is None, label
         assert row["reference_config"] == "torch float64" and row["required_atol"] < row["atol"]

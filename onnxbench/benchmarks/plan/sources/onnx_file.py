@@ -490,6 +490,18 @@ class OnnxFileSource(ModelSource):
             return None
 
     @property
+    def vocab_size(self) -> int | None:
+        """The vocabulary of the language model the file is, which makes an output whose last axis it is
+        vocabulary logits (the quantized criteria by output kind, docs/quantization.md): a decoder's, from its
+        KV-cache layout (the logits' static axis or the configs beside the file); an onnxbench export's, from the
+        config in its metadata; None for any other file (an encoder, a graph without a known vocabulary)."""
+        layout = self.layout
+        if layout is not None and layout.vocab_size:
+            return layout.vocab_size
+        config = self.model.config
+        return config.vocab_size if config is not None and self.model.part == "model" else None
+
+    @property
     def max_positions(self) -> int | None:
         """A decoder's context length where the file or the configs beside it say (onnxbench metadata,
         ``genai_config.json`` ``context_length``, Hugging Face ``config.json``), else None."""
@@ -751,4 +763,4 @@ class OnnxFileSource(ModelSource):
 
         if self.reference_model:
             return model_reference(self.reference_model, self.seed, cache_dir=cache_dir)
-        return OnnxFileReference(self.model)  # the float file, also for its quantized cells
+        return OnnxFileReference(self.model, self.vocab_size)
