@@ -18,8 +18,7 @@ from onnxbench.export import DECODER_WITH_PAST, to_onnx
 from onnxbench.models import get_preset
 from onnxbench.runtimes import RuntimeOptions
 from onnxbench.tolerance import CPU_BANDS, band
-
-from ...planted_faults import plant
+from tests.planted_faults import plant
 
 FAST = TimingConfig(warmup_iters=0, min_iters=1, min_time_s=0.0, max_iters=2)
 CONFIG = get_preset("tiny")
