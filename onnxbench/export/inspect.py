@@ -256,11 +256,16 @@ def rope_form(model: onnx.ModelProto) -> str:
     """How rotary position embedding appears in ``model``: an op (ONNX ``RotaryEmbedding``, opset 23,
     https://onnx.ai/onnx/operators/onnx__RotaryEmbedding.html, or ONNX Runtime's ``com.microsoft``
     ``RotaryEmbedding``), ``"decomposed x N"`` (N rotations written out: Hugging Face's ``rotate_half``, a
-    ``Concat`` of a ``Neg`` and a slice, beside ``Sin``/``Cos`` of the angles), or ``"none"`` (no RoPE: learned
-    positions)."""
+    ``Concat`` of a ``Neg`` and a slice, beside ``Sin``/``Cos`` of the angles), inside the attention op
+    (``"com.microsoft:GroupQueryAttention do_rotary x N"``: ONNX Runtime's GQA rotating q and k itself, as in the
+    ``ort-gqa-inplace`` variant and the ORT model builder's graphs), or ``"none"`` (no RoPE: learned positions)."""
     nodes = list(_nodes(model))
     hist = collections.Counter(f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in nodes)
     fused = _count(hist, "ai.onnx:RotaryEmbedding", "com.microsoft:RotaryEmbedding")
+    in_gqa = sum(1 for n in nodes if n.domain == "com.microsoft" and n.op_type == "GroupQueryAttention"
+                 and any(a.name == "do_rotary" and a.i == 1 for a in n.attribute))
+    if in_gqa:
+        fused = " + ".join(x for x in (fused, f"com.microsoft:GroupQueryAttention do_rotary x{in_gqa}") if x)
     producers = _producers(nodes)
     rotations = sum(1 for n in nodes if n.op_type == "Concat" and n.input
                     and getattr(producers.get(n.input[0]), "op_type", None) == "Neg")

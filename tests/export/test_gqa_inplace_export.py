@@ -15,6 +15,7 @@ import torch
 from onnxbench.export import DECODER_WITH_PAST, VariantMismatch, to_onnx
 from onnxbench.export.decoder_layout import detect_layout
 from onnxbench.export.gqa_decoder import MAX_SEQUENCE, verify_inplace
+from onnxbench.export.inspect import inspect_model
 from onnxbench.models import build, get_preset
 
 CONFIG = get_preset("llama-tiny")  # 4 query heads, 2 K/V heads, d_head 16, max_positions 128
@@ -48,6 +49,9 @@ def test_the_export_holds_group_query_attention_over_a_shared_buffer(artifact):
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["onnxbench.variant"] == "ort-gqa-inplace"
     assert meta["onnxbench.past_consumers"] == "com.microsoft:GroupQueryAttention"
+    report = inspect_model(artifact.path)  # RoPE is applied inside the attention op: inspect says so
+    assert (report.rope, report.norm) == ("com.microsoft:GroupQueryAttention do_rotary x2",
+                                          "ai.onnx:RMSNormalization x5")
     layout = detect_layout(artifact.path)
     assert (layout.kind, layout.shared_buffer, layout.right_padding, layout.n_kv_heads, layout.max_positions) == (
         "onnxbench", True, True, 2, 128)
