@@ -13,7 +13,7 @@ DEMO_FLAGS ?=
 # pins transformers<4.58, so it gets an interpreter of its own; torch pinned so that pip takes the local CPU build.
 OPTIMUM_VENV ?= .venv-optimum
 
-.PHONY: install demo test test-fast lint clean optimum-venv
+.PHONY: install demo test test-slow lint clean optimum-venv
 
 install: $(VENV)/.installed
 
@@ -39,12 +39,13 @@ $(OPTIMUM_VENV)/.installed:
 demo: install
 	$(BIN)/onnxbench run --out $(RUN_DIR) --overwrite $(DEMO_FLAGS)
 
+# The suite without the tests marked `slow`; .ci/run runs both targets.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 
-# The edit-test loop: everything but the tests marked `slow` (gpt2-small exports, repeated matrices).
-test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+# The slow end-to-end tests: gpt2-small and larger exports, repeated matrices, `make demo` itself.
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow --durations=15
 
 lint: install
 	$(BIN)/ruff check onnxbench tests
