@@ -18,6 +18,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 #: The package the path needs, as a user installs it.
@@ -54,7 +55,7 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def build(checkpoint: Path, out: Path, precision: str, work_dir: Path, timeout_s: float = 3600) -> Path:
+def build(checkpoint: Path, out: Path, precision: str, timeout_s: float = 3600) -> Path:
     """Run the model builder on the checkpoint folder ``checkpoint`` (which holds a tokenizer) for the CPU
     execution provider, offline, writing into ``out``.
 
@@ -62,7 +63,6 @@ def build(checkpoint: Path, out: Path, precision: str, work_dir: Path, timeout_s
         checkpoint: a Hugging Face checkpoint folder (``config.json``, weights, tokenizer).
         out: the output folder (created).
         precision: a key of :data:`PRECISIONS`.
-        work_dir: the builder's own cache folder (``-c``).
         timeout_s: seconds before the builder is killed.
 
     Returns:
@@ -71,10 +71,14 @@ def build(checkpoint: Path, out: Path, precision: str, work_dir: Path, timeout_s
     Raises:
         RuntimeError: when the builder fails (its exit status and the tail of its stderr) or writes no model.
     """
-    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(checkpoint), "-o", str(out),
-           "-p", PRECISIONS[precision], "-e", "cpu", "-c", str(work_dir)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # the builder's own cache folder (-c, temporary tensors) is private to this build: concurrent builds must not
+    # share it
+    with tempfile.TemporaryDirectory(prefix=f"{out.name}.work-", dir=out.parent) as work_dir:
+        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(checkpoint), "-o", str(out),
+               "-p", PRECISIONS[precision], "-e", "cpu", "-c", work_dir]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     model = out / "model.onnx"
     if proc.returncode != 0 or not model.is_file():
         raise RuntimeError(f"the model builder failed (exit {proc.returncode}): {proc.stderr.strip()[-1500:]}")

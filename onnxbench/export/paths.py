@@ -148,7 +148,7 @@ def export_with(path: str, name: str, config: TransformerConfig, seed: int | Non
         if path == "optimum":
             make = lambda out: optimum.export(folder, out, opset)  # noqa: E731
         else:
-            make = lambda out: builder.build(folder, out, precision, cache / "paths" / "builder-work")  # noqa: E731
+            make = lambda out: builder.build(folder, out, precision)  # noqa: E731
     model, cached = _cached(cache / "paths" / path / f"{name}-{key}", make)
     artifact = read_artifact(model, config=config, seed=None if checkpoint else seed, checkpoint=checkpoint,
                              checkpoint_sha256=sha, variant=EXTERNAL_ATTENTION, precision=precision, part="model")
