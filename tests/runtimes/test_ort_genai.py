@@ -52,11 +52,21 @@ def test_ort_genai_runs_generate_only_and_no_quantized_precision():
     assert runtimes.runtime_class("ort-cpu").scenario_reason("prefill") is None
 
 
-def test_ort_genai_cuda_is_unavailable_without_a_gpu_and_never_falls_back(tmp_path):
+def test_ort_genai_cuda_is_unavailable_without_a_gpu():
     if cuda_driver().ok:
         pytest.skip("a CUDA GPU is present here")
     ok, why = OrtGenaiCuda.availability()
     assert not ok and why
+
+
+@needs_genai
+@pytest.mark.slow
+def test_ort_genai_cuda_opened_without_a_gpu_is_refused_never_run_on_the_cpu(built, monkeypatch):
+    if cuda_driver().ok:
+        pytest.skip("a CUDA GPU is present here")
+    monkeypatch.setattr(OrtGenaiCuda, "availability", classmethod(lambda cls: (True, "probe bypassed by the test")))
+    with pytest.raises(RuntimeUnavailable, match="cuda"):
+        runtimes.get("ort-genai-cuda").open(read_artifact(built[1]))
 
 
 @needs_genai
@@ -86,8 +96,13 @@ def test_generator_tokens_and_logits_equal_the_float64_models_and_timed_runs_rep
         np.testing.assert_array_equal(tokens, reference.tokens.numpy())
         np.testing.assert_allclose(logits, reference.logits.numpy(), atol=1e-4, rtol=1e-4)
         loop.reset()
-        loop.prefill()
-        for _ in range(5):
+        loop.prefill()  # the prompt's forward: the graph's last logits output covers the whole prompt
+        assert np.asarray(loop.generator.get_output("logits")).shape == (2, 10, 512)
+        loop.step()  # generate_next_token ran token 0's forward itself (the timed step holds the forward)
+        step_logits = np.asarray(loop.generator.get_output("logits"))
+        assert step_logits.shape == (2, 1, 512)
+        np.testing.assert_allclose(step_logits[:, -1], logits[:, 1], atol=1e-5, rtol=1e-5)
+        for _ in range(4):
             loop.step()
         np.testing.assert_array_equal(loop.tokens(), tokens)
         with pytest.raises(RuntimeError, match="not recorded"):
