@@ -2,6 +2,7 @@
 reference are built and run in a child process of the worker (docs/schema.md, ``peak_rss_mb``)."""
 
 from onnxbench.benchmarks import MatrixSpec, read_rows, run_matrix
+from onnxbench.benchmarks.measure.footprint import MIB, footprint
 from onnxbench.benchmarks.measure.timing import TimingConfig
 from onnxbench.models import TransformerConfig, build
 from onnxbench.models.gpt2 import save_checkpoint
@@ -28,6 +29,9 @@ def test_peak_rss_of_an_ort_row_does_not_hold_the_reference(tmp_path, cache_dir)
           f"session weights {session_mib:.0f} MiB, reference modules {reference_mib:.0f} MiB")
     assert added < session_mib + 0.5 * reference_mib, (added, session_mib, reference_mib)
     assert added > 0.5 * session_mib  # the session's own weights do count
+    # the memory pre-check's estimate of the worker's share (all but the reference) is an upper bound of it
+    estimate = footprint(WIDE, "model", 1, 8, "fp32")
+    assert (estimate.host("cpu") - estimate.reference) / MIB > wide["peak_rss_mb"]
 
 
 
