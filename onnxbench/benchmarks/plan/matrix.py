@@ -476,7 +476,9 @@ LEGACY_KEYS = {"cov_warn": "noise_limit"}
 
 def load_matrix(path: str | Path, base: MatrixSpec | None = None) -> MatrixSpec:
     """Read a matrix spec from a TOML file (format: ``examples/matrix.toml``, docs/usage.md "Matrix files"); keys the
-    file leaves out keep ``base``'s values (default :func:`default_matrix`).
+    file leaves out keep ``base``'s values (default :func:`default_matrix`). A file's own ``batches`` or
+    ``seq_lens`` applies to every model unless the file's own ``[shapes.MODEL]`` tables say otherwise: ``base``'s
+    per-model tables (the default's ``gpt2-small`` at B = 1) do not outrank what the file asks for.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -489,8 +491,13 @@ def load_matrix(path: str | Path, base: MatrixSpec | None = None) -> MatrixSpec:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise MatrixError(f"{path} is not valid TOML: {exc}") from None
+    base = base if base is not None else default_matrix()
+    axes = [a for a in ("batches", "seq_lens") if a in data]
+    if axes and "shapes" not in data:
+        shapes = {m: {k: v for k, v in table.items() if k not in axes} for m, table in base.shapes.items()}
+        base = dataclasses.replace(base, shapes={m: table for m, table in shapes.items() if table})
     try:
-        return MatrixSpec.from_dict(data, base if base is not None else default_matrix())
+        return MatrixSpec.from_dict(data, base)
     except (ValueError, TypeError) as exc:
         raise MatrixError(f"{path}: {exc}") from None
 

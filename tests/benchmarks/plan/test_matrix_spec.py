@@ -44,6 +44,18 @@ def test_a_single_value_for_a_list_key_is_a_one_element_list(tmp_path):
     spec.validate()
 
 
+def test_a_files_batches_outrank_the_default_per_model_shapes(tmp_path):
+    """The embedded default runs gpt2-small at B = 1 only; a file asking for B = 4096 gets B = 4096, unless its
+    own [shapes] table says otherwise."""
+    path = tmp_path / "m.toml"
+    path.write_text('models = ["gpt2-small"]\nbatches = [4096]\nseq_lens = [1024]\n')
+    assert default_matrix().shape_axes("gpt2-small")[0] == [1]
+    assert load_matrix(path).shape_axes("gpt2-small") == ([4096], [1024])
+    path.write_text('models = ["gpt2-small", "tiny"]\nbatches = [4]\n[shapes.gpt2-small]\nbatches = [2]\n')
+    spec = load_matrix(path)
+    assert spec.shape_axes("gpt2-small")[0] == [2] and spec.shape_axes("tiny")[0] == [4]
+
+
 def test_the_old_cov_warn_key_still_sets_the_noise_limit(tmp_path):
     path = tmp_path / "m.toml"
     path.write_text("cov_warn = 0.2\n")
