@@ -38,9 +38,9 @@ class ReferenceProcessError(RuntimeError):
 class ReferenceProcess(Reference):
     """A :class:`Reference` whose expected outputs are computed by ``make()`` in a forked child process.
 
-    What the reference *is* (:attr:`label`, :attr:`runtime`, :attr:`config`, :meth:`is_self`, :attr:`n_layers`,
-    :attr:`vocab_size`) is read from ``local``, an instance of the same reference that is never asked for
-    outputs (references build their modules or sessions lazily, on the first outputs asked for, so ``local``
+    What the reference *is* (:attr:`label`, :attr:`runtime`, :attr:`config`, :meth:`is_self`, :meth:`is_floor`,
+    :attr:`n_layers`, :attr:`vocab_size`) is read from ``local``, an instance of the same reference that is never
+    asked for outputs (references build their modules or sessions lazily, on the first outputs asked for, so ``local``
     holds none). :meth:`expected` keeps the latest feeds' outputs in this process as :class:`Reference` does;
     ``seconds`` counts the wall time of the calls, the transfer of the outputs included.
 
@@ -92,6 +92,9 @@ class ReferenceProcess(Reference):
 
     def is_self(self, runtime: str, options: dict) -> bool:
         return self.local.is_self(runtime, options)
+
+    def is_floor(self, runtime: str, options: dict) -> bool:
+        return self.local.is_floor(runtime, options)
 
     def _expected(self, feeds: dict[str, np.ndarray], precision: str) -> Expected:
         return self._call("expected", feeds, precision)
