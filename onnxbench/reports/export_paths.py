@@ -48,7 +48,8 @@ def paths_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per (model, precision, batch, prompt length), export path (and attention variant, where onnxbench's own
     export has several) and runtime: the prefill's p50 and verdict beside the generation's TTFT, TPOT p50, TPOT
     over the step's bandwidth bound, verdict and first diverging step (one row per generation's new tokens and
-    padding), and for a cell that did not run its status and reason. Empty unless :func:`has_paths`."""
+    padding), and for a cell that did not run its status and reason; a scenario the run did not measure has no
+    columns. Empty unless :func:`has_paths`."""
     if not has_paths(df):
         return pd.DataFrame()
     frame = df.copy()
@@ -73,7 +74,7 @@ def paths_table(df: pd.DataFrame) -> pd.DataFrame:
     notes = [" / ".join(dict.fromkeys(str(n) for n in pair if isinstance(n, str) and n))
              for pair in zip(out["prefill_note"], out["generate_note"], strict=True)]
     out["note"] = notes
-    columns = keys + ["decoder_layout", "prefill_ms", "prefill_verdict"]
+    columns = keys + ["decoder_layout"] + (["prefill_ms", "prefill_verdict"] if not pre.empty else [])
     if not post.empty:
         columns += ["new_tokens", "padding", "ttft_ms", "tpot_ms_p50", "tpot_over_bound", "generate_verdict",
                     "first_divergent_step"]

@@ -22,7 +22,7 @@ def _derived_run(tmp_path: Path) -> Path:
     """run_small's ort-cpu rows at (1, 16) for onnxbench's export and for optimum (2x slower), each with a
     generate row (optimum's failing at step 2), and a skipped builder row naming its package."""
     run = tmp_path / "run"
-    run.mkdir()
+    run.mkdir(parents=True)
     shutil.copy(DATA / "header.json", run / "header.json")
     rows = [json.loads(line) for line in (DATA / "results.jsonl").read_text().splitlines()]
     (base,) = [r for r in rows if r["runtime"] == "ort-cpu" and (r["batch"], r["seq_len"]) == (1, 16)]
@@ -54,6 +54,10 @@ def test_paths_sit_side_by_side_with_prefill_and_generation(tmp_path):
     np.testing.assert_allclose([ours["tpot_over_bound"], optimum["tpot_over_bound"]], [4.0, 4.0])
     assert builder["prefill_verdict"] == "skipped" and "onnxruntime-genai-cuda" in builder["note"]
     assert np.isnan(builder["ttft_ms"]) and ours["note"] == ""
+    generate_only = load(_derived_run(tmp_path / "g"))
+    generate_only = generate_only[generate_only["scenario"] == "generate"]
+    table = paths_table(generate_only)
+    assert "prefill_ms" not in table and list(table["generate_verdict"]) == ["pass", "FAIL"]
 
 
 def test_the_section_renders_only_for_a_run_of_several_paths(tmp_path):
