@@ -64,6 +64,8 @@ class _Commands(TyperGroup):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit,
                 typer.Abort, KeyboardInterrupt, SystemExit):
             raise
+        except BrokenPipeError:  # the reader went away (`... | head`): click's main ends quietly, status 1
+            raise
         except Exception as exc:
             if os.environ.get(DEBUG_ENV) == "1":
                 raise

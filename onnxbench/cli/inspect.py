@@ -30,9 +30,10 @@ def inspect(
         print(info.to_json())
         return
     domains = ", ".join(f"{k} {v}" for k, v in info.opsets.items())
+    made = (f"variant {info.variant}, part {info.part}, precision {info.precision}" if info.variant else
+            "not an onnxbench export (no variant, part or precision recorded)")
     console.print(f"[bold]{info.path}[/]: opset {info.opset} ({domains}), "
-                  f"IR {info.ir_version}, {info.n_nodes} nodes; variant {info.variant}, part {info.part}, "
-                  f"precision {info.precision}", highlight=False)
+                  f"IR {info.ir_version}, {info.n_nodes} nodes; {made}", highlight=False)
     console.print(f"inputs {info.inputs}; outputs {info.outputs}", highlight=False)
     console.print(f"parameters (initializer elements): {info.n_params:,}  [dim]({info.n_params_note})[/]",
                   highlight=False)

@@ -52,7 +52,7 @@ def run(
     opsets: str | None = typer.Option(None, help="comma-separated opsets"),
     threads: str | None = typer.Option(
         None, help="comma-separated intra-op thread counts (1 .. logical cores), an axis of the CPU runtimes "
-                   "that take one (ort-cpu, torch); default: each runtime's own"),
+                   "that take one (ort-cpu, torch, ort-genai); default: each runtime's own"),
     batches: str | None = typer.Option(None, help="comma-separated batch sizes (for every model: replaces "
                                        "per-model [shapes] of a matrix file, which the run then names)"),
     seq_lens: str | None = typer.Option(None, help="comma-separated sequence lengths (generate: prompt lengths; "
@@ -134,7 +134,11 @@ def run(
     print_summary(summary.rows, busy_note(out))
     note(f"wall time: {export_time(summary)}, worker start-up {summary.worker_start_s:.1f} s, reference "
          f"{summary.reference_s:.1f} s, sessions {summary.session_s:.1f} s, timing {summary.timing_s:.1f} s")
-    warn_if_unreliable(out, summary.rows, spec.noise_limit)
+    if resume is not None and not summary.rows:
+        note("nothing left to run: every cell of the matrix already has a row (--retry-failed runs the failed "
+             "ones again)")
+    else:
+        warn_if_unreliable(out, summary.rows, spec.noise_limit)
     if report:
         from ..reports import write_report
 

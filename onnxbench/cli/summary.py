@@ -115,13 +115,15 @@ def export_time(summary) -> str:
 def warn_if_unreliable(run_dir: Path, rows: list[dict], limit: float) -> None:
     """End-of-run warnings about the timings: a busy machine (at start or while cells were measured), noisy cells
     (the report's banner applies the same rules, :mod:`onnxbench.noise`)."""
+    from ..benchmarks.measure.load import MIN_WINDOW_S
     from ..noise import BUSY_LIMIT_PCT, is_noisy
 
     busy = busy_note(run_dir)
     if busy:
         measured = [r for r in rows if r["status"] == "ok" and r.get("cpu_busy_pct") is not None]
         over = [r for r in measured if r["cpu_busy_pct"] > BUSY_LIMIT_PCT]
-        cells = (f"; {len(over)} of {len(measured)} cells were measured while other processes used more than "
+        cells = (f"; {len(over)} of the {len(measured)} cells with a load reading (cells timed for under "
+                 f"{MIN_WINDOW_S:g} s have none) were measured while other processes used more than "
                  f"{BUSY_LIMIT_PCT:.0f}% of the CPUs (cpu_busy_pct)" if over else "")
         warn(f"{busy} (cpu_busy_pct_at_start / cpu_busy_pct_during in header.json){cells}; every timing figure "
              f"is marked{BUSY_MARK}: these timings, torch's above all, are unreliable: rerun on a quiet machine")

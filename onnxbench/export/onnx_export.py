@@ -426,9 +426,8 @@ def to_onnx(
     opset = recipe.resolve_opset(opset)
     if not recipe.written:
         check_opset(exporter, variant, opset)
-    elif precision not in ("fp32", "fp16"):
-        raise ValueError(f"attention variant {variant!r} is written in fp32 or fp16 (GroupQueryAttention's CPU "
-                         f"kernel has no bfloat16), not {precision}")
+    elif (reason := recipe.precision_reason(precision)) is not None:
+        raise ValueError(reason)
     digest = None
     if checkpoint is not None:
         from ..models import checkpoint_config, checkpoint_sha256

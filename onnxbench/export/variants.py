@@ -103,6 +103,14 @@ class Variant:
         return (f"attention variant {self.name!r} exists only as part {' / '.join(self.parts)} (its cache is a "
                 f"buffer updated in place; docs/generation.md), not as part {part!r}")
 
+    def precision_reason(self, precision: str) -> str | None:
+        """Why this variant has no graph at ``precision``, or None if it has: the variants onnxbench writes itself
+        use GroupQueryAttention, whose CPU kernel has no bfloat16 (ONNX Runtime's ContribOperators.md)."""
+        if not self.written or precision in ("fp32", "fp16"):
+            return None
+        return (f"attention variant {self.name!r} is written in fp32 or fp16 (GroupQueryAttention's CPU kernel has "
+                f"no bfloat16), not {precision}")
+
     def opset_reason(self, exporter: str, opset: int) -> str | None:
         """Why ``exporter`` cannot produce this variant at ``opset`` (the measured table,
         :func:`onnxbench.export.opsets.unsupported_reason`), or None; a variant onnxbench writes itself is

@@ -207,6 +207,9 @@ class MatrixSpec:
         if any(self.paddings) and not any(cell.padding for cell in cells):
             raise MatrixError(f"padding {[p for p in self.paddings if p]} applies to generate cells (--scenario "
                               "generate) and to the prefill cells of --onnx files; no cell of this matrix takes it")
+        if "generate" not in self.scenarios and self.new_tokens != MatrixSpec().new_tokens:
+            raise MatrixError(f"new_tokens {self.new_tokens} applies to generate cells and this matrix has none; "
+                              "add --scenario generate (or prefill,generate) or leave --new-tokens out")
         other_paths = [p for p in self.export_paths if p != DEFAULT_EXPORT_PATH]
         if other_paths and not any(cell.export_path != DEFAULT_EXPORT_PATH for cell in cells):
             raise MatrixError(f"export paths {other_paths} apply to presets and checkpoints (--models, --checkpoint); "
@@ -481,12 +484,13 @@ def load_matrix(path: str | Path, base: MatrixSpec | None = None) -> MatrixSpec:
     per-model tables (the default's ``gpt2-small`` at B = 1) do not outrank what the file asks for.
 
     Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        MatrixError: (a ValueError) for invalid TOML (with the parser's line and column) or an unknown key.
+        MatrixError: (a ValueError) for a path that is not a file, invalid TOML (with the parser's line and
+            column) or an unknown key.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"matrix file {path} does not exist")
+        raise MatrixError(f"matrix file {path} does not exist" if not path.exists() else
+                          f"matrix file {path} is not a file; give a TOML file (format: examples/matrix.toml)")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

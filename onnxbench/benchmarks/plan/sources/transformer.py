@@ -107,7 +107,7 @@ class TransformerSource(ModelSource):
     def unrunnable_reason(self, cell: Cell) -> str | None:
         """A sequence length (generate: prompt + new tokens) above ``max_positions``, an attention variant not
         available for the model's family (``ort-fused`` for the llama family) or the cell's part
-        (``ort-gqa-inplace``: decoder-with-past only), or an opset the exporter cannot
+        (``ort-gqa-inplace``: decoder-with-past only, fp32 or fp16), or an opset the exporter cannot
         produce for the cell's attention variant (measured: :mod:`onnxbench.export.opsets`, docs/export.md).
         Another tool's export path: a runtime that does not read ONNX (the torch runtimes rebuild the module),
         or what the path cannot make (a family, precision or part it does not write, its package not installed:
@@ -130,7 +130,8 @@ class TransformerSource(ModelSource):
                 self.base_config, cell.precision, cell.part)
         variant = VARIANTS[cell.attention]
         return (super().unrunnable_reason(cell) or variant.family_reason(self.base_config.family)
-                or variant.part_reason(cell.part) or variant.opset_reason(self.exporter, cell.opset))
+                or variant.part_reason(cell.part) or variant.opset_reason(self.exporter, cell.opset)
+                or (variant.precision_reason(cell.precision) if cell.precision not in QUANTIZED_PRECISIONS else None))
 
     def prompt(self, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
         """The prompts of a generate cell, the same for every runtime: ``(input_ids, attention_mask)``, both int64
