@@ -36,7 +36,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
                            "model builder); a user's ONNX file's rows carry the default, onnxbench, and run the "
                            "file as given (docs/export.md, \"Export paths\")"),
     "precision": ("str", "fp32 | fp16 | bf16 (the graph's compute precision) | int8-dynamic (the fp32 graph's "
-                         "MatMul weights int8, activations quantized at run time; docs/quantization.md)"),
+                         "MatMul weights int8, activations quantized at run time) | int4-weight (the fp32 graph's "
+                         "MatMul weights 4-bit in blocks of 32, com.microsoft.MatMulNBits; docs/quantization.md)"),
     "opset": ("int", "default-domain ONNX opset of the file that ran (its opset_import); the opset asked for "
                      "when the cell got no file"),
     "runtime": ("str", "registry name: torch | ort-cpu | ort-cuda | ort-trt | tensorrt | torch-compile | torch-cuda | "

@@ -47,8 +47,8 @@ def run(
                    "optimum (Hugging Face Optimum's exporter; needs ONNXBENCH_OPTIMUM_PYTHON), optimum-opt (that "
                    "export after ONNX Runtime's transformer optimizer), builder (ONNX Runtime GenAI's model builder)"),
     precisions: str | None = typer.Option(
-        None, help="comma-separated precisions: fp32, fp16, bf16, int8-dynamic (the fp32 graph quantized; "
-                   "runs on ort-cpu; --onnx files get it beside their own precision)"),
+        None, help="comma-separated precisions: fp32, fp16, bf16, int8-dynamic, int4-weight (the fp32 graph "
+                   "quantized; runs on ort-cpu; --onnx files get it beside their own precision)"),
     opsets: str | None = typer.Option(None, help="comma-separated opsets"),
     threads: str | None = typer.Option(
         None, help="comma-separated intra-op thread counts (1 .. logical cores), an axis of the CPU runtimes "

@@ -61,9 +61,13 @@ from .onnx_export import (
 
 #: The precision label of a dynamically quantized artifact (``ExportArtifact.precision``, result rows).
 INT8_DYNAMIC = "int8-dynamic"
+#: The precision label of an artifact with 4-bit block-quantized weights (:mod:`onnxbench.export.quantize_int4`).
+INT4_WEIGHT = "int4-weight"
 #: Precisions made by quantizing an fp32 graph (a value of the matrix's ``precisions`` axis beside
 #: :data:`onnxbench.export.PRECISIONS`); their rows are judged by :mod:`onnxbench.benchmarks.verify.quantized`.
-QUANTIZED_PRECISIONS = (INT8_DYNAMIC,)
+QUANTIZED_PRECISIONS = (INT8_DYNAMIC, INT4_WEIGHT)
+#: The operator that holds each quantized precision's weights, for the reason of a runtime that cannot run it.
+QUANTIZED_OPS = {INT8_DYNAMIC: "DynamicQuantizeMatMul / MatMulInteger", INT4_WEIGHT: "com.microsoft.MatMulNBits"}
 WEIGHT_TYPES = ("QInt8", "QUInt8")
 #: Above this many bytes of weights the intermediate models are written with external data (protobuf's 2 GiB
 #: limit on one message, with room for the graph itself).
@@ -202,7 +206,7 @@ def _ort_version() -> str:
     return onnxruntime.__version__
 
 
-def _source_metadata(path: Path) -> dict[str, str]:
+def _source_metadata(path: Path, target: str = INT8_DYNAMIC) -> dict[str, str]:
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path} not found")
     try:
@@ -218,7 +222,7 @@ def _source_metadata(path: Path) -> dict[str, str]:
         precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(floats[0], floats[0]) \
             if floats else "fp32"
     if precision != "fp32":
-        raise ValueError(f"{path} is {precision}; int8-dynamic quantization takes an fp32 graph "
+        raise ValueError(f"{path} is {precision}; {target} quantization takes an fp32 graph "
                          "(export it with --precision fp32)")
     return {k: v for k, v in meta.items() if k.startswith("onnxbench.")}
 

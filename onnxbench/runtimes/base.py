@@ -302,10 +302,11 @@ class Runtime(ABC):
     def precision_reason(cls, precision: str) -> str | None:
         """Why this runtime cannot run a graph of ``precision`` (a quantized precision it does not declare in
         :attr:`quantized_precisions`), or None if it can."""
-        from ..export.quantize import QUANTIZED_PRECISIONS
+        from ..export.quantize import QUANTIZED_OPS, QUANTIZED_PRECISIONS
 
         if precision in QUANTIZED_PRECISIONS and precision not in cls.quantized_precisions:
-            return f"{cls.name} does not run {precision} graphs (its runtime class declares no such kernels)"
+            return (f"{cls.name} does not run {precision} graphs (their weights are in {QUANTIZED_OPS[precision]}; "
+                    "its runtime class declares no such kernels)")
         return None
 
     @classmethod

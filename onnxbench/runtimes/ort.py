@@ -298,8 +298,8 @@ class OrtCpu(Runtime):
     name = "ort-cpu"
     options_type = OrtOptions
     #: DynamicQuantizeLinear / MatMulInteger and their fused DynamicQuantizeMatMul / MatMulIntegerToFloat have CPU
-    #: EP kernels (docs/quantization.md)
-    quantized_precisions = ("int8-dynamic",)
+    #: EP kernels, and so has MatMulNBits, int8 compute at accuracy_level 4 (docs/quantization.md)
+    quantized_precisions = ("int8-dynamic", "int4-weight")
     thread_axis = True  # SessionOptions.intra_op_num_threads
 
     @classmethod

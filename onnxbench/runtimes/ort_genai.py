@@ -295,7 +295,8 @@ class OrtGenai(Runtime):
     (module docstring; docs/generation.md, "ONNX Runtime GenAI").
 
     Only the ``generate`` scenario (:attr:`scenarios`); only builder folders (other artifacts' generate cells are
-    ``skipped`` naming the builder); no quantized precision of onnxbench's (a builder int4 model is its own file).
+    ``skipped`` naming the builder); of the quantized precisions ``int4-weight`` (:attr:`quantized_precisions`),
+    which is the builder's own int4 model (MatMulNBits weights) on the ``builder`` export path.
     ``RuntimeOptions.intra_op_threads`` / ``inter_op_threads`` go to the model's session options.
     """
 
@@ -304,6 +305,7 @@ class OrtGenai(Runtime):
     in_default_matrix = False  # the default matrix's presets are not builder folders: every cell would be skipped
     thread_axis = True
     scenarios: ClassVar[tuple[str, ...] | None] = ("generate",)
+    quantized_precisions = ("int4-weight",)  # the Generator runs the builder's MatMulNBits models
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:

@@ -27,8 +27,10 @@ ONNX file has no config, so here the graph itself is counted:
 
 Bytes moved is the lower bound of :mod:`onnxbench.benchmarks.measure.workmodel`: every initializer (and every
 ``Constant``
-node's tensor) read once at its own dtype (int8 weights 1 byte, int4 half a byte), the bound inputs read once and
-the outputs written once. Nodes that may hold heavy work but cannot be counted (an operator outside the list above
+node's tensor) read once at its own dtype (int8 weights 1 byte, int4 half a byte; a ``MatMulNBits`` weight is
+stored packed, uint8 (N, ceil(K / block_size), block_size · bits / 8), so its N · K 4-bit codes count N · K / 2
+bytes, plus its (N, ceil(K / block_size)) scales and any zero points), the bound inputs read once and the outputs
+written once. Nodes that may hold heavy work but cannot be counted (an operator outside the list above
 such as LSTM or GroupQueryAttention, a shape that inference could not determine, a control-flow subgraph) are
 listed in :attr:`GraphWork.uncounted`, so that a partial count never passes for a full one.
 

@@ -43,9 +43,10 @@ class MatrixSpec:
     Attributes:
         models: preset names (see ``onnxbench.models.PRESETS``; :class:`~.sources.PresetSource`).
         attention: attention variants (keys of :data:`ATTENTION_VARIANTS`).
-        precisions: ``fp32`` / ``fp16`` / ``bf16`` / ``int8-dynamic`` (the fp32 graph's MatMul weights quantized
-            by ONNX Runtime, :mod:`onnxbench.export.quantize`; run by the runtimes that declare it, a ``skipped``
-            row on the others; an ONNX file gets int8-dynamic cells beside its own precision).
+        precisions: ``fp32`` / ``fp16`` / ``bf16`` / ``int8-dynamic`` / ``int4-weight`` (the fp32 graph's MatMul
+            weights quantized by ONNX Runtime, :mod:`onnxbench.export.quantize`,
+            :mod:`onnxbench.export.quantize_int4`; run by the runtimes that declare it, a ``skipped`` row on the
+            others; an ONNX file gets quantized cells beside its own precision).
         opsets: ONNX opsets to export at.
         runtimes: runtime registry names.
         threads: intra-op thread counts (``--threads 1,2``), an axis of the runtimes that declare it

@@ -173,13 +173,17 @@ class TorchFloat64Reference(Reference):
         tokens (all but the last), whose positions T0 - 1 .. T0 + N - 2 are the logits of steps 0 .. N - 1 given
         exactly the runtime's inputs; the same forward at the cell's precision gives the noise floor. Step s's
         greedy token is then the argmax of step s's reference logits, and as long as the runtime's tokens equal
-        these, its sequence is the reference's own greedy sequence."""
+        these, its sequence is the reference's own greedy sequence. A quantized precision has no noise floor (no
+        torch module runs its graph): the float64 logits only."""
         B, T0 = input_ids.shape
         n = tokens.shape[1]
         sequence = np.concatenate([input_ids, tokens[:, :n - 1]], axis=1)
         mask = np.concatenate([attention_mask, np.ones((B, n - 1), dtype=np.int64)], axis=1)
         t0 = time.perf_counter()
         y64 = self.torch.sequence_logits(sequence, mask, "fp64")[:, T0 - 1:]
+        if precision in QUANTIZED_PRECISIONS:
+            self.seconds += time.perf_counter() - t0
+            return Expected({"logits": y64})
         y_p = self.torch.sequence_logits(sequence, mask, precision)[:, T0 - 1:]
         self.seconds += time.perf_counter() - t0
         return Expected({"logits": y64}, {"logits": (y64, noise_floor(y_p, y64, precision))})

@@ -19,11 +19,19 @@ import numpy as np
 from ..rows import AgreementColumns, ReferenceCheck
 from .agreement import Agreement, Tolerance, check_outputs, worst
 from .divergence import BoundaryNotFound, block_ratios, first_divergent_block
-from .quantized import INT8_DYNAMIC_THRESHOLDS, QuantAgreement, QuantThresholds, check_quantized, output_kind
+from .quantized import (
+    INT4_WEIGHT_THRESHOLDS,
+    INT8_DYNAMIC_THRESHOLDS,
+    QuantAgreement,
+    QuantThresholds,
+    check_quantized,
+    output_kind,
+)
 from .reference import Expected, Reference
 
 #: Pass limits of each quantized precision (docs/quantization.md).
-QUANT_THRESHOLDS: dict[str, QuantThresholds] = {"int8-dynamic": INT8_DYNAMIC_THRESHOLDS}
+QUANT_THRESHOLDS: dict[str, QuantThresholds] = {"int8-dynamic": INT8_DYNAMIC_THRESHOLDS,
+                                                "int4-weight": INT4_WEIGHT_THRESHOLDS}
 
 #: Verdicts that judge nothing (the row compared the reference, or the noise floor, with itself).
 NOT_JUDGED = ("reference", "floor")

@@ -14,6 +14,7 @@ from onnxbench.benchmarks.measure.graph_work import graph_work
 from onnxbench.benchmarks.measure.workmodel import work
 from onnxbench.export import to_onnx
 from onnxbench.export.quantize import quantize_int8_dynamic
+from onnxbench.export.quantize_int4 import quantize_int4_weight
 from onnxbench.models import get_preset
 from onnxbench.models.flops import forward_flops
 
@@ -57,6 +58,31 @@ def test_int8_graph_counts_the_same_flops_with_fewer_bytes(tiny_artifact, cache_
     # int8 weights are a quarter of fp32 ones; the embedding Gather keeps its fp32 table
     assert int8.weight_bytes < 0.75 * fp32.weight_bytes
     assert int8.bytes_moved - int8.weight_bytes == fp32.bytes_moved - fp32.weight_bytes  # same inputs/outputs
+
+
+@pytest.mark.parametrize("preset", ["tiny", "llama-tiny"])
+def test_int4_graph_counts_4bit_weight_bytes(preset, cache_dir):
+    """MatMulNBits moves N·K/2 bytes of packed 4-bit codes and N·K/32 fp32 scales per weight (block 32,
+    symmetric: no zero points); the FLOPs are the float graph's."""
+    config = get_preset(preset)
+    fp32 = to_onnx(config, cache_dir=cache_dir, model_name=preset)
+    q = quantize_int4_weight(fp32, cache_dir=cache_dir)
+    counted, float_count = graph_work(q.path, 2, 64), graph_work(fp32.path, 2, 64)
+    assert counted.complete and counted.flops == pytest.approx(float_count.flops, rel=1e-9)
+    model = onnx.load(str(q.path))
+    nbits = [{a.name: helper.get_attribute_value(a) for a in n.attribute} for n in model.graph.node
+             if n.op_type == "MatMulNBits"]
+    assert counted.flops_by_op["com.microsoft:MatMulNBits"] == sum(2 * 2 * 64 * a["N"] * a["K"] for a in nbits)
+    packed = sum(a["N"] * a["K"] / 2 + 4 * a["N"] * a["K"] / 32 for a in nbits)
+    quantized_names = {i for n in model.graph.node if n.op_type == "MatMulNBits" for i in n.input[1:]}
+    rest = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer if t.name not in quantized_names)
+    rest += sum(numpy_helper.to_array(a.t).nbytes for n in model.graph.node if n.op_type == "Constant"
+                for a in n.attribute if a.name == "value")
+    assert counted.weight_bytes == pytest.approx(packed + rest, rel=1e-12)
+    # the same weights in fp32 are 4 bytes each: 4-bit codes + scales are 1/8 + 1/32 of that
+    float_weights = sum(4 * a["N"] * a["K"] for a in nbits)
+    assert packed == pytest.approx(float_weights * (1 / 8 + 1 / 32))
+    assert counted.bytes_moved - counted.weight_bytes == float_count.bytes_moved - float_count.weight_bytes
 
 
 def test_bert_from_transformers_matches_a_hand_count(bert_onnx):

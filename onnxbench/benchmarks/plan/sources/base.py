@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ....export import ExportArtifact, TensorSpec
+from ....export.quantize import INT4_WEIGHT, INT8_DYNAMIC, quantize_int8_dynamic
+from ....export.quantize_int4 import quantize_int4_weight
 from ...cells import Cell, CellAxes
 from ...inputs import padding_tokens
 
@@ -48,6 +50,19 @@ def left_padded_prompts(seed: int, batch: int, seq_len: int, padding: float, low
         pad = padding_tokens(padding, seq_len, row, batch)
         ids[row, :pad], mask[row, :pad] = 0, 0
     return ids, mask
+
+
+def quantized_artifact(source: ExportArtifact | str | Path, precision: str,
+                       cache_dir: str | Path | None = None) -> ExportArtifact:
+    """The fp32 graph ``source`` quantized to ``precision`` (``int8-dynamic``: ONNX Runtime's dynamic
+    quantization; ``int4-weight``: its MatMulNBits quantizer; docs/quantization.md), cached by content.
+
+    Raises:
+        KeyError: for a precision that is not a quantized one.
+        ValueError / FileNotFoundError: from the quantizer (a source that is not fp32, no MatMul weight, ...).
+    """
+    make = {INT8_DYNAMIC: quantize_int8_dynamic, INT4_WEIGHT: quantize_int4_weight}[precision]
+    return make(source, cache_dir=cache_dir)
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ It has no torch module, so:
   clear error naming the expected inputs and outputs (docs/usage.md, "Your own ONNX files");
 - it is run as it is: the matrix's attention variants, opsets and parts do not apply; its cells have
   ``attention`` = :data:`ATTENTION_LABEL`, ``opset`` read from the graph and ``precision`` from the graph's first
-  floating-point output. Of the precisions, only a quantized one (``int8-dynamic``) applies: when the matrix
-  lists it, the file also gets cells that run it quantized (:func:`onnxbench.export.quantize.
-  quantize_int8_dynamic`, cached by the file's content), compared with the float file's reference;
+  floating-point output. Of the precisions, only the quantized ones (``int8-dynamic``, ``int4-weight``) apply:
+  when the matrix lists one, the file also gets cells that run it quantized (:func:`~onnxbench.benchmarks.plan.
+  sources.base.quantized_artifact`, cached by the file's content), compared with the float file's reference;
 - its inputs are generated from the graph's input specs (:func:`onnxbench.benchmarks.inputs.make_feeds`):
   dynamic dims are bound from ``OnnxFiles.dims`` (``--dim NAME=SIZE`` or ``--dim NAME=MIN:OPT:MAX``, fed at
   OPT) or, for axes named like a batch or a sequence, from the matrix's batch sizes and sequence lengths; an
@@ -50,11 +50,11 @@ import onnx
 from ....errors import MatrixError
 from ....export import DECODER_WITH_PAST, ExportArtifact, TensorSpec, read_artifact
 from ....export.decoder_layout import DecoderLayout, LayoutError, detect_layout
-from ....export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
+from ....export.quantize import QUANTIZED_PRECISIONS
 from ...cells import Cell, CellAxes
 from ...inputs import BATCH_AXES, SEQ_AXES, bind_shapes, make_feeds, padding_tokens
 from ...measure.graph_work import counted_work
-from .base import ModelSource, SourceSettings, left_padded_prompts
+from .base import ModelSource, SourceSettings, left_padded_prompts, quantized_artifact
 
 if TYPE_CHECKING:
     from ....models import TransformerConfig
@@ -644,11 +644,12 @@ class OnnxFileSource(ModelSource):
         file's ``input_shapes`` applied likewise.
 
         Raises:
-            ValueError: from :func:`~onnxbench.export.quantize.quantize_int8_dynamic` (e.g. no MatMul weight).
+            ValueError: from the quantizer (:func:`~onnxbench.benchmarks.plan.sources.base.quantized_artifact`;
+                e.g. no MatMul weight).
         """
         if cell.precision not in QUANTIZED_PRECISIONS:
             return self.model
-        quantized = quantize_int8_dynamic(self.path, cache_dir=cache_dir)
+        quantized = quantized_artifact(self.path, cell.precision, cache_dir)
         _, _, unranked = _inspect_file(quantized.path)
         return with_input_shapes(quantized.path, quantized, unranked, dict(self.input_shapes))
 

@@ -25,18 +25,18 @@ import numpy as np
 
 from ....errors import MatrixError
 from ....export import ExportArtifact, TensorSpec, to_onnx
-from ....export.decoder_layout import position_ids
+from ....export.decoder_layout import DecoderLayout, position_ids
 from ....export.decoder_with_past import DECODER_WITH_PAST, empty_past
 from ....export.paths import DEFAULT_EXPORT_PATH, EXPORT_PATHS, EXTERNAL_ATTENTION, export_with
-from ....export.quantize import QUANTIZED_PRECISIONS, quantize_int8_dynamic
+from ....export.quantize import QUANTIZED_PRECISIONS
 from ....export.variants import VARIANTS
 from ....models import PRESETS, TransformerConfig
 from ...cells import Cell, CellAxes
 from ...inputs import make_feeds
 from ...measure.footprint import Footprint, footprint
-from ...measure.graph_work import counted_work
+from ...measure.graph_work import GraphWork, counted_work
 from ...measure.workmodel import Work, decode_step_work, work
-from .base import ModelSource, SourceSettings, left_padded_prompts
+from .base import ModelSource, SourceSettings, left_padded_prompts, quantized_artifact
 
 if TYPE_CHECKING:
     from ...verify.reference import Reference
@@ -116,8 +116,6 @@ class TransformerSource(ModelSource):
         if cell.new_tokens and total > self.max_positions:
             return (f"prompt length {cell.seq_len} + {cell.new_tokens} new tokens = {total} exceeds {self.name}'s "
                     f"max_positions={self.max_positions}")
-        if cell.precision in QUANTIZED_PRECISIONS and cell.scenario != "prefill":
-            return f"{cell.precision} is measured on prefill cells (its quantized criteria judge one forward pass)"
         if cell.export_path != DEFAULT_EXPORT_PATH:
             from .... import runtimes
 
@@ -158,15 +156,15 @@ class TransformerSource(ModelSource):
                        variant=attention, part=part, **kwargs)
 
     def artifact(self, cell: Cell, cache_dir: str | Path | None = None) -> ExportArtifact:
-        """The export at the cell's precision; for ``int8-dynamic`` the fp32 export quantized
-        (:func:`onnxbench.export.quantize.quantize_int8_dynamic`), both cached; another tool's export path: its
-        graph of the same weights (:func:`onnxbench.export.paths.export_with`), cached."""
+        """The export at the cell's precision; for a quantized one (``int8-dynamic``, ``int4-weight``) the fp32
+        export quantized (:func:`~onnxbench.benchmarks.plan.sources.base.quantized_artifact`), both cached; another
+        tool's export path: its graph of the same weights (:func:`onnxbench.export.paths.export_with`), cached."""
         if cell.export_path != DEFAULT_EXPORT_PATH:
             return export_with(cell.export_path, self.name, self.base_config, self.seed, self.checkpoint,
                                cell.precision, cell.opset or None, cache_dir)
         if cell.precision in QUANTIZED_PRECISIONS:
             fp32 = self.export(cell.attention, "fp32", cell.opset, cell.part, cache_dir)
-            return quantize_int8_dynamic(fp32, cache_dir=cache_dir)
+            return quantized_artifact(fp32, cell.precision, cache_dir)
         return self.export(cell.attention, cell.precision, cell.opset, cell.part, cache_dir)
 
     def reference(self, artifact: ExportArtifact, cache_dir: str | Path | None = None) -> Reference:
@@ -197,16 +195,17 @@ class TransformerSource(ModelSource):
         """Per inference (prefill), or per decode step at the mean context (generate:
         :func:`onnxbench.benchmarks.measure.workmodel.decode_step_work`; a generation of one token has no decode step,
         and its latency columns are the prefill's, so its work is the prefill's too). Analytic, except for a
-        quantized graph, whose work is counted from the graph that ran (its weights are int8:
+        quantized graph, whose work is counted from the graph that ran (its weights are int8 or 4-bit blocks:
         :mod:`onnxbench.benchmarks.measure.graph_work`; the FLOPs agree with the analytic ones exactly,
-        tests/benchmarks/measure/test_graph_work.py). Another tool's export path computes the same model: its fp32
-        work is the analytic one; its quantized graphs are not counted yet (:meth:`work_gap` says so)."""
+        tests/benchmarks/measure/test_graph_work.py), for a generate cell at the same decode step. Another tool's
+        export path computes the same model: its fp32 work is the analytic one; its quantized graphs are not counted
+        yet (:meth:`work_gap` says so)."""
         if cell.export_path != DEFAULT_EXPORT_PATH and cell.precision != "fp32":
             return None
         if cell.precision in QUANTIZED_PRECISIONS:
             if artifact is None:
                 return None
-            counted = counted_work(artifact.path, cell.batch, cell.seq_len)
+            counted = self._counted(cell, artifact)
             return counted.work if counted.complete else None
         config = self.config(cell.attention)
         if cell.new_tokens > 1:
@@ -224,7 +223,19 @@ class TransformerSource(ModelSource):
             return f"the work of export path {cell.export_path}'s {cell.precision} graph is not counted yet"
         if cell.precision not in QUANTIZED_PRECISIONS or artifact is None:
             return ""
-        return counted_work(artifact.path, cell.batch, cell.seq_len).why_incomplete
+        return self._counted(cell, artifact).why_incomplete
+
+    @staticmethod
+    def _counted(cell: Cell, artifact: ExportArtifact) -> GraphWork:
+        """The graph's count at the cell's shape; a decoder-with-past graph at the step :meth:`work` describes:
+        one token per row at the mean context (T0 + N // 2 keys) when there are decode steps, else the prompt's
+        forward from an empty cache."""
+        if cell.part != DECODER_WITH_PAST:
+            return counted_work(artifact.path, cell.batch, cell.seq_len)
+        _, _, past_axis, total_axis = DecoderLayout.of_config(artifact.config).axes
+        keys, seq_len = (cell.seq_len + cell.new_tokens // 2, 1) if cell.new_tokens > 1 else (cell.seq_len,
+                                                                                              cell.seq_len)
+        return counted_work(artifact.path, cell.batch, seq_len, {past_axis: keys - seq_len, total_axis: keys})
 
 
 @dataclass(frozen=True)
