@@ -104,11 +104,12 @@ def test_unknown_precision_lists_int8_dynamic():
         MatrixSpec(models=["tiny"], precisions=["int4"]).validate()
 
 
-def test_int8_generate_cells_are_skipped_with_the_reason():
-    matrix = MatrixSpec(models=["tiny"], precisions=[INT8], runtimes=["ort-cpu"], scenarios=["generate"],
-                        new_tokens=[2], batches=[1], seq_lens=[8]).build()
-    (cell,) = matrix.cells
-    assert "measured on prefill cells" in matrix.unrunnable_reason(cell)
+def test_int8_generate_cells_of_a_preset_run_and_are_judged_by_the_quantized_criteria(tmp_path, cache_dir):
+    spec = MatrixSpec(models=["tiny"], precisions=[INT8], runtimes=["ort-cpu"], scenarios=["generate"],
+                      new_tokens=[4], batches=[1], seq_lens=[8], timing=FAST)
+    (row,) = run_matrix(spec, tmp_path / "run", cache_dir=cache_dir, isolate=False).rows
+    assert row["status"] == "ok" and row["verdict"] == "pass", row["reason"]
+    assert row["kl_mean"] is not None and row["atol"] is None and row["tpot_ms_p50"] > 0
 
 
 def test_judge_quantized_fails_a_distorted_output_and_ignores_integer_ones():

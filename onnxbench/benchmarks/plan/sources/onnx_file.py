@@ -608,14 +608,15 @@ class OnnxFileSource(ModelSource):
         """A scenario other than prefill and generate (a file is run as one forward pass, or a decoder's decode
         loop), a runtime that does not run ONNX graphs (:attr:`onnxbench.runtimes.Runtime.runs_onnx`: the torch
         runtimes rebuild a module from its config, so they would time another model under the file's name), a
-        quantized generate cell (the quantized criteria judge one forward pass), a prompt + new tokens above the
+        quantized generate cell (not made for files yet), a prompt + new tokens above the
         decoder's context length, or a quantized cell of a file that is not fp32 (quantization takes an fp32
         graph)."""
         from .... import runtimes
 
         if cell.part == DECODER_WITH_PAST:
             if cell.precision in QUANTIZED_PRECISIONS:
-                return f"{cell.precision} is measured on prefill cells (its quantized criteria judge one forward pass)"
+                return (f"{cell.precision} of an ONNX file is measured on prefill cells (a quantized decoder file's "
+                        "generation has no reference path yet; presets and checkpoints generate quantized)")
             limit, total = self.max_positions, cell.seq_len + cell.new_tokens
             if limit is not None and total > limit:
                 return (f"prompt length {cell.seq_len} + {cell.new_tokens} new tokens = {total} exceeds "
