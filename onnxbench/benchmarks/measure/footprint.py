@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from ...models.transformer import TransformerConfig
 from .workmodel import ELEMENT_SIZE, attention_params
 
-#: Bytes per weight element the session holds, per graph precision; ``int8-dynamic`` counted as fp32 (its
-#: embedding and the operators it leaves float stay fp32; an upper bound).
-WEIGHT_BYTES = {**ELEMENT_SIZE, "int8-dynamic": 4}
-#: Bytes per activation element (``int8-dynamic`` quantizes activations on the fly, around fp32 tensors).
-ACTIVATION_BYTES = {**ELEMENT_SIZE, "int8-dynamic": 4}
+#: Bytes per weight element the session holds, per graph precision; the quantized ones counted as fp32 (their
+#: embedding and the operators they leave float stay fp32; an upper bound).
+WEIGHT_BYTES = {**ELEMENT_SIZE, "int8-dynamic": 4, "int4-weight": 4}
+#: Bytes per activation element (both quantized precisions keep fp32 activations between their operators).
+ACTIVATION_BYTES = {**ELEMENT_SIZE, "int8-dynamic": 4, "int4-weight": 4}
 #: Copies of the weights a session holds: ONNX Runtime keeps an initializer beside the pre-packed copy its
 #: MatMul kernels use (measured, docs/work_model.md).
 SESSION_WEIGHT_COPIES = 2
@@ -77,7 +77,7 @@ def footprint(config: TransformerConfig, part: str, batch: int, seq_len: int, pr
         config: the model's config.
         part: ``model`` or ``attention`` (one block's attention); ignored for a generation.
         batch / seq_len: B and T (a generation's prompt length T0).
-        precision: the graph's precision (``fp32``, ``fp16``, ``bf16``, ``int8-dynamic``).
+        precision: the graph's precision (``fp32``, ``fp16``, ``bf16``, ``int8-dynamic``, ``int4-weight``).
         new_tokens: N for a generation (the decoder with its KV cache), 0 for a prefill.
 
     Raises:
