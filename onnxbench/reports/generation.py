@@ -12,7 +12,7 @@ import pandas as pd
 
 from .format import Spec, integer, ms, rate, sig3
 from .markup import save_png
-from .tables import ok_rows, runtime_labels, verdicts
+from .tables import ok_rows, runtime_labels, varying, verdicts
 
 GENERATE = "generate"
 #: Keys of a generation's shape in the tables.
@@ -32,8 +32,8 @@ SPECS = {
     "padding": Spec("padding", sig3, True),
     "seq_len": Spec("prompt", integer, True),
     "decoder_layout": Spec("decoder layout"),
-    "lowest_ttft": Spec("lowest TTFT (agreeing)"),
-    "lowest_tpot": Spec("lowest TPOT (agreeing)"),
+    "lowest_ttft": Spec("lowest TTFT (passing rows)"),
+    "lowest_tpot": Spec("lowest TPOT p50 (passing rows)"),
 }
 
 
@@ -64,28 +64,41 @@ def generation_table(gen: pd.DataFrame) -> pd.DataFrame:
     return ok[columns].sort_values(SHAPE + ["runtime"], kind="stable").reset_index(drop=True)
 
 
+#: Keys of a generation's shape in the summary: rows of one group measured the same work, so their timings compare.
+SUMMARY_SHAPE = ["model", "batch", "seq_len", "new_tokens", "padding"]
+
+
+def _winner(row: pd.Series, column: str) -> str:
+    """The row's runtime (with its export path where several ran), attention variant and precision, and ``column``."""
+    what = [] if row["attention"] == "external" else [f"{row['attention']} attention"]
+    return f"{row['runtime']} ({', '.join(what + [str(row['precision'])])}): {row[column]:.3g} ms"
+
+
 def generation_summary(gen: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, precision, batch): the runtime with the lowest median TTFT and the one with the lowest median
-    TPOT among the rows whose generation passed the agreement check (every step's logits and tokens), taking each
-    runtime's median over the prompt lengths, new tokens and paddings of the run; "none agreed" where none did,
-    and for TPOT "no decode step (new tokens 1)" where no row had one (one new token is the prefill's alone)."""
+    """Per generation shape (model, batch, and prompt, new tokens, padding where they vary): the row
+    with the lowest TTFT and the row with the lowest TPOT p50 among the rows whose generation passed the agreement
+    check (every step's logits and tokens), over runtimes, attention variants, export paths and precisions, each
+    named with its runtime, export path (where several ran), attention variant and precision; a figure a row has,
+    not a median over variants. "none agreed" where no row passed, and for TPOT "no decode step (new tokens 1)"
+    where no row had one (one new token is the prefill's alone)."""
     ok = _ok(gen)
     rows = []
-    for (model, precision, batch), g in ok.groupby(["model", "precision", "batch"], sort=True, dropna=False):
+    for key, g in ok.groupby(SUMMARY_SHAPE, sort=True, dropna=False):
         agreeing = g[g["verdict"] == "pass"]
-        row = {"model": model, "precision": precision, "batch": batch}
+        row = dict(zip(SUMMARY_SHAPE, key, strict=True))
         for column, name in (("ttft_ms", "lowest_ttft"), ("tpot_ms_p50", "lowest_tpot")):
-            medians = agreeing.groupby("runtime")[column].median().dropna()
-            if len(medians):
-                row[name] = f"{medians.idxmin()} ({medians.min():.3g} ms)"
+            measured = agreeing.dropna(subset=[column])
+            if len(measured):
+                row[name] = _winner(measured.loc[measured[column].idxmin()], column)
             elif g[column].isna().all():  # nothing was measured, so nothing can have disagreed
-                counts = ", ".join(str(n) for n in sorted(g["new_tokens"].dropna().unique()))
-                row[name] = (f"no decode step (new tokens {counts})" if column == "tpot_ms_p50"
+                row[name] = ("no decode step (new tokens 1)" if column == "tpot_ms_p50" and (g["new_tokens"] == 1).all()
                              else "not measured")
             else:
                 row[name] = "none agreed"
         rows.append(row)
-    return pd.DataFrame(rows, columns=["model", "precision", "batch", "lowest_ttft", "lowest_tpot"])
+    out = pd.DataFrame(rows, columns=SUMMARY_SHAPE + ["lowest_ttft", "lowest_tpot"])
+    constant = [c for c in SUMMARY_SHAPE[2:] if c not in varying(out, [c]) and len(out)]
+    return out.drop(columns=constant)
 
 
 def decode_latency_plot(df: pd.DataFrame, as_figure: bool = False):

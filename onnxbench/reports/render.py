@@ -235,8 +235,9 @@ def build_sections(df: pd.DataFrame, header: dict, plot_list: list[Plot]) -> lis
             "the measured copy bandwidth. A generation agrees when every step's logits pass against the float64 "
             "reference recomputing the whole sequence without a cache and every greedy token equals the "
             "reference's; the first step where a token differs is named (docs/generation.md).",
-            [Table(generation.generation_summary(gen), subtitle="Lowest TTFT and TPOT per model and batch",
-                   specs=generation.SPECS),
+            [Table(generation.generation_summary(gen), specs=generation.SPECS,
+                   subtitle="Lowest TTFT and TPOT per model and batch (and prompt, new tokens, padding where they "
+                   "vary)"),
              Table(generation.generation_table(gen), specs=generation.SPECS,
                    fail=[v == "FAIL" for v in generation.generation_table(gen)["verdict"]])],
             plots=by_section.pop("generation", [])))
