@@ -137,6 +137,9 @@ def _summary(df: pd.DataFrame, header: dict, ref: str) -> Table:
                                    ("speedup", either, speedup, f"speed-up vs {base}")):
         summary[col] = _marked(summary[col].astype("object"), flags, fmt)
         specs[col] = Spec(label, numeric=True)
+    why = summary.pop("no_baseline")
+    summary["speedup"] = [w if isinstance(w, str) and not isinstance(v, str) else v
+                          for v, w in zip(summary["speedup"], why, strict=True)]
     return Table(summary, specs=specs)
 
 

@@ -75,6 +75,10 @@ def varying(df: pd.DataFrame, columns: list[str]) -> list[str]:
     return [c for c in columns if c in df and df[c].astype("object").fillna("<NA>").nunique() > 1]
 
 
+def _na_text(value) -> object:
+    return "<NA>" if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)) else value
+
+
 def _is_default_config(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)) or value == "default"
 
@@ -201,9 +205,12 @@ def summary_table(df: pd.DataFrame, reference: str | None = None, requested: lis
     throughput_tok_s, ``baseline`` (the runtime the speed-up is against, chosen by the fastest row's ``device``:
     torch-cuda for a GPU row, ``reference`` for a CPU row), ``reference_p50`` (ms; that baseline's default
     configuration with the same attention variant, else its fastest), ``speedup`` (baseline p50 / fastest
-    p50), ``faster_but_disagreeing`` (faster runtimes whose outputs failed the agreement check), and
+    p50), ``faster_but_disagreeing`` (faster runtimes whose outputs failed the agreement check),
     ``noisy`` / ``reference_noisy`` (whether the fastest's / the baseline's timing is noisy,
-    :func:`onnxbench.noise.is_noisy` with ``noise_limit``).
+    :func:`onnxbench.noise.is_noisy` with ``noise_limit``), and ``no_baseline`` (why there is no speed-up: the
+    baseline has rows at the key but none of the fastest's graph and input, i.e. export path and padding; a
+    ratio to another graph's time would not compare like with like). Where several export paths ran, ``fastest``
+    names the path ("ort-cpu via builder").
     ``fastest`` is "none agreed" when no cell passed, and names no winner ("none: no row for X (incomplete
     run)") when a runtime of ``requested`` (the matrix's runtimes, ``header["matrix"]["runtimes"]``) has no row,
     of any status, at that key: a runtime that never ran cannot have lost. ``why_missing`` is the parenthesis
@@ -212,7 +219,7 @@ def summary_table(df: pd.DataFrame, reference: str | None = None, requested: lis
     ok = ok_rows(df).copy()
     keys = ["model", "part", "precision", "batch", "seq_len"]
     columns = keys + ["fastest", "attention", "latency_ms_p50", "throughput_tok_s", "baseline", "reference_p50",
-                      "speedup", "faster_but_disagreeing", "noisy", "reference_noisy"]
+                      "speedup", "faster_but_disagreeing", "noisy", "reference_noisy", "no_baseline"]
     if ok.empty:
         return pd.DataFrame(columns=columns)
     reference = reference or reference_runtime(df)
@@ -223,6 +230,11 @@ def summary_table(df: pd.DataFrame, reference: str | None = None, requested: lis
     ok["_agree"] = verdicts(ok) == "pass"  # a "reference" or "floor" row compared a reference with itself
     ok["_fail"] = verdicts(ok) == "FAIL"  # ... and did not disagree either
     ok["_noisy"] = noisy_mask(ok, noise_limit)
+    # rows of one key can be different graphs (export paths) or inputs (padding): a speed-up compares one graph
+    # and one input with itself, and the winner names its export path where several ran
+    graph = [c for c in ("export_path", "padding") if c in ok]
+    if varying(ok, ["export_path"]):
+        ok["_label"] = ok["_label"] + " via " + ok["export_path"].astype("object")
     rows = []
     for key, g in ok.groupby(keys, sort=True, dropna=False):
         g = g.sort_values("latency_ms_p50", kind="stable")
@@ -241,9 +253,15 @@ def summary_table(df: pd.DataFrame, reference: str | None = None, requested: lis
         best = agreeing.iloc[0]
         base = baseline_for(best["device"], reference)
         refs = baseline_rows(g, base, best["threads"] if "threads" in best else 0)
+        all_refs = refs
+        for c in graph:
+            refs = refs[refs[c].astype("object").fillna("<NA>") == _na_text(best[c])]
         same = refs[refs["attention"] == best["attention"]]
         ref_rows = (same if len(same) else refs).sort_values("latency_ms_p50", kind="stable")
         ref_p50 = ref_rows["latency_ms_p50"].iloc[0] if len(ref_rows) else float("nan")
+        if ref_rows.empty and len(all_refs):  # the baseline measured other graphs only: no ratio across graphs
+            what = [f"{c.replace('_', ' ')} {best[c]}" for c in graph if varying(g, [c])]
+            row.update(no_baseline=f"no {base} row for this graph ({', '.join(what) or 'same key'})")
         worse = g[g["_fail"] & (g["latency_ms_p50"] < best["latency_ms_p50"])]
         row.update(fastest=best["_label"], attention=best["attention"], latency_ms_p50=best["latency_ms_p50"],
                    throughput_tok_s=best["throughput_tok_s"], baseline=base, reference_p50=ref_p50,
