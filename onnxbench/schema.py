@@ -19,6 +19,18 @@ KEY_COLUMNS = ("model", "part", "attention", "export_path", "precision", "opset"
 KEY_DEFAULTS = {"config_id": "default", "threads": 0, "scenario": "prefill", "new_tokens": 0, "padding": 0.0,
                 "export_path": "onnxbench"}
 
+#: How :func:`cell_label` writes a key column's value (other columns: the bare value).
+_LABEL_PREFIX = {"batch": "b", "seq_len": "t", "threads": "threads ", "new_tokens": "new tokens ",
+                 "padding": "padding ", "opset": "opset "}
+
+
+def cell_label(row, keys) -> str:
+    """A cell named by the values of its key columns ``keys`` (a row, a dict or a Cell's fields by name), in
+    :data:`KEY_COLUMNS` order: ``"llama-tiny ort-cpu optimum-opt b1 t8"``."""
+    get = row.get if hasattr(row, "get") else lambda k: getattr(row, k)
+    return " ".join(f"{_LABEL_PREFIX.get(k, '')}{get(k)}" for k in KEY_COLUMNS if k in keys)
+
+
 #: column -> (dtype, unit or meaning)
 COLUMNS: dict[str, tuple[str, str]] = {
     "schema_version": ("int", "version of this schema"),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..schema import KEY_COLUMNS
 from .console import app, console, fail, note, warn
 
 
@@ -90,8 +91,8 @@ def compare(
         console.print("compare: " + ", ".join(str(p) for p in paths.values()), highlight=False)
     n = result.counts
     if result.exit_code == NOTHING_COMPARED:
-        fail(f"{run_a} and {run_b} share no measured cell (cells are matched on model, part, attention, "
-             "precision, opset, runtime, batch, seq_len, config_id); nothing was compared")
+        fail(f"{run_a} and {run_b} share no measured cell (cells are matched on {', '.join(KEY_COLUMNS)}); "
+             "nothing was compared")
     for field, a, b in result.env_diffs:
         warn(f"environments differ: {field}: {a} -> {b}")
     for line in result.busy_lines():

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..noise import busy_note
-from ..schema import KEY_COLUMNS
+from ..schema import KEY_COLUMNS, cell_label
 from . import tables
 from .format import Spec
 from .load import load, load_header
@@ -263,13 +263,14 @@ def hardware_differences(df_a: pd.DataFrame, df_b: pd.DataFrame) -> list[tuple[s
             frame["gpu_name"] = None
     joined = a[keys + list(tables.HARDWARE)].merge(b[keys + list(tables.HARDWARE)], on=keys, suffixes=("_a", "_b"))
     diffs = []
+    label = [k for k in KEY_COLUMNS if k in ("model", "runtime", "batch", "seq_len") or tables.varying(joined, [k])]
     for _, row in joined.iterrows():
         if pd.isna(row["host_a"]) or pd.isna(row["host_b"]):
             continue
         gpu_a = None if pd.isna(row["gpu_name_a"]) else row["gpu_name_a"]
         gpu_b = None if pd.isna(row["gpu_name_b"]) else row["gpu_name_b"]
         if (row["host_a"], gpu_a) != (row["host_b"], gpu_b):
-            cell = f"{row['model']} {row['runtime']} b{row['batch']} t{row['seq_len']}"
+            cell = cell_label(row, label)
             diffs.append((cell, _machine(row["host_a"], gpu_a), _machine(row["host_b"], gpu_b)))
     return diffs
 
@@ -283,7 +284,18 @@ def compare_runs(run_a: str | Path, run_b: str | Path, threshold: float = 0.05) 
     return compare(load(run_a), load(run_b), load_header(run_a), load_header(run_b), threshold)
 
 
-_CELL_COLS = ["model", "part", "attention", "precision", "opset", "runtime", "config_id", "batch", "seq_len"]
+#: Key columns every cell table shows (where any cell has a value); the other key columns
+#: (:data:`onnxbench.schema.KEY_COLUMNS`: export path, threads, scenario, new tokens, padding) only where they
+#: vary over the cells, since a run without them keeps its tables as they were.
+_ALWAYS = ("model", "part", "attention", "precision", "opset", "runtime", "config_id", "batch", "seq_len")
+
+
+def _cell_columns(cells: pd.DataFrame, frame: pd.DataFrame) -> list[str]:
+    """The key columns a table of ``frame`` (some of ``cells``) shows, in :data:`onnxbench.schema.KEY_COLUMNS`
+    order: those of :data:`_ALWAYS` any cell has, and the others where they vary over ``frame``."""
+    shown = [k for k in KEY_COLUMNS if k in _ALWAYS and cells[k].notna().any() and (cells[k] != "").any()]
+    return [k for k in KEY_COLUMNS if k in shown or (k not in _ALWAYS and tables.varying(frame, [k]))]
+
 _SPECS = {"verdict": Spec("verdict")}
 
 
@@ -291,7 +303,6 @@ def _tables(c: Comparison) -> list[tuple[str, str, Table]]:
     judged = ["p50_a", "p50_b", "p50_change", "tok_s_a", "tok_s_b", "tok_s_change", "ci_overlap", "verdict"]
     cells = c.cells.copy()
     cells.loc[cells["config_id"] == "default", "config_id"] = pd.NA
-    keep = [k for k in _CELL_COLS if cells[k].notna().any() and (cells[k] != "").any()]
     compared = cells[~cells["verdict"].isin(["not compared"])]
     other = cells[cells["verdict"] == "not compared"]
     reg = compared[compared["verdict"].str.startswith(REGRESSION)]
@@ -299,7 +310,7 @@ def _tables(c: Comparison) -> list[tuple[str, str, Table]]:
     noise = compared[compared["verdict"] == NOISE]
 
     def table(frame: pd.DataFrame, columns: list[str], empty: str) -> Table:
-        frame = frame[keep + columns].reset_index(drop=True)
+        frame = frame[_cell_columns(cells, frame) + columns].reset_index(drop=True)
         fail = [str(v).startswith(REGRESSION) for v in frame["verdict"]] if "verdict" in frame else None
         return Table(frame, specs=_SPECS, fail=fail, empty=empty)
 
@@ -360,9 +371,8 @@ def change_plot(c: Comparison) -> bytes | None:
     cells = c.cells[c.cells["p50_change"].notna()]
     if cells.empty:
         return None
-    described = tables.varying(cells, ["model", "part", "attention", "precision", "opset", "config_id"])
-    labels = [" ".join([str(r["runtime"])] + [str(r[k]) for k in described] + [f"b{r['batch']} t{r['seq_len']}"])
-              for _, r in cells.iterrows()]
+    described = [k for k in KEY_COLUMNS if k in ("runtime", "batch", "seq_len") or tables.varying(cells, [k])]
+    labels = [cell_label(r, described) for _, r in cells.iterrows()]
     colors = ["#c0392b" if v.startswith(REGRESSION) else "#27ae60" if v == IMPROVEMENT else "#95a5a6"
               for v in cells["verdict"]]
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(cells) + 1.2))
