@@ -31,6 +31,15 @@ def cell_label(row, keys) -> str:
     return " ".join(f"{_LABEL_PREFIX.get(k, '')}{get(k)}" for k in KEY_COLUMNS if k in keys)
 
 
+def varying_keys(rows, always=("model", "runtime", "batch", "seq_len")) -> list[str]:
+    """The key columns (:data:`KEY_COLUMNS` order) that take more than one value over ``rows`` (dicts or objects
+    with the key columns as attributes), plus ``always``: what tells the rows apart in a list of them."""
+    def get(row, k):
+        return row.get(k) if hasattr(row, "get") else getattr(row, k, None)
+
+    return [k for k in KEY_COLUMNS if k in always or len({repr(get(r, k)) for r in rows}) > 1]
+
+
 #: column -> (dtype, unit or meaning)
 COLUMNS: dict[str, tuple[str, str]] = {
     "schema_version": ("int", "version of this schema"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..schema import cell_label, varying_keys
 from . import flags
 from .console import (
     BAD_INPUT,
@@ -289,11 +290,18 @@ def _print_plan(matrix, todo, out: Path, resume: bool) -> None:
              "directory merges as an empty part")
     for line in matrix.plan_notes():
         note(f"note: {line}")
-    # cells that differ only in an axis the line does not name (attention, precision, ...) share one line
-    reasons = [(c, matrix.unrunnable_reason(c)) for c in todo]
-    for line in dict.fromkeys(f"  cannot run, will be a skipped row: {c.model} {c.runtime} b{c.batch} "
-                              f"t{c.seq_len}: {why}" for c, why in reasons if why):
+    for line in unrunnable_lines([(c, matrix.unrunnable_reason(c)) for c in todo]):
         note(line)
+
+
+def unrunnable_lines(reasons) -> list[str]:
+    """One line per cell that cannot run (``reasons``: (cell, reason or None) pairs), naming the cell by model,
+    runtime, batch, seq_len and every other key column that varies over those cells (attention, export path,
+    precision, scenario, ...), so that no two listed cells read alike."""
+    cells = [(c, why) for c, why in reasons if why]
+    keys = varying_keys([c for c, _ in cells])
+    return list(dict.fromkeys(f"  cannot run, will be a skipped row: {cell_label(c, keys)}: {why}"
+                              for c, why in cells))
 
 
 def exit_status(rows: list[dict]) -> int:
