@@ -117,6 +117,26 @@ def test_the_builder_path_runs_the_same_weights_against_the_same_reference(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(builder.unavailable_reason() is not None, reason=str(builder.unavailable_reason()))
+def test_the_builders_int4_model_is_the_int4_weight_precision(tmp_path, cache_dir):
+    """``int4-weight`` on the builder path is the builder's own ``-p int4`` model (MatMulNBits), judged by the
+    quantized criteria against the float64 reference, prefill and generate, on ort-cpu and ort-genai."""
+    spec = MatrixSpec(models=["llama-tiny"], runtimes=["ort-cpu", "ort-genai"], batches=[1], seq_lens=[8],
+                      scenarios=["prefill", "generate"], new_tokens=[4], precisions=["int4-weight"],
+                      export_paths=["builder"], timing=FAST)
+    summary = run_matrix(spec, tmp_path / "run", cache_dir=cache_dir, isolate=False)
+    ran = [r for r in summary.rows if r["status"] == "ok"]
+    assert {(r["runtime"], r["scenario"]) for r in ran} == {("ort-cpu", "prefill"), ("ort-cpu", "generate"),
+                                                            ("ort-genai", "generate")}
+    for row in ran:
+        assert row["verdict"] == "pass" and row["precision"] == "int4-weight", (row["runtime"], row["reason"])
+        assert row["flops"] is not None or "work not counted" in row["reason"]  # never silently empty
+    (folder,) = (cache_dir / "paths" / "builder").glob("llama-tiny-*")
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    assert any(n.op_type == "MatMulNBits" for n in model.graph.node)
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(optimum.unavailable_reason() is not None, reason=str(optimum.unavailable_reason()))
 def test_the_optimum_paths_generate_and_agree_with_the_float64_reference(tmp_path, cache_dir):
     """A preset through Hugging Face Optimum's exporter (in its own python) with and without ONNX Runtime's

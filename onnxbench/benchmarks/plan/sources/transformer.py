@@ -25,7 +25,7 @@ import numpy as np
 
 from ....errors import MatrixError
 from ....export import ExportArtifact, TensorSpec, to_onnx
-from ....export.decoder_layout import DecoderLayout, position_ids
+from ....export.decoder_layout import DecoderLayout, detect_layout, position_ids
 from ....export.decoder_with_past import DECODER_WITH_PAST, empty_past
 from ....export.paths import DEFAULT_EXPORT_PATH, EXPORT_PATHS, EXTERNAL_ATTENTION, export_with
 from ....export.quantize import QUANTIZED_PRECISIONS
@@ -198,10 +198,11 @@ class TransformerSource(ModelSource):
         quantized graph, whose work is counted from the graph that ran (its weights are int8 or 4-bit blocks:
         :mod:`onnxbench.benchmarks.measure.graph_work`; the FLOPs agree with the analytic ones exactly,
         tests/benchmarks/measure/test_graph_work.py), for a generate cell at the same decode step. Another tool's
-        export path computes the same model: its fp32 work is the analytic one; its quantized graphs are not counted
-        yet (:meth:`work_gap` says so)."""
+        export path computes the same model: its fp32 work is the analytic one, its quantized graph's is counted
+        from its decoder graph in the same way (a prefill: the prompt's forward from an empty cache)."""
         if cell.export_path != DEFAULT_EXPORT_PATH and cell.precision != "fp32":
-            return None
+            counted = self._counted_path(cell, artifact) if artifact is not None else None
+            return counted.work if counted is not None and counted.complete else None
         if cell.precision in QUANTIZED_PRECISIONS:
             if artifact is None:
                 return None
@@ -220,10 +221,25 @@ class TransformerSource(ModelSource):
     def work_gap(self, cell: Cell, artifact: ExportArtifact | None = None) -> str:
         """Why :meth:`work` is None: only a quantized graph's count can be incomplete (the rest is analytic)."""
         if cell.export_path != DEFAULT_EXPORT_PATH and cell.precision != "fp32":
-            return f"the work of export path {cell.export_path}'s {cell.precision} graph is not counted yet"
+            return "" if artifact is None else self._counted_path(cell, artifact).why_incomplete
         if cell.precision not in QUANTIZED_PRECISIONS or artifact is None:
             return ""
         return self._counted(cell, artifact).why_incomplete
+
+    @staticmethod
+    def _counted_path(cell: Cell, artifact: ExportArtifact) -> GraphWork:
+        """Another tool's decoder graph counted at the step :meth:`work` describes (a prefill: the prompt's forward
+        from an empty cache), its cache sizes bound from its layout (the builder leaves d_head symbolic)."""
+        layout = detect_layout(artifact.path)
+        _, _, past_axis, total_axis = layout.axes
+        keys, seq_len = (cell.seq_len + cell.new_tokens // 2, 1) if cell.new_tokens > 1 else (cell.seq_len,
+                                                                                              cell.seq_len)
+        dims = {past_axis: keys - seq_len, **({total_axis: keys} if total_axis else {})}
+        cache = next(spec for spec in artifact.inputs if spec.name == "past_key_values.0.key")
+        for axis, size in ((cache.shape[1], layout.n_kv_heads), (cache.shape[3], layout.d_head)):
+            if isinstance(axis, str):
+                dims.setdefault(axis, size)
+        return counted_work(artifact.path, cell.batch, seq_len, dims)
 
     @staticmethod
     def _counted(cell: Cell, artifact: ExportArtifact) -> GraphWork:
