@@ -212,10 +212,14 @@ class _Run:
         key = CellKey.of(cell)
         if artifact is not None:  # the opset of the file that ran, never the axis value asked for
             key = dataclasses.replace(key, opset=artifact.opset)
-        work = self._work(cell, source, artifact, measurement)
+        try:
+            work = self._work(cell, source, artifact, measurement)
+            gap = source.work_gap(cell, artifact) if measurement.ok and work is None else ""
+        except ValueError as exc:  # a graph whose shapes the counter cannot bind costs its work columns, not the run
+            work, gap = None, f"the graph counter could not bind the graph's shapes: {exc}"
         row = assemble(dataclasses.replace(self.stamp, timestamp=now()), key, model,
                        *measurement.parts(), work)
-        if measurement.ok and work is None and (gap := source.work_gap(cell, artifact)):
+        if measurement.ok and work is None and gap:
             # empty work columns are never silent (docs/work_model.md)
             row["reason"] = "; ".join(filter(None, (row["reason"], f"note: work not counted ({gap})")))
         row["reason"] = above_peak_reason(row)

@@ -88,3 +88,14 @@ def test_a_graph_with_broken_scales_fails(tmp_path, monkeypatch):
         assert r["kl_mean"] > INT4_WEIGHT_THRESHOLDS.max_kl_mean
     clean = [r for r in rows if r["precision"] == "fp32" and r["runtime"] == "ort-cpu"]
     assert all(r["verdict"] == "pass" for r in clean)  # only the int4 graph carries the fault
+
+
+def test_the_in_place_cache_variant_quantized_to_int4_generates_and_is_counted(tmp_path, cache_dir):
+    """The in-place variant's cache axis is the buffer's, not a concatenating graph's past axis: its int4 decode
+    step is counted from the file's own layout, and a graph the counter could not bind would cost only the work
+    columns (with a note), never the run."""
+    spec = MatrixSpec(models=["llama-tiny"], precisions=[INT4], runtimes=["ort-cpu"], attention=["ort-gqa-inplace"],
+                      batches=[1], seq_lens=[8], scenarios=["generate"], new_tokens=[4], timing=FAST)
+    (row,) = run_matrix(spec, tmp_path / "run", cache_dir=cache_dir, isolate=False, ceilings=CEILINGS).rows
+    assert row["status"] == "ok" and row["verdict"] == "pass", row["reason"]
+    assert row["flops"] > 0 and row["bytes_moved"] > 0

@@ -25,7 +25,7 @@ import numpy as np
 
 from ....errors import MatrixError
 from ....export import ExportArtifact, TensorSpec, to_onnx
-from ....export.decoder_layout import DecoderLayout, detect_layout, position_ids
+from ....export.decoder_layout import detect_layout, position_ids
 from ....export.decoder_with_past import DECODER_WITH_PAST, empty_past
 from ....export.paths import DEFAULT_EXPORT_PATH, EXPORT_PATHS, EXTERNAL_ATTENTION, export_with
 from ....export.quantize import QUANTIZED_PRECISIONS
@@ -248,10 +248,9 @@ class TransformerSource(ModelSource):
         forward from an empty cache."""
         if cell.part != DECODER_WITH_PAST:
             return counted_work(artifact.path, cell.batch, cell.seq_len)
-        _, _, past_axis, total_axis = DecoderLayout.of_config(artifact.config).axes
-        keys, seq_len = (cell.seq_len + cell.new_tokens // 2, 1) if cell.new_tokens > 1 else (cell.seq_len,
-                                                                                              cell.seq_len)
-        return counted_work(artifact.path, cell.batch, seq_len, {past_axis: keys - seq_len, total_axis: keys})
+        # the file's own layout names the cache axes (the in-place variant's buffer axis is not the concatenating
+        # graphs' past axis)
+        return TransformerSource._counted_path(cell, artifact)
 
 
 @dataclass(frozen=True)
