@@ -71,7 +71,38 @@ class DecodeLoop(ABC):
         """
 
 
-class BufferedDecodeLoop(DecodeLoop):
+class _ChosenOnDevice(DecodeLoop):
+    """A loop that chooses each token on the session's device with one :meth:`_run_and_choose` per token (step
+    ``s``: 0 the prefill), into torch buffers ``_tokens`` (B, N) and, when recording, ``_record`` (B, N, vocab)."""
+
+    s: int = 0
+    _tokens = None
+    _record = None
+
+    @abstractmethod
+    def _run_and_choose(self) -> None:
+        """Run step ``self.s`` and choose its token."""
+
+    def prefill(self) -> None:
+        self.s = 0
+        self._run_and_choose()
+
+    def step(self) -> None:
+        if self.s + 1 >= self.new_tokens:
+            raise IndexError(f"all {self.new_tokens} tokens are chosen; reset() first")
+        self.s += 1
+        self._run_and_choose()
+
+    def tokens(self) -> np.ndarray:
+        return self._tokens.cpu().numpy()
+
+    def logits(self) -> np.ndarray:
+        if self._record is None:
+            raise RuntimeError("this generation was not recorded; reset(record=True) before the prefill")
+        return self._record.numpy()
+
+
+class BufferedDecodeLoop(_ChosenOnDevice):
     """The buffers of a decode loop that runs an exported decoder-with-past graph (docs/generation.md), allocated
     once on the session's device, and the greedy choice; subclasses run one step of the graph on them
     (:meth:`_run`), binding the tensors :meth:`step_io` names.
@@ -184,28 +215,13 @@ class BufferedDecodeLoop(DecodeLoop):
         if self.sync_each_step:
             torch.cuda.current_stream(self.device).synchronize()
 
-    def prefill(self) -> None:
-        self.s = 0
-        self._run_and_choose()
-
-    def step(self) -> None:
-        if self.s + 1 >= self.new_tokens:
-            raise IndexError(f"all {self.new_tokens} tokens are chosen; reset() first")
-        self.s += 1
-        self._run_and_choose()
-
     def tokens(self) -> np.ndarray:
         if self.stream is not None:
             self.stream.synchronize()
         return self._tokens.cpu().numpy()
 
-    def logits(self) -> np.ndarray:
-        if self._record is None:
-            raise RuntimeError("this generation was not recorded; reset(record=True) before the prefill")
-        return self._record.numpy()
 
-
-class InPlaceDecodeLoop(DecodeLoop):
+class InPlaceDecodeLoop(_ChosenOnDevice):
     """The buffers of a decode loop over a graph whose KV cache is updated in place: ONNX Runtime's
     ``GroupQueryAttention`` with past and present bound to one buffer per cache tensor (onnxbench's
     ``ort-gqa-inplace`` export, :mod:`onnxbench.export.gqa_decoder`, and the ORT model builder's decoders). One
@@ -306,20 +322,4 @@ class InPlaceDecodeLoop(DecodeLoop):
         if self.sync_each_step:
             torch.cuda.current_stream(self.device).synchronize()
 
-    def prefill(self) -> None:
-        self.s = 0
-        self._run_and_choose()
 
-    def step(self) -> None:
-        if self.s + 1 >= self.new_tokens:
-            raise IndexError(f"all {self.new_tokens} tokens are chosen; reset() first")
-        self.s += 1
-        self._run_and_choose()
-
-    def tokens(self) -> np.ndarray:
-        return self._tokens.cpu().numpy()
-
-    def logits(self) -> np.ndarray:
-        if self._record is None:
-            raise RuntimeError("this generation was not recorded; reset(record=True) before the prefill")
-        return self._record.numpy()
