@@ -41,7 +41,7 @@ demo: install
 
 # The suite without the tests marked `slow`; .ci/run runs both targets.
 test: install
-	$(BIN)/python -m pytest -q -m "not slow" --durations=15
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=15
 
 # The slow end-to-end tests: gpt2-small and larger exports, repeated matrices, `make demo` itself.
 test-slow: install

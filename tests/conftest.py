@@ -13,8 +13,16 @@ DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("onnxbench-cache")
+def cache_dir(tmp_path_factory, worker_id) -> Path:
+    """One artifact cache for the whole test run. Under pytest-xdist (``make test`` runs two workers) every worker
+    has its own base temp, so the cache sits one level up, shared: an export made by one worker is a cache hit for
+    the other. Cache entries are published by an atomic rename (docs/export.md, "The export cache"), so two workers
+    exporting the same key at once both finish and one copy is kept."""
+    if worker_id == "master":
+        path = tmp_path_factory.mktemp("onnxbench-cache")
+    else:
+        path = tmp_path_factory.getbasetemp().parent / "onnxbench-cache"
+        path.mkdir(exist_ok=True)
     os.environ["ONNXBENCH_CACHE"] = str(path)  # CLI subprocesses share it
     return path
 

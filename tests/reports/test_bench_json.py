@@ -22,12 +22,14 @@ def test_benchmark_json_loads_into_the_run_schema_and_compares_with_a_run(tmp_pa
     matrix = tmp_path / "m.toml"
     matrix.write_text('models = ["tiny"]\nruntimes = ["ort-cpu"]\nbatches = [1]\nseq_lens = [8, 16]\n')
     bench = tmp_path / "bench.json"
+    # An xdist worker's variables would make the inner pytest-benchmark disable itself and write no JSON.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "bench"),
          "--benchmark-enable", f"--benchmark-json={bench}", "--benchmark-max-time=0.05",
          "--benchmark-min-rounds=20"],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
-        env={**os.environ, "ONNXBENCH_BENCH_MATRIX": str(matrix), "ONNXBENCH_CACHE": str(cache_dir)})
+        env={**env, "ONNXBENCH_BENCH_MATRIX": str(matrix), "ONNXBENCH_CACHE": str(cache_dir)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     raw = {b["extra_info"]["cell_id"]: b for b in json.loads(bench.read_text())["benchmarks"]}
     df = load(bench)
