@@ -132,10 +132,16 @@ def run(
     built = _build(spec)
     summary = _execute(built, out, cache_dir=cache_dir, resume=resume is not None, retry_failed=retry_failed,
                        ceilings=ceilings, tune=tune, executor=run_executor, overwrite=overwrite)
+    raise typer.Exit(_finish(out, summary, spec, report=report, resumed=resume is not None))
+
+
+def _finish(out: Path, summary, spec, *, report: bool, resumed: bool) -> int:
+    """Print the summary, the wall-time split and the reliability warnings, write the report if asked, and return
+    the exit status of the whole run directory (a resumed run's earlier rows count too)."""
     print_summary(summary.rows, busy_note(out))
     note(f"wall time: {export_time(summary)}, worker start-up {summary.worker_start_s:.1f} s, reference "
          f"{summary.reference_s:.1f} s, sessions {summary.session_s:.1f} s, timing {summary.timing_s:.1f} s")
-    if resume is not None and not summary.rows:
+    if resumed and not summary.rows:
         note("nothing left to run: every cell of the matrix already has a row (--retry-failed runs the failed "
              "ones again)")
     else:
@@ -150,7 +156,7 @@ def run(
     status = exit_status(read_rows(out))  # the whole run: a resumed run's earlier rows count too
     if status != OK:
         warn(_STATUS_WHY[status])
-    raise typer.Exit(status)
+    return status
 
 
 def overrides(models=None, runtimes=None, attention=None, parts=None, precisions=None, opsets=None, threads=None,
