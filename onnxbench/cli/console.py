@@ -49,10 +49,17 @@ def first_line(exc: BaseException) -> str:
 DEBUG_ENV = "ONNXBENCH_DEBUG"
 
 
+#: Errors of the command line itself. Typer >= 0.22 raises those of its own copy of click (a subclass of
+#: ``typer.TyperException``), older Typer click's own.
+_USAGE_ERRORS = (click.exceptions.ClickException,) + ((typer.TyperException,) if hasattr(typer, "TyperException")
+                                                     else ())
+
+
 class _Commands(TyperGroup):
-    """The command group: the package's own errors (:class:`onnxbench.errors.OnnxbenchError`, bad input) are one
-    error line and exit status 2; anything else that escapes a command is a fault of onnxbench or a library, one
-    line and exit status 1 (``$ONNXBENCH_DEBUG=1`` re-raises it with its traceback)."""
+    """The command group: the package's own errors (:class:`onnxbench.errors.OnnxbenchError`, bad input) and
+    errors of the command line (an unknown option, a value of the wrong type) are one error line and exit status
+    2; anything else that escapes a command is a fault of onnxbench or a library, one line and exit status 1
+    (``$ONNXBENCH_DEBUG=1`` re-raises it with its traceback)."""
 
     def invoke(self, ctx):
         import os
@@ -61,9 +68,12 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except OnnxbenchError as exc:
             fail(first_line(exc))
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit,
-                typer.Abort, KeyboardInterrupt, SystemExit):
+        except (click.exceptions.Exit, click.exceptions.Abort, typer.Exit, typer.Abort, KeyboardInterrupt,
+                SystemExit):
             raise
+        except _USAGE_ERRORS as exc:  # an unknown option or command, a value of the wrong type, a missing argument
+            command = f"onnxbench {ctx.invoked_subcommand} --help" if ctx.invoked_subcommand else "onnxbench --help"
+            fail(f"{exc.format_message()} ({command} lists what it takes)", getattr(exc, "exit_code", BAD_INPUT))
         except BrokenPipeError:  # the reader went away (`... | head`): click's main ends quietly, status 1
             raise
         except Exception as exc:

@@ -1,4 +1,5 @@
-"""Requests the run cannot honour are refused or said, never silently changed: a missing matrix file, new tokens
+"""Requests the run cannot honour are refused or said, never silently changed: a command line click cannot
+parse, a missing matrix file, new tokens
 without a generate cell, a variant at a precision it has no graph for, a finished run resumed, a closed pipe,
 a file onnxbench did not export."""
 
@@ -13,6 +14,18 @@ def test_a_missing_matrix_file_is_bad_input_not_an_internal_error(tmp_path):
     proc = run_cli("run", "--matrix", str(tmp_path / "nosuch.toml"), "--out", str(tmp_path / "run"))
     assert proc.returncode == 2, proc.stderr
     assert "does not exist" in proc.stderr and "internal error" not in proc.stderr
+
+
+def test_command_line_errors_are_one_line_naming_the_fault_and_exit_2(tmp_path):
+    cases = [(("run", "--bogus-flag"), "No such option: --bogus-flag", "onnxbench run --help"),
+             (("run", "--min-time", "abc"), "'--min-time'", "onnxbench run --help"),
+             (("bogus",), "No such command 'bogus'", "onnxbench --help"),
+             (("compare", str(tmp_path)), "Missing argument", "onnxbench compare --help")]
+    for args, fault, hint in cases:
+        proc = run_cli(*args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (args, proc.stderr)
+        assert fault in lines[0] and hint in lines[0] and "internal error" not in lines[0], (args, lines)
 
 
 def test_new_tokens_without_a_generate_cell_are_refused(tmp_path):
