@@ -16,12 +16,16 @@ def csv(values: str | None, flag: str, cast=str, example: str | None = None) -> 
     """``"a,b"`` -> ``[cast(a), cast(b)]``; None when the flag was not given.
 
     Raises:
-        FlagError: for a value ``cast`` cannot read, or a list with no value at all (``--runtimes ""``).
+        FlagError: for a value ``cast`` cannot read, an empty value among others (``--batches 1,,2``), or a list
+            with no value at all (``--runtimes ""``).
     """
     if values is None:
         return None
+    parts = [v.strip() for v in values.split(",")]
+    if any(parts) and not all(parts):  # "1,,2" or "1,": a value left out is refused, not dropped
+        raise FlagError(f"{flag}: an empty value in {values!r}; separate the values by single commas")
     try:
-        items = [cast(v.strip()) for v in values.split(",") if v.strip()]
+        items = [cast(v) for v in parts if v]
     except ValueError:
         raise FlagError(f"{flag}: could not read {values!r} as a comma-separated list of {_kind(cast)}") from None
     if not items:

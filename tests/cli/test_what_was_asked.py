@@ -6,7 +6,10 @@ a file onnxbench did not export."""
 import json
 import subprocess
 
+import pytest
+
 from onnxbench.benchmarks import MatrixSpec
+from onnxbench.cli.flags import FlagError, csv
 from tests.cli_run import CLI, run_cli
 
 
@@ -26,6 +29,12 @@ def test_command_line_errors_are_one_line_naming_the_fault_and_exit_2(tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1, (args, proc.stderr)
         assert fault in lines[0] and hint in lines[0] and "internal error" not in lines[0], (args, lines)
+
+
+def test_an_empty_item_of_a_list_flag_is_refused_not_dropped():
+    with pytest.raises(FlagError, match="--batches: an empty value in '1,,2'"):
+        csv("1,,2", "--batches", int)
+    assert csv(" 1, 2 ", "--batches", int) == [1, 2]
 
 
 def test_new_tokens_without_a_generate_cell_are_refused(tmp_path):

@@ -45,9 +45,14 @@ class TimingConfig:
 
     def __post_init__(self) -> None:
         if self.min_iters < 1 or self.max_iters < self.min_iters:
-            raise ValueError(f"need 1 <= min_iters <= max_iters, got {self.min_iters}, {self.max_iters}")
-        if self.warmup_iters < 0 or self.min_time_s < 0 or self.max_time_s <= 0:
-            raise ValueError("warmup_iters and min_time_s must be >= 0 and max_time_s > 0")
+            raise ValueError(f"need 1 <= min_iters (--min-iters) <= max_iters, got {self.min_iters}, "
+                             f"{self.max_iters}")
+        bad = [f"{name} = {value}" for name, value, ok in (
+            ("warmup_iters", self.warmup_iters, self.warmup_iters >= 0),
+            ("min_time_s (--min-time)", self.min_time_s, self.min_time_s >= 0),
+            ("max_time_s", self.max_time_s, self.max_time_s > 0)) if not ok]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: warmup_iters and min_time_s must be >= 0, max_time_s > 0")
 
 
 def median_ci95(samples: np.ndarray) -> tuple[float, float]:

@@ -14,7 +14,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from ...errors import MatrixError
-from ...export import DEFAULT_OPSET, PRECISIONS
+from ...export import DEFAULT_OPSET, EXPORTERS, PRECISIONS
 from ...export.opsets import describe, supported_opsets
 from ...export.paths import DEFAULT_EXPORT_PATH, EXPORT_PATHS
 from ...export.quantize import QUANTIZED_PRECISIONS
@@ -157,6 +157,8 @@ class MatrixSpec:
         for p in self.parts:
             if p not in PARTS:
                 raise MatrixError(f"unknown part {p!r}; known: {', '.join(PARTS)}")
+        if self.exporter not in EXPORTERS:
+            raise MatrixError(f"unknown exporter {self.exporter!r}; known: {', '.join(EXPORTERS)}")
         if self.exporter != "dynamo":
             needs = [a for a in self.attention if VARIANTS[a].dynamo_only]
             if needs:
@@ -184,8 +186,12 @@ class MatrixSpec:
         for source in sources.values():
             source.validate()
             batches, seq_lens = self.shape_axes(source.name)
-            if any(b < 1 for b in batches) or any(t < 1 for t in seq_lens):
-                raise MatrixError("batch sizes and sequence lengths must be >= 1")
+            bad = [f"{axis} {values}" for axis, values in (("batch sizes", [b for b in batches if b < 1]),
+                                                            ("sequence lengths", [t for t in seq_lens if t < 1]))
+                   if values]
+            if bad:
+                raise MatrixError(f"{source.name}: {' and '.join(bad)} must be >= 1 (--batches, --seq-lens or the "
+                                  "matrix file's batches, seq_lens)")
         limits = {name: s.max_positions for name, s in sources.items() if s.max_positions is not None}
         longest = max(limits.values(), default=0)
         too_long = sorted({t for m in limits for t in self.shape_axes(m)[1] if t > longest})

@@ -151,3 +151,23 @@ def test_each_model_kind_is_one_source_and_model_names_are_unique(tmp_path):
     clash.write_bytes(path.read_bytes())
     with pytest.raises(ValueError, match=r"share the model name 'tiny'; rename one of them"):
         MatrixSpec(models=["tiny"], onnx=OnnxFiles(files=[str(clash)])).validate()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"exporter": "bogus"}, "unknown exporter 'bogus'; known: dynamo, torchscript"),
+    ({"batches": [0, 2]}, "tiny: batch sizes [0] must be >= 1 (--batches"),
+    ({"seq_lens": [8, -1]}, "tiny: sequence lengths [-1] must be >= 1"),
+])
+def test_a_bad_axis_value_is_refused_naming_itself_and_where_it_came_from(fields, message):
+    from onnxbench.errors import MatrixError
+
+    with pytest.raises(MatrixError) as raised:
+        MatrixSpec(**{"models": ["tiny"], "runtimes": ["ort-cpu"], **fields}).build()
+    assert message in str(raised.value)
+
+
+def test_a_bad_timing_value_names_the_flag_and_the_value():
+    from onnxbench.benchmarks.measure.timing import TimingConfig
+
+    with pytest.raises(ValueError, match=r"min_time_s \(--min-time\) = -1"):
+        TimingConfig(min_time_s=-1)
