@@ -39,7 +39,9 @@ _AXIS_FLAGS = ("models", "runtimes", "attention", "parts", "precisions", "opsets
 def run(
     out: str = typer.Option("runs/latest", help="run directory to write"),
     models: str | None = typer.Option(None, help="comma-separated presets (default: tiny,gpt2-small)"),
-    runtimes: str | None = typer.Option(None, help="comma-separated runtimes (default: all registered)"),
+    runtimes: str | None = typer.Option(
+        None, help="comma-separated runtimes (default: torch, ort-cpu, ort-cuda, tensorrt, ort-trt, torch-cuda; "
+                   "`onnxbench doctor` lists them all)"),
     attention: str | None = typer.Option(
         None, help="comma-separated attention variants (decomposed, sdpa, onnx-attention, ort-fused, ort-gqa-inplace)"),
     parts: str | None = typer.Option(None, help="comma-separated parts: model, attention"),

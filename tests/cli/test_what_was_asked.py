@@ -79,3 +79,13 @@ def test_inspect_of_another_tools_file_says_so(bert_onnx):
     assert proc.returncode == 0, proc.stderr
     assert "not an onnxbench export" in proc.stdout and "variant None" not in proc.stdout
     assert json.loads(run_cli("inspect", str(bert_onnx), "--json").stdout)["variant"] is None
+
+
+def test_the_runtimes_flag_help_names_the_default_matrix_runtimes():
+    import inspect
+
+    from onnxbench.benchmarks import default_matrix
+    from onnxbench.cli.run import run
+
+    help_text = inspect.signature(run).parameters["runtimes"].default.help
+    assert f"default: {', '.join(default_matrix().runtimes)};" in help_text

@@ -43,11 +43,11 @@ def test_unembedding_is_tied_to_token_embedding():
         torch.testing.assert_close(model(ids), expected)
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+# The presets of more than 12 blocks are not built here (seconds and GBs each): the formula they share is checked
+# on the others; the Llama-family ones are also checked against their published counts in test_llama.py.
+@pytest.mark.parametrize("name", [name for name, config in PRESETS.items() if config.n_layers <= 12])
 def test_parameter_count_formula_matches_module(name):
     config = PRESETS[name]
-    if config.n_layers > 12:
-        pytest.skip("large preset: formula checked on the smaller ones, building it costs seconds of RAM")
     assert build(config).num_parameters() == config.n_params
 
 
