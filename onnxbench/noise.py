@@ -59,13 +59,24 @@ def is_noisy(row: Mapping, limit: float = NOISE_LIMIT) -> bool:
 
 
 def noise_reason(row: Mapping, limit: float = NOISE_LIMIT) -> str:
-    """The warning a noisy row carries in its ``reason`` ("" when the row is not noisy)."""
+    """The warning a noisy row carries in its ``reason`` ("" when the row is not noisy), with the remedy its
+    ``cpu_busy_pct`` points to: a quiet machine when other processes used more than :data:`BUSY_LIMIT_PCT` of the
+    CPUs, more timed iterations (``iters``; ``--min-time``, ``--min-iters``) when the machine was quiet, either
+    when the cell has no load reading."""
     if not is_noisy(row, limit):
         return ""
     width = ci95_width(row)
     what = (f"95% CI of p50 {width:.0%} of p50" if width is not None
             else f"cov {float(row['cov']):.2f} (no CI recorded)")
-    return f"warning: noisy timing, {what} > noise_limit {limit:.0%} (a contended machine? rerun on a quiet one)"
+    busy, iters = _number(row.get("cpu_busy_pct")), _number(row.get("iters"))
+    more = (f"more than its {iters:.0f} timed iterations" if iters is not None else "more timed iterations")
+    if busy is not None and busy > BUSY_LIMIT_PCT:
+        advice = f"other processes used {busy:.0f}% of the CPUs: rerun on a quiet machine"
+    elif busy is not None:
+        advice = f"the machine was quiet ({busy:.0f}% busy): {more} (--min-time, --min-iters) narrow it"
+    else:
+        advice = f"a contended machine, or too few iterations: rerun on a quiet one, or time {more} (--min-time)"
+    return f"warning: noisy timing, {what} > noise_limit {limit:.0%} ({advice})"
 
 
 def run_limit(header: Mapping | None) -> float:

@@ -130,7 +130,9 @@ def warn_if_unreliable(run_dir: Path, rows: list[dict], limit: float) -> None:
     ok = [r for r in rows if r["status"] == "ok"]
     noisy = [r for r in ok if is_noisy(r, limit)]
     if noisy:
+        remedy = ("" if busy else "; the machine was quiet, so more timed iterations narrow the intervals "
+                  "(--min-time, --min-iters)")
         warn(f"{len(noisy)} of {len(ok)} measured cells have noisy timings (95% CI of p50 wider than {limit:.0%} of "
-             "p50; marked in the report): differences smaller than that are not meaningful")
+             f"p50; marked in the report): differences smaller than that are not meaningful{remedy}")
     if not rows:
         note("the run has no rows")

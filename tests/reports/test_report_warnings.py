@@ -102,6 +102,17 @@ def test_the_cli_and_the_report_count_the_same_noisy_cells(tmp_path):
     assert [bool(noise.noise_reason(r)) for r in rows] == [True] + [False] * 7
 
 
+def test_a_noisy_cell_is_told_the_remedy_its_load_reading_points_to():
+    row = {**_rows()[0], "iters": 10}
+    row["ci95_p50_hi_ms"] = row["latency_ms_p50"] * 1.3
+    quiet = noise.noise_reason({**row, "cpu_busy_pct": 5.0})
+    busy = noise.noise_reason({**row, "cpu_busy_pct": 60.0})
+    unknown = noise.noise_reason({**row, "cpu_busy_pct": None})
+    assert "machine was quiet (5% busy): more than its 10 timed iterations (--min-time" in quiet
+    assert "other processes used 60% of the CPUs: rerun on a quiet machine" in busy and "--min-time" not in busy
+    assert "rerun on a quiet one, or time more than its 10 timed iterations" in unknown
+
+
 def test_a_fraction_of_peak_above_one_is_a_measurement_problem_not_a_figure(tmp_path):
     rows = _rows()
     for r in rows:

@@ -94,7 +94,8 @@ class CellContext:
         requested execution provider), ``notes``, and the noise warning of ``timing_row`` (the statistics the
         row's latency columns hold; None: not judged); ``parts`` are :class:`Measurement`'s fields."""
         reasons = [*session.notes, *notes]
-        noisy = noise_reason(timing_row, self.noise_limit) if timing_row else ""
+        noisy = (noise_reason({**timing_row, "cpu_busy_pct": self._busy_pct}, self.noise_limit) if timing_row
+                 else "")
         if noisy:
             reasons.append(noisy)
         return Measurement(Outcome("ok", "; ".join(reasons)), load=Load(self._busy_pct), **parts)
