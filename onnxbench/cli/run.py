@@ -140,13 +140,13 @@ def run(
 def _finish(out: Path, summary, spec, *, report: bool, resumed: bool) -> int:
     """Print the summary, the wall-time split and the reliability warnings, write the report if asked, and return
     the exit status of the whole run directory (a resumed run's earlier rows count too)."""
-    print_summary(summary.rows, busy_note(out))
-    note(f"wall time: {export_time(summary)}, worker start-up {summary.worker_start_s:.1f} s, reference "
-         f"{summary.reference_s:.1f} s, sessions {summary.session_s:.1f} s, timing {summary.timing_s:.1f} s")
     if resumed and not summary.rows:
         note("nothing left to run: every cell of the matrix already has a row (--retry-failed runs the failed "
              "ones again)")
     else:
+        print_summary(summary.rows, busy_note(out))
+        note(f"wall time: {export_time(summary)}, worker start-up {summary.worker_start_s:.1f} s, reference "
+             f"{summary.reference_s:.1f} s, sessions {summary.session_s:.1f} s, timing {summary.timing_s:.1f} s")
         warn_if_unreliable(out, summary.rows, spec.noise_limit)
     if report:
         from ..reports import write_report
@@ -254,12 +254,17 @@ def _execute(built, out: Path, **kwargs):
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, transient=False)
 
+    def stop():  # Rich's stop of a display never started prints blank lines around the error line
+        if progress.live.is_started:
+            progress.stop()
+
     def on_start(matrix, todo, set_aside):
         if set_aside is not None:
             note(f"--overwrite: moved the run that was in {out} to {set_aside} (nothing deleted)")
         _print_plan(matrix, todo, out, kwargs["resume"])
-        progress.add_task("starting", total=len(todo))
-        progress.start()
+        if todo:  # a finished run resumed has nothing to show progress of
+            progress.add_task("starting", total=len(todo))
+            progress.start()
 
     def on_cell(cell, row):
         progress.advance(progress.task_ids[0])
@@ -272,15 +277,15 @@ def _execute(built, out: Path, **kwargs):
     try:
         return run_matrix(built, out, on_start=on_start, on_cell=on_cell, on_progress=on_progress, **kwargs)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as exc:
-        progress.stop()
+        stop()
         fail(str(exc))
     except KeyboardInterrupt:
-        progress.stop()
+        stop()
         note(f"interrupted: the rows so far are in {out} (results.jsonl/csv/parquet); continue with "
              f"`onnxbench run --resume {out}`")
         raise typer.Exit(INTERRUPTED) from None
     finally:
-        progress.stop()
+        stop()
         signal.signal(signal.SIGTERM, previous)
 
 

@@ -63,6 +63,7 @@ def test_resuming_a_finished_run_says_nothing_was_left(tmp_path, cache_dir):
     again = run_cli("run", "--resume", str(out), "--no-ceilings", "--no-report", "--cache-dir", str(cache_dir))
     assert again.returncode == 0, again.stderr
     assert "nothing left to run" in again.stderr and "has no rows" not in again.stderr
+    assert "wall time" not in again.stderr and "0/0" not in again.stderr  # no empty progress bar or timing split
     assert len((out / "results.jsonl").read_text().splitlines()) == 1
 
 

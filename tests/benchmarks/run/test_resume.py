@@ -124,7 +124,8 @@ def test_a_directory_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_
     refused = run_cli(*args)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     message = refused.stderr.strip()
-    assert len(message.splitlines()) == 1 and "Traceback" not in refused.stdout + refused.stderr
+    assert refused.stderr.count("\n") == 1, repr(refused.stderr)  # one line, no blank ones around it
+    assert "Traceback" not in refused.stdout + refused.stderr
     assert f"already holds run {old_id}" in message and "--resume" in message and "--overwrite" in message
     assert _files(out) == before, "the old run must be untouched"
     with pytest.raises(FileExistsError, match="already holds run"):
