@@ -16,6 +16,11 @@ from ..errors import OnnxbenchError
 # Piped output (CI logs) gets a wide console rather than rich's 80-column default, so tables stay readable.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+if not sys.stdout.isatty():  # the same for `--help`, unless Typer's TERMINAL_WIDTH says otherwise
+    from typer import rich_utils
+
+    if rich_utils.MAX_WIDTH is None:
+        rich_utils.MAX_WIDTH = 160
 
 #: Exit statuses (README "Exit status").
 OK, FAILED_CELLS, BAD_INPUT, NOTHING_MEASURED, DISAGREED, INTERRUPTED = 0, 1, 2, 3, 4, 130
