@@ -71,7 +71,7 @@ class DecodeLoop(ABC):
         """
 
 
-class _ChosenOnDevice(DecodeLoop):
+class ChosenOnDevice(DecodeLoop):
     """A loop that chooses each token on the session's device with one :meth:`_run_and_choose` per token (step
     ``s``: 0 the prefill), into torch buffers ``_tokens`` (B, N) and, when recording, ``_record`` (B, N, vocab)."""
 
@@ -102,7 +102,7 @@ class _ChosenOnDevice(DecodeLoop):
         return self._record.numpy()
 
 
-class BufferedDecodeLoop(_ChosenOnDevice):
+class BufferedDecodeLoop(ChosenOnDevice):
     """The buffers of a decode loop that runs an exported decoder-with-past graph (docs/generation.md), allocated
     once on the session's device, and the greedy choice; subclasses run one step of the graph on them
     (:meth:`_run`), binding the tensors :meth:`step_io` names.
@@ -221,7 +221,7 @@ class BufferedDecodeLoop(_ChosenOnDevice):
         return self._tokens.cpu().numpy()
 
 
-class InPlaceDecodeLoop(_ChosenOnDevice):
+class InPlaceDecodeLoop(ChosenOnDevice):
     """The buffers of a decode loop over a graph whose KV cache is updated in place: ONNX Runtime's
     ``GroupQueryAttention`` with past and present bound to one buffer per cache tensor (onnxbench's
     ``ort-gqa-inplace`` export, :mod:`onnxbench.export.gqa_decoder`, and the ORT model builder's decoders). One

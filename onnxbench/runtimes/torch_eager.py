@@ -14,7 +14,7 @@ import torch
 from ..export import PRECISIONS, ExportArtifact, TensorSpec
 from ..models import build, check_generation
 from .base import Runtime, RuntimeOptions, RuntimeUnavailable, Session, TypedOptions, thread_counts
-from .decode import DecodeLoop
+from .decode import ChosenOnDevice
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class TorchEagerSession(Session):
         torch.set_num_threads(self._threads_before)
 
 
-class TorchDecodeLoop(DecodeLoop):
+class TorchDecodeLoop(ChosenOnDevice):
     """Greedy decoding with the reference module (:class:`onnxbench.models.Transformer`, ``use_cache=True``).
 
     Each step feeds the previous step's present keys/values as its past; the module concatenates the new ones
@@ -156,29 +156,12 @@ class TorchDecodeLoop(DecodeLoop):
         if self._record is not None:
             self._record[:, self.s] = last.float().cpu()
 
-    def prefill(self) -> None:
-        self.s = 0
+    def _run_and_choose(self) -> None:
+        """Step 0 runs the prompt with no past; step s the token chosen at s - 1 with the cache so far."""
+        ids, past = (self.ids, None) if self.s == 0 else (self._tokens[:, self.s - 1:self.s], self.past)
         with self.grad_mode():
-            logits, self.past = self.model(self.ids, self.masks[0], None, use_cache=True)
+            logits, self.past = self.model(ids, self.masks[self.s], past, use_cache=True)
             self._choose(logits)
-
-    def step(self) -> None:
-        if self.s + 1 >= self.new_tokens:
-            raise IndexError(f"all {self.new_tokens} tokens are chosen; reset() first")
-        self.s += 1
-        with self.grad_mode():
-            logits, self.past = self.model(self._tokens[:, self.s - 1:self.s], self.masks[self.s], self.past,
-                                           use_cache=True)
-            self._choose(logits)
-
-    def tokens(self) -> np.ndarray:
-        return self._tokens.cpu().numpy()
-
-    def logits(self) -> np.ndarray:
-        if self._record is None:
-            raise RuntimeError("this generation was not recorded; reset(record=True) before the prefill")
-        return self._record.numpy()
-
 
 def _load_checkpoint(artifact: ExportArtifact, dtype: torch.dtype) -> torch.nn.Module:
     from ..models import checkpoint_sha256, load_checkpoint
