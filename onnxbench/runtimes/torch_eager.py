@@ -163,6 +163,7 @@ class TorchDecodeLoop(ChosenOnDevice):
             logits, self.past = self.model(ids, self.masks[self.s], past, use_cache=True)
             self._choose(logits)
 
+
 def _load_checkpoint(artifact: ExportArtifact, dtype: torch.dtype) -> torch.nn.Module:
     from ..models import checkpoint_sha256, load_checkpoint
 
