@@ -82,7 +82,8 @@ def test_cached_by_content_and_options(tiny_artifact, cache_dir):
     assert all(len(n.input) == 4 for n in onnx.load(str(other.path)).graph.node if n.op_type == "MatMulNBits")
 
 
-def test_refusals(tmp_path, cache_dir):
+def test_refusals(tmp_path):
+    cache_dir = tmp_path / "cache"  # its own: the session's is shared with the other xdist worker's exports
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "x2"], ["y"])], "noweight",
