@@ -72,15 +72,18 @@ def test_cached_by_source_content_and_options(tiny_artifact, tiny_int8, cache_di
     changed = tmp_path / "model.onnx"
     onnx.save(model, str(changed))
     assert quantize_int8_dynamic(changed, cache_dir=cache_dir).path != tiny_int8.path
-    assert quantize_int8_dynamic(tiny_artifact, cache_dir=cache_dir, force=True).cached is False
+    own = tmp_path / "own"  # force replaces the entry: never the shared one, which the other xdist worker may read
+    assert quantize_int8_dynamic(tiny_artifact, cache_dir=own).cached is False
+    assert quantize_int8_dynamic(tiny_artifact, cache_dir=own, force=True).cached is False
 
 
 @pytest.mark.parametrize("variant", ["sdpa", "onnx-attention", "ort-fused"])
-def test_every_attention_variant_quantizes_and_runs(variant, cache_dir, tmp_path, monkeypatch):
+def test_every_attention_variant_quantizes_and_runs(variant, cache_dir, tmp_path, tmp_path_factory, monkeypatch):
     config = get_preset("tiny")
     art = to_onnx(config, variant=variant, cache_dir=cache_dir, model_name="tiny")
     monkeypatch.chdir(tmp_path)
-    q = quantize_int8_dynamic(art, cache_dir=cache_dir, force=True)
+    # a cache of its own, so that the quantizer runs here (and never replaces an entry the other worker reads)
+    q = quantize_int8_dynamic(art, cache_dir=tmp_path_factory.mktemp("int8"))
     assert list(tmp_path.iterdir()) == []  # ORT's failed symbolic inference dumps files into the cwd otherwise
     assert q.variant == variant and q.precision == INT8_DYNAMIC
     # ort-fused's unembedding is a com.microsoft FusedMatMul, which the quantizer leaves in fp32
